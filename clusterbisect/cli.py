@@ -1,0 +1,84 @@
+"""The command line. Errors become exit codes here, and only here.
+
+Ray and Kubernetes are imported inside the commands that use them, never at
+start-up, so ``clusterbisect --help`` and ``diff`` stay fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from clusterbisect import __version__
+from clusterbisect.errors import EXIT_INTERRUPTED, ClusterBisectError
+
+
+def emit_json(document: Any) -> None:
+    """Print exactly one JSON document on stdout."""
+    click.echo(json.dumps(document, indent=2, sort_keys=False, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="clusterbisect")
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "console", "json"]),
+    default="auto",
+    show_default=True,
+    help="Logs go to stderr: readable on a terminal, JSON lines with 'json'.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default="warning",
+    show_default=True,
+)
+def cli(log_format: str, log_level: str) -> None:
+    """Find the setting that makes a cluster job crash.
+
+    Diff a working (GOOD) and a failing (BAD) job, then run probe jobs that apply
+    subsets of the differences until the culprit is isolated.
+    """
+    from clusterbisect import log
+
+    log.configure(log_format, log_level)
+
+
+# --- commands are registered below, each in its own section -----------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the CLI and map errors to exit codes."""
+    try:
+        cli.main(args=argv, prog_name="clusterbisect", standalone_mode=False)
+    except ClusterBisectError as err:
+        _report_error(err.message, err.code, err.details)
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Interrupted.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except click.ClickException as err:
+        err.show()
+        sys.exit(2 if err.exit_code == 1 else err.exit_code)
+    except click.exceptions.Exit as err:
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def _wants_json() -> bool:
+    return "--json" in sys.argv[1:]
+
+
+def _report_error(message: str, code: str, details: dict[str, Any]) -> None:
+    if _wants_json():
+        emit_json({"error": {"code": code, "message": message, "details": details}})
+    click.echo(f"error: {message}", err=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,45 @@
+"""structlog configuration, done once per process. Logs always go to stderr."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+_configured = False
+
+
+def configure(log_format: str = "auto", level: str = "warning") -> None:
+    """Set up structlog: readable on a terminal, JSON lines with ``log_format="json"``.
+
+    stdout is reserved for results, so every handler writes to stderr.
+    """
+    global _configured
+    numeric = getattr(logging, level.upper(), logging.WARNING)
+    as_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    renderer: structlog.typing.Processor
+    if as_json:
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    _configured = True
+
+
+def get_logger(name: str | None = None) -> structlog.typing.FilteringBoundLogger:
+    """A logger; configures the default (warnings to stderr) if nobody did yet."""
+    if not _configured:
+        configure()
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)
+    return logger

@@ -1,0 +1,127 @@
+"""Failure signatures and the classification of a probe run into an outcome."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+
+
+class Outcome(str, enum.Enum):
+    """The verdict of one probe run."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    UNRESOLVED = "unresolved"
+
+
+@dataclass
+class RunResult:
+    """What a backend observed when it ran one probe (before classification).
+
+    ``infra_error`` is set when the probe never ran the workload properly: an image
+    pull error, an unschedulable pod, a runtime_env that could not be built. Such a
+    run is always ``unresolved``, whatever else happened.
+    """
+
+    exit_code: int | None
+    output: str = ""
+    timed_out: bool = False
+    reason: str | None = None  # e.g. "OOMKilled", "Error", "DeadlineExceeded"
+    infra_error: str | None = None
+    duration_s: float = 0.0
+    log_path: str | None = None
+    details: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FailureSignature:
+    """What counts as *the* failure. Anything else that goes wrong is unresolved.
+
+    With no option set, any non-zero exit is the failure. Each option narrows it:
+    all given conditions must hold (a regex, an exit code, a termination reason).
+    A timeout is the failure only with ``hang_is_failure``.
+    """
+
+    fail_on: str | None = None
+    fail_exit_code: int | None = None
+    fail_reason: str | None = None
+    hang_is_failure: bool = False
+
+    def describe(self) -> str:
+        parts: list[str] = []
+        if self.hang_is_failure:
+            parts.append("a timeout (hang)")
+        if self.fail_exit_code is not None:
+            parts.append(f"exit code {self.fail_exit_code}")
+        if self.fail_reason:
+            parts.append(f"termination reason {self.fail_reason}")
+        if self.fail_on:
+            parts.append(f"output matching /{self.fail_on}/")
+        if not parts:
+            return "any non-zero exit"
+        return " or ".join(parts) if self.hang_is_failure and len(parts) == 1 else " and ".join(parts)
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "fail_on": self.fail_on,
+            "fail_exit_code": self.fail_exit_code,
+            "fail_reason": self.fail_reason,
+            "hang_is_failure": self.hang_is_failure,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, object]) -> FailureSignature:
+        code = data.get("fail_exit_code")
+        return cls(
+            fail_on=str(data["fail_on"]) if data.get("fail_on") else None,
+            fail_exit_code=int(code) if isinstance(code, int) else None,
+            fail_reason=str(data["fail_reason"]) if data.get("fail_reason") else None,
+            hang_is_failure=bool(data.get("hang_is_failure", False)),
+        )
+
+    def compiled(self) -> re.Pattern[str] | None:
+        return re.compile(self.fail_on, re.MULTILINE) if self.fail_on else None
+
+    def classify(self, run: RunResult) -> Outcome:
+        """Map one run to pass, fail or unresolved."""
+        if run.infra_error:
+            return Outcome.UNRESOLVED
+        if run.timed_out:
+            return Outcome.FAIL if self.hang_is_failure else Outcome.UNRESOLVED
+        explicit = bool(self.fail_on or self.fail_reason)
+        # A log line or a termination reason can be the failure even on exit 0.
+        if self._matches(run) and (run.exit_code != 0 or explicit):
+            return Outcome.FAIL
+        if run.exit_code == 0:
+            return Outcome.PASS
+        # Non-zero exit without the signature: a different failure, which must not
+        # steer the search.
+        return Outcome.UNRESOLVED
+
+    def _matches(self, run: RunResult) -> bool:
+        if self.fail_exit_code is not None and run.exit_code != self.fail_exit_code:
+            return False
+        if self.fail_reason and run.reason != self.fail_reason:
+            return False
+        pattern = self.compiled()
+        return not (pattern and not pattern.search(run.output))
+
+    def observed(self, run: RunResult, max_chars: int = 300) -> str:
+        """A short description of the failure as seen in ``run`` (for the report)."""
+        bits = []
+        if run.timed_out:
+            bits.append("timed out")
+        if run.exit_code is not None:
+            bits.append(f"exit code {run.exit_code}")
+        if run.reason:
+            bits.append(f"reason {run.reason}")
+        pattern = self.compiled()
+        if pattern:
+            match = pattern.search(run.output)
+            if match:
+                line_start = run.output.rfind("\n", 0, match.start()) + 1
+                line_end = run.output.find("\n", match.end())
+                line = run.output[line_start : line_end if line_end != -1 else None]
+                bits.append(f"matched: {line.strip()[:max_chars]}")
+        return ", ".join(bits) or "no failure observed"

@@ -1,0 +1,98 @@
+"""The contract between search strategies and the engine that runs probes.
+
+A strategy never does I/O. It is a generator: it yields a batch of
+:class:`ProbeRequest` and receives, for each, a :class:`ProbeAnswer`. When done it
+returns a :class:`SearchResult`. The engine (or the step-by-step mode, or a
+benchmark's simulated oracle) answers the requests from its cache or by running
+probes. Because strategies are deterministic functions of the answers, replaying a
+journal through a fresh strategy reaches the same point: that is how resume works.
+
+Changes are identified by their index in the session's sorted change list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from clusterbisect.outcome import Outcome
+
+Subset = frozenset[int]
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    """Run the good spec with ``subset`` of the changes applied.
+
+    ``runs`` is None for a deterministic request: the engine answers with the first
+    pass or fail it sees, retrying an unresolved run once. A flake-aware strategy sets
+    ``runs`` to the number of runs it wants in total for this subset; the engine
+    answers with all of them.
+    """
+
+    subset: Subset
+    runs: int | None = None
+    purpose: str = "search"  # baseline-good, baseline-bad, search, confirm, ...
+
+
+@dataclass(frozen=True)
+class ProbeAnswer:
+    outcome: Outcome  # the deterministic verdict (first pass/fail, else unresolved)
+    runs: tuple[Outcome, ...]  # every run of this subset so far, in order
+
+    @property
+    def fails(self) -> int:
+        return sum(1 for o in self.runs if o is Outcome.FAIL)
+
+    @property
+    def passes(self) -> int:
+        return sum(1 for o in self.runs if o is Outcome.PASS)
+
+
+@dataclass
+class Culprit:
+    """A smallest set of changes that reproduces the failure on the good spec."""
+
+    changes: Subset
+    confidence: float = 1.0
+    confirmed: bool = False
+    evidence: dict[str, object] = field(default_factory=dict)
+
+
+# Search statuses (the contract in DESIGN.md).
+FOUND = "found"
+NO_DIFFERENCES = "no_differences"
+NOT_REPRODUCIBLE = "not_reproducible"
+BASELINE_FAILED = "baseline_failed"
+INCONCLUSIVE = "inconclusive"
+
+
+@dataclass
+class SearchResult:
+    status: str
+    culprits: list[Culprit] = field(default_factory=list)
+    candidates: list[Subset] = field(default_factory=list)  # narrowest known, when cut short
+    notes: list[str] = field(default_factory=list)
+    estimates: dict[str, float] = field(default_factory=dict)  # e.g. p and q when flaky
+
+
+Search = Generator[list[ProbeRequest], list[ProbeAnswer], SearchResult]
+
+
+class Strategy(Protocol):
+    """Chooses the next batch of probes from the outcomes so far."""
+
+    name: str
+
+    def search(self, n: int) -> Search:
+        """Search ``n`` changes (indices 0..n-1), yielding batches of requests."""
+        ...
+
+    def candidates(self) -> list[Subset]:
+        """The narrowest candidate sets known right now (for a result cut short)."""
+        ...
+
+    def remaining_estimate(self) -> int | None:
+        """Estimated probes still to go, for progress output; None if unknown."""
+        ...
