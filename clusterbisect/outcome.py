@@ -60,7 +60,9 @@ class FailureSignature:
             parts.append(f"output matching /{self.fail_on}/")
         if not parts:
             return "any non-zero exit"
-        return " or ".join(parts) if self.hang_is_failure and len(parts) == 1 else " and ".join(parts)
+        return (
+            " or ".join(parts) if self.hang_is_failure and len(parts) == 1 else " and ".join(parts)
+        )
 
     def to_dict(self) -> dict[str, object]:
         return {

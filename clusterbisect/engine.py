@@ -1,0 +1,297 @@
+"""The engine: drives a search strategy, answers it from the cache or by running probes.
+
+It is the only place where the pure search meets I/O. The cache is the journal:
+identical probes (the same applied subset) are never run twice in a session, and a
+resumed session replays the journal through a fresh strategy, so finished probes
+are answered from disk and the search continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from clusterbisect.diff import Change, diff
+from clusterbisect.outcome import FailureSignature, Outcome, RunResult
+from clusterbisect.runners.base import Probe, Runner
+from clusterbisect.search.base import (
+    INCONCLUSIVE,
+    ProbeAnswer,
+    ProbeRequest,
+    SearchResult,
+    Strategy,
+    Subset,
+)
+from clusterbisect.session import ProbeRecord, Session
+from clusterbisect.settings import apply_changes
+from clusterbisect.specs import load_spec
+from clusterbisect.specs.model import Spec
+
+# A deterministic request is answered by its first pass or fail; an unresolved run is
+# retried this many times before the strategy is told "unresolved".
+UNRESOLVED_RETRIES = 1
+
+
+@dataclass
+class Problem:
+    """The bisection problem of a session: the specs and the changes to search."""
+
+    good: Spec
+    bad: Spec
+    changes: list[Change]  # every change, sorted by key
+    testable: list[Change]  # the ones searched; strategy indices refer to this list
+    untestable: dict[str, str]  # key -> why this backend cannot apply it
+
+    def subset_keys(self, subset: Subset) -> list[str]:
+        return sorted(self.testable[i].key for i in subset)
+
+    def subset_changes(self, subset: Subset) -> list[Change]:
+        return [self.testable[i] for i in sorted(subset)]
+
+
+def prepare(session: Session, runner: Runner | None) -> Problem:
+    """Load the session's inputs, diff them and split off what the backend cannot test."""
+    config = session.config
+    good = load_spec(str(session.input_path("good")))
+    bad = load_spec(str(session.input_path("bad")))
+    good.source, bad.source = config.good_source, config.bad_source
+    changes = diff(good, bad, ignore=config.ignore, container=config.container)
+    untestable = runner.untestable(changes) if runner else {}
+    testable = [c for c in changes if c.key not in untestable]
+    return Problem(good, bad, changes, testable, untestable)
+
+
+class Progress(Protocol):
+    """Receives progress events (the CLI prints them on stderr)."""
+
+    def round_started(
+        self, round_no: int, probes: list[Probe], left: int, to_go: int | None
+    ) -> None: ...
+
+    def probe_finished(self, record: ProbeRecord) -> None: ...
+
+
+@dataclass
+class Pending:
+    """The step-by-step mode's view: requests that need a run before the search can go on."""
+
+    requests: list[ProbeRequest]
+
+
+@dataclass
+class EngineOutcome:
+    """What a drive ended with: a result, or (in step mode) pending requests."""
+
+    result: SearchResult | None = None
+    pending: Pending | None = None
+    budget_exhausted: str | None = None
+
+
+@dataclass
+class Engine:
+    """Runs ``strategy`` over ``problem`` for ``session``, with ``runner`` when given."""
+
+    session: Session
+    problem: Problem
+    strategy: Strategy
+    runner: Runner | None = None
+    signature: FailureSignature = field(default_factory=FailureSignature)
+    progress: Progress | None = None
+    clock: Callable[[], float] = time.monotonic
+
+    def __post_init__(self) -> None:
+        self._by_key = {c.key: i for i, c in enumerate(self.problem.testable)}
+        self.records: list[ProbeRecord] = []
+        self._runs: dict[Subset, list[ProbeRecord]] = {}
+        for record in self.session.records():
+            self._remember(record)
+        self._started = self.clock()
+
+    # --- the cache ------------------------------------------------------------------
+
+    def _remember(self, record: ProbeRecord) -> None:
+        subset = frozenset(self._by_key[k] for k in record.subset if k in self._by_key)
+        if len(subset) != len(record.subset):
+            return  # a probe of changes this session no longer searches
+        self.records.append(record)
+        self._runs.setdefault(subset, []).append(record)
+
+    @property
+    def rounds(self) -> int:
+        return max((r.round for r in self.records), default=0)
+
+    def runs_of(self, subset: Subset) -> list[ProbeRecord]:
+        return self._runs.get(subset, [])
+
+    def answer(self, request: ProbeRequest) -> ProbeAnswer | None:
+        """The answer from the cache, or None if the request needs another run."""
+        outcomes = tuple(Outcome(r.outcome) for r in self.runs_of(request.subset))
+        if request.runs is not None:
+            if len(outcomes) < request.runs:
+                return None
+            return ProbeAnswer(_verdict(outcomes), outcomes)
+        definite = [o for o in outcomes if o is not Outcome.UNRESOLVED]
+        if definite:
+            return ProbeAnswer(definite[0], outcomes)
+        if len(outcomes) > UNRESOLVED_RETRIES:
+            return ProbeAnswer(Outcome.UNRESOLVED, outcomes)
+        return None
+
+    def runs_needed(self, request: ProbeRequest) -> int:
+        if self.answer(request) is not None:
+            return 0
+        have = len(self.runs_of(request.subset))
+        return 1 if request.runs is None else request.runs - have
+
+    # --- driving --------------------------------------------------------------------
+
+    def drive(
+        self, execute: bool = True, max_probes: int | None = None, max_time_s: float | None = None
+    ) -> EngineOutcome:
+        """Replay the strategy against the cache; run what is missing when ``execute``.
+
+        Without ``execute`` (the step-by-step mode) it stops at the first batch that
+        needs a run and returns those requests as pending.
+        """
+        search = self.strategy.search(len(self.problem.testable))
+        try:
+            batch = next(search)
+            while True:
+                pending = [r for r in batch if self.runs_needed(r) > 0]
+                if not pending:
+                    answers = [self.answer(r) for r in batch]
+                    batch = search.send([a for a in answers if a is not None])
+                    continue
+                if not execute:
+                    search.close()
+                    return EngineOutcome(pending=Pending(pending))
+                exhausted = self._budget_exhausted(max_probes, max_time_s)
+                if exhausted:
+                    search.close()
+                    return EngineOutcome(
+                        result=self._cut_short(exhausted), budget_exhausted=exhausted
+                    )
+                self._run_batch(pending, max_probes)
+        except StopIteration as stop:
+            result: SearchResult = stop.value
+            return EngineOutcome(result=result)
+
+    def _budget_exhausted(self, max_probes: int | None, max_time_s: float | None) -> str | None:
+        if max_probes is not None and len(self.records) >= max_probes:
+            return f"the probe budget ({max_probes}) is spent"
+        if max_time_s is not None and self.clock() - self._started >= max_time_s:
+            return f"the time budget ({max_time_s:g} s) is spent"
+        return None
+
+    def _cut_short(self, why: str) -> SearchResult:
+        return SearchResult(
+            INCONCLUSIVE,
+            candidates=self.strategy.candidates(),
+            notes=[f"stopped early: {why}"],
+        )
+
+    def _run_batch(self, pending: list[ProbeRequest], max_probes: int | None) -> None:
+        """Run the missing runs of ``pending``, K at a time; journal each round."""
+        if self.runner is None:
+            raise RuntimeError("the engine needs a runner to execute probes")
+        wanted: list[ProbeRequest] = []
+        seen: set[Subset] = set()
+        for request in pending:
+            if request.subset in seen:
+                continue
+            seen.add(request.subset)
+            wanted.extend([request] * self.runs_needed(request))
+        parallel = max(1, self.session.config.parallel)
+        if max_probes is not None:
+            wanted = wanted[: max(0, max_probes - len(self.records))]
+        for start in range(0, len(wanted), parallel):
+            self._run_round(wanted[start : start + parallel])
+
+    def _run_round(self, requests: list[ProbeRequest]) -> None:
+        assert self.runner is not None
+        round_no = self.rounds + 1
+        probes = [self.make_probe(r, len(self.records) + 1 + i) for i, r in enumerate(requests)]
+        if self.progress:
+            left = min((len(c) for c in self.strategy.candidates()), default=len(self._by_key))
+            self.progress.round_started(round_no, probes, left, self.strategy.remaining_estimate())
+        results = self.runner.run(probes)
+        for request, probe, run in zip(requests, probes, results):
+            record = self._record(request, probe, run, round_no)
+            self.session.append(record)
+            self._remember(record)
+            if self.progress:
+                self.progress.probe_finished(record)
+
+    def make_probe(
+        self, request: ProbeRequest, number: int, extra: dict[str, Any] | None = None
+    ) -> Probe:
+        """Render the probe for ``request``: the good spec with its subset applied."""
+        probe_id = f"p{number:03d}"
+        changes = self.problem.subset_changes(request.subset)
+        config = self.session.config
+        return Probe(
+            probe_id=probe_id,
+            session_id=self.session.session_id,
+            spec=apply_changes(self.problem.good, changes),
+            changes=changes,
+            log_path=self.session.log_path(probe_id),
+            timeout_s=config.timeout_s,
+            command=config.command,
+            extra={
+                "purpose": request.purpose,
+                "env_names": sorted({c.env_name for c in self.problem.changes if c.env_name}),
+                **(extra or {}),
+            },
+        )
+
+    def _record(
+        self, request: ProbeRequest, probe: Probe, run: RunResult, round_no: int
+    ) -> ProbeRecord:
+        outcome = self.signature.classify(run)
+        log = (
+            probe.log_path.relative_to(self.session.state_dir) if probe.log_path.exists() else None
+        )
+        return ProbeRecord(
+            probe_id=probe.probe_id,
+            round=round_no,
+            subset=self.problem.subset_keys(request.subset),
+            outcome=outcome.value,
+            purpose=request.purpose,
+            exit_code=run.exit_code,
+            timed_out=run.timed_out,
+            reason=run.reason,
+            infra_error=run.infra_error,
+            duration_s=round(run.duration_s, 3),
+            log=str(log) if log else None,
+            observed=self.signature.observed(run) if outcome is not Outcome.PASS else "",
+            finished_at=time.time(),
+        )
+
+    def record_manual(
+        self, subset: Subset, outcome: Outcome, purpose: str = "search", log: str | None = None
+    ) -> ProbeRecord:
+        """Journal an outcome reported by hand (the step-by-step mode)."""
+        record = ProbeRecord(
+            probe_id=f"p{len(self.records) + 1:03d}",
+            round=self.rounds + 1,
+            subset=self.problem.subset_keys(subset),
+            outcome=outcome.value,
+            purpose=purpose,
+            log=log,
+            finished_at=time.time(),
+            source="manual",
+        )
+        self.session.append(record)
+        self._remember(record)
+        return record
+
+
+def _verdict(outcomes: tuple[Outcome, ...]) -> Outcome:
+    """Summary of repeated runs: fail if any run failed, else pass if any passed."""
+    if Outcome.FAIL in outcomes:
+        return Outcome.FAIL
+    if Outcome.PASS in outcomes:
+        return Outcome.PASS
+    return Outcome.UNRESOLVED

@@ -1,0 +1,40 @@
+"""Progress on stderr while a bisection runs: round, probes in flight, candidates left."""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+from clusterbisect.runners.base import Probe
+from clusterbisect.session import ProbeRecord
+
+
+class TerminalProgress:
+    """Writes one line per round and per finished probe to ``stream`` (stderr)."""
+
+    def __init__(self, stream: TextIO | None = None, quiet: bool = False) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+
+    def _write(self, text: str) -> None:
+        if not self.quiet:
+            print(text, file=self.stream, flush=True)
+
+    def round_started(
+        self, round_no: int, probes: list[Probe], left: int, to_go: int | None
+    ) -> None:
+        purposes = sorted({str(p.extra.get("purpose", "search")) for p in probes})
+        eta = f", ~{to_go} probes to go" if to_go is not None and "search" in purposes else ""
+        self._write(
+            f"round {round_no}: {len(probes)} probe{'s' if len(probes) != 1 else ''} in flight "
+            f"({', '.join(purposes)}); {left} candidate change{'s' if left != 1 else ''} left{eta}"
+        )
+
+    def probe_finished(self, record: ProbeRecord) -> None:
+        detail = f" - {record.observed}" if record.observed else ""
+        if record.infra_error:
+            detail = f" - infra: {record.infra_error}"
+        self._write(
+            f"  {record.probe_id} [{len(record.subset):>4} changes] {record.outcome.upper():<10}"
+            f" {record.duration_s:6.2f}s{detail}"
+        )

@@ -1,0 +1,337 @@
+"""The result of a bisection, as a JSON document and as text or Markdown.
+
+``build_result`` makes the one document every form is rendered from; it is what
+``run --json`` prints and what ``result.json`` in the state directory holds, so
+``clusterbisect report`` can render it again later.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from clusterbisect.diff import REDACTED, Change
+from clusterbisect.engine import Engine, Problem
+from clusterbisect.search.base import SearchResult, Subset
+from clusterbisect.session import ProbeRecord
+
+EXCERPT_LINES = 12
+EXCERPT_CHARS = 1500
+
+
+def build_result(engine: Engine, search: SearchResult, elapsed_s: float) -> dict[str, Any]:
+    """The whole report of a session as one JSON-ready document."""
+    problem, session = engine.problem, engine.session
+    secrets = _secret_values(problem.changes)
+    records = engine.records
+    n = len(problem.testable)
+    return {
+        "status": search.status,
+        "culprits": [
+            _culprit(engine, c.changes, c.confidence, c.confirmed, c.evidence, secrets)
+            for c in search.culprits
+        ],
+        "probe_count": len(records),
+        "rounds": engine.rounds,
+        "state_dir": str(session.state_dir),
+        "session_id": session.session_id,
+        "backend": session.config.backend,
+        "strategy": engine.strategy.name,
+        "good": session.config.good_source,
+        "bad": session.config.bad_source,
+        "changes_total": len(problem.changes),
+        "changes_searched": n,
+        "best_possible_probes": math.ceil(math.log2(n)) if n > 1 else 0,
+        "untestable": [
+            {"key": key, "reason": reason} for key, reason in sorted(problem.untestable.items())
+        ],
+        "signature": {
+            "expected": engine.signature.describe(),
+            "observed": _observed_in_bad_baseline(records, n, problem),
+        },
+        "candidates": [
+            [c.to_dict() for c in problem.subset_changes(subset)] for subset in search.candidates
+        ],
+        "estimates": search.estimates,
+        "notes": search.notes + _baseline_notes(search, records, session.state_dir, secrets),
+        "elapsed_s": round(elapsed_s, 3),
+        "probes": [_probe(r) for r in records],
+    }
+
+
+def _culprit(
+    engine: Engine,
+    subset: Subset,
+    confidence: float,
+    confirmed: bool,
+    evidence: dict[str, object],
+    secrets: list[str],
+) -> dict[str, Any]:
+    problem = engine.problem
+    proof = _decisive_record(engine, subset, "fail")
+    rest = evidence.get("bad_minus_culprits")
+    rest_record = _decisive_record(engine, rest, None) if isinstance(rest, frozenset) else None
+    return {
+        "changes": [c.to_dict() for c in problem.subset_changes(subset)],
+        "confidence": round(confidence, 4),
+        "confirmed": confirmed,
+        "proof": {
+            "probe": proof.probe_id if proof else None,
+            "observed": proof.observed if proof else None,
+            "log": proof.log if proof else None,
+            "excerpt": _excerpt(engine.session.state_dir, proof, secrets) if proof else "",
+        },
+        "confirmation": {
+            "good_plus_culprit": _brief(proof),
+            "bad_minus_culprits": _brief(rest_record),
+        },
+    }
+
+
+def _decisive_record(engine: Engine, subset: Subset, outcome: str | None) -> ProbeRecord | None:
+    runs = engine.runs_of(subset)
+    for record in runs:
+        if outcome is None and record.outcome != "unresolved":
+            return record
+        if record.outcome == outcome:
+            return record
+    return runs[-1] if runs else None
+
+
+def _brief(record: ProbeRecord | None) -> dict[str, Any] | None:
+    if record is None:
+        return None
+    return {"probe": record.probe_id, "outcome": record.outcome}
+
+
+def _probe(record: ProbeRecord) -> dict[str, Any]:
+    return {
+        "id": record.probe_id,
+        "round": record.round,
+        "purpose": record.purpose,
+        "subset": record.subset,
+        "outcome": record.outcome,
+        "exit_code": record.exit_code,
+        "timed_out": record.timed_out,
+        "reason": record.reason,
+        "infra_error": record.infra_error,
+        "duration_s": record.duration_s,
+        "log": record.log,
+        "observed": record.observed,
+        "source": record.source,
+    }
+
+
+def _observed_in_bad_baseline(records: list[ProbeRecord], n: int, problem: Problem) -> str | None:
+    for record in records:
+        if (
+            record.purpose == "baseline-bad"
+            and len(record.subset) == n
+            and record.outcome == "fail"
+        ):
+            return record.observed
+    return None
+
+
+def _baseline_notes(
+    search: SearchResult, records: list[ProbeRecord], state_dir: Path, secrets: list[str]
+) -> list[str]:
+    """When a baseline did not behave, show its log: that is what the user must look at."""
+    if search.status not in ("baseline_failed", "not_reproducible"):
+        return []
+    wanted = "baseline-good" if search.status == "baseline_failed" else "baseline-bad"
+    notes = []
+    for record in records:
+        if record.purpose == wanted:
+            excerpt = _excerpt(state_dir, record, secrets)
+            notes.append(
+                f"{wanted} probe {record.probe_id}: {record.outcome}"
+                + (f" ({record.observed})" if record.observed else "")
+                + (f", infra error: {record.infra_error}" if record.infra_error else "")
+                + (f"; log {record.log}:\n{excerpt}" if excerpt else "")
+            )
+    return notes
+
+
+def _secret_values(changes: list[Change]) -> list[str]:
+    values = []
+    for change in changes:
+        if change.secret:
+            values.extend(v for v in (change.good, change.bad) if isinstance(v, str) and v)
+    return sorted(set(values), key=len, reverse=True)
+
+
+def redact_text(text: str, secrets: list[str]) -> str:
+    """Replace every known secret value in ``text``."""
+    for value in secrets:
+        text = text.replace(value, REDACTED)
+    return text
+
+
+def _excerpt(state_dir: Path, record: ProbeRecord, secrets: list[str]) -> str:
+    """The last lines of a probe's log, secrets redacted."""
+    if not record.log:
+        return ""
+    path = state_dir / record.log
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line for line in text.splitlines() if line.strip()]
+    excerpt = "\n".join(lines[-EXCERPT_LINES:])[-EXCERPT_CHARS:]
+    return redact_text(excerpt, secrets)
+
+
+# --- rendering --------------------------------------------------------------------------
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    text = value if isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def render_text(result: dict[str, Any]) -> str:
+    """The operator's report: verdict, culprits with evidence, what was not tested."""
+    out = [_headline(result), ""]
+    for number, culprit in enumerate(result["culprits"], 1):
+        kind = "interaction" if len(culprit["changes"]) > 1 else "single setting"
+        out.append(
+            f"Culprit {number} ({kind}, confidence {culprit['confidence']:.2f}"
+            f"{', confirmed both ways' if culprit['confirmed'] else ''}):"
+        )
+        width = max(len(c["key"]) for c in culprit["changes"])
+        out.append(f"  {'SETTING'.ljust(width)}  {'GOOD':<30}  BAD")
+        for change in culprit["changes"]:
+            out.append(
+                f"  {change['key'].ljust(width)}  {_value(change['good']):<30}"
+                f"  {_value(change['bad'])}"
+            )
+        proof = culprit["proof"]
+        if proof["probe"]:
+            out.append(f"  Proved by probe {proof['probe']}: {proof['observed'] or 'failed'}")
+            conf = culprit["confirmation"]["bad_minus_culprits"]
+            if conf:
+                out.append(
+                    f"  Bad spec without the culprits: probe {conf['probe']} {conf['outcome']}"
+                )
+            if proof["excerpt"]:
+                out.append(f"  Log excerpt ({proof['log']}):")
+                out.extend("    | " + line for line in proof["excerpt"].splitlines())
+        out.append("")
+    if result["candidates"] and result["status"] != "found":
+        out.append("Narrowest candidates known:")
+        for candidate in result["candidates"]:
+            out.append("  - " + ", ".join(c["key"] for c in candidate))
+        out.append("")
+    signature = result["signature"]
+    out.append(f"Failure signature: {signature['expected']}")
+    if signature["observed"]:
+        out.append(f"  observed in the bad baseline: {signature['observed']}")
+    out.append(
+        f"Probes: {result['probe_count']} in {result['rounds']} rounds "
+        f"({result['changes_searched']} changes searched, "
+        f"log2 bound {result['best_possible_probes']}), {result['elapsed_s']:.1f} s"
+    )
+    if result["untestable"]:
+        out.append(
+            f"Not testable on the {result['backend']} backend ({len(result['untestable'])}):"
+        )
+        for item in result["untestable"][:20]:
+            out.append(f"  - {item['key']}: {item['reason']}")
+        if len(result["untestable"]) > 20:
+            out.append(f"  ... and {len(result['untestable']) - 20} more (see --json)")
+    for note in result["notes"]:
+        out.append(f"Note: {note}")
+    out.append(f"State: {result['state_dir']}")
+    return "\n".join(out)
+
+
+def _headline(result: dict[str, Any]) -> str:
+    status = result["status"]
+    culprits = result["culprits"]
+    if status == "found":
+        keys = " + ".join(c["key"] for c in culprits[0]["changes"])
+        more = f" (and {len(culprits) - 1} more)" if len(culprits) > 1 else ""
+        return f"FOUND: {keys}{more}"
+    return {
+        "no_differences": "NO DIFFERENCES: the good and bad specs differ in nothing searchable",
+        "not_reproducible": (
+            "NOT REPRODUCIBLE: the good spec with every change applied did not fail"
+        ),
+        "baseline_failed": "BASELINE FAILED: the good spec without any change did not pass",
+        "inconclusive": "INCONCLUSIVE: no culprit could be isolated",
+    }.get(status, status.upper())
+
+
+def render_markdown(result: dict[str, Any]) -> str:
+    """A Markdown report with a Mermaid diagram of how the candidates narrowed."""
+    out = ["# clusterbisect report", "", f"**{_headline(result)}**", ""]
+    out += [
+        f"- Good: `{result['good']}`",
+        f"- Bad: `{result['bad']}`",
+        f"- Backend: {result['backend']}, strategy: {result['strategy']}",
+        f"- Probes: {result['probe_count']} in {result['rounds']} rounds, "
+        f"{result['elapsed_s']:.1f} s",
+        f"- Failure signature: {result['signature']['expected']}"
+        + (
+            f" (observed: {result['signature']['observed']})"
+            if result["signature"]["observed"]
+            else ""
+        ),
+        "",
+    ]
+    for number, culprit in enumerate(result["culprits"], 1):
+        out += [f"## Culprit {number} (confidence {culprit['confidence']:.2f})", ""]
+        out += ["| setting | good | bad |", "|---|---|---|"]
+        for change in culprit["changes"]:
+            out.append(
+                f"| `{change['key']}` | `{_value(change['good'])}` | `{_value(change['bad'])}` |"
+            )
+        proof = culprit["proof"]
+        if proof["probe"]:
+            out += ["", f"Proved by probe `{proof['probe']}`: {proof['observed']}", ""]
+            if proof["excerpt"]:
+                out += ["```", proof["excerpt"], "```"]
+        out.append("")
+    out += ["## How the search narrowed", "", "```mermaid", *mermaid(result), "```", ""]
+    out += ["## Probes", "", "| probe | round | purpose | changes applied | outcome |"]
+    out.append("|---|---|---|---|---|")
+    for probe in result["probes"]:
+        out.append(
+            f"| {probe['id']} | {probe['round']} | {probe['purpose']} | "
+            f"{len(probe['subset'])} | {probe['outcome']} |"
+        )
+    if result["untestable"]:
+        out += ["", "## Not testable on this backend", ""]
+        out += [f"- `{u['key']}`: {u['reason']}" for u in result["untestable"]]
+    if result["notes"]:
+        out += ["", "## Notes", ""] + [f"- {note}" for note in result["notes"]]
+    return "\n".join(out) + "\n"
+
+
+def mermaid(result: dict[str, Any]) -> list[str]:
+    """A flowchart: one node per probe, in order, coloured by outcome."""
+    lines = ["flowchart TD"]
+    previous = None
+    for probe in result["probes"]:
+        size = len(probe["subset"])
+        plural = "s" if size != 1 else ""
+        label = f"{probe['id']} {probe['purpose']}<br/>{size} change{plural}: {probe['outcome']}"
+        lines.append(f'  {probe["id"]}["{label}"]:::{probe["outcome"]}')
+        if previous:
+            lines.append(f"  {previous} --> {probe['id']}")
+        previous = probe["id"]
+    for number, culprit in enumerate(result["culprits"], 1):
+        keys = ", ".join(c["key"] for c in culprit["changes"]).replace('"', "#quot;")
+        lines.append(f'  culprit{number}(["culprit: {keys}"]):::fail')
+        if culprit["proof"]["probe"]:
+            lines.append(f"  {culprit['proof']['probe']} ==> culprit{number}")
+    lines += [
+        "  classDef pass fill:#d4f7d4,stroke:#2a7a2a",
+        "  classDef fail fill:#f7d4d4,stroke:#a02a2a",
+        "  classDef unresolved fill:#eeeeee,stroke:#777777",
+    ]
+    return lines

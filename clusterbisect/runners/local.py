@@ -1,0 +1,237 @@
+"""The local backend: each probe is a real subprocess on this machine.
+
+The probe's environment is the current environment (or a minimal one with
+``clean_env``), plus the good spec's environment variables, plus the applied
+changes. Only environment variables can be applied here: image, resources and
+scheduling changes are reported as untestable and left out of the search.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from typing import IO, Any
+
+from clusterbisect.diff import Change
+from clusterbisect.errors import BackendError, InputError, Interrupted
+from clusterbisect.log import get_logger
+from clusterbisect.outcome import RunResult
+from clusterbisect.runners.base import Probe
+from clusterbisect.settings import ENV, main_container, spec_env
+
+# What a minimal environment keeps: enough to find programs and a home.
+CLEAN_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TERM", "USER", "SYSTEMROOT")
+KILL_GRACE_S = 3.0
+POLL_S = 0.02
+
+log = get_logger(__name__)
+
+
+@dataclass
+class LocalOptions:
+    """How probes run on this machine."""
+
+    container: str | None = None  # whose env to use when the spec has several containers
+    clean_env: bool = False
+    max_log_bytes: int = 1 << 20  # output kept per probe; the rest is counted, not stored
+    cwd: str | None = None
+
+
+@dataclass
+class _Running:
+    probe: Probe
+    process: subprocess.Popen[bytes]
+    log_file: IO[bytes]
+    reader: threading.Thread
+    started: float
+    deadline: float | None
+    captured: bytearray
+    dropped: list[int]
+    timed_out: bool = False
+
+
+class LocalRunner:
+    """Runs probes as subprocesses, each in its own process group."""
+
+    name = "local"
+
+    def __init__(self, options: LocalOptions | None = None) -> None:
+        self.options = options or LocalOptions()
+
+    def untestable(self, changes: list[Change]) -> dict[str, str]:
+        """Everything but plain environment variables of the main container."""
+        reasons: dict[str, str] = {}
+        for change in changes:
+            reason = self._why_untestable(change)
+            if reason:
+                reasons[change.key] = reason
+        return reasons
+
+    def _why_untestable(self, change: Change) -> str | None:
+        if change.category != ENV or not change.env_name:
+            return f"a {change.category} setting cannot be applied to a local process"
+        wanted = self.options.container
+        if change.container and wanted and change.container != wanted:
+            return f"belongs to container {change.container!r}, not {wanted!r}"
+        for value in (change.good, change.bad):
+            if value is not None and not isinstance(value, str):
+                return "its value is a reference (secret, field) a local process cannot resolve"
+        return None
+
+    def environment(self, probe: Probe) -> dict[str, str]:
+        """Base environment, minus every variable the changes touch, plus the spec's."""
+        if self.options.clean_env:
+            env = {k: v for k, v in os.environ.items() if k in CLEAN_ENV_KEEP}
+        else:
+            env = dict(os.environ)
+        for name in probe.extra.get("env_names", []):
+            env.pop(name, None)  # so a variable the spec removes is really absent
+        container = self.options.container or main_container(probe.spec)
+        env.update(spec_env(probe.spec, container))
+        return env
+
+    def render(self, probe: Probe) -> dict[str, Any]:
+        """The argv and the environment variables the probe sets (secrets redacted)."""
+        env = spec_env(probe.spec, self.options.container or main_container(probe.spec))
+        secret = {c.env_name for c in probe.changes if c.secret}
+        return {
+            "backend": self.name,
+            "argv": self._argv(probe),
+            "env": {k: ("<redacted>" if k in secret else v) for k, v in sorted(env.items())},
+            "changes": [c.to_dict() for c in probe.changes],
+        }
+
+    def _argv(self, probe: Probe) -> list[str]:
+        if not probe.command:
+            raise InputError(
+                "the local backend needs the probe workload after `--`, "
+                "e.g. `clusterbisect run good.yaml bad.yaml -- python train.py`",
+                field="COMMAND",
+            )
+        return list(probe.command)
+
+    def run(self, probes: list[Probe]) -> list[RunResult]:
+        """Start every probe, wait for all, kill process groups on timeout or Ctrl-C."""
+        running: list[_Running] = []
+        try:
+            for probe in probes:
+                running.append(self._start(probe))
+            self._wait(running)
+        except KeyboardInterrupt as interrupt:
+            for item in running:
+                self._kill(item)
+            raise Interrupted("interrupted; the running probes were stopped") from interrupt
+        finally:
+            for item in running:
+                self._finish(item)
+        return [self._result(item) for item in running]
+
+    def close(self) -> None:
+        """Nothing outlives ``run`` on this backend."""
+
+    # --- process lifecycle --------------------------------------------------------------
+
+    def _start(self, probe: Probe) -> _Running:
+        argv = self._argv(probe)
+        probe.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_file = open(probe.log_path, "wb")  # noqa: SIM115 - closed in _finish
+        try:
+            # A new session makes the probe its own process group, so a timeout or a
+            # Ctrl-C kills the workload's children too.
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=self.environment(probe),
+                cwd=self.options.cwd,
+                start_new_session=True,
+            )
+        except OSError as err:
+            log_file.close()
+            raise BackendError(f"cannot start the probe workload {argv[0]!r}: {err}") from err
+        captured = bytearray()
+        dropped = [0]
+        reader = threading.Thread(
+            target=_copy_bounded,
+            args=(process.stdout, log_file, captured, dropped, self.options.max_log_bytes),
+            daemon=True,
+        )
+        reader.start()
+        now = time.monotonic()
+        deadline = now + probe.timeout_s if probe.timeout_s else None
+        log.debug("probe started", probe=probe.probe_id, pid=process.pid)
+        return _Running(probe, process, log_file, reader, now, deadline, captured, dropped)
+
+    def _wait(self, running: list[_Running]) -> None:
+        while any(item.process.poll() is None for item in running):
+            now = time.monotonic()
+            for item in running:
+                if item.process.poll() is None and item.deadline and now >= item.deadline:
+                    item.timed_out = True
+                    self._kill(item)
+            time.sleep(POLL_S)
+
+    def _kill(self, item: _Running) -> None:
+        if item.process.poll() is not None:
+            return
+        for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
+            try:
+                os.killpg(item.process.pid, sig)
+            except ProcessLookupError:
+                return
+            try:
+                item.process.wait(timeout=wait)
+                return
+            except subprocess.TimeoutExpired:
+                continue
+
+    def _finish(self, item: _Running) -> None:
+        if item.process.poll() is None:
+            self._kill(item)
+        item.process.wait()
+        item.reader.join(timeout=5)
+        if item.dropped[0]:
+            note = f"\n[clusterbisect: {item.dropped[0]} more bytes of output not kept]\n"
+            item.log_file.write(note.encode())
+        item.log_file.close()
+
+    def _result(self, item: _Running) -> RunResult:
+        code = item.process.returncode
+        return RunResult(
+            exit_code=None if item.timed_out else code,
+            output=item.captured.decode("utf-8", errors="replace"),
+            timed_out=item.timed_out,
+            reason=_signal_reason(code) if not item.timed_out else "Timeout",
+            duration_s=time.monotonic() - item.started,
+            log_path=str(item.probe.log_path),
+        )
+
+
+def _copy_bounded(
+    stream: IO[bytes] | None, sink: IO[bytes], captured: bytearray, dropped: list[int], limit: int
+) -> None:
+    """Copy the probe's output to its log, keeping at most ``limit`` bytes."""
+    if stream is None:
+        return
+    for chunk in iter(lambda: stream.read1(65536), b""):  # type: ignore[attr-defined]
+        room = limit - len(captured)
+        if room > 0:
+            kept = chunk[:room]
+            captured.extend(kept)
+            sink.write(kept)
+            sink.flush()
+        dropped[0] += max(0, len(chunk) - max(room, 0))
+
+
+def _signal_reason(code: int | None) -> str | None:
+    if code is None or code >= 0:
+        return None
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"

@@ -1,0 +1,221 @@
+"""Deterministic culprit search: K-ary bisection with interaction and unresolved handling.
+
+The strategy combines three published ideas:
+
+* an optimistic descent, like ``git bisect``: split the failing set into K+1 parts,
+  probe K of them, and when none fails assume the culprit is in the untested part.
+  One culprit among n changes costs ceil(log_(K+1) n) rounds;
+* the careful search of Go's ``x/tools/cmd/bisect`` when the descent's guess does not
+  confirm: probe every part, and when no part fails alone, the culprit needs settings
+  from several parts, so find the part of it in A with all of B forced on, then the
+  part in B with that forced on (an AND-set);
+* Zeller's dd for unresolved outcomes: a part whose probe is unresolved is split
+  finer instead of being read as pass or fail.
+
+Every culprit is confirmed both ways (good + culprit fails, bad - culprits passes);
+when bad without the culprits still fails, the search goes on to the next culprit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Sequence
+
+from clusterbisect.outcome import Outcome
+from clusterbisect.search.base import (
+    BASELINE_FAILED,
+    FOUND,
+    INCONCLUSIVE,
+    NO_DIFFERENCES,
+    NOT_REPRODUCIBLE,
+    Culprit,
+    ProbeAnswer,
+    ProbeRequest,
+    Search,
+    SearchResult,
+    Subset,
+)
+
+# A sub-search: yields batches like a strategy, returns its finding.
+SubSearch = Generator[list[ProbeRequest], list[ProbeAnswer], Subset | None]
+
+
+def split(items: Sequence[int], parts: int) -> list[list[int]]:
+    """Split ``items`` into ``parts`` contiguous chunks, sizes differing by at most one."""
+    parts = max(1, min(parts, len(items)))
+    size, extra = divmod(len(items), parts)
+    chunks, start = [], 0
+    for i in range(parts):
+        end = start + size + (1 if i < extra else 0)
+        chunks.append(list(items[start:end]))
+        start = end
+    return chunks
+
+
+class BisectionStrategy:
+    """Find every minimal culprit set with as few probes (or rounds) as possible.
+
+    ``parallel`` is K, the number of probes run at once: each round splits the
+    candidates into K+1 parts.
+    """
+
+    name = "bisection"
+
+    def __init__(self, parallel: int = 1) -> None:
+        self.k = max(1, parallel)
+        self._narrowest: Subset = frozenset()
+        self._forced: Subset = frozenset()
+
+    # --- the Strategy protocol --------------------------------------------------
+
+    def candidates(self) -> list[Subset]:
+        """The narrowest set known to hold the culprit being searched (with what is forced)."""
+        if not self._narrowest:
+            return []
+        return [self._narrowest | self._forced]
+
+    def remaining_estimate(self) -> int | None:
+        """Probes still to go for the culprit being searched (descent plus confirmation)."""
+        size = len(self._narrowest)
+        if size <= 1:
+            return 2
+        rounds = math.ceil(math.log(size, self.k + 1))
+        return rounds * self.k + 2
+
+    def search(self, n: int) -> Search:
+        if n == 0:
+            return SearchResult(NO_DIFFERENCES)
+        everything = frozenset(range(n))
+        good, bad = yield [
+            ProbeRequest(frozenset(), purpose="baseline-good"),
+            ProbeRequest(everything, purpose="baseline-bad"),
+        ]
+        if good.outcome is not Outcome.PASS:
+            return SearchResult(
+                BASELINE_FAILED,
+                notes=[f"the good spec without any change did not pass ({good.outcome.value})"],
+            )
+        if bad.outcome is not Outcome.FAIL:
+            return SearchResult(
+                NOT_REPRODUCIBLE,
+                notes=[
+                    "the good spec with all changes applied did not show the failure "
+                    f"signature ({bad.outcome.value})"
+                ],
+            )
+        return (yield from self._find_all(everything))
+
+    # --- the search ---------------------------------------------------------------
+
+    def _find_all(self, everything: Subset) -> Search:
+        found: list[Culprit] = []
+        notes: list[str] = []
+        remaining = everything  # known to fail
+        while True:
+            candidate = yield from self._descend(sorted(remaining))
+            verdict = None
+            if candidate is not None:
+                verdict = yield from self._confirm(candidate, found, everything)
+            if verdict is None or verdict[0].outcome is not Outcome.FAIL:
+                # The descent's guess did not hold: an interaction, or an unresolved
+                # probe on the way. Search carefully; cached probes cost nothing.
+                candidate = yield from self._careful(sorted(remaining), frozenset())
+                verdict = yield from self._confirm(candidate, found, everything)
+                if verdict[0].outcome is not Outcome.FAIL:
+                    notes.append(
+                        "the narrowest candidate did not reproduce the failure on its own "
+                        f"({verdict[0].outcome.value})"
+                    )
+                    return SearchResult(
+                        INCONCLUSIVE, culprits=found, candidates=[candidate, remaining], notes=notes
+                    )
+            _, rest_answer = verdict
+            rest = everything.difference(*(c.changes for c in found), candidate)
+            confirmed = rest_answer.outcome is not Outcome.UNRESOLVED
+            found.append(
+                Culprit(
+                    changes=candidate,
+                    confidence=1.0 if confirmed else 0.9,
+                    confirmed=confirmed,
+                    evidence={"good_plus_culprit": candidate, "bad_minus_culprits": rest},
+                )
+            )
+            if rest_answer.outcome is Outcome.PASS:
+                return SearchResult(FOUND, culprits=found, notes=notes)
+            if rest_answer.outcome is Outcome.UNRESOLVED:
+                notes.append(
+                    "the bad spec without the culprits was unresolved: other culprits may exist"
+                )
+                return SearchResult(FOUND, culprits=found, notes=notes)
+            remaining = rest  # still fails without the culprits found: search again
+
+    def _confirm(
+        self, candidate: Subset, found: list[Culprit], everything: Subset
+    ) -> Generator[list[ProbeRequest], list[ProbeAnswer], tuple[ProbeAnswer, ProbeAnswer]]:
+        rest = everything.difference(*(c.changes for c in found), candidate)
+        culprit_answer, rest_answer = yield [
+            ProbeRequest(candidate, purpose="confirm-good-plus-culprit"),
+            ProbeRequest(rest, purpose="confirm-bad-minus-culprits"),
+        ]
+        return culprit_answer, rest_answer
+
+    def _descend(self, targets: list[int]) -> SubSearch:
+        """Optimistic K-ary descent; None when an unresolved probe stops it."""
+        self._forced = frozenset()
+        current = targets
+        while len(current) > 1:
+            self._narrowest = frozenset(current)
+            parts = split(current, self.k + 1)
+            answers = yield [ProbeRequest(frozenset(p)) for p in parts[:-1]]
+            failing = [p for p, a in zip(parts, answers) if a.outcome is Outcome.FAIL]
+            if failing:
+                current = failing[0]
+            elif any(a.outcome is Outcome.UNRESOLVED for a in answers):
+                return None
+            else:
+                current = parts[-1]  # unverified until confirmation
+        self._narrowest = frozenset(current)
+        return frozenset(current)
+
+    def _careful(self, targets: list[int], forced: Subset) -> SubSearch:
+        """A smallest subset S of ``targets`` such that ``forced | S`` fails.
+
+        Assumes ``forced | targets`` fails. Probes every part; splits unresolved parts
+        finer; when no part fails alone, searches for the AND-set across halves.
+        """
+        self._narrowest, self._forced = frozenset(targets), forced
+        if len(targets) == 1:
+            return frozenset(targets)
+        parts = split(targets, self.k + 1) if self.k > 1 else split(targets, 2)
+        while True:
+            answers = yield [ProbeRequest(forced | frozenset(p)) for p in parts]
+            for part, answer in zip(parts, answers):
+                if answer.outcome is Outcome.FAIL:
+                    return (yield from self._careful(part, forced))
+            unresolved = [
+                i
+                for i, (p, a) in enumerate(zip(parts, answers))
+                if a.outcome is Outcome.UNRESOLVED and len(p) > 1
+            ]
+            if not unresolved:
+                break
+            refined: list[list[int]] = []
+            for i, part in enumerate(parts):
+                refined.extend(split(part, 2) if i in unresolved else [part])
+            parts = refined
+        # No part fails alone: the culprit spans parts. With more than two parts, a
+        # half may still fail alone (the parts it joins interact), so ask first.
+        middle = len(parts) // 2
+        first = [i for p in parts[:middle] for i in p]
+        second = [i for p in parts[middle:] for i in p]
+        halves = yield [ProbeRequest(forced | frozenset(h)) for h in (first, second)]
+        for half, answer in zip((first, second), halves):
+            if answer.outcome is Outcome.FAIL:
+                return (yield from self._careful(half, forced))
+        in_first = yield from self._careful(first, forced | frozenset(second))
+        in_first = in_first or frozenset()
+        (alone,) = yield [ProbeRequest(forced | in_first)]
+        if alone.outcome is Outcome.FAIL:
+            return in_first
+        in_second = yield from self._careful(second, forced | in_first)
+        return in_first | (in_second or frozenset())

@@ -1,0 +1,192 @@
+"""Whole bisections: create or open a session, build its runner and strategy, drive it.
+
+The CLI commands and the agent tools are thin shells over these functions, so a
+session started one way can be finished the other.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+
+from clusterbisect.engine import Engine, Progress, prepare
+from clusterbisect.outcome import FailureSignature, Outcome
+from clusterbisect.report import build_result
+from clusterbisect.runners import make_runner
+from clusterbisect.runners.base import Runner
+from clusterbisect.search.base import ProbeAnswer, ProbeRequest, Strategy
+from clusterbisect.session import Session, SessionConfig
+from clusterbisect.specs import load_spec
+
+
+def make_strategy(config: SessionConfig) -> Strategy:
+    """The search strategy a session asked for."""
+    options = config.strategy_options
+    if config.strategy == "flaky":
+        from clusterbisect.search.flaky import FlakyStrategy
+
+        return FlakyStrategy(parallel=config.parallel, **options)
+    from clusterbisect.search.bisection import BisectionStrategy
+
+    return BisectionStrategy(parallel=config.parallel)
+
+
+def create_session(config: SessionConfig, state_dir: Path | None) -> Session:
+    """Validate the inputs (they must load and be comparable), then make the state dir."""
+    for source in (config.good_source, config.bad_source):
+        load_spec(source)
+    return Session.create(config, state_dir)
+
+
+def runner_for(session: Session) -> Runner:
+    config = session.config
+    return make_runner(
+        config.backend,
+        state_dir=session.state_dir,
+        parallel=config.parallel,
+        container=config.container,
+        clean_env=config.clean_env,
+        timeout_s=config.timeout_s,
+        options=config.backend_options,
+    )
+
+
+def engine_for(session: Session, runner: Runner | None, progress: Progress | None = None) -> Engine:
+    """An engine over the session's journal; ``runner`` only decides what is testable."""
+    problem = prepare(session, runner)
+    return Engine(
+        session=session,
+        problem=problem,
+        strategy=make_strategy(session.config),
+        runner=runner,
+        signature=FailureSignature.from_dict(session.config.signature),
+        progress=progress,
+    )
+
+
+def run_session(session: Session, progress: Progress | None = None) -> dict[str, Any]:
+    """Drive the session to a result with its backend; always release the runner.
+
+    The journal is written as probes finish, so an interruption loses nothing: the
+    session can be resumed and reaches the same answer.
+    """
+    started = time.monotonic()
+    runner = runner_for(session)
+    try:
+        with _sigterm_as_interrupt():
+            engine = engine_for(session, runner, progress)
+            config = session.config
+            outcome = engine.drive(
+                execute=True, max_probes=config.max_probes, max_time_s=config.max_time_s
+            )
+    finally:
+        runner.close()
+    assert outcome.result is not None
+    result = build_result(engine, outcome.result, time.monotonic() - started)
+    session.write_result(result)
+    return result
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM gets the same clean-up as Ctrl-C (runners catch KeyboardInterrupt)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class PlannedProbe:
+    probe_id: str
+    purpose: str
+    changes: list[str]
+    rendered: dict[str, Any]
+    manifest: str | None = None
+
+
+def dry_run(session: Session) -> dict[str, Any]:
+    """Render the baselines and the first search round without launching anything.
+
+    The first round depends on the baselines, so the plan assumes they behave as
+    expected (good passes, bad fails). Each rendered probe is written under
+    ``STATE_DIR/dry-run/``.
+    """
+    runner = runner_for(session)
+    try:
+        engine = engine_for(session, runner)
+        batches = _first_batches(engine.strategy, len(engine.problem.testable))
+        out_dir = session.state_dir / "dry-run"
+        out_dir.mkdir(exist_ok=True)
+        planned: list[PlannedProbe] = []
+        for request in [r for batch in batches for r in batch]:
+            probe = engine.make_probe(request, len(planned) + 1)
+            rendered = runner.render(probe)
+            path = out_dir / f"{probe.probe_id}.yaml"
+            path.write_text(yaml.safe_dump(rendered, sort_keys=False))
+            planned.append(
+                PlannedProbe(
+                    probe.probe_id,
+                    request.purpose,
+                    engine.problem.subset_keys(request.subset),
+                    rendered,
+                    str(path),
+                )
+            )
+    finally:
+        runner.close()
+    return {
+        "status": "dry_run",
+        "state_dir": str(session.state_dir),
+        "session_id": session.session_id,
+        "backend": session.config.backend,
+        "changes_total": len(engine.problem.changes),
+        "changes_searched": len(engine.problem.testable),
+        "untestable": [
+            {"key": k, "reason": r} for k, r in sorted(engine.problem.untestable.items())
+        ],
+        "plan": [
+            {"id": p.probe_id, "purpose": p.purpose, "subset": p.changes, "manifest": p.manifest}
+            for p in planned
+        ],
+        "probe_count": 0,
+        "rounds": 0,
+        "culprits": [],
+    }
+
+
+def _first_batches(strategy: Strategy, n: int) -> list[list[ProbeRequest]]:
+    """The baselines and the first round, assuming good passes and everything else fails."""
+    search = strategy.search(n)
+    batches: list[list[ProbeRequest]] = []
+    try:
+        batch = next(search)
+        while len(batches) < 2:
+            batches.append(batch)
+            answers = []
+            for request in batch:
+                outcome = Outcome.PASS if not request.subset else Outcome.FAIL
+                answers.append(ProbeAnswer(outcome, (outcome,) * (request.runs or 1)))
+            batch = search.send(answers)
+    except StopIteration:
+        pass
+    finally:
+        search.close()
+    return batches
