@@ -1,19 +1,75 @@
 """Changes between two specs: the list the bisection searches.
 
-INTERFACE (implementation in progress, see issue 2).
+``diff`` flattens both specs into settings and compares them key by key (linear in
+the number of settings). An element (container, volume, worker group, replica spec)
+present on one side only is one change carrying the whole element, so any subset of
+changes applies cleanly. Secret-looking settings are marked ``secret``: they still
+count as changes but their values never leave ``Change`` unredacted.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import json
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from clusterbisect.settings import PathSegment
+from clusterbisect.errors import InputError
+from clusterbisect.settings import (
+    Element,
+    PathSegment,
+    Setting,
+    flatten_elements,
+)
+from clusterbisect.specs import kubernetes as k8s
+from clusterbisect.specs.kubernetes import resolve
+from clusterbisect.specs.model import KUBERNETES, Spec
 
 REDACTED = "<redacted>"
 MODIFIED = "modified"
 ADDED = "added"
 REMOVED = "removed"
+
+# Words that make a variable name look secret (matched against its word parts, so
+# API_KEY and HF_TOKEN are secret while KEYBOARD_LAYOUT and TOKENIZERS_PARALLELISM
+# are not).
+SECRET_WORDS = frozenset(
+    {
+        "TOKEN",
+        "TOKENS",
+        "PASSWORD",
+        "PASSWORDS",
+        "PASSWD",
+        "PASS",
+        "PASSPHRASE",
+        "SECRET",
+        "SECRETS",
+        "KEY",
+        "KEYS",
+        "APIKEY",
+        "ACCESSKEY",
+        "PRIVATEKEY",
+        "CREDENTIAL",
+        "CREDENTIALS",
+        "CREDS",
+        "PRIVATE",
+        "AUTH",
+        "AUTHORIZATION",
+        "COOKIE",
+        "SESSION",
+        "SIGNATURE",
+        "DSN",
+        "PAT",
+        "JWT",
+    }
+)
+# Word endings for names written without separators (HFTOKEN, DBPASSWORD).
+SECRET_SUFFIXES = ("TOKEN", "PASSWORD", "PASSWD", "SECRET", "APIKEY", "ACCESSKEY", "CREDENTIALS")
+_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+# env valueFrom references: safe to show, they name a secret, they do not hold it.
+_REFERENCE_KEYS = frozenset({"secretKeyRef", "configMapKeyRef", "fieldRef", "resourceFieldRef"})
 
 
 @dataclass(frozen=True)
@@ -42,5 +98,207 @@ class Change:
 
 
 def redact_value(value: Any) -> Any:
-    """Hide a secret value; keep ``None`` so that added/removed still reads right."""
-    return None if value is None else REDACTED
+    """Hide a secret value; keep ``None`` so that added/removed still reads right.
+
+    An env ``valueFrom`` reference (``secretKeyRef``...) is shown: it names where the
+    secret lives, not what it is.
+    """
+    if value is None:
+        return None
+    if isinstance(value, dict) and value and set(value) <= _REFERENCE_KEYS:
+        return value
+    return REDACTED
+
+
+def looks_secret(name: str | None) -> bool:
+    """True when a variable or field name looks like it holds a secret."""
+    if not name:
+        return False
+    words = [w.upper() for w in _WORD.findall(str(name))]
+    if any(w in SECRET_WORDS for w in words):
+        return True
+    return any(w.endswith(SECRET_SUFFIXES) for w in words)
+
+
+def _setting_secret(setting: Setting) -> bool:
+    if setting.env_name is not None:
+        return looks_secret(setting.env_name)
+    last = setting.path[-1] if setting.path else None
+    # Schema fields such as ``secretName`` name a secret; only free-form map keys
+    # (annotations, runtime_env config, snapshot values) are checked.
+    if isinstance(last, str) and len(setting.path) >= 2:
+        parent = setting.path[-2]
+        if parent in ("annotations", "labels", "config", "metadata"):
+            return looks_secret(last)
+    return False
+
+
+def check_comparable(good: Spec, bad: Spec) -> None:
+    """Raise ``InputError`` naming both files when the specs cannot be compared."""
+    where = f"{good.source} ({good.kind}) and {bad.source} ({bad.kind})"
+    if good.format != bad.format:
+        raise InputError(
+            f"cannot compare {where}: different formats ({good.format} vs {bad.format})"
+        )
+    if good.format == KUBERNETES:
+        if good.kind != bad.kind:
+            raise InputError(f"cannot compare {where}: different kinds")
+        if k8s.layout(good) != k8s.layout(bad):
+            raise InputError(f"cannot compare {where}: the pod templates are laid out differently")
+
+
+def _ignore_matcher(ignore: Iterable[str]) -> re.Pattern[str] | None:
+    globs = [g for g in ignore if g]
+    if not globs:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))
+
+
+def _containers(flat_settings: Iterable[Setting]) -> set[str]:
+    return {s.container for s in flat_settings if s.container is not None}
+
+
+def diff(
+    good: Spec,
+    bad: Spec,
+    *,
+    ignore: Iterable[str] = (),
+    container: str | None = None,
+) -> list[Change]:
+    """The changes that turn ``good`` into ``bad``, sorted by key.
+
+    ``ignore``: glob patterns on keys (fnmatch) to leave out. ``container``: keep only
+    that container's settings and the pod-level ones. Raises ``InputError`` when the
+    specs cannot be compared or ``container`` names no container of either spec.
+    """
+    check_comparable(good, bad)
+    g = flatten_elements(good)
+    b = flatten_elements(bad)
+    if container is not None:
+        known = _containers(g.settings.values()) | _containers(b.settings.values())
+        if container not in known:
+            listing = ", ".join(sorted(known)) or "none"
+            raise InputError(
+                f"no container named '{container}' in {good.source} or {bad.source} "
+                f"(containers: {listing})"
+            )
+    changes: list[Change] = []
+    # Settings inside an element that exists on one side only collapse into it.
+    collapsed: dict[tuple[Any, ...], tuple[str, Element, list[Setting]]] = {}
+    for key, gs in g.settings.items():
+        bs = b.settings.get(key)
+        if bs is None:
+            element = _new_element(gs.path, g.elements, b.elements)
+            if element is not None:
+                collapsed.setdefault(element.path, (REMOVED, element, []))[2].append(gs)
+                continue
+            changes.append(_change(gs, REMOVED, gs.value, None))
+        elif bs.value != gs.value or type(bs.value) is not type(gs.value):
+            changes.append(_change(gs, MODIFIED, gs.value, bs.value, bs.path))
+    for key, bs in b.settings.items():
+        if key in g.settings:
+            continue
+        element = _new_element(bs.path, b.elements, g.elements)
+        if element is not None:
+            collapsed.setdefault(element.path, (ADDED, element, []))[2].append(bs)
+            continue
+        changes.append(_change(bs, ADDED, None, bs.value))
+    for kind, element, inner in collapsed.values():
+        doc = good.document if kind == REMOVED else bad.document
+        value = resolve(doc, element.path)
+        changes.append(
+            Change(
+                key=element.key,
+                change=kind,
+                good=value if kind == REMOVED else None,
+                bad=value if kind == ADDED else None,
+                category=element.category,
+                path=element.path,
+                secret=any(_setting_secret(s) for s in inner),
+                container=element.container,
+            )
+        )
+    matcher = _ignore_matcher(ignore)
+    kept = [
+        c
+        for c in changes
+        if (matcher is None or not matcher.match(c.key))
+        and (container is None or c.container is None or c.container == container)
+    ]
+    kept.sort(key=lambda c: c.key)
+    return kept
+
+
+def _new_element(
+    path: tuple[Any, ...],
+    mine: dict[tuple[Any, ...], Element],
+    theirs: dict[tuple[Any, ...], Element],
+) -> Element | None:
+    """The outermost element around ``path`` that the other side does not have."""
+    for i in range(1, len(path) + 1):
+        prefix = path[:i]
+        element = mine.get(prefix)
+        if element is not None and prefix not in theirs:
+            return element
+    return None
+
+
+def _change(
+    setting: Setting,
+    kind: str,
+    good: Any,
+    bad: Any,
+    path: tuple[Any, ...] | None = None,
+) -> Change:
+    return Change(
+        key=setting.key,
+        change=kind,
+        good=good,
+        bad=bad,
+        category=setting.category,
+        path=path if path is not None else setting.path,
+        secret=_setting_secret(setting),
+        container=setting.container,
+        env_name=setting.env_name,
+    )
+
+
+def _show(value: Any, width: int = 60) -> str:
+    if value is None:
+        return "(absent)"
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+_MARKS = {MODIFIED: "~", ADDED: "+", REMOVED: "-"}
+
+
+def render_table(changes: list[Change], good: str, bad: str, *, kind: str = "") -> str:
+    """A readable table of ``changes`` grouped by category (values redacted)."""
+    if not changes:
+        return f"no differences between {good} and {bad}\n"
+    from clusterbisect.settings import CATEGORIES
+
+    noun = "change" if len(changes) == 1 else "changes"
+    about = f" ({kind})" if kind else ""
+    lines = [f"{len(changes)} {noun} between {good} and {bad}{about}", ""]
+    by_category: dict[str, list[Change]] = {}
+    for change in changes:
+        by_category.setdefault(change.category, []).append(change)
+    order = [c for c in CATEGORIES if c in by_category] + sorted(
+        c for c in by_category if c not in CATEGORIES
+    )
+    width = min(60, max(len(c.key) for c in changes))
+    for category in order:
+        group = by_category[category]
+        lines.append(f"{category} ({len(group)})")
+        for change in group:
+            shown = change.to_dict()
+            lines.append(
+                f"  {_MARKS.get(change.change, '?')} {change.key:<{width}}  "
+                f"{_show(shown['good'])} -> {_show(shown['bad'])}"
+            )
+        lines.append("")
+    lines.append("~ modified  + added  - removed")
+    return "\n".join(lines) + "\n"

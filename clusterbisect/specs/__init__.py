@@ -1,0 +1,153 @@
+"""Load job specs from files, recognising the format from the content (never the name).
+
+Formats: Kubernetes objects (YAML or JSON, multi-document, ``kind: List``, raw
+``kubectl get -o yaml`` output), a Ray job (``entrypoint`` + ``runtime_env``), an env
+dump or ``.env`` file, a ``pip freeze`` / requirements file, and the JSON snapshot
+written by ``probes/snapshot.py``. Every loader strips noise (see ``noise.py``).
+
+A file holding several workload objects can be narrowed with ``FILE#NAME`` or
+``FILE#Kind/NAME``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from clusterbisect.errors import InputError
+from clusterbisect.specs import envfile, kubernetes, pip, ray, snapshot
+from clusterbisect.specs.model import Spec
+from clusterbisect.specs.yamlio import YAMLError, load_all_yaml
+
+__all__ = ["Spec", "load_spec", "parse_spec"]
+
+# Files larger than this are not job specs; refusing them keeps a typo'd path from
+# making us read a multi-gigabyte file.
+MAX_BYTES = 64 * 1024 * 1024
+
+
+def load_spec(source: str) -> Spec:
+    """Load the spec in file ``source`` (optionally ``FILE#NAME`` to pick one object).
+
+    Raises ``InputError`` (naming the file and the problem) for a missing, empty,
+    binary or unparsable file, an unknown kind or an object without a pod template.
+    """
+    path, selector = _split_selector(source)
+    text = _read_text(path)
+    return parse_spec(text, path, selector=selector)
+
+
+def parse_spec(text: str, source: str, *, selector: str | None = None) -> Spec:
+    """Parse ``text`` (the content of ``source``) into a spec."""
+    if not text.strip():
+        raise InputError("file is empty, expected a job spec", source=source)
+    stripped = text.lstrip("\ufeff \t\r\n")
+    if stripped[:1] in ("{", "["):
+        documents = _parse_json_or_yaml(text, source)
+        return _from_documents(documents, source, selector, text)
+    line_format = _line_format(text)
+    if line_format == "env":
+        return envfile.parse(text, source)
+    if line_format == "pip":
+        return pip.parse(text, source)
+    try:
+        documents = load_all_yaml(text)
+    except YAMLError as err:
+        raise InputError(f"invalid YAML: {err}", source=source) from None
+    return _from_documents(documents, source, selector, text)
+
+
+def _split_selector(source: str) -> tuple[str, str | None]:
+    if "#" in source and not Path(source).exists():
+        path, _, selector = source.rpartition("#")
+        if path and selector:
+            return path, selector
+    return source, None
+
+
+def _read_text(path: str) -> str:
+    p = Path(path)
+    try:
+        if p.is_dir():
+            raise InputError("is a directory, expected a spec file", source=path)
+        size = p.stat().st_size
+        if size > MAX_BYTES:
+            raise InputError(f"file is too large ({size} bytes) for a job spec", source=path)
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise InputError("file not found", source=path) from None
+    except PermissionError:
+        raise InputError("permission denied", source=path) from None
+    except OSError as err:
+        raise InputError(f"cannot read file ({err.strerror or err})", source=path) from None
+    if b"\x00" in data[:65536]:
+        raise InputError(
+            "binary content, expected a text job spec (YAML, JSON, env, pip freeze)",
+            source=path,
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(
+            "binary or non-UTF-8 content, expected a text job spec (YAML, JSON, env, pip)",
+            source=path,
+        ) from None
+
+
+def _parse_json_or_yaml(text: str, source: str) -> list[Any]:
+    try:
+        return [json.loads(text)]
+    except json.JSONDecodeError as err:
+        json_error = f"invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+    # JSON-looking YAML (a flow mapping) is still accepted.
+    try:
+        return load_all_yaml(text)
+    except YAMLError:
+        raise InputError(json_error, source=source) from None
+
+
+def _line_format(text: str) -> str | None:
+    """``"env"`` or ``"pip"`` when every meaningful line looks like one, else None."""
+    lines = [ln.strip() for ln in text.splitlines()]
+    meaningful = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not meaningful:
+        return None
+    if envfile.looks_like_env(meaningful):
+        return "env"
+    if pip.looks_like_pip(meaningful):
+        return "pip"
+    return None
+
+
+def _from_documents(documents: list[Any], source: str, selector: str | None, text: str) -> Spec:
+    documents = [d for d in documents if d is not None]
+    if not documents:
+        raise InputError("no document found, expected a job spec", source=source)
+    if len(documents) == 1 and isinstance(documents[0], dict):
+        doc = documents[0]
+        if snapshot.is_snapshot(doc):
+            return snapshot.parse(doc, source)
+        if ray.is_ray_job(doc):
+            return ray.parse(doc, source)
+    if all(isinstance(d, dict) for d in documents) and any(
+        "kind" in d or "apiVersion" in d for d in documents
+    ):
+        return kubernetes.parse_documents(documents, source, selector=selector)
+    if len(documents) == 1 and isinstance(documents[0], str | int | float | bool):
+        raise InputError(
+            "unrecognised content: expected a Kubernetes object, a Ray job "
+            "(entrypoint/runtime_env), an env file, a pip freeze or a snapshot",
+            source=source,
+        )
+    if len(documents) == 1 and isinstance(documents[0], dict):
+        raise InputError(
+            "unknown format: a mapping without 'kind' (Kubernetes), 'entrypoint'/"
+            "'runtime_env' (Ray job) or a snapshot marker",
+            source=source,
+        )
+    raise InputError(
+        "unrecognised content: expected a Kubernetes object, a Ray job, an env file, "
+        "a pip freeze or a snapshot",
+        source=source,
+    )

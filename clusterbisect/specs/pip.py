@@ -1,0 +1,84 @@
+"""``pip freeze`` output and requirements files as specs.
+
+The document is ``{"pip": {package: requirement}}`` keyed by the canonical package
+name (``packaging.utils.canonicalize_name``), in file order; the value is the
+requirement as written (``numpy==1.26.4``). Option lines (``--index-url ...``) and
+unparsable lines are keyed by the line itself.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
+from clusterbisect.errors import InputError
+from clusterbisect.specs.model import PIP, Spec
+
+_EGG = re.compile(r"[#&]egg=([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def requirement_key(line: str) -> str:
+    """The stable key of one requirement line: its canonical package name."""
+    text = _strip_comment(line)
+    if text.startswith("-"):
+        egg = _EGG.search(text)
+        return canonicalize_name(egg.group(1)) if egg else text
+    try:
+        return canonicalize_name(Requirement(text).name)
+    except InvalidRequirement:
+        egg = _EGG.search(text)
+        return canonicalize_name(egg.group(1)) if egg else text
+
+
+def is_requirement(line: str) -> bool:
+    """True when ``line`` is a requirement or a pip option line."""
+    text = _strip_comment(line)
+    if not text:
+        return False
+    if text.startswith("-"):
+        return True
+    try:
+        Requirement(text)
+    except InvalidRequirement:
+        return False
+    return True
+
+
+def looks_like_pip(lines: list[str]) -> bool:
+    """Every line is a requirement (or option) and one at least pins or names a source."""
+    if not all(is_requirement(ln) for ln in lines):
+        return False
+    return any(re.search(r"(==|>=|<=|~=|!=|<|>|@|^-)", _strip_comment(ln)) for ln in lines)
+
+
+def _strip_comment(line: str) -> str:
+    text = line.strip()
+    if text.startswith("#"):
+        return ""
+    cut = text.find(" #")
+    return text[:cut].rstrip() if cut >= 0 else text
+
+
+def parse(text: str, source: str) -> Spec:
+    """Parse a pip freeze / requirements file into a spec."""
+    packages: dict[str, str] = {}
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = _strip_comment(raw)
+        if not line:
+            continue
+        key = requirement_key(line)
+        if key in packages and packages[key] != line:
+            raise InputError(
+                f"line {lineno}: package '{key}' is listed twice", source=source, field=key
+            )
+        packages[key] = line
+    return Spec(format=PIP, kind="PipFreeze", source=source, document={"pip": packages})
+
+
+def render(spec: Spec) -> str:
+    """The spec as a requirements file (one requirement per line)."""
+    packages: dict[str, Any] = spec.document.get("pip") or {}
+    return "".join(f"{line}\n" for line in packages.values())

@@ -1,0 +1,65 @@
+"""Ray jobs as specs: ``entrypoint`` plus ``runtime_env`` (YAML or JSON).
+
+Accepts a job submission (``entrypoint``, ``runtime_env``, ``metadata``,
+``entrypoint_num_cpus``, ...) and the job details that ``ray job status``/the Jobs
+API return; run bookkeeping (ids, status, times, driver info) is noise.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from clusterbisect.errors import InputError
+from clusterbisect.specs.model import RAY_JOB, Spec
+
+JOB_NOISE = frozenset(
+    {
+        "job_id",
+        "submission_id",
+        "status",
+        "message",
+        "error_type",
+        "start_time",
+        "end_time",
+        "driver_agent_http_address",
+        "driver_node_id",
+        "driver_exit_code",
+        "driver_info",
+        "type",
+    }
+)
+
+
+def is_ray_job(doc: dict[str, Any]) -> bool:
+    """A mapping with ``entrypoint`` or ``runtime_env`` and no Kubernetes ``kind``."""
+    return "kind" not in doc and ("entrypoint" in doc or "runtime_env" in doc)
+
+
+def parse(doc: dict[str, Any], source: str) -> Spec:
+    """Normalise a Ray job mapping into a spec (noise stripped, fields checked)."""
+    out = {k: copy.deepcopy(v) for k, v in doc.items() if k not in JOB_NOISE}
+    entrypoint = out.get("entrypoint")
+    if entrypoint is not None and not isinstance(entrypoint, str):
+        raise InputError("expected a command string", source=source, field="entrypoint")
+    runtime_env = out.get("runtime_env")
+    if runtime_env is None:
+        out.pop("runtime_env", None)
+    elif not isinstance(runtime_env, dict):
+        raise InputError("expected a mapping", source=source, field="runtime_env")
+    else:
+        check_runtime_env(runtime_env, source, "runtime_env")
+    return Spec(format=RAY_JOB, kind="RayJobSpec", source=source, document=out)
+
+
+def check_runtime_env(runtime_env: dict[str, Any], source: str, field: str) -> None:
+    """Raise ``InputError`` for malformed ``env_vars`` or ``pip`` entries."""
+    env_vars = runtime_env.get("env_vars")
+    if env_vars is not None and not isinstance(env_vars, dict):
+        raise InputError("expected a mapping", source=source, field=f"{field}.env_vars")
+    pip = runtime_env.get("pip")
+    packages = pip.get("packages") if isinstance(pip, dict) else pip
+    if packages is not None and not isinstance(packages, list | str):
+        raise InputError("expected a list of requirements", source=source, field=f"{field}.pip")
+    if isinstance(packages, list) and not all(isinstance(p, str) for p in packages):
+        raise InputError("expected requirement strings", source=source, field=f"{field}.pip")
