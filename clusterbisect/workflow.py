@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from clusterbisect.engine import Engine, Progress, prepare
+from clusterbisect.errors import Interrupted
 from clusterbisect.outcome import FailureSignature, Outcome
 from clusterbisect.report import build_result
 from clusterbisect.runners import make_runner
@@ -34,9 +35,9 @@ def make_strategy(config: SessionConfig) -> Strategy:
         from clusterbisect.search.flaky import FlakyStrategy
 
         return FlakyStrategy(parallel=config.parallel, **options)
-    from clusterbisect.search.bisection import BisectionStrategy
+    from clusterbisect.search.auto import AutoStrategy
 
-    return BisectionStrategy(parallel=config.parallel)
+    return AutoStrategy(parallel=config.parallel, **options)
 
 
 def create_session(config: SessionConfig, state_dir: Path | None) -> Session:
@@ -87,6 +88,12 @@ def run_session(session: Session, progress: Progress | None = None) -> dict[str,
             outcome = engine.drive(
                 execute=True, max_probes=config.max_probes, max_time_s=config.max_time_s
             )
+    except (Interrupted, KeyboardInterrupt) as interrupt:
+        raise Interrupted(
+            f"interrupted; probes were stopped and {len(session.records())} finished probes "
+            f"are saved. Continue with: clusterbisect resume {session.state_dir}",
+            details={"state_dir": str(session.state_dir)},
+        ) from interrupt
     finally:
         runner.close()
     assert outcome.result is not None

@@ -1,0 +1,272 @@
+"""`clusterbisect run` end to end on the local backend: real processes, real journal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+CLI = [sys.executable, "-m", "clusterbisect.cli"]
+
+# The workload: fails (exit 1, "CUDA error") when every variable of one culprit set has
+# the bad value; otherwise exits 3 with another message when ODD_SETTING is set (a
+# different failure). Culprits are given as "A+B,C" in CULPRITS, read from the test, not the spec.
+WORKLOAD = r"""
+import os, sys, time
+time.sleep(float(os.environ.get("PROBE_SLEEP", "0")))
+for group in os.environ["CULPRITS"].split(","):
+    if group and all(os.environ.get(v, "").startswith("bad") for v in group.split("+")):
+        print(f"RuntimeError: CUDA error: an illegal memory access ({group})"); sys.exit(1)
+if os.environ.get("ODD_SETTING") == "bad":
+    print("Segmentation fault in an unrelated library"); sys.exit(3)
+print("training finished")
+"""
+
+
+def write_env_pair(tmp_path: Path, n: int, extra_bad: dict[str, str] | None = None):
+    good = [f"VAR_{i:03d}=good" for i in range(n)]
+    bad = [f"VAR_{i:03d}=bad" for i in range(n)]
+    for key, value in (extra_bad or {}).items():
+        bad.append(f"{key}={value}")
+    (tmp_path / "good.env").write_text("\n".join(good) + "\n")
+    (tmp_path / "bad.env").write_text("\n".join(bad) + "\n")
+    (tmp_path / "work.py").write_text(WORKLOAD)
+    return str(tmp_path / "good.env"), str(tmp_path / "bad.env")
+
+
+def run_cli(args, env_extra=None, timeout=120):
+    env = {**os.environ, **(env_extra or {})}
+    return subprocess.run(
+        CLI + args, capture_output=True, text=True, env=env, timeout=timeout, check=False
+    )
+
+
+def bisect(tmp_path, good, bad, culprits, *options, env_extra=None):
+    state = tmp_path / "state"
+    proc = run_cli(
+        ["run", good, bad, "--json", "--state-dir", str(state), *options, "--"]
+        + [sys.executable, str(tmp_path / "work.py")],
+        env_extra={"CULPRITS": culprits, **(env_extra or {})},
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc, json.loads(proc.stdout)
+
+
+def culprit_keys(result):
+    return sorted(sorted(c["key"] for c in culprit["changes"]) for culprit in result["culprits"])
+
+
+def test_one_culprit_among_200_in_at_most_12_probes(tmp_path):
+    good, bad = write_env_pair(tmp_path, 200)
+    proc, result = bisect(tmp_path, good, bad, "VAR_137")
+    assert proc.returncode == 0
+    assert result["status"] == "found"
+    assert culprit_keys(result) == [["env.VAR_137"]]
+    assert result["probe_count"] <= 12
+    culprit = result["culprits"][0]
+    assert culprit["confidence"] == 1.0
+    assert culprit["changes"][0] == {
+        "key": "env.VAR_137",
+        "change": "modified",
+        "good": "good",
+        "bad": "bad",
+        "category": "env",
+    }
+    assert "CUDA error" in culprit["proof"]["excerpt"]
+    assert result["signature"]["observed"].startswith("exit code 1")
+    assert len(result["probes"]) == result["probe_count"]
+    journal = (Path(result["state_dir"]) / "journal.jsonl").read_text().splitlines()
+    assert len(journal) == result["probe_count"]
+
+
+def test_parallel_4_needs_at_most_6_rounds(tmp_path):
+    good, bad = write_env_pair(tmp_path, 200)
+    proc, result = bisect(tmp_path, good, bad, "VAR_042", "--parallel", "4")
+    assert proc.returncode == 0
+    assert culprit_keys(result) == [["env.VAR_042"]]
+    assert result["rounds"] <= 6
+
+
+def test_interacting_pair_is_reported_as_one_culprit(tmp_path):
+    good, bad = write_env_pair(tmp_path, 40)
+    proc, result = bisect(tmp_path, good, bad, "VAR_003+VAR_031")
+    assert proc.returncode == 0
+    assert culprit_keys(result) == [["env.VAR_003", "env.VAR_031"]]
+
+
+def test_two_independent_culprits_are_both_reported(tmp_path):
+    good, bad = write_env_pair(tmp_path, 40)
+    proc, result = bisect(tmp_path, good, bad, "VAR_005,VAR_033")
+    assert proc.returncode == 0
+    assert culprit_keys(result) == [["env.VAR_005"], ["env.VAR_033"]]
+    assert all(c["confirmed"] for c in result["culprits"])
+
+
+def test_a_probe_that_fails_differently_does_not_mislead(tmp_path):
+    good, bad = write_env_pair(tmp_path, 30, extra_bad={"ODD_SETTING": "bad"})
+    proc, result = bisect(tmp_path, good, bad, "VAR_011", "--fail-on", "CUDA error")
+    assert proc.returncode == 0, proc.stderr
+    assert culprit_keys(result) == [["env.VAR_011"]]
+    outcomes = {p["outcome"] for p in result["probes"]}
+    assert "unresolved" in outcomes  # the odd setting was seen and routed around
+
+
+def test_budget_cut_short_is_inconclusive_with_candidates(tmp_path):
+    good, bad = write_env_pair(tmp_path, 64)
+    proc, result = bisect(tmp_path, good, bad, "VAR_050", "--max-probes", "4")
+    assert proc.returncode == 1
+    assert result["status"] == "inconclusive"
+    assert result["probe_count"] == 4
+    (candidate,) = result["candidates"]
+    assert "env.VAR_050" in [c["key"] for c in candidate]
+    assert len(candidate) < 64
+    assert any("budget" in note for note in result["notes"])
+
+
+def test_baseline_failed_and_not_reproducible(tmp_path):
+    good, bad = write_env_pair(tmp_path, 4)
+    proc, result = bisect(tmp_path, good, bad, "", env_extra={"ODD_SETTING": "bad"})
+    assert proc.returncode == 1
+    assert result["status"] == "baseline_failed"
+    assert any("Segmentation fault" in note for note in result["notes"])
+    state = tmp_path / "state2"
+    proc = run_cli(
+        ["run", good, bad, "--json", "--state-dir", str(state), "--"]
+        + [sys.executable, str(tmp_path / "work.py")],
+        env_extra={"CULPRITS": "NOT_A_VAR"},
+    )
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["status"] == "not_reproducible"
+
+
+def test_timeouts_are_unresolved_unless_hangs_are_the_failure(tmp_path):
+    good, bad = write_env_pair(tmp_path, 2)
+    (tmp_path / "work.py").write_text(
+        "import os, time\nif os.environ.get('VAR_001') == 'bad':\n    time.sleep(30)\n"
+    )
+    state = tmp_path / "hang"
+    started = time.monotonic()
+    proc = run_cli(
+        ["run", good, bad, "--json", "--state-dir", str(state), "--timeout", "1"]
+        + ["--hang-is-failure", "--", sys.executable, str(tmp_path / "work.py")]
+    )
+    result = json.loads(proc.stdout)
+    assert culprit_keys(result) == [["env.VAR_001"]]
+    assert time.monotonic() - started < 25
+    proc = run_cli(
+        ["run", good, bad, "--json", "--state-dir", str(tmp_path / "hang2"), "--timeout", "1"]
+        + ["--", sys.executable, str(tmp_path / "work.py")]
+    )
+    assert json.loads(proc.stdout)["status"] == "not_reproducible"
+
+
+def test_secret_values_never_reach_output(tmp_path):
+    good, bad = write_env_pair(tmp_path, 6)
+    for name, value in (("good.env", "good-s3cr3t-value"), ("bad.env", "bad-s3cr3t-value")):
+        with open(tmp_path / name, "a") as spec:
+            spec.write(f"HF_API_TOKEN={value}\n")
+    proc, result = bisect(tmp_path, good, bad, "HF_API_TOKEN")
+    assert "s3cr3t" not in proc.stdout + proc.stderr
+    report = run_cli(["report", result["state_dir"], "--format", "markdown"])
+    assert "s3cr3t" not in report.stdout
+    assert culprit_keys(result) == [["env.HF_API_TOKEN"]]
+
+
+def test_local_backend_without_command_is_a_usage_error(tmp_path):
+    good, bad = write_env_pair(tmp_path, 2)
+    proc = run_cli(["run", good, bad])
+    assert proc.returncode == 2
+    assert "after `--`" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_report_renders_text_markdown_and_json(tmp_path):
+    good, bad = write_env_pair(tmp_path, 16)
+    _, result = bisect(tmp_path, good, bad, "VAR_009")
+    state = result["state_dir"]
+    text = run_cli(["report", state]).stdout
+    assert "FOUND: env.VAR_009" in text and "Proved by probe" in text
+    markdown = run_cli(["report", state, "--format", "markdown"]).stdout
+    assert "```mermaid" in markdown and "flowchart TD" in markdown
+    again = json.loads(run_cli(["report", state, "--format", "json"]).stdout)
+    assert again["culprits"] == result["culprits"]
+
+
+def _alive(pid: int) -> bool:
+    """True if ``pid`` runs; a zombie waiting for a reaper counts as dead."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _journal(state: Path) -> list[dict]:
+    path = state / "journal.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_sigkill_then_resume_reaches_the_same_answer_without_repeats(tmp_path):
+    good, bad = write_env_pair(tmp_path, 64)
+    state = tmp_path / "state"
+    env = {**os.environ, "CULPRITS": "VAR_021", "PROBE_SLEEP": "0.3"}
+    proc = subprocess.Popen(
+        CLI
+        + ["run", good, bad, "--json", "--quiet", "--state-dir", str(state), "--"]
+        + [sys.executable, str(tmp_path / "work.py")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while len(_journal(state)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = _journal(state)
+    assert 4 <= len(before) < 10
+    resumed = run_cli(["resume", str(state), "--json"], env_extra=env)
+    result = json.loads(resumed.stdout)
+    assert culprit_keys(result) == [["env.VAR_021"]]
+    after = _journal(state)
+    assert after[: len(before)] == before
+    subsets = [tuple(r["subset"]) for r in after]
+    assert len(subsets) == len(set(subsets)), "a finished probe was run again"
+    # The same answer as an uninterrupted run, with the same number of probes.
+    _, fresh = bisect(tmp_path, good, bad, "VAR_021", "--state-dir", str(tmp_path / "fresh"))
+    assert fresh["probe_count"] == result["probe_count"]
+
+
+def test_ctrl_c_stops_probes_and_exits_130(tmp_path):
+    good, bad = write_env_pair(tmp_path, 8)
+    marker = tmp_path / "child.pid"
+    (tmp_path / "work.py").write_text(
+        "import os, subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        f"open({str(marker)!r}, 'w').write(str(child.pid))\n"
+        "time.sleep(60)\n"
+    )
+    state = tmp_path / "state"
+    proc = subprocess.Popen(
+        CLI
+        + ["run", good, bad, "--state-dir", str(state), "--"]
+        + [sys.executable, str(tmp_path / "work.py")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not marker.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    child = int(marker.read_text())
+    time.sleep(0.2)
+    assert not _alive(child), "the probe's child process survived Ctrl-C"
+    assert "resume" in err
