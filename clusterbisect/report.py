@@ -155,7 +155,7 @@ def _baseline_notes(
 
 
 def _secret_values(changes: list[Change]) -> list[str]:
-    values = []
+    values: list[str] = []
     for change in changes:
         if change.secret:
             values.extend(v for v in (change.good, change.bad) if isinstance(v, str) and v)

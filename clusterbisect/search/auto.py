@@ -33,7 +33,7 @@ class AutoStrategy:
         self.active: Strategy = BisectionStrategy(parallel)
 
     @property
-    def name(self) -> str:  # type: ignore[override]
+    def name(self) -> str:
         return self.active.name
 
     def candidates(self) -> list[Subset]:

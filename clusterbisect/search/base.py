@@ -83,7 +83,10 @@ Search = Generator[list[ProbeRequest], list[ProbeAnswer], SearchResult]
 class Strategy(Protocol):
     """Chooses the next batch of probes from the outcomes so far."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """A short name for reports (``bisection``, ``flaky``)."""
+        ...
 
     def search(self, n: int) -> Search:
         """Search ``n`` changes (indices 0..n-1), yielding batches of requests."""

@@ -36,8 +36,10 @@ from clusterbisect.search.base import (
     Subset,
 )
 
-# A sub-search: yields batches like a strategy, returns its finding.
-SubSearch = Generator[list[ProbeRequest], list[ProbeAnswer], Subset | None]
+# Sub-searches yield batches like a strategy and return their finding: a descent may
+# give up (None), a careful search always names a set.
+Descent = Generator[list[ProbeRequest], list[ProbeAnswer], Subset | None]
+Careful = Generator[list[ProbeRequest], list[ProbeAnswer], Subset]
 
 
 def split(items: Sequence[int], parts: int) -> list[list[int]]:
@@ -112,9 +114,10 @@ class BisectionStrategy:
         notes: list[str] = []
         remaining = everything  # known to fail
         while True:
-            candidate = yield from self._descend(sorted(remaining))
+            guess = yield from self._descend(sorted(remaining))
             verdict = None
-            if candidate is not None:
+            if guess is not None:
+                candidate = guess
                 verdict = yield from self._confirm(candidate, found, everything)
             if verdict is None or verdict[0].outcome is not Outcome.FAIL:
                 # The descent's guess did not hold: an interaction, or an unresolved
@@ -159,7 +162,7 @@ class BisectionStrategy:
         ]
         return culprit_answer, rest_answer
 
-    def _descend(self, targets: list[int]) -> SubSearch:
+    def _descend(self, targets: list[int]) -> Descent:
         """Optimistic K-ary descent; None when an unresolved probe stops it."""
         self._forced = frozenset()
         current = targets
@@ -177,7 +180,7 @@ class BisectionStrategy:
         self._narrowest = frozenset(current)
         return frozenset(current)
 
-    def _careful(self, targets: list[int], forced: Subset) -> SubSearch:
+    def _careful(self, targets: list[int], forced: Subset) -> Careful:
         """A smallest subset S of ``targets`` such that ``forced | S`` fails.
 
         Assumes ``forced | targets`` fails. Probes every part; splits unresolved parts
@@ -213,9 +216,8 @@ class BisectionStrategy:
             if answer.outcome is Outcome.FAIL:
                 return (yield from self._careful(half, forced))
         in_first = yield from self._careful(first, forced | frozenset(second))
-        in_first = in_first or frozenset()
         (alone,) = yield [ProbeRequest(forced | in_first)]
         if alone.outcome is Outcome.FAIL:
             return in_first
         in_second = yield from self._careful(second, forced | in_first)
-        return in_first | (in_second or frozenset())
+        return in_first | in_second
