@@ -275,7 +275,9 @@ def prepare_dataset(cache_dir: Path, seed: int) -> tuple[list[list[float]], list
 class DataLoader:
     """Shuffled mini-batches, with a prefetch queue sized by the worker count."""
 
-    def __init__(self, xs: list[list[float]], ys: list[int], batch_size: int, workers: int, seed: int):
+    def __init__(
+        self, xs: list[list[float]], ys: list[int], batch_size: int, workers: int, seed: int
+    ):
         self.xs, self.ys = xs, ys
         self.batch_size = batch_size
         self.prefetch = max(1, workers) * 2
