@@ -18,6 +18,7 @@ from clusterbisect.session import ProbeRecord
 
 EXCERPT_LINES = 12
 EXCERPT_CHARS = 1500
+EXCERPT_LINE_CHARS = 160
 
 
 def build_result(engine: Engine, search: SearchResult, elapsed_s: float) -> dict[str, Any]:
@@ -169,6 +170,10 @@ def redact_text(text: str, secrets: list[str]) -> str:
     return text
 
 
+def _clip(line: str, width: int = EXCERPT_LINE_CHARS) -> str:
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
 def _excerpt(state_dir: Path, record: ProbeRecord, secrets: list[str]) -> str:
     """The last lines of a probe's log, secrets redacted."""
     if not record.log:
@@ -178,7 +183,7 @@ def _excerpt(state_dir: Path, record: ProbeRecord, secrets: list[str]) -> str:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = [_clip(line) for line in text.splitlines() if line.strip()]
     excerpt = "\n".join(lines[-EXCERPT_LINES:])[-EXCERPT_CHARS:]
     return redact_text(excerpt, secrets)
 

@@ -73,7 +73,7 @@ class LocalRunner:
 
     def _why_untestable(self, change: Change) -> str | None:
         if change.category != ENV or not change.env_name:
-            return f"a {change.category} setting cannot be applied to a local process"
+            return f"{change.category} settings cannot be applied to a local process"
         wanted = self.options.container
         if change.container and wanted and change.container != wanted:
             return f"belongs to container {change.container!r}, not {wanted!r}"
