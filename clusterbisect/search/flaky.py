@@ -1,0 +1,743 @@
+"""Flake-aware culprit search: a posterior over the culprit, an information-gain probe
+choice, a confidence to stop at, and repeated runs to confirm.
+
+The oracle is asymmetric: a probe that contains a culprit fails with the reproduction
+rate ``p``; a probe without one fails with the background rate ``q`` (usually 0).
+
+**Nested probes.** The search never probes arbitrary subsets. It fixes an order of
+the changes ``U`` and probes prefixes ``F | U[:c]`` (``F`` is a forced set, empty at
+first). Prefixes are nested, so *whatever* the culprits are (one change, an
+interaction that needs several together, several independent ones), the prefixes fail
+with rate ``p`` from some cut ``T`` on and with rate ``q`` before it. The hypotheses
+are that threshold:
+
+* position ``i`` in ``1..N``: ``U[:i]`` is the first failing prefix, so ``U[i-1]`` is
+  the last change (in the order) that some culprit needs;
+* position ``0``: ``F`` alone already fails (for the first search: the good spec itself
+  fails, which is ``baseline_failed``);
+* position ``N+1``: no prefix fails beyond the background rate; for the first search
+  that is the explicit "no culprit: the failure is a flake" hypothesis.
+
+Once ``U[i-1]`` is known, it is forced on and the same search runs on ``U[:i-1]``; it
+ends at position 0 when the forced set fails alone. A single culprit costs one extra
+check (the culprit alone fails); an AND-set of k changes costs k searches. Each later
+search is seeded with every run already seen for its prefixes.
+
+**Probe choice.** With point estimates of p and q, a probe's expected information gain
+depends only on the posterior mass ``m`` of the positions it contains, and is concave
+in ``m``: the best single probe is the cut whose mass is nearest the closed-form
+optimum. (This is the "greedy prefix of the posterior" trick; on nested prefixes the
+posterior mass is a cumulative sum, so choosing a cut is a binary search.) A batch of
+K probes is chosen greedily by the joint information gain of the batch, computed
+exactly over its outcomes; a cut may be chosen twice (two runs of the same probe).
+
+**Unknown p and q.** Without given values, p and q get Beta priors and are integrated
+out per hypothesis (a Beta-binomial marginal likelihood), so repeated baselines
+(``baseline_runs``) and every probe sharpen them.
+
+**Confirmation.** When the search for a culprit has reached ``confidence``, the bad
+spec without the culprits found so far is run until it is clean: with no failure in
+``ceil(log(1 - C) / log(1 - p))`` runs (:func:`clean_runs_needed`); with failures, a
+likelihood-ratio test between rates p and q decides. If it is not clean, the search
+goes on to the next culprit on the remaining changes.
+
+The strategy is pure: no I/O and no randomness, so a replayed journal reaches the
+same point.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import product
+
+from clusterbisect.outcome import Outcome
+from clusterbisect.search.base import (
+    BASELINE_FAILED,
+    FOUND,
+    INCONCLUSIVE,
+    NO_DIFFERENCES,
+    NOT_REPRODUCIBLE,
+    Culprit,
+    ProbeAnswer,
+    ProbeRequest,
+    Search,
+    SearchResult,
+    Subset,
+)
+
+# Given rates are kept away from 0 and 1 so that a model that is slightly wrong
+# (a background failure when q was said to be 0) cannot make every hypothesis impossible.
+RATE_FLOOR = 1e-4
+
+# Beta priors when p and q are learned: p leans high (a reproducible failure), q low.
+P_PRIOR = (2.0, 1.0)
+Q_PRIOR = (1.0, 19.0)
+
+# Prior masses of the special positions (see the module docstring).
+FIRST_GOOD_FAILS = 0.01  # the good spec itself fails
+FIRST_FLAKE = 0.10  # no culprit: the bad spec's failure was background noise
+SUB_ALONE = 0.5  # the forced changes fail alone (a single-change culprit)
+SUB_NONE = 0.01  # the forced prefix does not fail after all (an earlier search erred)
+
+# Target masses tried when choosing a batch of several probes.
+_GRID = (0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
+
+
+def clean_runs_needed(p: float, confidence: float) -> int:
+    """Runs without a failure needed to call a set clean: ceil(log(1 - C) / log(1 - p)).
+
+    If the set held a culprit, each run would fail with rate ``p``, so ``r`` clean runs
+    happen by chance with probability ``(1 - p) ** r``; this is the smallest ``r`` that
+    makes that at most ``1 - confidence``.
+    """
+    p = min(max(p, RATE_FLOOR), 1.0 - RATE_FLOOR)
+    confidence = min(max(confidence, 0.0), 1.0 - 1e-12)
+    return max(1, math.ceil(math.log(1.0 - confidence) / math.log(1.0 - p) - 1e-9))
+
+
+def _h(x: float) -> float:
+    """Binary entropy in bits."""
+    if x <= 0.0 or x >= 1.0:
+        return 0.0
+    return -(x * math.log2(x) + (1.0 - x) * math.log2(1.0 - x))
+
+
+def _betaln(a: float, b: float) -> float:
+    return math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+
+
+def best_mass(p: float, q: float) -> float:
+    """The posterior mass a single probe should contain to gain the most information.
+
+    A probe holding mass ``m`` fails with probability ``phi = q + m (p - q)``; the gain
+    ``h(phi) - m h(p) - (1 - m) h(q)`` is concave in ``m`` and its maximum has the
+    closed form below. For p = 1, q = 0 it is 1/2 (plain bisection).
+    """
+    if p <= q:
+        return 0.5
+    slope = (_h(p) - _h(q)) / (p - q)
+    phi = 1.0 / (1.0 + 2.0**slope)
+    return min(1.0, max(0.0, (phi - q) / (p - q)))
+
+
+def batch_gain(masses: Sequence[float], counts: Sequence[int], p: float, q: float) -> float:
+    """Expected information (bits) from runs of nested probes.
+
+    ``masses[j]`` is the posterior mass between distinct cut ``j-1`` and cut ``j`` (the
+    last entry: beyond every cut); ``counts[j]`` is how many runs cut ``j`` gets. A
+    position between cuts ``j-1`` and ``j`` is inside every probe with cut ``>= j``.
+    Outcomes are counted as fails per cut (sufficient statistics), enumerated exactly.
+    """
+    cuts = len(counts)
+    # Per interval j, the rate of each cut c: p if c >= j, else q.
+    rates = [[p if c >= j else q for c in range(cuts)] for j in range(cuts + 1)]
+    h_y = 0.0
+    h_y_given = 0.0
+    for fails in product(*(range(k + 1) for k in counts)):
+        total = 0.0
+        per: list[float] = []
+        for j in range(cuts + 1):
+            prob = 1.0
+            for c, (k, f) in enumerate(zip(counts, fails)):
+                r = rates[j][c]
+                prob *= math.comb(k, f) * (r**f) * ((1.0 - r) ** (k - f))
+            per.append(prob)
+            total += masses[j] * prob
+        if total > 0.0:
+            h_y -= total * math.log2(total)
+        for j, prob in enumerate(per):
+            if prob > 0.0 and masses[j] > 0.0:
+                h_y_given -= masses[j] * prob * math.log2(prob)
+    return h_y - h_y_given
+
+
+@dataclass
+class _Block:
+    start: int  # first position (inclusive)
+    end: int  # last position (inclusive)
+    weight: float  # posterior mass of each position in the block
+    fin: int  # fails of probes that contain these positions
+    sin: int  # passes of probes that contain these positions
+
+
+@dataclass
+class Line:
+    """One nested search: probes ``forced | order[:c]`` for cuts ``c`` in ``0..N``.
+
+    Positions ``0..N+1`` are the hypotheses described in the module docstring. The
+    posterior is kept per block of positions that no cut separates, so an update costs
+    O(number of distinct cuts probed), not O(N).
+    """
+
+    forced: Subset
+    order: tuple[int, ...]
+    prior_alone: float
+    prior_none: float
+    p: float | None = None  # a given reproduction rate, else learned
+    q: float | None = None
+    p_prior: tuple[float, float] = P_PRIOR
+    q_prior: tuple[float, float] = Q_PRIOR
+    counts: dict[int, tuple[int, int]] = field(default_factory=dict)  # cut -> (fails, passes)
+    tried: set[int] = field(default_factory=set)  # cuts requested, whatever came back
+    blocks: list[_Block] = field(default_factory=list)
+    _cum: list[float] = field(default_factory=list)
+    _pos: dict[int, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._pos = {change: i for i, change in enumerate(self.order)}
+        self.update()
+
+    @property
+    def n(self) -> int:
+        return len(self.order)
+
+    def subset(self, cut: int) -> Subset:
+        """The probe for ``cut``: the forced set plus the first ``cut`` changes."""
+        return self.forced | frozenset(self.order[:cut])
+
+    def cut_of(self, subset: Subset) -> int | None:
+        """The cut whose probe is ``subset``, or None if it is not one of this line's."""
+        cut = len(subset) - len(self.forced)
+        if cut < 0 or cut > self.n or not self.forced <= subset:
+            return None
+        for change in subset - self.forced:
+            pos = self._pos.get(change)
+            if pos is None or pos >= cut:
+                return None
+        return cut
+
+    def observe(self, cut: int, fails: int, passes: int) -> None:
+        """Set the (cumulative) outcome counts of ``cut``; call :meth:`update` after."""
+        if fails or passes:
+            self.counts[cut] = (fails, passes)
+
+    # --- the posterior ------------------------------------------------------------
+
+    def _loglik(self, fin: int, sin: int, fout: int, sout: int) -> float:
+        if self.p is not None:
+            ll = fin * math.log(self.p) + sin * math.log1p(-self.p)
+        else:
+            a, b = self.p_prior
+            ll = _betaln(a + fin, b + sin) - _betaln(a, b)
+        if self.q is not None:
+            ll += fout * math.log(self.q) + sout * math.log1p(-self.q)
+        else:
+            a, b = self.q_prior
+            ll += _betaln(a + fout, b + sout) - _betaln(a, b)
+        return ll
+
+    def update(self) -> None:
+        """Recompute the posterior over positions from the counts."""
+        n = self.n
+        bounds = sorted(set(self.counts) | {0, n})
+        # Suffix sums: the fails and passes of every cut >= bound.
+        suffix: dict[int, tuple[int, int]] = {}
+        f_acc = s_acc = 0
+        for b in reversed(bounds):
+            f, s = self.counts.get(b, (0, 0))
+            f_acc, s_acc = f_acc + f, s_acc + s
+            suffix[b] = (f_acc, s_acc)
+        f_all, s_all = suffix[0]
+        spans: list[tuple[int, int, float, int, int]] = []
+        # Position 0: inside every probe.
+        spans.append((0, 0, self.prior_alone, f_all, s_all))
+        middle = max(0.0, 1.0 - self.prior_alone - self.prior_none)
+        previous = 0
+        for b in bounds[1:]:
+            fin, sin = suffix[b]  # positions previous+1..b are inside cuts >= b
+            spans.append((previous + 1, b, middle / n if n else 0.0, fin, sin))
+            previous = b
+        spans.append((n + 1, n + 1, self.prior_none, 0, 0))  # inside no probe
+        logs: list[float] = []
+        for _start, _end, prior, fin, sin in spans:
+            if prior <= 0.0:
+                logs.append(-math.inf)
+                continue
+            logs.append(math.log(prior) + self._loglik(fin, sin, f_all - fin, s_all - sin))
+        top = max(logs)
+        raw = [math.exp(x - top) if x > -math.inf else 0.0 for x in logs]
+        total = sum(w * (e - s + 1) for w, (s, e, *_r) in zip(raw, spans))
+        self.blocks = [
+            _Block(s, e, w / total, fin, sin) for w, (s, e, _p, fin, sin) in zip(raw, spans)
+        ]
+        cum, acc = [], 0.0
+        for block in self.blocks:
+            acc += block.weight * (block.end - block.start + 1)
+            cum.append(acc)
+        self._cum = cum
+
+    def top(self) -> tuple[int, float]:
+        """The most probable position and its posterior (ties: the smallest position)."""
+        best = max(self.blocks, key=lambda b: (b.weight, -b.start))
+        return best.start, best.weight
+
+    def ranked(self, limit: int = 10) -> list[tuple[int, float]]:
+        """Positions by posterior, highest first."""
+        out: list[tuple[int, float]] = []
+        for block in sorted(self.blocks, key=lambda b: (-b.weight, b.start)):
+            for pos in range(block.start, block.end + 1):
+                out.append((pos, block.weight))
+                if len(out) >= limit:
+                    return out
+        return out
+
+    def mass_upto(self, cut: int) -> float:
+        """Posterior mass of positions ``0..cut`` (the positions the probe contains)."""
+        i = bisect_left([b.end for b in self.blocks], cut)
+        block = self.blocks[i]
+        before = self._cum[i - 1] if i else 0.0
+        return before + block.weight * (cut - block.start + 1)
+
+    def snap(self, mass: float) -> set[int]:
+        """The cuts whose contained mass is nearest ``mass`` from below and above."""
+        i = min(bisect_left(self._cum, mass), len(self.blocks) - 1)
+        block = self.blocks[i]
+        before = self._cum[i - 1] if i else 0.0
+        if block.weight > 0.0:
+            k = (mass - before) / block.weight
+            lo = block.start + math.floor(k) - 1
+            hi = block.start + math.ceil(k) - 1
+        else:
+            lo, hi = block.start - 1, block.end
+        return {min(max(c, 0), self.n) for c in (lo, hi, lo + 1)}
+
+    def estimates(self) -> tuple[float, float]:
+        """Point estimates of (p, q): given values, else posterior means."""
+        if self.p is not None and self.q is not None:
+            return self.p, self.q
+        a_p, b_p = self.p_prior
+        a_q, b_q = self.q_prior
+        f_all, s_all = self.blocks[0].fin, self.blocks[0].sin
+        p_num = p_den = q_num = 0.0
+        for block in self.blocks:
+            mass = block.weight * (block.end - block.start + 1)
+            fout, sout = f_all - block.fin, s_all - block.sin
+            q_num += mass * (a_q + fout) / (a_q + b_q + fout + sout)
+            if block.start <= self.n:  # hypotheses with a culprit
+                p_den += mass
+                p_num += mass * (a_p + block.fin) / (a_p + b_p + block.fin + block.sin)
+        p_hat = self.p if self.p is not None else (p_num / p_den if p_den else a_p / (a_p + b_p))
+        q_hat = self.q if self.q is not None else q_num
+        return p_hat, q_hat
+
+    def learned_priors(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """Beta priors for a following search: these priors plus the expected counts."""
+        a_p, b_p = self.p_prior
+        a_q, b_q = self.q_prior
+        f_all, s_all = self.blocks[0].fin, self.blocks[0].sin
+        ef_in = es_in = ef_out = es_out = 0.0
+        for block in self.blocks:
+            mass = block.weight * (block.end - block.start + 1)
+            ef_in += mass * block.fin
+            es_in += mass * block.sin
+            ef_out += mass * (f_all - block.fin)
+            es_out += mass * (s_all - block.sin)
+        return (a_p + ef_in, b_p + es_in), (a_q + ef_out, b_q + es_out)
+
+    def p_cautious(self) -> float:
+        """A cautious reproduction rate for clean checks: the given p, else mean - 1 sd.
+
+        An optimistic p would call a set clean after too few runs.
+        """
+        if self.p is not None:
+            return self.p
+        (a, b), _ = self.learned_priors()
+        mean = a / (a + b)
+        sd = math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1.0)))
+        return max(RATE_FLOOR, mean - sd)
+
+    # --- the probe choice -----------------------------------------------------------
+
+    def gain(self, cuts: Sequence[int], p: float, q: float) -> float:
+        """Expected information of one run per entry of ``cuts`` (repeats allowed)."""
+        distinct = sorted(set(cuts))
+        counts = [cuts.count(c) for c in distinct]
+        masses, before = [], 0.0
+        for c in distinct:
+            upto = self.mass_upto(c)
+            masses.append(max(0.0, upto - before))
+            before = upto
+        masses.append(max(0.0, 1.0 - before))
+        return batch_gain(masses, counts, p, q)
+
+    def choose(self, k: int, skip: Iterable[int] = ()) -> list[int]:
+        """Choose ``k`` probe runs (cuts, possibly repeated) by greedy information gain."""
+        p, q = self.estimates()
+        p = min(max(p, RATE_FLOOR), 1.0 - RATE_FLOOR)
+        q = min(max(q, RATE_FLOOR), p)
+        banned = set(skip)
+        targets = [best_mass(p, q)] if k == 1 else [best_mass(p, q), *_GRID]
+        pool: set[int] = set()
+        for target in targets:
+            pool |= self.snap(target)
+        top, _ = self.top()
+        pool |= {c for c in (top - 1, top) if 0 <= c <= self.n}
+        candidates = sorted(pool - banned) or sorted(pool)
+        chosen: list[int] = []
+        for _ in range(k):
+            best = max(candidates, key=lambda c: (self.gain([*chosen, c], p, q), -c))
+            chosen.append(best)
+        return chosen
+
+
+@dataclass
+class _Budget(Exception):
+    """Raised inside the search when the probe budget is spent."""
+
+    why: str
+
+
+class FlakyStrategy:
+    """Find the culprit changes when probes fail only some of the time.
+
+    ``parallel`` is K, the probe runs per batch. ``p`` and ``q`` are the reproduction
+    and background failure rates if known (else learned). ``baseline_runs`` repeats
+    both baselines up front. ``max_probes`` bounds the runs (baselines included); by
+    default a generous bound that grows with log n.
+    """
+
+    name = "flaky"
+
+    def __init__(
+        self,
+        parallel: int = 1,
+        confidence: float = 0.99,
+        p: float | None = None,
+        q: float | None = None,
+        baseline_runs: int = 1,
+        max_probes: int | None = None,
+    ) -> None:
+        if not 0.5 <= confidence < 1.0:
+            raise ValueError("confidence must be in [0.5, 1)")
+        self.k = max(1, parallel)
+        self.confidence = confidence
+        self.p = None if p is None else min(max(p, RATE_FLOOR), 1.0 - RATE_FLOOR)
+        self.q = None if q is None else min(max(q, RATE_FLOOR), 1.0 - RATE_FLOOR)
+        if self.p is not None and self.q is not None and self.q >= self.p:
+            raise ValueError("the background rate q must be below the reproduction rate p")
+        self.baseline_runs = max(1, baseline_runs)
+        self.max_probes = max_probes
+        self._line: Line | None = None
+        self._runs: dict[Subset, tuple[Outcome, ...]] = {}
+        self._used = 0
+        self._culprits: list[Culprit] = []
+        self._estimate = (p if p is not None else 0.5, q if q is not None else 0.0)
+        self._p_cautious = self._estimate[0]
+
+    # --- the Strategy protocol --------------------------------------------------
+
+    def candidates(self) -> list[Subset]:
+        """Candidate culprit sets, most probable first (the search in progress)."""
+        line = self._line
+        if line is None:
+            return []
+        out: list[Subset] = []
+        for pos, _prob in line.ranked():
+            if 1 <= pos <= line.n:
+                out.append(line.forced | {line.order[pos - 1]})
+            elif pos == 0 and line.forced:
+                out.append(line.forced)
+        return out
+
+    def remaining_estimate(self) -> int | None:
+        """Runs still to go: the bits left over the bits per run, plus a clean check."""
+        line = self._line
+        if line is None:
+            return None
+        p, q = line.estimates()
+        p = min(max(p, RATE_FLOOR), 1.0 - RATE_FLOOR)
+        q = min(max(q, RATE_FLOOR), p)
+        entropy = 0.0
+        for block in line.blocks:
+            if block.weight > 0.0:
+                entropy -= (block.end - block.start + 1) * block.weight * math.log2(block.weight)
+        m = best_mass(p, q)
+        per_run = max(0.01, line.gain([c for c in line.snap(m)][:1], p, q))
+        bits = entropy + math.log2(1.0 / (1.0 - self.confidence))
+        return math.ceil(bits / per_run) + clean_runs_needed(p, self.confidence)
+
+    def search(self, n: int) -> Search:
+        self._runs, self._used, self._culprits, self._line = {}, 0, [], None
+        if n == 0:
+            return SearchResult(NO_DIFFERENCES)
+        limit = self.max_probes if self.max_probes is not None else _default_budget(n)
+        try:
+            return (yield from self._search(n, limit))
+        except _Budget as stop:
+            return self._result(
+                INCONCLUSIVE,
+                notes=[f"stopped early: {stop.why}"],
+                candidates=self.candidates(),
+            )
+
+    # --- probing ------------------------------------------------------------------
+
+    def _counts(self, subset: Subset) -> tuple[int, int]:
+        runs = self._runs.get(subset, ())
+        return (
+            sum(1 for o in runs if o is Outcome.FAIL),
+            sum(1 for o in runs if o is Outcome.PASS),
+        )
+
+    def _unresolved_heavy(self, subset: Subset) -> bool:
+        runs = self._runs.get(subset, ())
+        bad = sum(1 for o in runs if o is Outcome.UNRESOLVED)
+        return bad >= 2 and bad > len(runs) - bad
+
+    def _ask(
+        self, wanted: dict[Subset, tuple[int, str]], limit: int
+    ) -> Generator[list[ProbeRequest], list[ProbeAnswer], None]:
+        """Request ``extra`` more runs of each subset; record every run answered."""
+        if self._used >= limit:
+            raise _Budget(f"the probe budget ({limit}) is spent")
+        requests = [
+            ProbeRequest(subset, runs=len(self._runs.get(subset, ())) + extra, purpose=purpose)
+            for subset, (extra, purpose) in wanted.items()
+        ]
+        answers = yield requests
+        for request, answer in zip(requests, answers):
+            before = len(self._runs.get(request.subset, ()))
+            self._runs[request.subset] = tuple(answer.runs)
+            self._used += max(0, len(answer.runs) - before)
+
+    def _seed(self, line: Line) -> None:
+        for subset in self._runs:
+            cut = line.cut_of(subset)
+            if cut is not None:
+                line.observe(cut, *self._counts(subset))
+        line.update()
+
+    def _new_line(
+        self, forced: Subset, order: Sequence[int], alone: float, none: float, parent: Line | None
+    ) -> Line:
+        p_prior, q_prior = parent.learned_priors() if parent is not None else (P_PRIOR, Q_PRIOR)
+        line = Line(
+            forced=forced,
+            order=tuple(order),
+            prior_alone=alone,
+            prior_none=none,
+            p=self.p,
+            q=self.q,
+            p_prior=p_prior,
+            q_prior=q_prior,
+        )
+        self._seed(line)
+        return line
+
+    def _purpose(self, line: Line, cut: int, first: bool) -> str:
+        if first and cut == 0:
+            return "baseline-good"
+        if first and cut == line.n:
+            return "baseline-bad"
+        if cut == 0 and line.forced:
+            return "confirm-good-plus-culprit"
+        return "search"
+
+    def _run_line(
+        self, line: Line, limit: int, first: bool
+    ) -> Generator[list[ProbeRequest], list[ProbeAnswer], tuple[int, float]]:
+        """Probe ``line`` until one position reaches the confidence."""
+        self._line = line
+        while True:
+            pos, prob = line.top()
+            if prob >= self.confidence:
+                self._estimate = line.estimates()
+                self._p_cautious = line.p_cautious()
+                return pos, prob
+            # Route around probes that keep coming back unresolved, as dd does.
+            skip = [c for c in sorted(line.tried) if self._unresolved_heavy(line.subset(c))]
+            cuts = line.choose(self.k, skip)
+            wanted: dict[Subset, tuple[int, str]] = {}
+            by_cut: dict[int, Subset] = {}
+            for cut in cuts:
+                subset = by_cut.setdefault(cut, line.subset(cut))
+                extra, _ = wanted.get(subset, (0, ""))
+                wanted[subset] = (extra + 1, self._purpose(line, cut, first))
+            yield from self._ask(wanted, limit)
+            for cut, subset in by_cut.items():
+                line.tried.add(cut)
+                line.observe(cut, *self._counts(subset))
+            line.update()
+            self._estimate = line.estimates()
+
+    # --- the search -----------------------------------------------------------------
+
+    def _search(self, n: int, limit: int) -> Search:
+        everything = frozenset(range(n))
+        yield from self._ask(
+            {
+                frozenset(): (self.baseline_runs, "baseline-good"),
+                everything: (self.baseline_runs, "baseline-bad"),
+            },
+            limit,
+        )
+        notes: list[str] = []
+        remaining = list(range(n))
+        parent: Line | None = None
+        first = True
+        while True:
+            kind, found, confidence, parent = yield from self._find_one(
+                remaining, limit, first, parent
+            )
+            if kind == "good_fails":
+                return self._result(
+                    BASELINE_FAILED,
+                    notes=[
+                        "the good spec without any change fails "
+                        f"(posterior {confidence:.3f}); it is not a working baseline"
+                    ],
+                )
+            if kind == "none":
+                if first:
+                    return self._result(
+                        NOT_REPRODUCIBLE,
+                        notes=[
+                            "the bad spec does not fail more often than the background "
+                            f"rate: the failure looks like a flake (posterior {confidence:.3f})"
+                        ],
+                    )
+                notes.append(
+                    "the remaining changes failed the clean check but no further culprit "
+                    "was isolated"
+                )
+                return self._result(FOUND, notes=notes)
+            assert found is not None
+            first = False
+            if len(found) > 1:
+                found, confidence = yield from self._minimize(found, confidence, limit)
+            rest = everything.difference(*(c.changes for c in self._culprits), found)
+            clean, clean_conf, clean_note = yield from self._clean_check(rest, limit)
+            self._culprits.append(
+                Culprit(
+                    changes=found,
+                    confidence=round(confidence * clean_conf, 6),
+                    confirmed=True,
+                    evidence={
+                        "good_plus_culprit": found,
+                        "bad_minus_culprits": rest,
+                        "good_plus_culprit_runs": self._counts(found),
+                        "bad_minus_culprits_runs": self._counts(rest),
+                    },
+                )
+            )
+            if clean_note:
+                notes.append(clean_note)
+            if clean or not rest:
+                return self._result(FOUND, notes=notes)
+            remaining = sorted(rest)
+
+    def _find_one(
+        self, universe: list[int], limit: int, first: bool, parent: Line | None
+    ) -> Generator[
+        list[ProbeRequest],
+        list[ProbeAnswer],
+        tuple[str, Subset | None, float, Line | None],
+    ]:
+        """Isolate one culprit set among ``universe`` (whose full set fails)."""
+        main = self._new_line(
+            frozenset(),
+            universe,
+            FIRST_GOOD_FAILS if first else FIRST_GOOD_FAILS / 10,
+            FIRST_FLAKE,
+            parent,
+        )
+        stack: list[tuple[Line, float]] = [(main, 1.0)]
+        seen: set[tuple[Subset, int, int]] = set()
+        while True:
+            line, carried = stack[-1]
+            pos, prob = yield from self._run_line(line, limit, first and len(stack) == 1)
+            state = (line.forced, line.n, self._used)
+            if state in seen:  # concluded again without a new run: stop rather than loop
+                raise _Budget("the search stopped making progress")
+            seen.add(state)
+            if pos == line.n + 1:
+                if len(stack) == 1:
+                    return "none", None, prob, line
+                # The forced prefix does not fail: the search above erred. Go back to
+                # it; it now sees these runs too (its cut is this line's full prefix).
+                stack.pop()
+                self._seed(stack[-1][0])
+                continue
+            if pos == 0:
+                if len(stack) == 1:
+                    return "good_fails", None, prob, line
+                return "culprit", line.forced, carried * prob, line
+            change = line.order[pos - 1]
+            sub = self._new_line(
+                line.forced | {change}, line.order[: pos - 1], SUB_ALONE, SUB_NONE, line
+            )
+            stack.append((sub, carried * prob))
+
+    def _minimize(
+        self, found: Subset, confidence: float, limit: int
+    ) -> Generator[list[ProbeRequest], list[ProbeAnswer], tuple[Subset, float]]:
+        """Make an interaction 1-minimal: drop each change whose removal still fails.
+
+        The nested search finds a set whose every change is needed if each of its
+        searches was right; this check catches the rare one that erred (a lucky pass
+        that made a later change look needed), at a clean check per change.
+        """
+        for change in sorted(found, key=lambda c: -c):
+            if len(found) == 1:
+                break
+            smaller = found - {change}
+            clean, sure, _note = yield from self._clean_check(smaller, limit)
+            if not clean:
+                found = smaller  # still fails without it: it was not needed
+            confidence *= sure
+        return found, confidence
+
+    def _clean_check(
+        self, rest: Subset, limit: int
+    ) -> Generator[list[ProbeRequest], list[ProbeAnswer], tuple[bool, float, str]]:
+        """Run the bad spec without the culprits until it is clean or it fails for real."""
+        p, q = self._p_cautious, self._estimate[1]
+        p = min(max(p, RATE_FLOOR), 1.0 - RATE_FLOOR)
+        q = min(max(q, RATE_FLOOR), p / 2)
+        need = clean_runs_needed(p, self.confidence)
+        cap = 6 * need
+        while True:
+            fails, passes = self._counts(rest)
+            if fails == 0 and passes >= need:
+                return True, 1.0 - (1.0 - p) ** passes, ""
+            if fails:
+                # log odds of "holds another culprit" (rate p) over "clean" (rate q).
+                lo = fails * math.log(p / q) + passes * math.log((1.0 - p) / (1.0 - q))
+                dirty = 1.0 / (1.0 + math.exp(-lo)) if lo > -700 else 0.0
+                if dirty >= self.confidence:
+                    return False, dirty, ""
+                if dirty <= 1.0 - self.confidence:
+                    return True, 1.0 - dirty, ""
+                if fails + passes >= cap:
+                    clean = dirty < 0.5
+                    return (
+                        clean,
+                        max(dirty, 1.0 - dirty),
+                        f"the clean check of the remaining changes was not decisive "
+                        f"({fails} fails in {fails + passes} runs)",
+                    )
+            extra = self.k if fails else max(1, min(self.k, need - passes))
+            yield from self._ask({rest: (extra, "confirm-bad-minus-culprits")}, limit)
+
+    def _result(
+        self, status: str, notes: list[str], candidates: list[Subset] | None = None
+    ) -> SearchResult:
+        p, q = self._estimate
+        estimates = {"p": round(p, 4), "q": round(q, 4), "probes": float(self._used)}
+        if candidates is None:
+            candidates = [c.changes for c in self._culprits] if status == FOUND else []
+        return SearchResult(
+            status,
+            culprits=list(self._culprits),
+            candidates=candidates,
+            notes=notes,
+            estimates=estimates,
+        )
+
+
+def _default_budget(n: int) -> int:
+    """A generous run budget: enough for p around 0.3 with some background noise."""
+    return 40 * math.ceil(math.log2(n + 1)) + 100
