@@ -14,6 +14,7 @@ exit code). Every subprocess gets an argv list; nothing goes through a shell.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shlex
@@ -59,9 +60,16 @@ def show_and_run(title: str, argv: list[str], shown: list[str]) -> int:
     return subprocess.run(argv, cwd=HERE, env=env, check=False).returncode
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Reproduce the training-upgrade incident.")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=ROOT / ".clusterbisect" / time.strftime("demo-%Y%m%d-%H%M%S"),
+        help="where the session is kept (default: .clusterbisect/demo-<time>)",
+    )
+    state_dir = parser.parse_args(argv).state_dir.resolve()
     started = time.monotonic()
-    state_dir = ROOT / ".clusterbisect" / time.strftime("demo-%Y%m%d-%H%M%S")
     say(f"{BOLD}clusterbisect demo: the training-upgrade incident{RESET}\n")
     say(INTRO)
 
