@@ -361,6 +361,409 @@ def _print_plan(plan: dict[str, Any]) -> None:
     click.echo(f"State: {plan['state_dir']}")
 
 
+# --- agents: tools, call, mcp ----------------------------------------------------------------
+
+
+@cli.command("tools")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["mcp", "anthropic", "openai", "json"]),
+    default="mcp",
+    show_default=True,
+    help="The shape: MCP tools, Anthropic or OpenAI tool definitions, or everything.",
+)
+@click.option("--read-only", is_flag=True, help="Only the tools that launch nothing.")
+def tools_command(fmt: str, read_only: bool) -> None:
+    """Print the tool definitions (JSON Schema inputs) for agents."""
+    from clusterbisect.agent.tools import definitions
+
+    emit_json(definitions(fmt, read_only))
+
+
+@cli.command("call")
+@click.argument("tool")
+@click.option("--input", "input_path", metavar="FILE|-", help="The JSON arguments (default: {}).")
+@click.option("--read-only", is_flag=True, help="Refuse the tools that launch or delete jobs.")
+def call_command(tool: str, input_path: str | None, read_only: bool) -> None:
+    """Run one tool: JSON in, exactly one JSON document out.
+
+    Errors are {"error": {"code", "message", "details"}} with the usual exit codes
+    (2 for input that does not match the tool's schema). Logs go to stderr.
+    """
+    from clusterbisect.agent import dispatch
+
+    try:
+        arguments = _call_input(input_path)
+        with dispatch.stdout_to_stderr():
+            reply = dispatch.call(tool, arguments, read_only=read_only)
+    except (Exception, KeyboardInterrupt) as err:
+        document, code = dispatch.error_document(err)
+        emit_json(document)
+        click.echo(f"error: {document['error']['message']}", err=True)
+        sys.exit(code)
+    emit_json(reply.document)
+    if reply.exit_code:
+        sys.exit(reply.exit_code)
+
+
+def _call_input(input_path: str | None) -> Any:
+    from clusterbisect.errors import InputError
+
+    if input_path is None:
+        return {}
+    source = "stdin" if input_path == "-" else input_path
+    try:
+        if input_path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(input_path, encoding="utf-8") as handle:
+                text = handle.read()
+    except OSError as err:
+        raise InputError(f"cannot read ({err.strerror or err})", source=source) from None
+    try:
+        return json.loads(text)
+    except ValueError as err:
+        raise InputError(f"invalid JSON: {err}", source=source) from None
+
+
+@cli.command("mcp")
+@click.option("--read-only", is_flag=True, help="Serve only the tools that launch nothing.")
+def mcp_command(read_only: bool) -> None:
+    """Serve the tools over the Model Context Protocol on stdio."""
+    from clusterbisect.errors import InputError
+
+    try:
+        import mcp  # noqa: F401
+    except ImportError:
+        raise InputError(
+            "the MCP server needs the mcp extra: pip install 'clusterbisect[mcp]'"
+        ) from None
+    from clusterbisect.agent.mcp_server import serve
+
+    serve(read_only)
+
+
+# --- step by step, like git bisect: start, next, good/bad/skip, status, log, reset --------
+
+
+def _state_dir_option(func: Any) -> Any:
+    return click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False),
+        help="The session (default: the current one, in .clusterbisect/CURRENT).",
+    )(func)
+
+
+@cli.command("start")
+@click.argument("good")
+@click.argument("bad")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "ray", "kubernetes"]),
+    default="local",
+    show_default=True,
+    help="Whose probes `next` renders, and where `resume` would run them.",
+)
+@_signature_options
+@click.option("--parallel", type=click.IntRange(1, 256), default=1, show_default=True, metavar="K")
+@click.option("--state-dir", type=click.Path(file_okay=False), help="Where the session lives.")
+@click.option("--clean-env", is_flag=True, help="Local: start probes from a minimal environment.")
+@click.option("--ray-address", envvar="RAY_ADDRESS", help="Ray: an existing cluster.")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Kubernetes: kubeconfig.")
+@click.option("--context", "kube_context", help="Kubernetes: kubeconfig context.")
+@click.option("-n", "--namespace", help="Kubernetes: namespace (default: the context's).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def step_start(
+    good: str,
+    bad: str,
+    command: tuple[str, ...],
+    backend: str,
+    fail_on: str | None,
+    fail_exit_code: int | None,
+    fail_reason: str | None,
+    timeout: float | None,
+    hang_is_failure: bool,
+    ignore: tuple[str, ...],
+    container: str | None,
+    parallel: int,
+    state_dir: str | None,
+    clean_env: bool,
+    ray_address: str | None,
+    kubeconfig: str | None,
+    kube_context: str | None,
+    namespace: str | None,
+    as_json: bool,
+) -> None:
+    """Start a step-by-step bisection of GOOD and BAD and show the first probe.
+
+    You run each probe your own way and report it with good, bad or skip. The
+    workload after `--` is optional; with it, `clusterbisect resume` can finish the
+    session automatically.
+    """
+    from pathlib import Path
+
+    from clusterbisect import stepmode
+
+    if hang_is_failure and not timeout:
+        raise click.UsageError("--hang-is-failure needs --timeout")
+    _signature(fail_on, fail_exit_code, fail_reason, hang_is_failure)  # validates --fail-on
+    backend_options: dict[str, Any] = {}
+    if backend == "ray":
+        backend_options = _drop_none(address=ray_address)
+    elif backend == "kubernetes":
+        backend_options = _drop_none(
+            kubeconfig=kubeconfig, context=kube_context, namespace=namespace
+        )
+    config = stepmode.new_config(
+        good=good,
+        bad=bad,
+        backend=backend,
+        command=list(command) or None,
+        fail_on=fail_on,
+        fail_exit_code=fail_exit_code,
+        fail_reason=fail_reason,
+        timeout=timeout,
+        hang_is_failure=hang_is_failure,
+        ignore=list(ignore),
+        container=container,
+        parallel=parallel,
+        clean_env=clean_env,
+        backend_options=backend_options,
+    )
+    started = stepmode.start(config, Path(state_dir) if state_dir else None)
+    if as_json:
+        emit_json(started)
+        return
+    click.echo(
+        f"Bisecting {started['changes_searched']} changes "
+        f"({started['changes_total']} in all) on the {started['backend']} backend."
+    )
+    click.echo(f"State: {started['state_dir']}")
+    _print_step(started["next"])
+
+
+@cli.command("next")
+@_state_dir_option
+@click.option("--probe", metavar="ID", help="Show this pending probe instead of the first.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def step_next(state_dir: str | None, probe: str | None, as_json: bool) -> None:
+    """Show the next probe: the changes to apply and what to run (or the result)."""
+    from clusterbisect import stepmode
+
+    view = stepmode.next_view(stepmode.open_session(state_dir), probe)
+    if as_json:
+        emit_json(view)
+    else:
+        _print_step(view)
+
+
+def _step_mark(
+    outcome: str | None,
+    state_dir: str | None,
+    probe: str | None,
+    log_file: str | None,
+    exit_code: int | None,
+    as_json: bool,
+) -> None:
+    from clusterbisect import stepmode
+    from clusterbisect.outcome import RunResult
+
+    session = stepmode.open_session(state_dir)
+    run = RunResult(exit_code=exit_code) if exit_code is not None else None
+    recorded = stepmode.record(
+        session,
+        stepmode.parse_outcome(outcome) if outcome else None,
+        probe=probe,
+        run=run,
+        log_file=log_file,
+    )
+    if as_json:
+        emit_json(recorded)
+        return
+    entry = recorded["recorded"]
+    observed = f" ({entry['observed']})" if entry["observed"] else ""
+    click.echo(f"Recorded {entry['probe']} ({entry['purpose']}): {entry['outcome']}{observed}")
+    _print_step(recorded["next"])
+
+
+def _mark_options(func: Any) -> Any:
+    func = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")(func)
+    func = click.option(
+        "--log",
+        "log_file",
+        type=click.Path(exists=True, dir_okay=False),
+        help="The probe's output, kept as evidence in the state directory.",
+    )(func)
+    func = click.option("--probe", metavar="ID", help="A pending probe other than the first.")(func)
+    return _state_dir_option(func)
+
+
+@cli.command("good")
+@_mark_options
+def step_good(
+    state_dir: str | None, probe: str | None, log_file: str | None, as_json: bool
+) -> None:
+    """The probe passed (no failure)."""
+    _step_mark("pass", state_dir, probe, log_file, None, as_json)
+
+
+@cli.command("bad")
+@_mark_options
+def step_bad(state_dir: str | None, probe: str | None, log_file: str | None, as_json: bool) -> None:
+    """The probe showed the failure."""
+    _step_mark("fail", state_dir, probe, log_file, None, as_json)
+
+
+@cli.command("skip")
+@_mark_options
+def step_skip(
+    state_dir: str | None, probe: str | None, log_file: str | None, as_json: bool
+) -> None:
+    """The probe could not be judged (it did not run, or failed differently)."""
+    _step_mark("unresolved", state_dir, probe, log_file, None, as_json)
+
+
+@cli.command("mark")
+@_mark_options
+@click.option(
+    "--outcome",
+    type=click.Choice(["pass", "fail", "unresolved", "good", "bad", "skip"]),
+    help="The outcome; or give --exit-code (and --log) for the failure signature to decide.",
+)
+@click.option("--exit-code", type=int, help="The probe's exit code, classified by the signature.")
+def step_mark(
+    state_dir: str | None,
+    probe: str | None,
+    log_file: str | None,
+    as_json: bool,
+    outcome: str | None,
+    exit_code: int | None,
+) -> None:
+    """Record the probe's outcome (pass, fail, unresolved) or its exit code."""
+    if outcome is None and exit_code is None:
+        raise click.UsageError("give --outcome or --exit-code")
+    _step_mark(outcome, state_dir, probe, log_file, exit_code, as_json)
+
+
+@cli.command("status")
+@_state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def step_status(state_dir: str | None, as_json: bool) -> None:
+    """Where the session stands (the result when the search is complete)."""
+    from clusterbisect import stepmode
+    from clusterbisect.report import render_text
+
+    view = stepmode.status(stepmode.open_session(state_dir))
+    if as_json:
+        emit_json(view)
+        return
+    current = " (current)" if view["current"] else ""
+    click.echo(f"Session {view['session_id']}{current}: {view['state_dir']}")
+    click.echo(
+        f"{view['changes_searched']} of {view['changes_total']} changes searched on the "
+        f"{view['backend']} backend; {view['probes_done']} probes done "
+        f"({view['manual_probes']} reported by hand)"
+    )
+    if view["done"]:
+        click.echo(render_text(view["result"]))
+        return
+    last = view["last"]
+    if last:
+        click.echo(f"Last: {last['probe']} {last['outcome']}")
+    to_go = view["estimated_probes_to_go"]
+    click.echo(
+        f"Pending: {', '.join(view['pending'])}; {view['candidates_left']} candidate changes "
+        f"left" + (f", ~{to_go} probes to go" if to_go is not None else "")
+    )
+
+
+@cli.command("log")
+@_state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def step_log(state_dir: str | None, as_json: bool) -> None:
+    """Print the session's journal as a replayable log (like git bisect log)."""
+    from clusterbisect import stepmode
+
+    session = stepmode.open_session(state_dir)
+    text = stepmode.log_text(session)
+    if as_json:
+        emit_json({"state_dir": str(session.state_dir), "log": text})
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command("replay")
+@click.argument("logfile", type=click.Path(exists=True, dir_okay=False))
+@click.option("--state-dir", type=click.Path(file_okay=False), help="Where the new session lives.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def step_replay(logfile: str, state_dir: str | None, as_json: bool) -> None:
+    """Start a new session from a `log` output and re-apply its marks."""
+    from pathlib import Path
+
+    from clusterbisect import stepmode
+
+    text = Path(logfile).read_text(encoding="utf-8")
+    replayed = stepmode.replay(text, logfile, Path(state_dir) if state_dir else None)
+    if as_json:
+        emit_json(replayed)
+        return
+    click.echo(f"Replayed {replayed['replayed']} marks into {replayed['state_dir']}")
+    _print_step(replayed["next"])
+
+
+@cli.command("reset")
+@_state_dir_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def step_reset(state_dir: str | None, as_json: bool) -> None:
+    """End the session (its state directory is kept)."""
+    from clusterbisect import stepmode
+
+    ended = stepmode.reset(state_dir)
+    if as_json:
+        emit_json(ended)
+    else:
+        click.echo(
+            f"Ended the session in {ended['state_dir']} ({ended['status']}, "
+            f"{ended['probes']} probes)."
+        )
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 50 else text[:47] + "..."
+
+
+def _print_step(view: dict[str, Any]) -> None:
+    """A step-mode view for people: the next probe, or the result."""
+    from clusterbisect.report import render_text
+
+    if view["done"]:
+        click.echo("The search is complete.")
+        click.echo(render_text(view["result"]))
+        return
+    probe = view["probe"]
+    click.echo(
+        f"Next probe {probe['id']} ({probe['purpose']}): apply {probe['changes_applied']} of "
+        f"{view['changes_searched']} changes to the good spec"
+    )
+    for change in probe["changes"][:20]:
+        click.echo(f"  {change['key']}: {_short(change['good'])} -> {_short(change['bad'])}")
+    if len(probe["changes"]) > 20:
+        click.echo(f"  ... and {len(probe['changes']) - 20} more")
+    if probe.get("shell") and len(probe["shell"]) <= 2000:
+        click.echo("Run it:")
+        click.echo(f"  {probe['shell']}")
+    click.echo(f"Rendered for the {view['backend']} backend: {probe['rendered_file']}")
+    others = [p["probe"] for p in view["pending"][1:]]
+    if others:
+        click.echo(f"Also pending (may run in parallel): {', '.join(others)}")
+    click.echo("Then: clusterbisect good | bad | skip  [--log FILE]")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the CLI and map errors to exit codes."""
     try:

@@ -270,9 +270,18 @@ class Engine:
         )
 
     def record_manual(
-        self, subset: Subset, outcome: Outcome, purpose: str = "search", log: str | None = None
+        self,
+        subset: Subset,
+        outcome: Outcome,
+        purpose: str = "search",
+        log: str | None = None,
+        run: RunResult | None = None,
     ) -> ProbeRecord:
-        """Journal an outcome reported by hand (the step-by-step mode)."""
+        """Journal an outcome reported by hand (the step-by-step mode).
+
+        ``run``, when the reporter observed one (exit code, reason, ...), is journaled
+        with the outcome, as the runner's probes are.
+        """
         record = ProbeRecord(
             probe_id=f"p{len(self.records) + 1:03d}",
             round=self.rounds + 1,
@@ -283,6 +292,14 @@ class Engine:
             finished_at=time.time(),
             source="manual",
         )
+        if run is not None:
+            record.exit_code = run.exit_code
+            record.timed_out = run.timed_out
+            record.reason = run.reason
+            record.infra_error = run.infra_error
+            record.duration_s = round(run.duration_s, 3)
+            if outcome is not Outcome.PASS:
+                record.observed = self.signature.observed(run)
         self.session.append(record)
         self._remember(record)
         return record

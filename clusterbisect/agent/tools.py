@@ -1,0 +1,641 @@
+"""Tool definitions: name, description, JSON Schema input, effect, and the handler.
+
+Every tool declares its effect:
+
+- ``read_only``: reads files and sessions, launches nothing;
+- ``writes_state``: writes only the session's state directory, launches nothing;
+- ``launches``: starts probe jobs or processes (on this machine, Ray or Kubernetes);
+- ``destructive``: deletes things on a cluster.
+
+``clusterbisect mcp --read-only`` serves only the tools that launch nothing
+(``read_only`` and ``writes_state``): an agent can still drive a bisection step by
+step, running each probe through its own access.
+
+Handlers take the validated arguments and return a :class:`Reply`; they raise
+``ClusterBisectError`` for everything the caller must fix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clusterbisect.errors import EXIT_NO_CULPRIT, EXIT_OK, InputError
+
+READ_ONLY = "read_only"
+WRITES_STATE = "writes_state"
+LAUNCHES = "launches"
+DESTRUCTIVE = "destructive"
+EFFECTS = (READ_ONLY, WRITES_STATE, LAUNCHES, DESTRUCTIVE)
+
+
+@dataclass
+class Reply:
+    """A tool's answer: one JSON document, the exit code for `call`, and where the
+    complete data lives when the document has to be shortened."""
+
+    document: dict[str, Any]
+    exit_code: int = EXIT_OK
+    full: str | None = None
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    title: str
+    description: str
+    input_schema: dict[str, Any]
+    effect: str
+    handler: Callable[[dict[str, Any]], Reply] = field(repr=False, compare=False)
+
+    @property
+    def launches_nothing(self) -> bool:
+        return self.effect in (READ_ONLY, WRITES_STATE)
+
+    def annotations(self) -> dict[str, Any]:
+        """MCP tool annotations (hints for clients, e.g. to ask before launching)."""
+        return {
+            "title": self.title,
+            "readOnlyHint": self.effect == READ_ONLY,
+            # Launching probe jobs on a cluster deserves the same confirmation as deleting.
+            "destructiveHint": self.effect in (LAUNCHES, DESTRUCTIVE),
+            "idempotentHint": self.effect == READ_ONLY,
+            "openWorldHint": self.effect in (LAUNCHES, DESTRUCTIVE),
+        }
+
+
+# --- schema fragments ---------------------------------------------------------------
+
+
+def _obj(props: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
+    schema: dict[str, Any] = {
+        "type": "object",
+        "properties": props,
+        "additionalProperties": False,
+    }
+    if required:
+        schema["required"] = list(required)
+    return schema
+
+
+def _str(description: str, **extra: Any) -> dict[str, Any]:
+    return {"type": "string", "minLength": 1, "description": description, **extra}
+
+
+def _strings(description: str) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "items": {"type": "string", "minLength": 1},
+        "description": description,
+    }
+
+
+STATE_DIR = _str(
+    "The session's state directory. Default: the current session (.clusterbisect/CURRENT "
+    "in the working directory, set by `start`)."
+)
+SPEC = (
+    "A job spec file: Kubernetes YAML/JSON (kubectl get -o yaml works), a Ray job, "
+    "an env dump or .env file, a pip freeze, or a snapshot JSON."
+)
+
+SPEC_PAIR = {
+    "good": _str("The working job's spec. " + SPEC),
+    "bad": _str("The failing job's spec, same format as good."),
+    "ignore": _strings("Glob patterns (fnmatch) of setting keys to leave out."),
+    "container": _str("Only this container's settings (and the pod-level ones)."),
+}
+
+SESSION = {
+    **SPEC_PAIR,
+    "backend": {
+        "type": "string",
+        "enum": ["local", "ray", "kubernetes"],
+        "default": "local",
+        "description": "Where probes run. local: a subprocess on this machine (only "
+        "environment variables are testable); ray: Ray jobs; kubernetes: Jobs.",
+    },
+    "command": {
+        **_strings(
+            'The probe workload as an argv list, e.g. ["python", "train.py"]. Needed '
+            "to run probes on the local backend; Kubernetes and Ray take it from the spec."
+        ),
+        "minItems": 1,
+    },
+    "fail_on": _str(
+        "A regular expression: a probe fails only if its output matches.", format="regex"
+    ),
+    "fail_exit_code": {"type": "integer", "description": "A probe fails only with this code."},
+    "fail_reason": _str("A probe fails only with this termination reason, e.g. OOMKilled."),
+    "timeout": {"type": "number", "exclusiveMinimum": 0, "description": "Per-probe seconds."},
+    "hang_is_failure": {
+        "type": "boolean",
+        "description": "A probe that times out shows the failure (needs timeout).",
+    },
+    "parallel": {"type": "integer", "minimum": 1, "maximum": 256, "default": 1},
+    "state_dir": _str("Where the new session lives (default: a new .clusterbisect/ID)."),
+    "clean_env": {"type": "boolean", "description": "Local: start from a minimal environment."},
+    "max_probes": {"type": "integer", "minimum": 1, "description": "Stop after this many."},
+    "max_time": {"type": "number", "exclusiveMinimum": 0, "description": "Stop after seconds."},
+    "flaky": {"type": "boolean", "description": "Use the flake-aware strategy."},
+    "confidence": {"type": "number", "minimum": 0.5, "maximum": 0.99999},
+    "baseline_runs": {"type": "integer", "minimum": 1, "maximum": 100},
+    "ray": _obj(
+        {
+            "address": _str("An existing Ray cluster (default: start a local one)."),
+            "entrypoint_num_cpus": {"type": "number", "minimum": 0},
+            "entrypoint_num_gpus": {"type": "number", "minimum": 0},
+            "entrypoint_memory": {"type": "integer", "minimum": 0},
+        }
+    ),
+    "kubernetes": _obj(
+        {
+            "kubeconfig": _str("Path of a kubeconfig file."),
+            "context": _str("kubeconfig context."),
+            "namespace": _str("Namespace (default: the context's)."),
+            "command": _strings("Replace the main container's command."),
+            "args": _strings("Replace the main container's args."),
+            "probe": _str(
+                "Run probes/NAME.py from a ConfigMap.", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
+            ),
+        }
+    ),
+}
+
+RUN_INPUT = _obj(
+    {
+        **SESSION,
+        "dry_run": {
+            "type": "string",
+            "enum": ["client", "server"],
+            "description": "Render the probes without launching them (server: validate "
+            "them with the Kubernetes API).",
+        },
+    },
+    ("good", "bad"),
+)
+START_INPUT = _obj(SESSION, ("good", "bad"))
+
+
+# --- handlers ----------------------------------------------------------------------------
+
+
+def session_config(args: dict[str, Any]) -> Any:
+    """A SessionConfig from tool arguments (the same options as `run` and `start`)."""
+    from clusterbisect.stepmode import new_config
+
+    return new_config(
+        good=args["good"],
+        bad=args["bad"],
+        backend=args.get("backend", "local"),
+        command=args.get("command"),
+        fail_on=args.get("fail_on"),
+        fail_exit_code=args.get("fail_exit_code"),
+        fail_reason=args.get("fail_reason"),
+        timeout=args.get("timeout"),
+        hang_is_failure=args.get("hang_is_failure", False),
+        ignore=args.get("ignore", []),
+        container=args.get("container"),
+        parallel=args.get("parallel", 1),
+        clean_env=args.get("clean_env", False),
+        max_probes=args.get("max_probes"),
+        max_time=args.get("max_time"),
+        flaky=args.get("flaky", False),
+        confidence=args.get("confidence", 0.99),
+        baseline_runs=args.get("baseline_runs", 1),
+        backend_options=args.get(args.get("backend", "local"), {}),
+        dry_run=args.get("dry_run"),
+    )
+
+
+def _state_dir(args: dict[str, Any]) -> Path | None:
+    return Path(args["state_dir"]) if args.get("state_dir") else None
+
+
+def _diff(args: dict[str, Any]) -> Reply:
+    from clusterbisect.diff import diff
+    from clusterbisect.specs import load_spec
+
+    good, bad = load_spec(args["good"]), load_spec(args["bad"])
+    changes = diff(good, bad, ignore=args.get("ignore", ()), container=args.get("container"))
+    return Reply(
+        {
+            "changes": [c.to_dict() for c in changes],
+            "good": args["good"],
+            "bad": args["bad"],
+            "count": len(changes),
+            "kind": good.kind,
+            "format": good.format,
+        }
+    )
+
+
+def _start(args: dict[str, Any]) -> Reply:
+    from clusterbisect import stepmode
+
+    document = stepmode.start(session_config(args), _state_dir(args))
+    return Reply(document, full=document["next"].get("probe", {}).get("rendered_file"))
+
+
+def _next(args: dict[str, Any]) -> Reply:
+    from clusterbisect import stepmode
+
+    session = stepmode.open_session(args.get("state_dir"))
+    document = stepmode.next_view(session, args.get("probe"))
+    return Reply(document, full=document.get("probe", {}).get("rendered_file"))
+
+
+def _record(args: dict[str, Any]) -> Reply:
+    from clusterbisect import stepmode
+    from clusterbisect.outcome import RunResult
+
+    session = stepmode.open_session(args.get("state_dir"))
+    observed = ("exit_code", "timed_out", "reason", "infra_error")
+    run = None
+    if any(k in args for k in observed):
+        run = RunResult(
+            exit_code=args.get("exit_code"),
+            timed_out=args.get("timed_out", False),
+            reason=args.get("reason"),
+            infra_error=args.get("infra_error"),
+            duration_s=args.get("duration_s", 0.0),
+        )
+    outcome = stepmode.parse_outcome(args["outcome"]) if "outcome" in args else None
+    if outcome is None and run is None:
+        raise InputError(
+            "give `outcome` (pass, fail, unresolved) or what you observed "
+            "(`exit_code`, `timed_out`, `reason`, `infra_error`) for the session's "
+            "failure signature to classify",
+            field="outcome",
+        )
+    document = stepmode.record(
+        session,
+        outcome,
+        probe=args.get("probe"),
+        run=run,
+        log_file=args.get("log_file"),
+        log_text=args.get("log_text"),
+    )
+    return Reply(document)
+
+
+def _status(args: dict[str, Any]) -> Reply:
+    from clusterbisect import stepmode
+
+    return Reply(stepmode.status(stepmode.open_session(args.get("state_dir"))))
+
+
+def _result(args: dict[str, Any]) -> Reply:
+    from clusterbisect import report, stepmode
+
+    session = stepmode.open_session(args.get("state_dir"))
+    document = stepmode.result(session)
+    full = str(session.state_dir / "result.json")
+    fmt = args.get("format", "json")
+    if fmt == "json" or document.get("status") == "in_progress":
+        return Reply(document, full=full)
+    render = report.render_markdown if fmt == "markdown" else report.render_text
+    return Reply(
+        {"status": document["status"], "format": fmt, "report": render(document)}, full=full
+    )
+
+
+def _log(args: dict[str, Any]) -> Reply:
+    from clusterbisect import stepmode
+
+    session = stepmode.open_session(args.get("state_dir"))
+    text = stepmode.log_text(session)
+    path = session.state_dir / "bisect.log"
+    path.write_text(text)
+    return Reply(
+        {"state_dir": str(session.state_dir), "log": text, "log_file": str(path)}, full=str(path)
+    )
+
+
+def _replay(args: dict[str, Any]) -> Reply:
+    from clusterbisect import stepmode
+
+    if ("log_file" in args) == ("log_text" in args):
+        raise InputError("give exactly one of log_file and log_text", field="log_file")
+    if "log_file" in args:
+        source = args["log_file"]
+        try:
+            text = Path(source).read_text(encoding="utf-8")
+        except OSError as err:
+            raise InputError(f"cannot read ({err.strerror or err})", source=source) from None
+    else:
+        source, text = "log_text", args["log_text"]
+    return Reply(stepmode.replay(text, source, _state_dir(args)))
+
+
+def _reset(args: dict[str, Any]) -> Reply:
+    from clusterbisect import stepmode
+
+    return Reply(stepmode.reset(args.get("state_dir")))
+
+
+def _finished(result: dict[str, Any]) -> Reply:
+    code = EXIT_OK if result.get("status") in ("found", "dry_run") else EXIT_NO_CULPRIT
+    return Reply(result, exit_code=code, full=str(Path(result["state_dir"]) / "result.json"))
+
+
+def _run(args: dict[str, Any]) -> Reply:
+    from clusterbisect import workflow
+
+    config = session_config(args)
+    if config.backend == "local" and not config.command and not args.get("dry_run"):
+        raise InputError(
+            "the local backend needs `command`, the probe workload argv", field="command"
+        )
+    session = workflow.create_session(config, _state_dir(args))
+    if args.get("dry_run"):
+        return _finished(workflow.dry_run(session))
+    return _finished(workflow.run_session(session, None))
+
+
+def _resume(args: dict[str, Any]) -> Reply:
+    from clusterbisect import stepmode, workflow
+
+    session = stepmode.open_session(args.get("state_dir"))
+    return _finished(workflow.run_session(session, None))
+
+
+def _cleanup(args: dict[str, Any]) -> Reply:
+    from clusterbisect.errors import BackendError
+    from clusterbisect.session import Session
+
+    session_id = args.get("session_id")
+    options: dict[str, Any] = {}
+    if args.get("state_dir"):
+        session = Session.open(Path(args["state_dir"]))
+        session_id = session.session_id
+        options = {
+            k: v
+            for k, v in session.config.backend_options.items()
+            if k in ("kubeconfig", "context", "namespace")
+        }
+    if not session_id and not args.get("all"):
+        raise InputError(
+            "name a session (state_dir or session_id), or set all=true to delete every "
+            "clusterbisect probe in the namespace",
+            field="all",
+        )
+    options.update({k: args[k] for k in ("kubeconfig", "context", "namespace") if k in args})
+    try:
+        from clusterbisect.runners import kubernetes as k8s
+    except ImportError as err:  # the kubernetes extra is not installed
+        raise BackendError(f"the Kubernetes backend is not available: {err}") from err
+    return Reply(k8s.cleanup(session_id, options=k8s.KubernetesOptions(**options)))
+
+
+# --- the tools -----------------------------------------------------------------------------
+
+_OPTIONAL_STATE = _obj({"state_dir": STATE_DIR})
+
+TOOLS: list[Tool] = [
+    Tool(
+        "diff",
+        "Diff two job specs",
+        "List the settings that differ between a working (good) and a failing (bad) job "
+        "spec: each change has a stable key (e.g. containers[trainer].env.NCCL_DEBUG), "
+        "the kind of change (modified, added, removed) and both values. Secret values are "
+        "redacted. Launches nothing.",
+        _obj(SPEC_PAIR, ("good", "bad")),
+        READ_ONLY,
+        _diff,
+    ),
+    Tool(
+        "start",
+        "Start a step-by-step bisection",
+        "Create a bisection session over the changes between good and bad, make it the "
+        "current one, and return the first probe to run (as `next` does). You run each "
+        "probe yourself and report it with `record`. Writes only the state directory; "
+        "launches nothing.",
+        START_INPUT,
+        WRITES_STATE,
+        _start,
+    ),
+    Tool(
+        "next",
+        "Show the next probe",
+        "The next probe of a step-by-step session: the changes to apply to the good spec, "
+        "and what to run (for the local backend the environment to set, the variables to "
+        "unset and the argv; for Kubernetes the Job manifest; for Ray the job). `pending` "
+        "lists every probe the search can use now (they may run in parallel). When the "
+        "search is complete, `done` is true and `result` holds the verdict. Launches "
+        "nothing.",
+        _obj(
+            {
+                "state_dir": STATE_DIR,
+                "probe": _str("Show this pending probe (an id from `pending`), not the first."),
+            }
+        ),
+        READ_ONLY,
+        _next,
+    ),
+    Tool(
+        "record",
+        "Record a probe's outcome",
+        "Record the outcome of the next probe (or of `probe`, an id from `pending`): "
+        "either `outcome` (pass: no failure; fail: the failure under investigation; "
+        "unresolved: it could not run, or failed differently), or what you observed "
+        "(`exit_code`, `timed_out`, `reason`, with the log) for the session's failure "
+        "signature to classify. The log (a file or text) is kept as evidence. Returns "
+        "the recorded entry and the next probe. Writes only the state directory.",
+        _obj(
+            {
+                "state_dir": STATE_DIR,
+                "probe": _str("The pending probe this outcome belongs to (default: the first)."),
+                "outcome": {
+                    "type": "string",
+                    "enum": ["pass", "fail", "unresolved", "good", "bad", "skip"],
+                    "description": "good/bad/skip are git-bisect aliases of pass/fail/unresolved.",
+                },
+                "exit_code": {
+                    "type": ["integer", "null"],
+                    "description": "The workload's exit code.",
+                },
+                "timed_out": {"type": "boolean"},
+                "reason": _str("A termination reason, e.g. OOMKilled."),
+                "infra_error": _str("The probe never ran properly (image pull, scheduling)."),
+                "duration_s": {"type": "number", "minimum": 0},
+                "log_file": _str("A file holding the probe's output, copied as evidence."),
+                "log_text": {
+                    "type": "string",
+                    "maxLength": 4_000_000,
+                    "description": "The probe's output as text (instead of log_file).",
+                },
+            }
+        ),
+        WRITES_STATE,
+        _record,
+    ),
+    Tool(
+        "status",
+        "Show a session's status",
+        "Where a session stands: probes done, pending probes, candidates left, estimated "
+        "probes to go; the result when the search is complete. Launches nothing.",
+        _OPTIONAL_STATE,
+        READ_ONLY,
+        _status,
+    ),
+    Tool(
+        "result",
+        "Get a session's result",
+        "The result of a session: status (found, no_differences, not_reproducible, "
+        "baseline_failed, inconclusive; in_progress if not finished), the culprits with "
+        "good and bad values and the probe that proved each, probe_count and rounds. "
+        "format=markdown or text returns the rendered report instead. Launches nothing.",
+        _obj(
+            {
+                "state_dir": STATE_DIR,
+                "format": {
+                    "type": "string",
+                    "enum": ["json", "markdown", "text"],
+                    "default": "json",
+                },
+            }
+        ),
+        READ_ONLY,
+        _result,
+    ),
+    Tool(
+        "log",
+        "Show a session's log",
+        "The session's journal as a replayable log, like `git bisect log`: a `start` line "
+        "and one `mark` line per probe. Edit a wrong mark and pass the text to `replay`. "
+        "Launches nothing.",
+        _OPTIONAL_STATE,
+        READ_ONLY,
+        _log,
+    ),
+    Tool(
+        "replay",
+        "Replay a log into a new session",
+        "Start a new session from a `log` output and re-apply its marks in order, like "
+        "`git bisect replay`; it becomes the current session. Launches nothing.",
+        _obj(
+            {
+                "log_file": _str("A file holding a `log` output."),
+                "log_text": {"type": "string", "minLength": 1, "description": "A `log` output."},
+                "state_dir": _str("Where the new session lives."),
+            }
+        ),
+        WRITES_STATE,
+        _replay,
+    ),
+    Tool(
+        "reset",
+        "End a step-by-step session",
+        "End the session, like `git bisect reset`: it is no longer the current one. Its "
+        "state directory (journal, logs, result) is kept. Launches nothing.",
+        _OPTIONAL_STATE,
+        WRITES_STATE,
+        _reset,
+    ),
+    Tool(
+        "run",
+        "Run a whole bisection",
+        "Diff good and bad, then launch probe jobs on the backend (local subprocesses, Ray "
+        "jobs or Kubernetes Jobs), baselines first, until the culprit is isolated and "
+        "confirmed. Returns the result (status, culprits, probe_count, rounds, state_dir). "
+        "With dry_run it only renders the probes. LAUNCHES JOBS.",
+        RUN_INPUT,
+        LAUNCHES,
+        _run,
+    ),
+    Tool(
+        "resume",
+        "Finish a session automatically",
+        "Continue a session (interrupted `run`, or one driven by hand with start/record) "
+        "by launching its remaining probes on its backend, without re-running finished "
+        "ones. Returns the result. LAUNCHES JOBS.",
+        _obj({"state_dir": STATE_DIR}),
+        LAUNCHES,
+        _resume,
+    ),
+    Tool(
+        "cleanup",
+        "Delete leftover probe jobs",
+        "Delete the Kubernetes Jobs, pods and ConfigMaps clusterbisect created, found by "
+        "their labels: those of one session (state_dir or session_id), or every one in "
+        "the namespace with all=true. DESTRUCTIVE.",
+        _obj(
+            {
+                "state_dir": _str("The session whose probes to delete."),
+                "session_id": _str("The session id (from a result or the labels)."),
+                "all": {"type": "boolean", "description": "Every clusterbisect probe."},
+                "kubeconfig": _str("Path of a kubeconfig file."),
+                "context": _str("kubeconfig context."),
+                "namespace": _str("Namespace (default: the context's)."),
+            }
+        ),
+        DESTRUCTIVE,
+        _cleanup,
+    ),
+]
+
+_BY_NAME = {tool.name: tool for tool in TOOLS}
+
+
+def get_tool(name: str) -> Tool | None:
+    return _BY_NAME.get(name)
+
+
+def available(read_only: bool = False) -> list[Tool]:
+    """The tools to offer; with ``read_only``, only those that launch nothing."""
+    return [t for t in TOOLS if t.launches_nothing or not read_only]
+
+
+def definitions(fmt: str = "mcp", read_only: bool = False) -> list[dict[str, Any]]:
+    """The tool definitions in the shape an API expects.
+
+    ``anthropic``: {name, description, input_schema}; ``openai``: Chat Completions
+    function tools; ``mcp``: {name, title, description, inputSchema, annotations};
+    ``json``: every field, including ``effect``.
+    """
+    tools = available(read_only)
+    if fmt == "anthropic":
+        return [
+            {"name": t.name, "description": t.description, "input_schema": t.input_schema}
+            for t in tools
+        ]
+    if fmt == "openai":
+        return [
+            {
+                "type": "function",
+                "function": {
+                    "name": t.name,
+                    "description": t.description,
+                    "parameters": t.input_schema,
+                },
+            }
+            for t in tools
+        ]
+    if fmt == "mcp":
+        return [
+            {
+                "name": t.name,
+                "title": t.title,
+                "description": t.description,
+                "inputSchema": t.input_schema,
+                "annotations": t.annotations(),
+            }
+            for t in tools
+        ]
+    if fmt == "json":
+        return [
+            {
+                "name": t.name,
+                "title": t.title,
+                "description": t.description,
+                "input_schema": t.input_schema,
+                "effect": t.effect,
+                "launches_nothing": t.launches_nothing,
+                "annotations": t.annotations(),
+            }
+            for t in tools
+        ]
+    raise InputError(f"unknown format {fmt!r}; expected anthropic, openai, mcp or json")

@@ -1,0 +1,625 @@
+"""The step-by-step mode, shaped after git bisect: start, next, good/bad/skip, status, log.
+
+The user (or an agent) runs each probe its own way and reports the outcome. Nothing
+here launches anything: the same engine as ``run`` replays the journal through the
+search strategy and stops at the first probe that has no answer yet (``Engine.drive``
+with ``execute=False``). Because both modes share the journal, a session started by
+hand can be finished with ``clusterbisect resume`` and an interrupted ``run`` can be
+continued by hand.
+
+The current session is recorded in ``.clusterbisect/CURRENT`` (relative to the working
+directory), as git keeps its bisect state in ``.git``; every command takes an explicit
+state directory instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clusterbisect.engine import Engine, EngineOutcome
+from clusterbisect.errors import InputError
+from clusterbisect.outcome import Outcome, RunResult
+from clusterbisect.report import build_result
+from clusterbisect.runners.base import Runner
+from clusterbisect.search.base import ProbeRequest
+from clusterbisect.session import DEFAULT_ROOT, SESSION_FILE, Session, SessionConfig
+
+CURRENT_FILE = "CURRENT"
+MAX_EVIDENCE_BYTES = 1 << 20  # a reported log is kept up to this size (its tail)
+LOG_HEADER = "# clusterbisect log"
+
+# git bisect's words for the outcomes.
+ALIASES = {"good": Outcome.PASS, "bad": Outcome.FAIL, "skip": Outcome.UNRESOLVED}
+
+
+# --- the current session --------------------------------------------------------------
+
+
+def current_file(root: Path | None = None) -> Path:
+    return (root or Path(DEFAULT_ROOT)) / CURRENT_FILE
+
+
+def set_current(state_dir: Path) -> None:
+    """Make ``state_dir`` the session later commands act on."""
+    path = current_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(str(state_dir.resolve()) + "\n")
+    os.replace(tmp, path)
+
+
+def resolve_state_dir(explicit: str | os.PathLike[str] | None) -> Path:
+    """The explicit state directory, else the current session's."""
+    if explicit:
+        return Path(explicit)
+    path = current_file()
+    if path.is_file():
+        text = path.read_text().strip()
+        if text:
+            return Path(text)
+    raise InputError(
+        "no bisection in progress: start one with `clusterbisect start GOOD BAD`, "
+        "or name a session with --state-dir",
+        source=str(path),
+    )
+
+
+def open_session(explicit: str | os.PathLike[str] | None) -> Session:
+    return Session.open(resolve_state_dir(explicit))
+
+
+def is_current(session: Session) -> bool:
+    path = current_file()
+    return path.is_file() and Path(path.read_text().strip()) == session.state_dir
+
+
+# --- loading a session's position ----------------------------------------------------
+
+
+@dataclass
+class Position:
+    """Where a session stands: the engine over its journal and what the search wants."""
+
+    session: Session
+    engine: Engine
+    runner: Runner
+    outcome: EngineOutcome
+
+    @property
+    def done(self) -> bool:
+        return self.outcome.result is not None
+
+    @property
+    def pending(self) -> list[ProbeRequest]:
+        return self.outcome.pending.requests if self.outcome.pending else []
+
+    def probe_number(self, index: int) -> int:
+        """The number the ``index``-th pending probe gets when recorded in order."""
+        return len(self.engine.records) + 1 + index
+
+
+def locate(session: Session) -> Position:
+    """Replay the journal and stop at the first probe without an answer."""
+    from clusterbisect import workflow
+
+    runner = workflow.runner_for(session)
+    try:
+        engine = workflow.engine_for(session, runner)
+        outcome = engine.drive(execute=False)
+    except BaseException:
+        runner.close()
+        raise
+    return Position(session, engine, runner, outcome)
+
+
+def _with_position(session: Session, func: Any) -> Any:
+    position = locate(session)
+    try:
+        return func(position)
+    finally:
+        position.runner.close()
+
+
+# --- start ------------------------------------------------------------------------------
+
+
+def new_config(
+    *,
+    good: str,
+    bad: str,
+    backend: str = "local",
+    command: list[str] | None = None,
+    fail_on: str | None = None,
+    fail_exit_code: int | None = None,
+    fail_reason: str | None = None,
+    timeout: float | None = None,
+    hang_is_failure: bool = False,
+    ignore: list[str] | tuple[str, ...] = (),
+    container: str | None = None,
+    parallel: int = 1,
+    clean_env: bool = False,
+    max_probes: int | None = None,
+    max_time: float | None = None,
+    flaky: bool = False,
+    confidence: float = 0.99,
+    baseline_runs: int = 1,
+    backend_options: dict[str, Any] | None = None,
+    dry_run: str | None = None,
+) -> SessionConfig:
+    """A session's configuration, with the same options and defaults as ``run``."""
+    import re
+
+    from clusterbisect.outcome import FailureSignature
+    from clusterbisect.runners import BACKENDS
+
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; expected {', '.join(BACKENDS)}")
+    if hang_is_failure and not timeout:
+        raise InputError("hang_is_failure needs a timeout", field="timeout")
+    if fail_on:
+        try:
+            re.compile(fail_on)
+        except re.error as err:
+            raise InputError(f"not a valid regular expression: {err}", field="fail_on") from None
+    options = dict(backend_options or {})
+    if backend == "kubernetes":
+        options["dry_run"] = dry_run or "none"
+    return SessionConfig(
+        good="",
+        bad="",
+        good_source=good,
+        bad_source=bad,
+        backend=backend,
+        command=list(command) if command else None,
+        signature=FailureSignature(fail_on, fail_exit_code, fail_reason, hang_is_failure).to_dict(),
+        parallel=parallel,
+        timeout_s=timeout,
+        ignore=list(ignore),
+        container=container,
+        clean_env=clean_env,
+        max_probes=max_probes,
+        max_time_s=max_time,
+        # Without flaky, repeated baselines that disagree switch to the flaky strategy.
+        strategy="flaky" if flaky else "auto",
+        strategy_options={"confidence": confidence, "baseline_runs": baseline_runs},
+        backend_options=options,
+    )
+
+
+def start(config: SessionConfig, state_dir: Path | None) -> dict[str, Any]:
+    """Create a session, make it current and show the first probe."""
+    from clusterbisect import workflow
+
+    session = workflow.create_session(config, state_dir)
+    set_current(session.state_dir)
+    view = next_view(session)
+    return {
+        "state_dir": str(session.state_dir),
+        "session_id": session.session_id,
+        "backend": config.backend,
+        **{k: view[k] for k in ("changes_total", "changes_searched", "untestable") if k in view},
+        "next": view,
+    }
+
+
+# --- next -------------------------------------------------------------------------------
+
+
+def next_view(session: Session, probe: str | None = None) -> dict[str, Any]:
+    """The next probe to run (or the result when the search is complete)."""
+    return _with_position(session, lambda position: _next(position, probe))
+
+
+def _summary(position: Position) -> dict[str, Any]:
+    engine = position.engine
+    problem = engine.problem
+    return {
+        "state_dir": str(position.session.state_dir),
+        "session_id": position.session.session_id,
+        "backend": position.session.config.backend,
+        "changes_total": len(problem.changes),
+        "changes_searched": len(problem.testable),
+        "untestable": [{"key": k, "reason": r} for k, r in sorted(problem.untestable.items())],
+        "probes_done": len(engine.records),
+    }
+
+
+def _next(position: Position, wanted: str | None) -> dict[str, Any]:
+    view = _summary(position)
+    if position.done:
+        return {**view, "done": True, "result": finish(position)}
+    pending = position.pending
+    index = _pending_index(position, wanted)
+    view.update(
+        {
+            "done": False,
+            "probe": describe_probe(position, pending[index], position.probe_number(index)),
+            "pending": [
+                {
+                    "probe": f"p{position.probe_number(i):03d}",
+                    "purpose": r.purpose,
+                    "runs_needed": position.engine.runs_needed(r),
+                    "subset": position.engine.problem.subset_keys(r.subset),
+                }
+                for i, r in enumerate(pending)
+            ],
+            "candidates_left": _candidates_left(position),
+            "estimated_probes_to_go": position.engine.strategy.remaining_estimate(),
+            "then": "record the outcome: clusterbisect good|bad|skip [--log FILE], "
+            "or the `record` tool",
+        }
+    )
+    return view
+
+
+def _candidates_left(position: Position) -> int:
+    candidates = position.engine.strategy.candidates()
+    return min((len(c) for c in candidates), default=len(position.engine.problem.testable))
+
+
+def _pending_index(position: Position, wanted: str | None) -> int:
+    if wanted is None:
+        return 0
+    ids = [f"p{position.probe_number(i):03d}" for i in range(len(position.pending))]
+    if wanted not in ids:
+        raise InputError(
+            f"probe {wanted!r} is not pending; pending probes: {', '.join(ids)} "
+            "(ids shift after each recorded outcome: run `next` again)",
+            field="probe",
+            details={"pending": ids},
+        )
+    return ids.index(wanted)
+
+
+def describe_probe(position: Position, request: ProbeRequest, number: int) -> dict[str, Any]:
+    """A pending probe: the changes to apply and what the backend would launch."""
+    engine, runner, session = position.engine, position.runner, position.session
+    probe = engine.make_probe(request, number)
+    changes = engine.problem.subset_changes(request.subset)
+    rendered = _render(runner, probe)
+    out_dir = session.state_dir / "probes"
+    out_dir.mkdir(exist_ok=True)
+    path = out_dir / f"{probe.probe_id}.yaml"
+    path.write_text(yaml.safe_dump(rendered, sort_keys=False))
+    described: dict[str, Any] = {
+        "id": probe.probe_id,
+        "purpose": request.purpose,
+        "runs_needed": engine.runs_needed(request),
+        "changes_applied": len(changes),
+        "changes": [c.to_dict() for c in changes],
+        "rendered": rendered,
+        "rendered_file": str(path),
+        "log_file": str(session.log_path(probe.probe_id)),
+    }
+    if session.config.backend == "local":
+        env = rendered.get("env", {})
+        described["unset"] = sorted(set(probe.extra.get("env_names", [])) - set(env))
+        if rendered.get("argv"):
+            described["shell"] = _shell_line(env, described["unset"], rendered["argv"])
+    return described
+
+
+def _render(runner: Runner, probe: Any) -> dict[str, Any]:
+    """``runner.render``; a local session without a workload still shows its env."""
+    if probe.command is None and runner.name == "local":
+        probe.command = ["<your workload>"]
+        rendered = runner.render(probe)
+        rendered["argv"] = None
+        return rendered
+    return runner.render(probe)
+
+
+def _shell_line(env: dict[str, str], unset: list[str], argv: list[str]) -> str:
+    """For people: the probe as one `env` command line (display only, never executed)."""
+    words = ["env"]
+    for name in unset:
+        words += ["-u", name]
+    words += [f"{k}={v}" for k, v in sorted(env.items())]
+    return shlex.join(words + list(argv))
+
+
+# --- recording outcomes ---------------------------------------------------------------
+
+
+def parse_outcome(word: str) -> Outcome:
+    if word in ALIASES:
+        return ALIASES[word]
+    try:
+        return Outcome(word)
+    except ValueError:
+        raise InputError(
+            f"unknown outcome {word!r}; expected pass, fail or unresolved (or good, bad, skip)",
+            field="outcome",
+        ) from None
+
+
+def record(
+    session: Session,
+    outcome: Outcome | None,
+    *,
+    probe: str | None = None,
+    run: RunResult | None = None,
+    log_file: str | None = None,
+    log_text: str | None = None,
+) -> dict[str, Any]:
+    """Journal the outcome of a pending probe (default: the first) and show the next.
+
+    Without ``outcome``, the session's failure signature classifies ``run`` (with the
+    log as its output), exactly as it classifies the runner's probes.
+    """
+    if outcome is None and run is None:
+        raise InputError("give an outcome, or an exit code for the signature to classify")
+    if log_file is not None and log_text is not None:
+        raise InputError("give the log as a file or as text, not both", field="log")
+
+    def _record(position: Position) -> dict[str, Any]:
+        if position.done:
+            raise InputError(
+                "the bisection is complete; nothing is pending (see `clusterbisect status`)",
+                source=str(session.state_dir),
+            )
+        index = _pending_index(position, probe)
+        request = position.pending[index]
+        number = len(position.engine.records) + 1  # record_manual numbers by count
+        text = _read_log(log_file) if log_file is not None else log_text
+        log_rel = _store_evidence(session, f"p{number:03d}", text) if text is not None else None
+        if run is not None and text is not None:
+            run.output = text  # a --fail-on regex is matched against the log
+        if outcome is not None:
+            verdict = outcome
+        else:
+            assert run is not None
+            verdict = position.engine.signature.classify(run)
+        entry = position.engine.record_manual(
+            request.subset, verdict, request.purpose, log=log_rel, run=run
+        )
+        return {
+            "recorded": {
+                "probe": entry.probe_id,
+                "purpose": entry.purpose,
+                "outcome": entry.outcome,
+                "classified_by": "reporter" if outcome is not None else "signature",
+                "observed": entry.observed,
+                "changes_applied": len(entry.subset),
+                "log": str(session.state_dir / log_rel) if log_rel else None,
+            }
+        }
+
+    recorded = _with_position(session, _record)
+    return {**recorded, "next": next_view(session)}
+
+
+def _read_log(path: str) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - MAX_EVIDENCE_BYTES))
+            data = handle.read()
+    except OSError as err:
+        raise InputError(f"cannot read the log ({err.strerror or err})", source=path) from None
+    text = data.decode("utf-8", errors="replace")
+    if size > MAX_EVIDENCE_BYTES:
+        text = (
+            f"[clusterbisect: the first {size - MAX_EVIDENCE_BYTES} bytes were not kept]\n" + text
+        )
+    return text
+
+
+def _store_evidence(session: Session, probe_id: str, text: str) -> str:
+    """Copy a reported log into the state directory, where the report looks for it."""
+    path = session.log_path(probe_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return str(path.relative_to(session.state_dir))
+
+
+# --- status, result, log ----------------------------------------------------------------
+
+
+def status(session: Session) -> dict[str, Any]:
+    """Where the session stands; the result when the search is complete."""
+
+    def _status(position: Position) -> dict[str, Any]:
+        view = _summary(position)
+        records = position.engine.records
+        view["current"] = is_current(session)
+        view["manual_probes"] = sum(1 for r in records if r.source == "manual")
+        view["rounds"] = position.engine.rounds
+        view["last"] = (
+            {"probe": records[-1].probe_id, "outcome": records[-1].outcome} if records else None
+        )
+        if position.done:
+            view["done"] = True
+            view["result"] = finish(position)
+        else:
+            view["done"] = False
+            view["pending"] = [
+                f"p{position.probe_number(i):03d}" for i in range(len(position.pending))
+            ]
+            view["candidates_left"] = _candidates_left(position)
+            view["estimated_probes_to_go"] = position.engine.strategy.remaining_estimate()
+        return view
+
+    return _with_position(session, _status)
+
+
+def result(session: Session) -> dict[str, Any]:
+    """The finished result, or where the search stands if it is not finished."""
+
+    def _result(position: Position) -> dict[str, Any]:
+        if position.done:
+            return finish(position)
+        candidates = position.engine.strategy.candidates()
+        return {
+            **_summary(position),
+            "status": "in_progress",
+            "pending": [f"p{position.probe_number(i):03d}" for i in range(len(position.pending))],
+            "candidates": [
+                [c.to_dict() for c in position.engine.problem.subset_changes(s)] for s in candidates
+            ],
+            "probe_count": len(position.engine.records),
+        }
+
+    return _with_position(session, _result)
+
+
+def finish(position: Position) -> dict[str, Any]:
+    """The result of a complete search, written to result.json (kept if up to date)."""
+    session, engine = position.session, position.engine
+    stored = session.read_result()
+    if stored and stored.get("probe_count") == len(engine.records):
+        return stored
+    assert position.outcome.result is not None
+    document = build_result(engine, position.outcome.result, _elapsed(session, engine))
+    session.write_result(document)
+    return document
+
+
+def _elapsed(session: Session, engine: Engine) -> float:
+    """Wall-clock time from the session's creation to its last probe."""
+    try:
+        created = float(json.loads((session.state_dir / SESSION_FILE).read_text())["created"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return sum(r.duration_s for r in engine.records)
+    last = max((r.finished_at for r in engine.records), default=time.time())
+    return max(0.0, last - created)
+
+
+def log_text(session: Session) -> str:
+    """The journal as a replayable log, like `git bisect log`."""
+    config = asdict(session.config)
+    for which in ("good", "bad"):
+        source = config[f"{which}_source"]
+        config[f"{which}_copy"] = str(session.input_path(which))
+        if not Path(source).is_absolute() and Path(source).exists():
+            config[f"{which}_source"] = str(Path(source).resolve())
+        del config[which]
+    lines = [
+        f"{LOG_HEADER} of session {session.session_id} ({session.state_dir})",
+        "# replay with: clusterbisect replay FILE (edit or delete `mark` lines first if needed)",
+        "start " + json.dumps(config, sort_keys=True),
+    ]
+    for r in session.records():
+        detail = f" ({r.observed})" if r.observed else ""
+        lines.append(
+            f"# {r.probe_id} round {r.round} {r.purpose}: {r.outcome}{detail}, "
+            f"{len(r.subset)} changes, by {r.source}" + (f", log {r.log}" if r.log else "")
+        )
+        mark = {"outcome": r.outcome, "subset": r.subset, "purpose": r.purpose}
+        if r.log:
+            mark["log"] = str(session.state_dir / r.log)
+        lines.append("mark " + json.dumps(mark, sort_keys=True))
+    return "\n".join(lines) + "\n"
+
+
+# --- replay and reset ------------------------------------------------------------------
+
+
+def replay(text: str, source: str, state_dir: Path | None) -> dict[str, Any]:
+    """Start a new session from a log's ``start`` line and re-apply its marks in order.
+
+    Like `git bisect replay`, this is how a wrong mark is corrected: edit the log,
+    then replay it. Marks are journaled as reported outcomes; a mark the search does
+    not ask for is still kept as a cached answer.
+    """
+    from clusterbisect import workflow
+
+    config, marks = parse_log(text, source)
+    session = workflow.create_session(config, state_dir)
+    set_current(session.state_dir)
+
+    def _apply(position: Position) -> int:
+        engine = position.engine
+        by_key = {c.key: i for i, c in enumerate(engine.problem.testable)}
+        for number, mark in enumerate(marks, 1):
+            unknown = [k for k in mark["subset"] if k not in by_key]
+            if unknown:
+                raise InputError(
+                    f"mark {number} names changes this session does not search: "
+                    f"{', '.join(unknown[:5])}",
+                    source=source,
+                )
+            subset = frozenset(by_key[k] for k in mark["subset"])
+            log = mark.get("log")
+            engine.record_manual(
+                subset,
+                parse_outcome(mark["outcome"]),
+                str(mark.get("purpose", "search")),
+                log=str(log) if log and Path(log).exists() else None,
+            )
+        return len(marks)
+
+    applied = _with_position(session, _apply)
+    return {"replayed": applied, "state_dir": str(session.state_dir), "next": next_view(session)}
+
+
+def parse_log(text: str, source: str) -> tuple[SessionConfig, list[dict[str, Any]]]:
+    """The session config and the marks of a log written by :func:`log_text`."""
+    config: SessionConfig | None = None
+    marks: list[dict[str, Any]] = []
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        word, _, rest = line.partition(" ")
+        try:
+            data = json.loads(rest)
+        except ValueError as err:
+            raise InputError(
+                f"line {number}: not JSON after {word!r} ({err})", source=source
+            ) from None
+        if word == "start" and isinstance(data, dict):
+            config = _config_from_log(data, source, number)
+        elif word == "mark" and isinstance(data, dict):
+            if config is None:
+                raise InputError(f"line {number}: a mark before the start line", source=source)
+            if not isinstance(data.get("subset"), list) or "outcome" not in data:
+                raise InputError(f"line {number}: a mark needs outcome and subset", source=source)
+            parse_outcome(str(data["outcome"]))
+            marks.append(data)
+        else:
+            raise InputError(
+                f"line {number}: expected `start {{...}}` or `mark {{...}}`", source=source
+            )
+    if config is None:
+        raise InputError("no `start` line; is this a `clusterbisect log` output?", source=source)
+    return config, marks
+
+
+def _config_from_log(data: dict[str, Any], source: str, number: int) -> SessionConfig:
+    data = dict(data)
+    for which in ("good", "bad"):
+        copy = data.pop(f"{which}_copy", None)
+        original = data.get(f"{which}_source")
+        if (not original or not Path(original).exists()) and copy and Path(copy).exists():
+            data[f"{which}_source"] = copy  # the original moved: use the session's copy
+    try:
+        return SessionConfig(good="", bad="", **data)
+    except TypeError as err:
+        raise InputError(f"line {number}: bad start line ({err})", source=source) from None
+
+
+def reset(explicit: str | None) -> dict[str, Any]:
+    """End the session: it is no longer current. Its state directory is kept."""
+    state_dir = resolve_state_dir(explicit).resolve()
+    session = Session.open(state_dir)
+    was_current = is_current(session)
+    if was_current:
+        current_file().unlink()
+    result = session.read_result()
+    return {
+        "ended": True,
+        "state_dir": str(session.state_dir),
+        "was_current": was_current,
+        "status": result["status"] if result else "unfinished",
+        "probes": len(session.records()),
+    }
