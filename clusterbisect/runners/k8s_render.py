@@ -1,0 +1,478 @@
+"""Render probes as Kubernetes Jobs: pure data in, manifests out (no API calls).
+
+A probe Job is the primary pod template of the probe's spec (the good spec with the
+probe's changes applied), wrapped in a ``batch/v1`` Job that runs once: no retries,
+``restartPolicy: Never``, a deadline, a TTL, and a pod failure policy that ignores
+disruptions so an eviction is never read as the failure. Every object carries the
+``app.kubernetes.io/managed-by=clusterbisect`` label plus the session and probe ids,
+which is how ``cleanup`` finds leftovers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import hashlib
+import json
+import math
+import re
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from clusterbisect.diff import REDACTED, Change
+from clusterbisect.errors import InputError
+from clusterbisect.settings import PathSegment
+from clusterbisect.specs.kubernetes import PodTemplateRef, pod_templates, resolve
+from clusterbisect.specs.model import KUBERNETES, Spec
+
+# --- labels and annotations --------------------------------------------------------
+
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "clusterbisect"
+LABEL_SESSION = "clusterbisect.io/session"
+LABEL_PROBE = "clusterbisect.io/probe"
+LABEL_JOB = "clusterbisect.io/job"  # on the pods: which probe Job they belong to
+ANN_CHANGES = "clusterbisect.io/changes"
+ANN_CHANGE_COUNT = "clusterbisect.io/change-count"
+ANN_PURPOSE = "clusterbisect.io/purpose"
+ANN_SOURCE = "clusterbisect.io/source"
+ANN_TEMPLATE = "clusterbisect.io/template"
+DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
+
+# The changes annotation stays well below the 256 KiB limit on all annotations.
+MAX_CHANGES_ANNOTATION = 64 * 1024
+
+PROBE_VOLUME = "clusterbisect-probes"
+PROBE_MOUNT = "/clusterbisect/probes"
+
+NAME_MAX = 63  # a Job's name becomes a pod label value, so 63, not 253
+
+# Labels a controller stamps on the pods it owns. Copied onto a probe they would
+# make another controller's selector (or our own Job's) match the wrong pods.
+CONTROLLER_LABELS = frozenset(
+    {
+        "controller-uid",
+        "job-name",
+        "batch.kubernetes.io/controller-uid",
+        "batch.kubernetes.io/job-name",
+        "batch.kubernetes.io/job-completion-index",
+        "pod-template-hash",
+        "controller-revision-hash",
+        "pod-template-generation",
+        "statefulset.kubernetes.io/pod-name",
+        "apps.kubernetes.io/pod-index",
+        "training.kubeflow.org/job-name",
+        "training.kubeflow.org/operator-name",
+        "training.kubeflow.org/replica-type",
+        "training.kubeflow.org/replica-index",
+        "training.kubeflow.org/job-role",
+        "jobset.sigs.k8s.io/jobset-name",
+        "jobset.sigs.k8s.io/replicatedjob-name",
+        "jobset.sigs.k8s.io/job-index",
+        "jobset.sigs.k8s.io/job-key",
+        "ray.io/cluster",
+        "ray.io/node-type",
+        "ray.io/group",
+        "ray.io/identifier",
+        "ray.io/is-ray-node",
+    }
+)
+
+# Long-running workloads whose selector labels usually also select Services: probe
+# pods must not carry them, or they would receive production traffic.
+SERVICE_KINDS = frozenset(
+    {"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController"}
+)
+WORKLOAD_KINDS = frozenset({"Job", *SERVICE_KINDS})
+
+_SECRET_NAME = re.compile(
+    r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL|ACCESS_?KEY|AUTH)", re.I
+)
+_DNS_INVALID = re.compile(r"[^a-z0-9-]+")
+_LABEL_INVALID = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass
+class RenderOptions:
+    """What the user asked to change about every probe Job."""
+
+    namespace: str | None = None
+    container: str | None = None  # the main container; default: the spec's main container
+    command: list[str] | None = None  # replaces the main container's command
+    args: list[str] | None = None  # replaces its args
+    probe_name: str | None = None  # run probes/NAME.py from a ConfigMap
+    probe_configmap: str | None = None  # that ConfigMap's name
+    ttl: int = 3600
+    default_timeout_s: float = 3600.0
+
+
+# --- names -------------------------------------------------------------------------
+
+
+def short_hash(text: str, length: int = 6) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def random_suffix(length: int = 5) -> str:
+    """Lower-case hex, so a generated name stays DNS-1123."""
+    return secrets.token_hex(4)[:length]
+
+
+def dns_label(text: str, max_len: int = NAME_MAX, keep: str = "end") -> str:
+    """A DNS-1123 label from ``text``: lower case, ``[a-z0-9-]``, alphanumeric ends."""
+    slug = _DNS_INVALID.sub("-", text.lower()).strip("-")
+    if len(slug) > max_len:
+        slug = slug[-max_len:] if keep == "end" else slug[:max_len]
+        slug = slug.strip("-")
+    return slug or "x"
+
+
+def label_value(text: str) -> str:
+    """A valid label value (<= 63 chars of ``[A-Za-z0-9._-]``, alphanumeric ends).
+
+    A value that had to be altered gets a hash of the original, so two different
+    inputs never collapse onto the same label.
+    """
+    clean = _LABEL_INVALID.sub("-", text).strip("-._")
+    if clean == text and len(clean) <= NAME_MAX:
+        return clean
+    return (clean[: NAME_MAX - 7].rstrip("-._") + "-" + short_hash(text)).lstrip("-._")
+
+
+def job_name(session_id: str, probe_id: str, suffix: str | None = None) -> str:
+    """``cb-<session>-<probe>-<random>``: unique even when a probe id is run again."""
+    suffix = suffix or random_suffix()
+    probe = dns_label(probe_id, 12)
+    room = NAME_MAX - len("cb---") - len(probe) - len(suffix)
+    session = dns_label(session_id, room, keep="end")
+    return f"cb-{session}-{probe}-{suffix}"
+
+
+def configmap_name(session_id: str, probe_name: str, script: str) -> str:
+    """The ConfigMap holding ``probes/NAME.py`` for one session (content-addressed)."""
+    digest = short_hash(script, 6)
+    name = dns_label(probe_name, 16)
+    room = NAME_MAX - len("cb--probe--") - len(name) - len(digest)
+    return f"cb-{dns_label(session_id, room)}-probe-{name}-{digest}"
+
+
+def session_selector(session_id: str | None = None) -> str:
+    """The label selector of everything clusterbisect made (in one session, if given)."""
+    selector = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+    if session_id:
+        selector += f",{LABEL_SESSION}={label_value(session_id)}"
+    return selector
+
+
+# --- pod templates -----------------------------------------------------------------
+
+
+def primary_template(spec: Spec) -> PodTemplateRef:
+    """The template a probe runs: the only one, else the primary role's (Master, Chief,
+    Launcher, head, the first replicated job; ``pod_templates`` lists it first)."""
+    if spec.format != KUBERNETES:
+        raise InputError(
+            f"the kubernetes backend runs Kubernetes objects, not a {spec.kind}",
+            source=spec.source,
+        )
+    refs = [r for r in pod_templates(spec) if isinstance(template_of(spec, r), dict)]
+    if not refs:
+        raise InputError(
+            f"no pod template found in this {spec.kind} (expected e.g. spec.template)",
+            source=spec.source,
+            field="spec",
+        )
+    return refs[0]
+
+
+def template_of(spec: Spec, ref: PodTemplateRef) -> dict[str, Any] | None:
+    """The pod template (``{"metadata", "spec"}``) at ``ref``."""
+    node = resolve(spec.document, ref.path)
+    if not isinstance(node, dict):
+        return None
+    if "containers" in node:  # a path to the pod spec itself
+        return {"metadata": {}, "spec": node}
+    if isinstance(node.get("spec"), dict):
+        return node
+    return None
+
+
+def main_container_name(spec: Spec, template: dict[str, Any], wanted: str | None) -> str:
+    """``wanted``, else the default-container annotation, else the spec's main container."""
+    names = [c.get("name", "") for c in template["spec"].get("containers") or []]
+    if not names:
+        raise InputError(
+            "the pod template has no containers", source=spec.source, field="containers"
+        )
+    if wanted:
+        if wanted not in names:
+            raise InputError(
+                f"no container {wanted!r} in the pod template (containers: {', '.join(names)})",
+                source=spec.source,
+                field="--container",
+            )
+        return wanted
+    annotated = (template.get("metadata") or {}).get("annotations", {}) or {}
+    default = annotated.get(DEFAULT_CONTAINER_ANNOTATION)
+    if default in names:
+        return str(default)
+    import clusterbisect.settings as settings
+
+    chosen: Any = None
+    main_container = getattr(settings, "main_container", None)
+    if main_container is not None:
+        with contextlib.suppress(NotImplementedError, InputError):
+            chosen = main_container(spec)
+    return str(chosen) if chosen in names else names[0]
+
+
+# --- rendering ---------------------------------------------------------------------
+
+
+def render_job(
+    probe_id: str,
+    session_id: str,
+    spec: Spec,
+    changes: list[Change],
+    options: RenderOptions,
+    *,
+    name: str | None = None,
+    timeout_s: float | None = None,
+    workload: list[str] | None = None,
+    purpose: str | None = None,
+) -> dict[str, Any]:
+    """The probe Job for ``spec`` (already carrying the probe's changes).
+
+    ``workload`` is the argv given after ``--``; ``options.command`` wins over it.
+    """
+    ref = primary_template(spec)
+    template = copy.deepcopy(template_of(spec, ref))
+    assert template is not None
+    pod = template["spec"]
+    main = main_container_name(spec, template, options.container)
+    name = name or job_name(session_id, probe_id)
+
+    pod["restartPolicy"] = "Never"  # required by podFailurePolicy; the probe runs once
+    pod.pop("ephemeralContainers", None)  # cannot be set when a pod is created
+    _override_workload(pod, main, options, workload)
+
+    ours = {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_SESSION: label_value(session_id),
+        LABEL_PROBE: label_value(probe_id),
+    }
+    source_meta = template.get("metadata") or {}
+    dropped = set(CONTROLLER_LABELS) | selector_labels(spec)
+    pod_labels = {k: v for k, v in (source_meta.get("labels") or {}).items() if k not in dropped}
+    pod_meta: dict[str, Any] = {"labels": {**pod_labels, **ours, LABEL_JOB: name}}
+    if source_meta.get("annotations"):
+        pod_meta["annotations"] = dict(source_meta["annotations"])
+
+    timeout = timeout_s if timeout_s and timeout_s > 0 else options.default_timeout_s
+    metadata: dict[str, Any] = {
+        "name": name,
+        "labels": dict(ours),
+        "annotations": {
+            **changes_annotation(changes),
+            ANN_SOURCE: spec.source[:1024],
+            ANN_TEMPLATE: f"{spec.kind}{'/' + ref.role if ref.role else ''}",
+        },
+    }
+    if purpose:
+        metadata["annotations"][ANN_PURPOSE] = purpose
+    if options.namespace:
+        metadata["namespace"] = options.namespace
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            "backoffLimit": 0,
+            "activeDeadlineSeconds": max(1, math.ceil(timeout)),
+            "ttlSecondsAfterFinished": int(options.ttl),
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "Ignore",
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
+                    }
+                ]
+            },
+            "template": {"metadata": pod_meta, "spec": pod},
+        },
+    }
+
+
+def _override_workload(
+    pod: dict[str, Any], main: str, options: RenderOptions, workload: list[str] | None
+) -> None:
+    container = next(c for c in pod["containers"] if c.get("name") == main)
+    command = options.command if options.command is not None else workload
+    if options.probe_name:
+        script = f"{PROBE_MOUNT}/{options.probe_name}.py"
+        command = [*(command or ["python3"]), script]
+        mounts = container.setdefault("volumeMounts", [])
+        mounts.append({"name": PROBE_VOLUME, "mountPath": PROBE_MOUNT, "readOnly": True})
+        pod.setdefault("volumes", []).append(
+            {"name": PROBE_VOLUME, "configMap": {"name": options.probe_configmap or "missing"}}
+        )
+    if command:
+        container["command"] = list(command)
+        if options.args is None:
+            container.pop("args", None)  # a new workload does not inherit the old flags
+    if options.args is not None:
+        container["args"] = list(options.args)
+
+
+def selector_labels(spec: Spec) -> set[str]:
+    """Selector labels of a long-running workload: kept off probe pods (see SERVICE_KINDS)."""
+    if spec.kind not in SERVICE_KINDS:
+        return set()
+    selector = (spec.document.get("spec") or {}).get("selector") or {}
+    labels = selector.get("matchLabels", selector) if isinstance(selector, dict) else {}
+    return {k for k, v in labels.items() if isinstance(v, str)}
+
+
+def changes_annotation(changes: list[Change]) -> dict[str, str]:
+    """The applied changes as JSON (secrets redacted by ``Change.to_dict``)."""
+    data = [c.to_dict() for c in changes]
+    text = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
+    if len(text) > MAX_CHANGES_ANNOTATION:
+        keys = [c.key for c in changes]
+        text = json.dumps(keys, separators=(",", ":"))
+        while len(text) > MAX_CHANGES_ANNOTATION and keys:
+            keys = keys[: len(keys) // 2]
+            text = json.dumps(
+                [*keys, f"... {len(changes) - len(keys)} more"], separators=(",", ":")
+            )
+    return {ANN_CHANGES: text, ANN_CHANGE_COUNT: str(len(changes))}
+
+
+def render_configmap(
+    session_id: str, probe_name: str, script: str, namespace: str | None
+) -> dict[str, Any]:
+    """The ConfigMap that mounts ``probes/NAME.py`` into every probe pod."""
+    metadata: dict[str, Any] = {
+        "name": configmap_name(session_id, probe_name, script),
+        "labels": {
+            LABEL_MANAGED_BY: MANAGED_BY,
+            LABEL_SESSION: label_value(session_id),
+        },
+    }
+    if namespace:
+        metadata["namespace"] = namespace
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata,
+        "data": {f"{probe_name}.py": script},
+    }
+
+
+def redact_manifest(manifest: dict[str, Any], changes: list[Change]) -> dict[str, Any]:
+    """A copy for display: literal values of secret env vars replaced by a marker.
+
+    The Job sent to the cluster keeps real values (the workload needs them); what is
+    written to the state directory or printed must not.
+    """
+    secret_names = {c.env_name for c in changes if c.secret and c.env_name}
+    shown = copy.deepcopy(manifest)
+    template = resolve(shown, ("spec", "template", "spec")) or {}
+    for group in ("initContainers", "containers"):
+        for container in template.get(group) or []:
+            for env in container.get("env") or []:
+                name = env.get("name", "")
+                if "value" in env and (name in secret_names or _SECRET_NAME.search(name)):
+                    env["value"] = REDACTED
+    return shown
+
+
+# --- what a probe Job cannot test ---------------------------------------------------
+
+
+def untestable(
+    spec: Spec,
+    changes: list[Change],
+    options: RenderOptions,
+    paths: dict[str, tuple[PathSegment, ...]] | None = None,
+) -> dict[str, str]:
+    """Changes that would not reach the probe pod, as ``{key: reason}``.
+
+    ``paths`` maps keys to document paths when a change does not carry its own.
+    """
+    ref = primary_template(spec)
+    refs = pod_templates(spec)
+    template = template_of(spec, ref) or {"spec": {}}
+    main = main_container_name(spec, template, options.container)
+    where = f"the {ref.role} template" if ref.role else f"the {spec.kind}'s pod template"
+    dropped_labels = selector_labels(spec)
+    reasons: dict[str, str] = {}
+    for change in changes:
+        path = tuple(change.path) or (paths or {}).get(change.key, ())
+        reason = (
+            _why_by_path(spec, ref, refs, path, main, options, dropped_labels, where)
+            if path
+            else _why_by_key(spec, ref, refs, change.key, where)
+        )
+        if reason:
+            reasons[change.key] = reason
+    return reasons
+
+
+def _why_by_path(
+    spec: Spec,
+    ref: PodTemplateRef,
+    refs: list[PodTemplateRef],
+    path: tuple[PathSegment, ...],
+    main: str,
+    options: RenderOptions,
+    dropped_labels: set[str],
+    where: str,
+) -> str | None:
+    base = tuple(ref.path)
+    if spec.kind != "Pod" or base:
+        inside = path[: len(base)] == base
+    else:
+        inside = path[:1] in (("spec",), ("metadata",))
+    if not inside:
+        for other in refs:
+            if other != ref and path[: len(other.path)] == tuple(other.path):
+                return (
+                    f"belongs to the {other.role or 'other'} pod template; probes run {where} only"
+                )
+        return f"a {spec.kind}-level setting; probe Jobs run {where} only"
+    rest = path[len(base) :]
+    if rest[:2] == ("metadata", "labels") and len(rest) > 2:
+        label = rest[2]
+        if label in dropped_labels:
+            return "a selector label of the workload; probe pods drop it so they join no Service"
+        if label in CONTROLLER_LABELS:
+            return "a controller-managed label"
+        return None
+    if rest[:1] == ("metadata",) and rest[1:2] != ("annotations",):
+        return "pod metadata that a probe Job generates itself"
+    if rest == ("spec", "restartPolicy"):
+        return "probe Jobs always run with restartPolicy Never"
+    if rest[:2] == ("spec", "containers") and len(rest) > 3 and rest[2] == ("name", main):
+        field = rest[3]
+        if field == "command" and (options.command is not None or options.probe_name):
+            return "the main container's command is replaced by --command/--probe"
+        if field == "args" and (
+            options.args is not None or options.command is not None or options.probe_name
+        ):
+            return "the main container's args are replaced by --args/--command/--probe"
+    return None
+
+
+def _why_by_key(
+    spec: Spec, ref: PodTemplateRef, refs: list[PodTemplateRef], key: str, where: str
+) -> str | None:
+    for other in refs:
+        if other != ref and other.key_prefix and key.startswith(other.key_prefix):
+            return f"belongs to the {other.role} pod template; probes run {where} only"
+    if ref.key_prefix and not key.startswith(ref.key_prefix):
+        return f"a {spec.kind}-level setting; probe Jobs run {where} only"
+    if key.startswith("metadata.") and spec.kind != "Pod":
+        return f"{spec.kind} metadata does not reach the probe pod"
+    return None

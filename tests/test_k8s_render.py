@@ -1,0 +1,383 @@
+"""Probe Jobs rendered from every supported kind are valid Kubernetes (1.29 and 1.33).
+
+kubernetes-validate checks the schema strictly (no unknown fields); the naming rules
+the schema does not encode (DNS-1123 names, label values) are checked here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from clusterbisect.diff import Change
+from clusterbisect.errors import InputError
+from clusterbisect.runners import k8s_render as render
+from clusterbisect.runners.base import Probe
+from clusterbisect.runners.kubernetes import KubernetesOptions, KubernetesRunner
+from clusterbisect.settings import apply_changes, flatten
+from clusterbisect.specs import load_spec
+from clusterbisect.specs.model import Spec
+
+FIXTURES = Path(__file__).parent / "fixtures" / "k8s"
+EXAMPLE = Path(__file__).parent.parent / "examples" / "training-upgrade"
+VERSIONS = ("1.29.0", "1.33.0")
+SECRET_VALUE = "hf_live_9f8e7d6c5b4a"  # in every fixture, as a literal env value
+
+DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
+
+# kind fixture -> (main container, the key of its main container's LR env var)
+KINDS = {
+    "pod": ("trainer", "containers[trainer].env.LR"),
+    "job": ("trainer", "containers[trainer].env.NCCL_DEBUG"),
+    "cronjob": ("trainer", "containers[trainer].env.LR"),
+    "deployment": ("trainer", "containers[trainer].env.LR"),
+    "statefulset": ("trainer", "containers[trainer].env.LR"),
+    "daemonset": ("trainer", "containers[trainer].env.LR"),
+    "replicaset": ("trainer", "containers[trainer].env.LR"),
+    "pytorchjob": ("pytorch", "replicas[Master].containers[pytorch].env.LR"),
+    "tfjob": ("tensorflow", "replicas[Chief].containers[tensorflow].env.LR"),
+    "mpijob": ("launcher", "replicas[Launcher].containers[launcher].env.LR"),
+    "rayjob": ("ray-head", "head.containers[ray-head].env.LR"),
+    "raycluster": ("ray-head", "head.containers[ray-head].env.LR"),
+    "jobset": ("trainer", "jobs[driver].containers[trainer].env.LR"),
+}
+
+
+def load(kind: str) -> Spec:
+    if kind == "job":
+        return load_spec(str(EXAMPLE / "good.yaml"))
+    return load_spec(str(FIXTURES / f"{kind}.yaml"))
+
+
+def change(spec: Spec, key: str, bad: Any, *, secret: bool = False) -> Change:
+    """A modification of an existing setting, with the path the spec layer gives it."""
+    setting = flatten(spec)[key]
+    good = setting.value
+    if setting.env_name and isinstance(good, dict):  # env elements carry {"name", "value"}
+        bad = {**good, "value": bad}
+    return Change(
+        key,
+        "modified",
+        good,
+        bad,
+        setting.category,
+        setting.path,
+        secret,
+        setting.container,
+        setting.env_name,
+    )
+
+
+def probe_for(
+    spec: Spec, changes: list[Change], probe_id: str = "p003", tmp: Path | None = None
+) -> Probe:
+    root = tmp or Path("/nonexistent")
+    return Probe(
+        probe_id=probe_id,
+        session_id="20261127-023012-a1b2c3",
+        spec=apply_changes(spec, changes),
+        changes=changes,
+        log_path=root / "logs" / f"{probe_id}.log",
+        timeout_s=900,
+        extra={"purpose": "search"},
+    )
+
+
+def validate(manifest: dict[str, Any]) -> None:
+    for version in VERSIONS:
+        try:
+            kubernetes_validate.validate(manifest, version, strict=True)
+        except kubernetes_validate.ValidationError as err:  # keep the failure message short
+            raise AssertionError(f"invalid for {version}: {str(err).splitlines()[0]}") from None
+
+
+def check_names(manifest: dict[str, Any]) -> None:
+    meta = manifest["metadata"]
+    assert DNS1123.match(meta["name"]) and len(meta["name"]) <= 63, meta["name"]
+    labels = dict(meta.get("labels") or {})
+    if manifest["kind"] == "Job":
+        labels.update(manifest["spec"]["template"]["metadata"]["labels"])
+    for key, value in labels.items():
+        assert LABEL_NAME.match(key.split("/")[-1]), key
+        assert LABEL_VALUE.match(value) and len(value) <= 63, (key, value)
+
+
+def containers(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["name"]: c for c in job["spec"]["template"]["spec"]["containers"]}
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
+
+
+@pytest.fixture
+def runner() -> KubernetesRunner:
+    return KubernetesRunner(KubernetesOptions(dry_run="client", namespace="clusterbisect"))
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_kind_renders_a_valid_probe_job(kind: str, runner: KubernetesRunner) -> None:
+    spec = load(kind)
+    main, key = KINDS[kind]
+    lr = change(spec, key, "0.5")
+    secret = (
+        change(
+            spec, key.replace(key.rsplit(".", 1)[-1], "HF_TOKEN"), "hf_new_secret_123", secret=True
+        )
+        if kind != "job"
+        else None
+    )
+    changes = [lr] + ([secret] if secret else [])
+    probe = probe_for(spec, changes)
+
+    job = runner.manifests(probe)[-1]
+    validate(job)
+    check_names(job)
+
+    assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job"
+    body = job["spec"]
+    assert body["backoffLimit"] == 0
+    assert body["activeDeadlineSeconds"] == 900
+    assert body["ttlSecondsAfterFinished"] == 3600
+    assert body["podFailurePolicy"]["rules"] == [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]}
+    ]
+    pod = body["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    # The probe runs the primary template with the probe's change applied.
+    applied = env_of(containers(job)[main])
+    assert applied[lr.env_name or ""] == "0.5"
+
+    labels = job["metadata"]["labels"]
+    assert labels[render.LABEL_MANAGED_BY] == "clusterbisect"
+    assert labels[render.LABEL_SESSION] == "20261127-023012-a1b2c3"
+    assert labels[render.LABEL_PROBE] == "p003"
+    pod_labels = body["template"]["metadata"]["labels"]
+    assert pod_labels[render.LABEL_JOB] == job["metadata"]["name"]
+    assert pod_labels[render.LABEL_PROBE] == "p003"
+
+    annotated = json.loads(job["metadata"]["annotations"][render.ANN_CHANGES])
+    assert [c["key"] for c in annotated] == [c.key for c in changes]
+    assert job["metadata"]["annotations"][render.ANN_CHANGE_COUNT] == str(len(changes))
+    assert job["metadata"]["namespace"] == "clusterbisect"
+
+    # What is shown or written (render) never holds a secret value; the Job sent
+    # to the cluster needs the real one.
+    shown = yaml.safe_dump(runner.render(probe))
+    assert SECRET_VALUE not in shown and "hf_new_secret_123" not in shown
+    assert "hf_new_secret_123" not in job["metadata"]["annotations"][render.ANN_CHANGES]
+    if secret:
+        assert env_of(containers(job)[main])["HF_TOKEN"] == "hf_new_secret_123"
+
+
+@pytest.mark.parametrize(
+    ("kind", "role"),
+    [
+        ("pytorchjob", "PyTorchJob/Master"),
+        ("tfjob", "TFJob/Chief"),
+        ("mpijob", "MPIJob/Launcher"),
+        ("rayjob", "RayJob/head"),
+        ("jobset", "JobSet/driver"),
+        ("deployment", "Deployment"),
+    ],
+)
+def test_the_primary_template_is_probed(kind: str, role: str, runner: KubernetesRunner) -> None:
+    spec = load(kind)
+    job = runner.manifests(probe_for(spec, []))[-1]
+    assert job["metadata"]["annotations"][render.ANN_TEMPLATE] == role
+    if kind == "pytorchjob":  # the Master's LR (0.02), not the Worker's (0.01)
+        assert env_of(containers(job)["pytorch"])["LR"] == "0.02"
+
+
+def test_names_never_collide_and_stay_short() -> None:
+    names = {render.job_name("20261127-023012-a1b2c3", "p001") for _ in range(500)}
+    assert len(names) == 500
+    long = render.job_name("Session_ID with spaces and a very long tail " * 4, "p123456789")
+    assert DNS1123.match(long) and len(long) <= 63
+    assert render.label_value("a b") != render.label_value("a_b")  # altered values keep a hash
+    assert LABEL_VALUE.match(render.label_value("-weird value: " + "x" * 80))
+    assert render.label_value("20261127-023012-a1b2c3") == "20261127-023012-a1b2c3"
+
+
+def test_the_same_probe_gets_a_new_name_each_time(runner: KubernetesRunner) -> None:
+    probe = probe_for(load("job"), [])
+    assert (
+        runner.manifests(probe)[-1]["metadata"]["name"]
+        != runner.manifests(probe)[-1]["metadata"]["name"]
+    )
+
+
+def test_controller_and_selector_labels_stay_off_probe_pods(runner: KubernetesRunner) -> None:
+    job = runner.manifests(probe_for(load("job"), []))[-1]
+    pod_labels = job["spec"]["template"]["metadata"]["labels"]
+    assert not {"job-name", "controller-uid", "batch.kubernetes.io/controller-uid"} & set(
+        pod_labels
+    )
+    assert pod_labels["team"] == "search-relevance"  # ordinary labels are kept
+    assert "selector" not in job["spec"]
+    deployment = runner.manifests(probe_for(load("deployment"), []))[-1]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert "app" not in labels and labels["team"] == "search"  # app=ranker selects the Service
+
+
+def test_command_and_args_overrides_replace_the_main_workload() -> None:
+    spec = load("job")
+    smoke = KubernetesRunner(
+        KubernetesOptions(dry_run="client", command=["python", "-c", "print(1)"])
+    )
+    job = smoke.manifests(probe_for(spec, []))[-1]
+    trainer = containers(job)["trainer"]
+    assert trainer["command"] == ["python", "-c", "print(1)"] and "args" not in trainer
+    validate(job)
+    with_args = KubernetesRunner(KubernetesOptions(dry_run="client", args=["--max-steps=5"]))
+    trainer = containers(with_args.manifests(probe_for(spec, []))[-1])["trainer"]
+    assert trainer["command"] == ["python", "train.py"] and trainer["args"] == ["--max-steps=5"]
+    from_argv = KubernetesRunner(KubernetesOptions(dry_run="client"))
+    probe = probe_for(spec, [])
+    probe.command = ["python", "train.py", "--smoke"]
+    trainer = containers(from_argv.manifests(probe)[-1])["trainer"]
+    assert trainer["command"] == ["python", "train.py", "--smoke"] and "args" not in trainer
+
+
+def test_probe_workload_is_mounted_from_a_configmap(tmp_path: Path) -> None:
+    probes = tmp_path / "probes"
+    probes.mkdir()
+    (probes / "smoke.py").write_text("print('smoke ok')\n")
+    runner = KubernetesRunner(
+        KubernetesOptions(dry_run="client", namespace="ns1", probe="smoke", probes_dir=str(probes))
+    )
+    configmap, job = runner.manifests(probe_for(load("pod"), []))
+    validate(configmap)
+    validate(job)
+    check_names(configmap)
+    assert configmap["data"] == {"smoke.py": "print('smoke ok')\n"}
+    assert configmap["metadata"]["labels"][render.LABEL_MANAGED_BY] == "clusterbisect"
+    pod = job["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == render.PROBE_VOLUME)
+    assert volume["configMap"]["name"] == configmap["metadata"]["name"]
+    trainer = containers(job)["trainer"]
+    assert trainer["command"] == ["python3", f"{render.PROBE_MOUNT}/smoke.py"]
+    assert {
+        "name": render.PROBE_VOLUME,
+        "mountPath": render.PROBE_MOUNT,
+        "readOnly": True,
+    } in trainer["volumeMounts"]
+    shown = runner.render(probe_for(load("pod"), []))
+    assert shown["kind"] == "List" and [i["kind"] for i in shown["items"]] == ["ConfigMap", "Job"]
+    missing = KubernetesRunner(
+        KubernetesOptions(dry_run="client", probe="nope", probes_dir=str(probes))
+    )
+    with pytest.raises(InputError, match=r"no probe 'nope'.*smoke"):
+        missing.manifests(probe_for(load("pod"), []))
+
+
+def test_untestable_changes_are_outside_the_probed_template() -> None:
+    spec = load("pytorchjob")
+    runner = KubernetesRunner(KubernetesOptions(dry_run="client"))
+    runner.bind(spec)
+    master = change(spec, "replicas[Master].containers[pytorch].env.LR", "0.1")
+    worker = change(spec, "replicas[Worker].containers[pytorch].env.LR", "0.1")
+    object_label = change(spec, "metadata.labels.app", "other")
+    template_label = change(spec, "replicas[Master].template.labels.team", "infra")
+    reasons = runner.untestable([master, worker, object_label, template_label])
+    assert set(reasons) == {worker.key, object_label.key}
+    assert "Worker" in reasons[worker.key] and "Master" in reasons[worker.key]
+    assert "PyTorchJob-level" in reasons[object_label.key]
+
+
+def test_untestable_job_level_fields_and_overridden_settings() -> None:
+    spec = load("job")
+    runner = KubernetesRunner(KubernetesOptions(dry_run="client", command=["python", "-c", "pass"]))
+    runner.bind(spec)
+    backoff = change(spec, "spec.backoffLimit", 3)
+    restart = change(spec, "restartPolicy", "OnFailure")
+    command = change(spec, "containers[trainer].command", ["python", "other.py"])
+    image = change(spec, "containers[trainer].image", "registry.example.com/ml/pytorch-train:2.6.0")
+    reasons = runner.untestable([backoff, restart, command, image])
+    assert set(reasons) == {backoff.key, restart.key, command.key}
+    assert "restartPolicy Never" in reasons[restart.key]
+    assert "--command" in reasons[command.key]
+
+
+def test_pod_metadata_reaches_the_probe_but_a_deployment_selector_label_does_not() -> None:
+    pod_spec = load("pod")
+    runner = KubernetesRunner(KubernetesOptions(dry_run="client"))
+    runner.bind(pod_spec)
+    assert runner.untestable([change(pod_spec, "metadata.labels.team", "infra")]) == {}
+    deployment = load("deployment")
+    runner.bind(deployment)
+    reasons = runner.untestable(
+        [
+            change(deployment, "template.labels.app", "ranker-v2"),
+            change(deployment, "template.labels.team", "x"),
+        ]
+    )
+    assert list(reasons) == ["template.labels.app"] and "Service" in reasons["template.labels.app"]
+
+
+def test_a_non_kubernetes_spec_is_bad_input(tmp_path: Path) -> None:
+    env = tmp_path / "good.env"
+    env.write_text("A=1\n")
+    runner = KubernetesRunner(KubernetesOptions(dry_run="client"))
+    with pytest.raises(InputError, match="Kubernetes objects"):
+        runner.bind(load_spec(str(env)))
+
+
+def test_client_dry_run_writes_manifests_without_a_cluster(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "does-not-exist"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    runner = KubernetesRunner(KubernetesOptions(dry_run="client", state_dir=tmp_path))
+    spec = load("job")
+    probes = [
+        probe_for(spec, [], "p001", tmp_path),
+        probe_for(
+            spec, [change(spec, "containers[trainer].env.NCCL_DEBUG", "INFO")], "p002", tmp_path
+        ),
+    ]
+    results = runner.run(probes)
+    assert [r.exit_code for r in results] == [None, None]
+    assert all(r.infra_error and "dry run" in r.infra_error for r in results)
+    for probe in probes:
+        written = list(
+            yaml.safe_load_all((tmp_path / "manifests" / f"{probe.probe_id}.yaml").read_text())
+        )
+        assert len(written) == 1
+        validate(written[0])
+    plan = runner.dry_run(probes[1:])
+    assert plan["mode"] == "client" and plan["namespace"] is None and plan["ok"]
+    assert plan["probes"][0]["changes"] == ["containers[trainer].env.NCCL_DEBUG"]
+    assert runner._conn is None  # never connected
+
+
+def test_client_dry_run_takes_the_namespace_from_the_kubeconfig_context(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "kind", "cluster": {"server": "https://127.0.0.1:6443"}}],
+                "users": [{"name": "me", "user": {"token": "t"}}],
+                "contexts": [
+                    {
+                        "name": "kind-clusterbisect",
+                        "context": {"cluster": "kind", "user": "me", "namespace": "probes"},
+                    }
+                ],
+                "current-context": "kind-clusterbisect",
+            }
+        )
+    )
+    runner = KubernetesRunner(KubernetesOptions(dry_run="client", kubeconfig=str(config)))
+    job = runner.manifests(probe_for(load("job"), []))[-1]
+    assert job["metadata"]["namespace"] == "probes"

@@ -1,0 +1,783 @@
+"""The Kubernetes runner's lifecycle, against a scripted API at the client boundary.
+
+Only ``kubernetes.client.BatchV1Api`` / ``CoreV1Api`` and ``kubernetes.watch.Watch``
+are replaced (pytest-mock); they answer with the client's own model objects (V1Job,
+V1Pod, ...), the way a cluster would. Kubeconfig loading, rendering, watching,
+classification and cleanup are the real code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from clusterbisect.errors import BackendError, InputError, Interrupted
+from clusterbisect.outcome import FailureSignature, Outcome
+from clusterbisect.runners import k8s_render as render
+from clusterbisect.runners.base import Probe
+from clusterbisect.runners.kubernetes import (
+    KubernetesOptions,
+    KubernetesRunner,
+    cleanup,
+    connect,
+    is_live_ref,
+    load_live_spec,
+    make_runner,
+)
+from clusterbisect.specs import load_spec
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "training-upgrade"
+SESSION = "20261127-023012-a1b2c3"
+T0 = dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.timezone.utc)
+
+
+# --- a scripted cluster -------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    """What one probe Job looks like at one tick of the fake cluster."""
+
+    conditions: list[tuple[str, str]] = field(default_factory=list)  # (type, reason)
+    pod: Callable[[str], client.V1Pod] | None = None
+
+
+def condition(kind: str, reason: str) -> client.V1JobCondition:
+    return client.V1JobCondition(
+        type=kind, status="True", reason=reason, last_transition_time=T0, message=reason
+    )
+
+
+def container(name: str, **state: Any) -> client.V1ContainerStatus:
+    return client.V1ContainerStatus(
+        name=name,
+        image="registry.example.com/ml/pytorch-train:2.6.0",
+        image_id="",
+        ready=False,
+        restart_count=0,
+        state=client.V1ContainerState(**state),
+    )
+
+
+def terminated(code: int, reason: str) -> dict[str, Any]:
+    return {
+        "terminated": client.V1ContainerStateTerminated(
+            exit_code=code, reason=reason, started_at=T0, finished_at=T0
+        )
+    }
+
+
+def waiting(reason: str, message: str = "") -> dict[str, Any]:
+    return {"waiting": client.V1ContainerStateWaiting(reason=reason, message=message)}
+
+
+def pod_for(
+    phase: str,
+    statuses: list[client.V1ContainerStatus] | None = None,
+    conditions: list[client.V1PodCondition] | None = None,
+) -> Callable[[str], client.V1Pod]:
+    def make(job: str) -> client.V1Pod:
+        return client.V1Pod(
+            api_version="v1",
+            kind="Pod",
+            metadata=client.V1ObjectMeta(
+                name=f"{job}-x7k2p",
+                namespace="ns1",
+                creation_timestamp=T0,
+                labels={
+                    render.LABEL_JOB: job,
+                    render.LABEL_SESSION: SESSION,
+                    render.LABEL_MANAGED_BY: "clusterbisect",
+                },
+                owner_references=[
+                    client.V1OwnerReference(
+                        api_version="batch/v1",
+                        kind="Job",
+                        name=job,
+                        uid="u-" + job,
+                        controller=True,
+                    )
+                ],
+            ),
+            status=client.V1PodStatus(
+                phase=phase, container_statuses=statuses, conditions=conditions
+            ),
+        )
+
+    return make
+
+
+RUNNING = Step(
+    pod=pod_for(
+        "Running", [container("trainer", running=client.V1ContainerStateRunning(started_at=T0))]
+    )
+)
+
+
+def complete_steps() -> list[Step]:
+    return [
+        RUNNING,
+        Step(
+            [("SuccessCriteriaMet", "CompletionsReached"), ("Complete", "CompletionsReached")],
+            pod_for("Succeeded", [container("trainer", **terminated(0, "Completed"))]),
+        ),
+    ]
+
+
+def failed_steps(code: int, reason: str, new_cluster: bool = True) -> list[Step]:
+    kinds = [("FailureTarget", "BackoffLimitExceeded")] if new_cluster else []
+    return [
+        RUNNING,
+        Step(
+            [*kinds, ("Failed", "BackoffLimitExceeded")],
+            pod_for("Failed", [container("trainer", **terminated(code, reason))]),
+        ),
+    ]
+
+
+class FakeCluster:
+    """Jobs created through the mocked BatchV1Api follow the script of their probe."""
+
+    def __init__(
+        self, mocker: Any, scripts: dict[str, list[Step]], logs: dict[str, str] | None = None
+    ):
+        self.scripts = scripts
+        self.logs = logs or {}
+        self.created: dict[str, dict[str, Any]] = {}  # job name -> body
+        self.probe_of: dict[str, str] = {}
+        self.deleted: list[str] = []
+        self.tick = 0
+        self.version = 100
+        self.stream_calls = 0
+        self.stream_hooks: dict[int, Callable[[], None]] = {}  # call number -> raise/act
+        self.batch = mocker.patch("kubernetes.client.BatchV1Api").return_value
+        self.core = mocker.patch("kubernetes.client.CoreV1Api").return_value
+        self.watch = mocker.patch("kubernetes.watch.Watch")
+        self.batch.create_namespaced_job.side_effect = self.create
+        self.batch.list_namespaced_job.side_effect = self.list_jobs
+        self.batch.delete_namespaced_job.side_effect = self.delete
+        self.core.list_namespaced_pod.side_effect = self.list_pods
+        self.core.read_namespaced_pod_log.side_effect = self.read_log
+        self.watch.return_value.stream.side_effect = self.stream
+
+    # API calls -------------------------------------------------------------------
+
+    def create(self, namespace: str, body: dict[str, Any], **kwargs: Any) -> client.V1Job:
+        name = body["metadata"]["name"]
+        self.created[name] = body
+        self.probe_of[name] = body["metadata"]["labels"][render.LABEL_PROBE]
+        return self.job(name)
+
+    def delete(self, name: str, namespace: str, **kwargs: Any) -> client.V1Status:
+        self.deleted.append(name)
+        return client.V1Status(status="Success")
+
+    def list_jobs(self, namespace: str, **kwargs: Any) -> client.V1JobList:
+        self.version += 1
+        items = [self.job(n) for n in self.created if n not in self.deleted]
+        return client.V1JobList(
+            items=items, metadata=client.V1ListMeta(resource_version=str(self.version))
+        )
+
+    def list_pods(self, namespace: str, **kwargs: Any) -> client.V1PodList:
+        selector = kwargs.get("label_selector", "")
+        pods = []
+        for name in self.created:
+            step = self.step(name)
+            if step.pod is None or name in self.deleted:
+                continue
+            if selector.startswith(render.LABEL_JOB) and not selector.endswith("=" + name):
+                continue
+            pods.append(step.pod(name))
+        return client.V1PodList(items=pods, metadata=client.V1ListMeta(resource_version="1"))
+
+    def read_log(self, name: str, namespace: str, **kwargs: Any) -> str:
+        job = name.rsplit("-", 1)[0]
+        return self.logs.get(self.probe_of[job], "")
+
+    def stream(self, func: Any, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        self.stream_calls += 1
+        hook = self.stream_hooks.get(self.stream_calls)
+        if hook:
+            hook()
+        self.tick += 1
+        for name in self.created:
+            if name not in self.deleted:
+                self.version += 1
+                job = self.job(name)
+                yield {"type": "MODIFIED", "object": job, "raw_object": {}}
+
+    # state -------------------------------------------------------------------------
+
+    def step(self, name: str) -> Step:
+        script = self.scripts[self.probe_of[name]]
+        return script[min(self.tick, len(script) - 1)]
+
+    def job(self, name: str) -> client.V1Job:
+        step = self.step(name)
+        body = self.created[name]
+        return client.V1Job(
+            api_version="batch/v1",
+            kind="Job",
+            metadata=client.V1ObjectMeta(
+                name=name,
+                namespace="ns1",
+                labels=body["metadata"]["labels"],
+                resource_version=str(self.version),
+                uid="u-" + name,
+            ),
+            status=client.V1JobStatus(
+                conditions=[condition(k, r) for k, r in step.conditions] or None,
+                active=0 if step.conditions else 1,
+                start_time=T0,
+            ),
+        )
+
+
+def api_exception(status: int, message: str, headers: dict[str, str] | None = None) -> ApiException:
+    err = ApiException(status=status, reason=message.split(":")[0])
+    err.body = json.dumps(
+        {
+            "kind": "Status",
+            "apiVersion": "v1",
+            "status": "Failure",
+            "message": message,
+            "code": status,
+        }
+    )
+    err.headers = headers or {}
+    return err
+
+
+@pytest.fixture
+def kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "kubeconfig"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "kind-clusterbisect", "cluster": {"server": "https://127.0.0.1:6443"}},
+                    {"name": "prod", "cluster": {"server": "https://prod.example.com"}},
+                ],
+                "users": [{"name": "probe", "user": {"token": "not-a-real-token"}}],
+                "contexts": [
+                    {
+                        "name": "kind-clusterbisect",
+                        "context": {
+                            "cluster": "kind-clusterbisect",
+                            "user": "probe",
+                            "namespace": "ns1",
+                        },
+                    },
+                    {"name": "prod", "context": {"cluster": "prod", "user": "probe"}},
+                ],
+                "current-context": "kind-clusterbisect",
+            }
+        )
+    )
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    return path
+
+
+def make(
+    kubeconfig: Path, tmp_path: Path, clock: list[float] | None = None, **options: Any
+) -> KubernetesRunner:
+    settings = {
+        "kubeconfig": str(kubeconfig),
+        "state_dir": tmp_path,
+        "poll_s": 0.0,
+        "retry_base_s": 0.0,
+        "pending_grace_s": 0.0,
+        "image_pull_grace_s": 0.0,
+        **options,
+    }
+    if clock is None:
+        return KubernetesRunner(KubernetesOptions(**settings), sleep=lambda s: None)
+    return KubernetesRunner(
+        KubernetesOptions(**settings), clock=lambda: clock[0], sleep=lambda s: None
+    )
+
+
+def probes(tmp_path: Path, *ids: str) -> list[Probe]:
+    spec = load_spec(str(EXAMPLE / "good.yaml"))
+    return [
+        Probe(
+            probe_id=pid,
+            session_id=SESSION,
+            spec=spec,
+            changes=[],
+            log_path=tmp_path / "logs" / f"{pid}.log",
+            timeout_s=600,
+        )
+        for pid in ids
+    ]
+
+
+# --- verdicts ------------------------------------------------------------------------
+
+
+def test_complete_and_failed_probes_run_together(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    cluster = FakeCluster(
+        mocker,
+        {"p001": complete_steps(), "p002": failed_steps(1, "Error")},
+        logs={
+            "p001": "epoch 3 eval ndcg=0.71\n",
+            "p002": "Traceback\n_pickle.UnpicklingError: Weights only load failed\n",
+        },
+    )
+    runner = make(kubeconfig, tmp_path)
+    good, bad = runner.run(probes(tmp_path, "p001", "p002"))
+
+    assert (good.exit_code, good.reason, good.timed_out, good.infra_error) == (
+        0,
+        "Completed",
+        False,
+        None,
+    )
+    assert (bad.exit_code, bad.reason) == (1, "Error")
+    assert "UnpicklingError" in bad.output
+    signature = FailureSignature(fail_on="UnpicklingError")
+    assert signature.classify(good) is Outcome.PASS and signature.classify(bad) is Outcome.FAIL
+    assert (tmp_path / "logs" / "p002.log").read_text().endswith("Weights only load failed\n")
+    # Every Job was deleted with its pods (Background), and nothing else is left.
+    assert sorted(cluster.deleted) == sorted(cluster.created)
+    for call in cluster.batch.delete_namespaced_job.call_args_list:
+        assert call.kwargs["propagation_policy"] == "Background"
+    # Created in the context's namespace, watched with a resourceVersion.
+    assert {c.args[0] for c in cluster.batch.create_namespaced_job.call_args_list} == {"ns1"}
+    watch_kwargs = cluster.watch.return_value.stream.call_args.kwargs
+    assert watch_kwargs["resource_version"] and watch_kwargs[
+        "label_selector"
+    ] == render.session_selector(SESSION)
+    assert runner._live == {}
+
+
+def test_logs_are_read_bounded(mocker: Any, kubeconfig: Path, tmp_path: Path) -> None:
+    cluster = FakeCluster(
+        mocker, {"p001": failed_steps(1, "Error")}, logs={"p001": "x" * 5000 + "\nFATAL: boom\n"}
+    )
+    (result,) = make(kubeconfig, tmp_path, max_log_bytes=1000).run(probes(tmp_path, "p001"))
+    kwargs = cluster.core.read_namespaced_pod_log.call_args.kwargs
+    assert kwargs["limit_bytes"] == 1000 and kwargs["container"] == "trainer"
+    assert len(result.output) <= 1000 and result.output.endswith("FATAL: boom\n")
+    assert (tmp_path / "logs" / "p001.log").stat().st_size <= 1100
+
+
+def test_old_cluster_conditions_are_understood(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    old_complete = [
+        RUNNING,
+        Step(
+            [("Complete", "")],
+            pod_for("Succeeded", [container("trainer", **terminated(0, "Completed"))]),
+        ),
+    ]
+    FakeCluster(mocker, {"p001": old_complete, "p002": failed_steps(2, "Error", new_cluster=False)})
+    good, bad = make(kubeconfig, tmp_path).run(probes(tmp_path, "p001", "p002"))
+    assert good.exit_code == 0 and bad.exit_code == 2
+
+
+def test_oomkilled_is_the_failure_when_the_signature_asks(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    FakeCluster(mocker, {"p001": failed_steps(137, "OOMKilled")})
+    (result,) = make(kubeconfig, tmp_path).run(probes(tmp_path, "p001"))
+    assert (result.exit_code, result.reason) == (137, "OOMKilled")
+    assert FailureSignature(fail_reason="OOMKilled").classify(result) is Outcome.FAIL
+    # A different signature sees it as a different failure, never as the failure.
+    assert FailureSignature(fail_on="UnpicklingError").classify(result) is Outcome.UNRESOLVED
+
+
+def test_deadline_exceeded_is_a_timeout(mocker: Any, kubeconfig: Path, tmp_path: Path) -> None:
+    steps = [RUNNING, Step([("FailureTarget", "DeadlineExceeded")], RUNNING.pod)]
+    FakeCluster(mocker, {"p001": steps})
+    (result,) = make(kubeconfig, tmp_path).run(probes(tmp_path, "p001"))
+    assert result.timed_out and result.reason == "DeadlineExceeded"
+    assert FailureSignature().classify(result) is Outcome.UNRESOLVED
+    assert FailureSignature(hang_is_failure=True).classify(result) is Outcome.FAIL
+
+
+def test_main_container_exit_ends_a_probe_with_a_running_sidecar(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    sidecar = Step(
+        pod=pod_for(
+            "Running",
+            [
+                container("trainer", **terminated(3, "Error")),
+                container("log-shipper", running=client.V1ContainerStateRunning(started_at=T0)),
+            ],
+        )
+    )
+    cluster = FakeCluster(mocker, {"p001": [RUNNING, sidecar]})
+    (result,) = make(kubeconfig, tmp_path).run(probes(tmp_path, "p001"))
+    assert result.exit_code == 3 and cluster.deleted == list(cluster.created)
+
+
+# --- infrastructure errors --------------------------------------------------------
+
+
+def test_image_pull_backoff_is_unresolved_after_the_grace(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    stuck = Step(
+        pod=pod_for(
+            "Pending",
+            [
+                container(
+                    "trainer",
+                    **waiting(
+                        "ImagePullBackOff",
+                        'Back-off pulling image "registry.example.com/ml/pytorch-train:2.6.0"',
+                    ),
+                )
+            ],
+        )
+    )
+    cluster = FakeCluster(mocker, {"p001": [stuck]})
+    clock = [0.0]
+    cluster.stream_hooks = {
+        i: (lambda: clock.__setitem__(0, clock[0] + 10.0)) for i in range(1, 20)
+    }
+    (result,) = make(
+        kubeconfig, tmp_path, clock=clock, image_pull_grace_s=25.0, pending_grace_s=300.0
+    ).run(probes(tmp_path, "p001"))
+    assert result.reason == "ImagePullBackOff" and "Back-off pulling image" in (
+        result.infra_error or ""
+    )
+    assert FailureSignature().classify(result) is Outcome.UNRESOLVED
+    assert 3 <= cluster.stream_calls <= 4  # not before the grace period, not much after
+    assert cluster.deleted == list(cluster.created)
+
+
+@pytest.mark.parametrize(
+    "reason", ["ErrImagePull", "InvalidImageName", "CreateContainerConfigError"]
+)
+def test_other_stuck_containers_are_infra_errors(
+    mocker: Any, kubeconfig: Path, tmp_path: Path, reason: str
+) -> None:
+    stuck = Step(
+        pod=pod_for(
+            "Pending",
+            [container("trainer", **waiting(reason, 'secret "wandb-credentials" not found'))],
+        )
+    )
+    FakeCluster(mocker, {"p001": [stuck]})
+    (result,) = make(kubeconfig, tmp_path).run(probes(tmp_path, "p001"))
+    assert result.reason == reason and result.infra_error and result.exit_code is None
+
+
+def test_unschedulable_is_an_infra_error(mocker: Any, kubeconfig: Path, tmp_path: Path) -> None:
+    message = "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."
+    stuck = Step(
+        pod=pod_for(
+            "Pending",
+            None,
+            [
+                client.V1PodCondition(
+                    type="PodScheduled", status="False", reason="Unschedulable", message=message
+                )
+            ],
+        )
+    )
+    FakeCluster(mocker, {"p001": [stuck]})
+    (result,) = make(kubeconfig, tmp_path).run(probes(tmp_path, "p001"))
+    assert result.reason == "Unschedulable" and message in (result.infra_error or "")
+    assert FailureSignature().classify(result) is Outcome.UNRESOLVED
+
+
+# --- the watch -------------------------------------------------------------------------
+
+
+def test_410_gone_mid_watch_relists(mocker: Any, kubeconfig: Path, tmp_path: Path) -> None:
+    cluster = FakeCluster(mocker, {"p001": [RUNNING, RUNNING, *complete_steps()[1:]]})
+
+    def gone() -> None:
+        raise api_exception(410, "Expired: too old resource version: 100 (250)")
+
+    cluster.stream_hooks = {2: gone}
+    (result,) = make(kubeconfig, tmp_path).run(probes(tmp_path, "p001"))
+    assert result.exit_code == 0
+    assert cluster.batch.list_namespaced_job.call_count == 2  # the first list, and the re-list
+    versions = [
+        c.kwargs["resource_version"] for c in cluster.watch.return_value.stream.call_args_list
+    ]
+    assert versions[-1] != versions[0]  # resumed from the re-listed version
+
+
+def test_watch_connection_errors_are_retried(mocker: Any, kubeconfig: Path, tmp_path: Path) -> None:
+    import urllib3
+
+    cluster = FakeCluster(mocker, {"p001": complete_steps()})
+
+    def dropped() -> None:
+        raise urllib3.exceptions.ProtocolError("Connection broken: IncompleteRead")
+
+    cluster.stream_hooks = {1: dropped}
+    (result,) = make(kubeconfig, tmp_path).run(probes(tmp_path, "p001"))
+    assert result.exit_code == 0 and cluster.stream_calls >= 2
+
+
+# --- API errors -------------------------------------------------------------------------
+
+
+def test_403_names_the_missing_permission(mocker: Any, kubeconfig: Path, tmp_path: Path) -> None:
+    cluster = FakeCluster(mocker, {"p001": complete_steps()})
+    cluster.batch.create_namespaced_job.side_effect = api_exception(
+        403,
+        'jobs.batch is forbidden: User "system:serviceaccount:ns1:clusterbisect" cannot create '
+        'resource "jobs" in API group "batch" in the namespace "ns1"',
+    )
+    with pytest.raises(BackendError) as caught:
+        make(kubeconfig, tmp_path).run(probes(tmp_path, "p001"))
+    message = caught.value.message
+    assert "create jobs.batch in namespace 'ns1'" in message and "system:serviceaccount" in message
+    assert caught.value.exit_code == 3
+
+
+def test_429_and_5xx_are_retried(mocker: Any, kubeconfig: Path, tmp_path: Path) -> None:
+    cluster = FakeCluster(mocker, {"p001": complete_steps()})
+    create = cluster.create
+    outcomes: list[Any] = [
+        api_exception(429, "Too many requests", {"Retry-After": "1"}),
+        api_exception(503, "unavailable"),
+    ]
+
+    def flaky_create(namespace: str, body: dict[str, Any], **kwargs: Any) -> client.V1Job:
+        if outcomes:
+            raise outcomes.pop(0)
+        return create(namespace, body, **kwargs)
+
+    cluster.batch.create_namespaced_job.side_effect = flaky_create
+    sleeps: list[float] = []
+    runner = make(kubeconfig, tmp_path)
+    runner.sleep = sleeps.append
+    (result,) = runner.run(probes(tmp_path, "p001"))
+    assert result.exit_code == 0
+    assert cluster.batch.create_namespaced_job.call_count == 3
+    assert sleeps[0] == 1.0  # Retry-After is honoured
+
+
+def test_retries_give_up_with_a_backend_error(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    cluster = FakeCluster(mocker, {"p001": complete_steps()})
+    cluster.batch.create_namespaced_job.side_effect = api_exception(
+        500, "etcdserver: request timed out"
+    )
+    with pytest.raises(BackendError, match="HTTP 500: etcdserver"):
+        make(kubeconfig, tmp_path, retries=2).run(probes(tmp_path, "p001"))
+    assert cluster.batch.create_namespaced_job.call_count == 3
+
+
+# --- interruption and cleanup -------------------------------------------------------
+
+
+def test_ctrl_c_deletes_every_probe_job_then_raises_interrupted(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    cluster = FakeCluster(mocker, {"p001": [RUNNING], "p002": [RUNNING]})
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+
+    cluster.stream_hooks = {1: ctrl_c}
+    with pytest.raises(Interrupted) as caught:
+        make(kubeconfig, tmp_path).run(probes(tmp_path, "p001", "p002"))
+    assert caught.value.exit_code == 130
+    assert len(cluster.created) == 2 and sorted(cluster.deleted) == sorted(cluster.created)
+    for call in cluster.batch.delete_namespaced_job.call_args_list:
+        assert call.kwargs == {"propagation_policy": "Background"}
+
+
+def test_sigterm_cleans_up_like_ctrl_c(mocker: Any, kubeconfig: Path, tmp_path: Path) -> None:
+    cluster = FakeCluster(mocker, {"p001": [RUNNING]})
+    cluster.stream_hooks = {2: lambda: os.kill(os.getpid(), signal.SIGTERM)}
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted):
+        make(kubeconfig, tmp_path).run(probes(tmp_path, "p001"))
+    assert cluster.deleted == list(cluster.created)
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is restored
+
+
+def test_an_error_mid_run_still_deletes_the_jobs(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    cluster = FakeCluster(mocker, {"p001": [RUNNING]})
+    cluster.core.list_namespaced_pod.side_effect = api_exception(
+        403, 'pods is forbidden: cannot list resource "pods"'
+    )
+    with pytest.raises(BackendError, match="list pods in namespace 'ns1'"):
+        make(kubeconfig, tmp_path).run(probes(tmp_path, "p001"))
+    assert cluster.deleted == list(cluster.created)
+
+
+def test_cleanup_deletes_leftovers_by_label(mocker: Any, kubeconfig: Path) -> None:
+    batch = mocker.patch("kubernetes.client.BatchV1Api").return_value
+    core = mocker.patch("kubernetes.client.CoreV1Api").return_value
+    jobs = [
+        client.V1Job(
+            metadata=client.V1ObjectMeta(name=f"cb-{SESSION}-p00{i}-ab12c", namespace="ns1")
+        )
+        for i in (1, 2)
+    ]
+    batch.list_namespaced_job.return_value = client.V1JobList(
+        items=jobs, metadata=client.V1ListMeta()
+    )
+    owned = pod_for("Running")(jobs[0].metadata.name)
+    orphan = pod_for("Running")("cb-gone")
+    orphan.metadata.owner_references = None
+    core.list_namespaced_pod.return_value = client.V1PodList(
+        items=[owned, orphan], metadata=client.V1ListMeta()
+    )
+    core.list_namespaced_config_map.return_value = client.V1ConfigMapList(
+        items=[
+            client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(name=f"cb-{SESSION}-probe-smoke-1a2b3c")
+            )
+        ],
+        metadata=client.V1ListMeta(),
+    )
+    options = KubernetesOptions(kubeconfig=str(kubeconfig), retry_base_s=0.0)
+    report = cleanup(SESSION, options=options)
+
+    selector = f"app.kubernetes.io/managed-by=clusterbisect,clusterbisect.io/session={SESSION}"
+    assert batch.list_namespaced_job.call_args.kwargs["label_selector"] == selector
+    assert report["deleted"]["jobs"] == [j.metadata.name for j in jobs]
+    assert report["deleted"]["pods"] == [orphan.metadata.name]  # the owned one goes with its Job
+    assert report["deleted"]["configmaps"] == [f"cb-{SESSION}-probe-smoke-1a2b3c"]
+    for call in batch.delete_namespaced_job.call_args_list:
+        assert call.kwargs["propagation_policy"] == "Background"
+    everything = cleanup(None, options=options)
+    assert everything["selector"] == "app.kubernetes.io/managed-by=clusterbisect"
+
+
+def test_probe_configmap_is_created_once_and_deleted_on_close(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    cluster = FakeCluster(mocker, {"p001": complete_steps(), "p002": complete_steps()})
+    probes_dir = tmp_path / "probes"
+    probes_dir.mkdir()
+    (probes_dir / "smoke.py").write_text("print('ok')\n")
+    runner = make(kubeconfig, tmp_path, probe="smoke", probes_dir=str(probes_dir))
+    runner.run(probes(tmp_path, "p001"))
+    runner.run(probes(tmp_path, "p002"))
+    assert cluster.core.create_namespaced_config_map.call_count == 1
+    name = cluster.core.create_namespaced_config_map.call_args.args[1]["metadata"]["name"]
+    volumes = [b["spec"]["template"]["spec"]["volumes"] for b in cluster.created.values()]
+    assert all({"name": render.PROBE_VOLUME, "configMap": {"name": name}} in v for v in volumes)
+    runner.close()
+    assert cluster.core.delete_namespaced_config_map.call_args.args[:2] == (name, "ns1")
+
+
+# --- dry runs -----------------------------------------------------------------------
+
+
+def test_server_dry_run_sends_dry_run_all_and_reports_rejections(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    cluster = FakeCluster(mocker, {"p001": complete_steps(), "p002": complete_steps()})
+    answers: list[Any] = [
+        None,
+        api_exception(403, 'jobs.batch "x" is forbidden: exceeded quota: gpu-quota'),
+    ]
+
+    def create(namespace: str, body: dict[str, Any], **kwargs: Any) -> Any:
+        answer = answers.pop(0)
+        if answer is not None:
+            raise answer
+        return client.V1Job(metadata=client.V1ObjectMeta(name=body["metadata"]["name"]))
+
+    cluster.batch.create_namespaced_job.side_effect = create
+    runner = make(kubeconfig, tmp_path, dry_run="server")
+    plan = runner.dry_run(probes(tmp_path, "p001", "p002"))
+    assert all(
+        c.kwargs["dry_run"] == "All" for c in cluster.batch.create_namespaced_job.call_args_list
+    )
+    assert [p["accepted"] for p in plan["probes"]] == [True, False] and not plan["ok"]
+    assert "exceeded quota" in plan["probes"][1]["error"]
+    assert (tmp_path / "manifests" / "p002.yaml").is_file()
+    cluster.watch.return_value.stream.assert_not_called()
+
+
+# --- connection and live input --------------------------------------------------------
+
+
+def test_connection_follows_kubectl_conventions(
+    kubeconfig: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    conn = connect(str(kubeconfig))
+    assert (conn.context, conn.namespace, conn.host) == (
+        "kind-clusterbisect",
+        "ns1",
+        "https://127.0.0.1:6443",
+    )
+    assert connect(str(kubeconfig), namespace="other").namespace == "other"
+    prod = connect(str(kubeconfig), context="prod")
+    assert (prod.namespace, prod.host) == ("default", "https://prod.example.com")
+    with pytest.raises(InputError, match=r"no context 'nope'.*kind-clusterbisect, prod"):
+        connect(str(kubeconfig), context="nope")
+    with pytest.raises(InputError, match="kubeconfig file not found"):
+        connect(str(tmp_path / "missing"))
+    monkeypatch.setenv("KUBECONFIG", f"{tmp_path / 'missing'}{os.pathsep}{kubeconfig}")
+    assert connect().namespace == "ns1"  # $KUBECONFIG lists files like kubectl's
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(BackendError, match="no Kubernetes configuration"):
+        connect()
+
+
+def test_make_runner_never_connects_for_a_client_dry_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    runner = make_runner(KubernetesOptions(dry_run=True, state_dir=str(tmp_path)))  # type: ignore[arg-type]
+    assert runner.options.dry_run == "client" and runner.options.state_dir == tmp_path
+    runner.close()
+    with pytest.raises(InputError, match="--dry-run"):
+        KubernetesOptions(dry_run="maybe")
+
+
+def test_live_input_is_fetched_and_normalised(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    batch = mocker.patch("kubernetes.client.BatchV1Api").return_value
+    manifest = yaml.safe_load((EXAMPLE / "good.yaml").read_text())
+    job = client.ApiClient()._ApiClient__deserialize(manifest, "V1Job")  # what the API returns
+    batch.read_namespaced_job.return_value = job
+    conn = connect(str(kubeconfig))
+
+    spec = load_live_spec("k8s://ml-training/job/bert-finetune-nightly-29926200", conn)
+    assert batch.read_namespaced_job.call_args.args == (
+        "bert-finetune-nightly-29926200",
+        "ml-training",
+    )
+    assert (
+        spec.kind == "Job" and spec.source == "k8s://ml-training/job/bert-finetune-nightly-29926200"
+    )
+    assert "status" not in spec.document and "uid" not in spec.document.get("metadata", {})
+    assert spec.document == load_spec(str(EXAMPLE / "good.yaml")).document
+
+    load_live_spec("jobs.batch/bert-finetune-nightly-29926200", conn)
+    assert batch.read_namespaced_job.call_args.args[1] == "ns1"  # the context's namespace
+    batch.read_namespaced_job.side_effect = api_exception(404, 'jobs.batch "nope" not found')
+    with pytest.raises(InputError, match="not found in namespace 'ns1'"):
+        load_live_spec("job/nope", conn)
+    assert is_live_ref("job/nightly") and is_live_ref("k8s://ns/pytorchjob/x")
+    assert not is_live_ref(str(EXAMPLE / "good.yaml")) and not is_live_ref("foo/bar")
