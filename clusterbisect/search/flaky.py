@@ -73,7 +73,7 @@ from clusterbisect.search.base import (
 RATE_FLOOR = 1e-4
 
 # Beta priors when p and q are learned: p leans high (a reproducible failure), q low.
-P_PRIOR = (2.0, 1.0)
+P_PRIOR = (3.0, 1.0)
 Q_PRIOR = (1.0, 19.0)
 
 # Prior masses of the special positions (see the module docstring).
