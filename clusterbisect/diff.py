@@ -18,6 +18,7 @@ from typing import Any
 
 from clusterbisect.errors import InputError
 from clusterbisect.settings import (
+    OTHER,
     Element,
     PathSegment,
     Setting,
@@ -28,6 +29,8 @@ from clusterbisect.specs.kubernetes import resolve
 from clusterbisect.specs.model import KUBERNETES, Spec
 
 REDACTED = "<redacted>"
+# Named lists that may not become empty (a pod needs a container).
+REQUIRED_NONEMPTY = frozenset({"containers", "replicatedJobs"})
 MODIFIED = "modified"
 ADDED = "added"
 REMOVED = "removed"
@@ -194,7 +197,7 @@ def diff(
                 continue
             changes.append(_change(gs, REMOVED, gs.value, None))
         elif bs.value != gs.value or type(bs.value) is not type(gs.value):
-            changes.append(_change(gs, MODIFIED, gs.value, bs.value, bs.path))
+            changes.append(_change(gs, MODIFIED, gs.value, bs.value))
     for key, bs in b.settings.items():
         if key in g.settings:
             continue
@@ -203,6 +206,7 @@ def diff(
             collapsed.setdefault(element.path, (ADDED, element, []))[2].append(bs)
             continue
         changes.append(_change(bs, ADDED, None, bs.value))
+    _merge_required_lists(collapsed, good, bad, changes)
     for kind, element, inner in collapsed.values():
         doc = good.document if kind == REMOVED else bad.document
         value = resolve(doc, element.path)
@@ -227,6 +231,46 @@ def diff(
     ]
     kept.sort(key=lambda c: c.key)
     return kept
+
+
+def _merge_required_lists(
+    collapsed: dict[tuple[Any, ...], tuple[str, Element, list[Setting]]],
+    good: Spec,
+    bad: Spec,
+    changes: list[Change],
+) -> None:
+    """Replace every container being swapped out by one change of the whole list.
+
+    A pod needs at least one container: when all of good's containers are removed,
+    applying the removals without the additions would leave none. So the removals
+    and additions in that list become a single ``modified`` change of the list.
+    """
+    by_list: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+    for path, (kind, _element, _inner) in collapsed.items():
+        if len(path) >= 2 and path[-2] in REQUIRED_NONEMPTY and kind == REMOVED:
+            by_list.setdefault(path[:-1], []).append(path)
+    for list_path, removed in by_list.items():
+        good_list = resolve(good.document, list_path)
+        bad_list = resolve(bad.document, list_path)
+        if not isinstance(good_list, list) or len(removed) < len(good_list) or not bad_list:
+            continue
+        members = [p for p in collapsed if p[:-1] == list_path]
+        inner = [s for p in members for s in collapsed[p][2]]
+        element_key = collapsed[removed[0]][1].key
+        key = element_key[: element_key.rfind("[")]
+        for p in members:
+            del collapsed[p]
+        changes.append(
+            Change(
+                key=key,
+                change=MODIFIED,
+                good=good_list,
+                bad=bad_list,
+                category=OTHER,
+                path=list_path,
+                secret=any(_setting_secret(s) for s in inner),
+            )
+        )
 
 
 def _new_element(

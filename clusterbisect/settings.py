@@ -22,7 +22,7 @@ from clusterbisect.specs.model import KUBERNETES, RAY_JOB, SNAPSHOT, Spec
 from clusterbisect.specs.model import PIP as PIP_FORMAT
 from clusterbisect.specs.noise import EMPTY_IS_ABSENT
 from clusterbisect.specs.pip import requirement_key
-from clusterbisect.specs.yamlio import YAMLError, dump_yaml, load_yaml
+from clusterbisect.specs.yamlio import YAMLError, dump_yaml, load_yaml, plain
 
 # A path into Spec.document: a str is a mapping key; a ("name", "trainer") tuple is
 # the element of a list whose key field ("name") equals "trainer".
@@ -315,8 +315,10 @@ class _Flattener:
             rest = [(k, x) for k, x in el.items() if k != key_field]
             if not rest:
                 self.leaf(p, ekey, el, c)
+            # Fields outside a pod template keep their path-shaped key
+            # (``spec.replicatedJobs[workers].replicas``): no clash with pod fields.
             for k, x in rest:
-                self.value(x, (*p, k), f"{ekey}.{k}", c, k)
+                self.value(x, (*p, k), f"{key}[{ident}].{k}", c, k)
 
     def template(self, t: Any, path: tuple[Any, ...], ref: k8s.PodTemplateRef) -> None:
         base = ref.key_prefix[:-1] if ref.key_prefix.endswith(".") else ref.key_prefix
@@ -421,7 +423,7 @@ def apply_changes(spec: Spec, changes: Any) -> Spec:
             node = node.kids.setdefault(seg, _Node())
         node.has_op = True
         node.value = change.bad
-    doc = copy.deepcopy(spec.document)
+    doc = plain(spec.document)  # unshared: an edit must land in one place only
     if removals.kids:
         doc = _apply_dict(doc, removals.kids, removing=True)
     if sets.kids:
@@ -437,6 +439,8 @@ def apply_changes(spec: Spec, changes: Any) -> Spec:
 
 
 def _apply_kids(target: Any, kids: dict[Any, _Node], removing: bool, fld: Any) -> Any:
+    if fld == "pip":
+        target, kids = _pip_shape(target, kids, removing)
     first = next(iter(kids))
     if first == YAML_SEGMENT:
         if removing and not isinstance(target, str):
@@ -451,6 +455,20 @@ def _apply_kids(target: Any, kids: dict[Any, _Node], removing: bool, fld: Any) -
     if isinstance(first, tuple):
         return _apply_list(target, kids, removing, fld)
     return _apply_dict(target, kids, removing)
+
+
+def _pip_shape(target: Any, kids: dict[Any, _Node], removing: bool) -> tuple[Any, dict[Any, _Node]]:
+    """Reconcile runtime_env ``pip`` as a list and as ``{"packages": [...], ...}``."""
+    by_package = {s: n for s, n in kids.items() if isinstance(s, tuple)}
+    options = {s: n for s, n in kids.items() if not isinstance(s, tuple)}
+    if not options and not isinstance(target, dict):
+        return target, kids
+    if isinstance(target, list) and not removing:
+        target = {"packages": target}
+    if by_package:
+        packages = options.setdefault("packages", _Node())
+        packages.kids.update(by_package)
+    return target, options
 
 
 def _emptied(value: Any) -> bool:
@@ -469,9 +487,9 @@ def _apply_dict(target: Any, kids: dict[Any, _Node], removing: bool) -> Any:
             else:
                 target[seg] = copy.deepcopy(node.value)
         if node.kids and (seg in target or not removing):
-            before = target.get(seg)
-            target[seg] = _apply_kids(before, node.kids, removing, seg)
-            if removing and _emptied(target[seg]) and not _emptied(before):
+            was_empty = _emptied(target.get(seg))  # before: the child mutates in place
+            target[seg] = _apply_kids(target.get(seg), node.kids, removing, seg)
+            if removing and _emptied(target[seg]) and not was_empty:
                 del target[seg]
     return target
 

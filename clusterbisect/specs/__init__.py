@@ -18,7 +18,7 @@ from typing import Any
 from clusterbisect.errors import InputError
 from clusterbisect.specs import envfile, kubernetes, pip, ray, snapshot
 from clusterbisect.specs.model import Spec
-from clusterbisect.specs.yamlio import YAMLError, load_all_yaml
+from clusterbisect.specs.yamlio import YAMLError, load_all_yaml, plain
 
 __all__ = ["Spec", "load_spec", "parse_spec"]
 
@@ -121,7 +121,14 @@ def _line_format(text: str) -> str | None:
 
 
 def _from_documents(documents: list[Any], source: str, selector: str | None, text: str) -> Spec:
-    documents = [d for d in documents if d is not None]
+    documents = [plain(d) for d in documents if d is not None]
+    if (
+        len(documents) == 1
+        and isinstance(documents[0], list)
+        and documents[0]
+        and all(isinstance(d, dict) and "kind" in d for d in documents[0])
+    ):
+        documents = documents[0]  # a JSON/YAML array of objects
     if not documents:
         raise InputError("no document found, expected a job spec", source=source)
     if len(documents) == 1 and isinstance(documents[0], dict):

@@ -17,6 +17,8 @@ from packaging.utils import canonicalize_name
 from clusterbisect.errors import InputError
 from clusterbisect.specs.model import PIP, Spec
 
+_NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(.*)$", re.DOTALL)
+_OPTION = re.compile(r"^(?:-[a-zA-Z]\s*\S|--[a-z][a-z-]*)")
 _EGG = re.compile(r"[#&]egg=([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
@@ -39,7 +41,7 @@ def is_requirement(line: str) -> bool:
     if not text:
         return False
     if text.startswith("-"):
-        return True
+        return _OPTION.match(text) is not None
     try:
         Requirement(text)
     except InvalidRequirement:
@@ -70,12 +72,21 @@ def parse(text: str, source: str) -> Spec:
         if not line:
             continue
         key = requirement_key(line)
+        line = _canonical_line(line, key)
         if key in packages and packages[key] != line:
             raise InputError(
                 f"line {lineno}: package '{key}' is listed twice", source=source, field=key
             )
         packages[key] = line
     return Spec(format=PIP, kind="PipFreeze", source=source, document={"pip": packages})
+
+
+def _canonical_line(line: str, key: str) -> str:
+    """``Pillow==10.4`` -> ``pillow==10.4``: name spelling is not a change."""
+    m = _NAME.match(line)
+    if m and not line.startswith("-") and canonicalize_name(m.group(1)) == key:
+        return key + m.group(2)
+    return line
 
 
 def render(spec: Spec) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import yaml
@@ -47,3 +48,16 @@ def dump_yaml(data: Any) -> str:
     """Block-style YAML keeping key order (used to re-serialise embedded YAML strings)."""
     text: str = yaml.dump(data, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
     return text
+
+
+def plain(data: Any) -> Any:
+    """A JSON-shaped copy of ``data``: no shared sub-objects (YAML anchors and aliases
+    load as one shared object, which applying changes must not edit twice), tuples as
+    lists, dates as ISO strings."""
+    if isinstance(data, dict):
+        return {k if isinstance(k, str | int) else str(k): plain(v) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [plain(v) for v in data]
+    if isinstance(data, datetime.date | datetime.datetime):
+        return data.isoformat()
+    return data
