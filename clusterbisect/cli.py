@@ -361,6 +361,40 @@ def _print_plan(plan: dict[str, Any]) -> None:
     click.echo(f"State: {plan['state_dir']}")
 
 
+# --- cleanup (Kubernetes) -----------------------------------------------------------------
+
+
+@cli.command("cleanup")
+@click.option("--session", "session_id", help="Only this session's objects (default: all).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Kubernetes: kubeconfig.")
+@click.option("--context", "kube_context", help="Kubernetes: kubeconfig context.")
+@click.option("-n", "--namespace", help="Kubernetes: namespace (default: the context's).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+def cleanup_command(
+    session_id: str | None,
+    kubeconfig: str | None,
+    kube_context: str | None,
+    namespace: str | None,
+    as_json: bool,
+) -> None:
+    """Delete probe Jobs, pods and ConfigMaps left behind (found by label)."""
+    from clusterbisect.runners import kubernetes as k8s
+
+    options = k8s.KubernetesOptions(
+        kubeconfig=kubeconfig, context=kube_context, namespace=namespace
+    )
+    report = k8s.cleanup(session_id, options=options)
+    if as_json:
+        emit_json(report)
+        return
+    deleted = report["deleted"]
+    click.echo(
+        f"Namespace {report['namespace']}: deleted {len(deleted['jobs'])} job(s), "
+        f"{len(deleted['pods'])} orphaned pod(s), {len(deleted['configmaps'])} configmap(s) "
+        f"matching {report['selector']}."
+    )
+
+
 # --- agents: tools, call, mcp ----------------------------------------------------------------
 
 

@@ -290,7 +290,7 @@ def test_untestable_changes_are_outside_the_probed_template() -> None:
     reasons = runner.untestable([master, worker, object_label, template_label])
     assert set(reasons) == {worker.key, object_label.key}
     assert "Worker" in reasons[worker.key] and "Master" in reasons[worker.key]
-    assert "PyTorchJob-level" in reasons[object_label.key]
+    assert "PyTorchJob metadata" in reasons[object_label.key]
 
 
 def test_untestable_job_level_fields_and_overridden_settings() -> None:

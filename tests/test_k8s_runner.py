@@ -175,6 +175,8 @@ class FakeCluster:
 
     def create(self, namespace: str, body: dict[str, Any], **kwargs: Any) -> client.V1Job:
         name = body["metadata"]["name"]
+        if kwargs.get("dry_run") == "All":  # checked by the server, never persisted
+            return client.V1Job(metadata=client.V1ObjectMeta(name=name))
         self.created[name] = body
         self.probe_of[name] = body["metadata"]["labels"][render.LABEL_PROBE]
         return self.job(name)
@@ -781,3 +783,19 @@ def test_live_input_is_fetched_and_normalised(
         load_live_spec("job/nope", conn)
     assert is_live_ref("job/nightly") and is_live_ref("k8s://ns/pytorchjob/x")
     assert not is_live_ref(str(EXAMPLE / "good.yaml")) and not is_live_ref("foo/bar")
+
+
+def test_render_in_server_mode_fails_on_a_rejected_probe(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    cluster = FakeCluster(mocker, {"p001": complete_steps()})
+    runner = make(kubeconfig, tmp_path, dry_run="server")
+    (probe,) = probes(tmp_path, "p001")
+    assert runner.render(probe)["kind"] == "Job"
+    assert cluster.batch.create_namespaced_job.call_args.kwargs["dry_run"] == "All"
+    cluster.batch.create_namespaced_job.side_effect = api_exception(
+        422, 'Job.batch "x" is invalid: spec.template.spec.containers[0].image: Required value'
+    )
+    with pytest.raises(BackendError, match=r"server dry run rejected probe p001: .*Required value"):
+        runner.render(probe)
+    assert cluster.created == {}  # nothing was ever really created

@@ -114,7 +114,7 @@ def short_hash(text: str, length: int = 6) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
-def random_suffix(length: int = 5) -> str:
+def random_suffix(length: int = 8) -> str:
     """Lower-case hex, so a generated name stays DNS-1123."""
     return secrets.token_hex(4)[:length]
 
@@ -441,6 +441,8 @@ def _why_by_path(
                 return (
                     f"belongs to the {other.role or 'other'} pod template; probes run {where} only"
                 )
+        if path[:1] == ("metadata",):
+            return f"{spec.kind} metadata does not reach the probe pod"
         return f"a {spec.kind}-level setting; probe Jobs run {where} only"
     rest = path[len(base) :]
     if rest[:2] == ("metadata", "labels") and len(rest) > 2:

@@ -584,9 +584,20 @@ class KubernetesRunner:
     def render(self, probe: Probe) -> dict[str, Any]:
         """The probe's manifest as data (secret values redacted), ready to write as YAML.
 
-        With ``--probe`` it is a ``v1 List`` of the ConfigMap and the Job.
+        With ``--probe`` it is a ``v1 List`` of the ConfigMap and the Job. With
+        ``dry_run="server"`` the manifests are first sent with ``dryRun=All``; a
+        rejection raises ``BackendError`` with the API server's reason.
         """
-        shown = [render.redact_manifest(m, probe.changes) for m in self.manifests(probe)]
+        manifests = self.manifests(probe)
+        if self.options.dry_run == "server":
+            # --dry-run=server: what is planned must also pass admission, quota and RBAC.
+            verdict = self._server_dry_run(manifests)
+            if not verdict["accepted"]:
+                raise BackendError(
+                    f"server dry run rejected probe {probe.probe_id}: {verdict['error']}",
+                    details={"probe_id": probe.probe_id},
+                )
+        shown = [render.redact_manifest(m, probe.changes) for m in manifests]
         if len(shown) == 1:
             return shown[0]
         return {"apiVersion": "v1", "kind": "List", "items": shown}
