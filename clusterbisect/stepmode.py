@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from clusterbisect.diff import REDACTED, looks_secret
 from clusterbisect.engine import Engine, EngineOutcome
 from clusterbisect.errors import InputError
 from clusterbisect.outcome import Outcome, RunResult
@@ -285,10 +286,6 @@ def describe_probe(position: Position, request: ProbeRequest, number: int) -> di
     probe = engine.make_probe(request, number)
     changes = engine.problem.subset_changes(request.subset)
     rendered = _render(runner, probe)
-    out_dir = session.state_dir / "probes"
-    out_dir.mkdir(exist_ok=True)
-    path = out_dir / f"{probe.probe_id}.yaml"
-    path.write_text(yaml.safe_dump(rendered, sort_keys=False))
     described: dict[str, Any] = {
         "id": probe.probe_id,
         "purpose": request.purpose,
@@ -296,15 +293,30 @@ def describe_probe(position: Position, request: ProbeRequest, number: int) -> di
         "changes_applied": len(changes),
         "changes": [c.to_dict() for c in changes],
         "rendered": rendered,
-        "rendered_file": str(path),
-        "log_file": str(session.log_path(probe.probe_id)),
     }
     if session.config.backend == "local":
         env = rendered.get("env", {})
+        _redact_env(env, engine.problem.changes)
         described["unset"] = sorted(set(probe.extra.get("env_names", [])) - set(env))
+        # Secret values are never shown: the caller supplies its own for these.
+        described["redacted"] = sorted(k for k, v in env.items() if v == REDACTED)
         if rendered.get("argv"):
             described["shell"] = _shell_line(env, described["unset"], rendered["argv"])
+    out_dir = session.state_dir / "probes"
+    out_dir.mkdir(exist_ok=True)
+    path = out_dir / f"{probe.probe_id}.yaml"
+    path.write_text(yaml.safe_dump(rendered, sort_keys=False))
+    described["rendered_file"] = str(path)
+    described["log_file"] = str(session.log_path(probe.probe_id))
     return described
+
+
+def _redact_env(env: dict[str, str], changes: list[Any]) -> None:
+    """Hide secret-looking variables, changed or not (the good spec's own included)."""
+    secret = {c.env_name for c in changes if c.secret and c.env_name}
+    for name in env:
+        if name in secret or looks_secret(name):
+            env[name] = REDACTED
 
 
 def _render(runner: Runner, probe: Any) -> dict[str, Any]:
@@ -571,6 +583,10 @@ def parse_log(text: str, source: str) -> tuple[SessionConfig, list[dict[str, Any
         if not line or line.startswith("#"):
             continue
         word, _, rest = line.partition(" ")
+        if word not in ("start", "mark"):
+            raise InputError(
+                f"line {number}: expected `start {{...}}` or `mark {{...}}`", source=source
+            )
         try:
             data = json.loads(rest)
         except ValueError as err:

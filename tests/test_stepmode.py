@@ -1,0 +1,208 @@
+"""The step-by-step CLI, shaped after git bisect, on real processes and a real journal.
+
+start / next / good / bad / skip / mark / status / log / replay / reset; a session
+started by hand finished by `resume`, and an interrupted `run` finished by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+CLI = [sys.executable, "-m", "clusterbisect.cli"]
+
+WORKLOAD = r"""
+import os, sys
+if os.environ.get("ODD") == "bad":
+    print("ImportError: something unrelated"); sys.exit(2)
+if os.environ.get("NCCL_ALGO") == "bad":
+    print("RuntimeError: NCCL error: unhandled system error"); sys.exit(1)
+print("step 100, loss 0.12")
+"""
+
+
+def write_inputs(tmp_path: Path, n: int = 10) -> list[str]:
+    names = [f"SETTING_{i}" for i in range(n - 1)] + ["NCCL_ALGO"]
+    (tmp_path / "good.env").write_text("".join(f"{k}=good\n" for k in names))
+    (tmp_path / "bad.env").write_text("".join(f"{k}=bad\n" for k in names))
+    (tmp_path / "work.py").write_text(WORKLOAD)
+    return [sys.executable, str(tmp_path / "work.py")]
+
+
+def cb(tmp_path: Path, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    if expect is not None:
+        assert proc.returncode == expect, (args, proc.stdout, proc.stderr)
+    return proc
+
+
+def cb_json(tmp_path: Path, *args: str, expect: int | None = 0) -> Any:
+    """The command with --json (before the workload after `--`), its one document."""
+    at = args.index("--") if "--" in args else len(args)
+    argv = [*args[:at], "--json", *args[at:]]
+    return json.loads(cb(tmp_path, *argv, expect=expect).stdout)
+
+
+def run_probe(probe: dict[str, Any], tmp_path: Path) -> tuple[int, Path]:
+    env = {k: v for k, v in os.environ.items() if k not in probe["unset"]}
+    env.update(probe["rendered"]["env"])
+    log = tmp_path / f"{probe['id']}.out"
+    with open(log, "wb") as out:
+        code = subprocess.call(probe["rendered"]["argv"], env=env, stdout=out, stderr=out)
+    return code, log
+
+
+def culprits(result: dict[str, Any]) -> list[list[str]]:
+    return sorted(sorted(c["key"] for c in culprit["changes"]) for culprit in result["culprits"])
+
+
+def test_start_next_good_bad_status_reset(tmp_path):
+    command = write_inputs(tmp_path)
+    out = cb(tmp_path, "start", "good.env", "bad.env", "--", *command).stdout
+    assert "Bisecting 10 changes" in out
+    assert "Next probe p001 (baseline-good): apply 0 of 10 changes" in out
+    assert "clusterbisect good | bad | skip" in out
+
+    steps = 0
+    while True:
+        view = cb_json(tmp_path, "next")
+        if view["done"]:
+            break
+        probe = view["probe"]
+        code, log = run_probe(probe, tmp_path)
+        verb = "good" if code == 0 else "bad"
+        out = cb(tmp_path, verb, "--log", str(log)).stdout
+        assert f"Recorded {probe['id']} ({probe['purpose']})" in out
+        steps += 1
+        assert steps < 20
+    result = view["result"]
+    assert result["status"] == "found"
+    assert culprits(result) == [["env.NCCL_ALGO"]]
+    assert result["probe_count"] == steps
+    state = Path(view["state_dir"])
+    assert json.loads((state / "result.json").read_text())["status"] == "found"
+    # Each reported log was copied in as evidence and the proof quotes it.
+    assert "NCCL error" in result["culprits"][0]["proof"]["excerpt"]
+    assert len(list((state / "logs").glob("p*.log"))) == steps
+
+    status = cb(tmp_path, "status").stdout
+    assert "(current)" in status and "FOUND: env.NCCL_ALGO" in status
+    # Nothing is pending any more.
+    error = cb(tmp_path, "bad", expect=2).stderr
+    assert "complete" in error
+    log = cb(tmp_path, "log").stdout
+    assert log.count("\nmark ") == steps
+    assert "reset" not in log
+
+    assert "Ended the session" in cb(tmp_path, "reset").stdout
+    assert not (tmp_path / ".clusterbisect" / "CURRENT").exists()
+    assert "no bisection in progress" in cb(tmp_path, "next", expect=2).stderr
+    assert (state / "journal.jsonl").exists()  # the evidence stays
+
+
+def test_skip_and_mark_by_exit_code_use_the_signature(tmp_path):
+    command = write_inputs(tmp_path, n=4)
+    cb(tmp_path, "start", "good.env", "bad.env", "--fail-on", "NCCL error", "--", *command)
+    recorded = cb_json(tmp_path, "skip")
+    assert recorded["recorded"]["outcome"] == "unresolved"
+    # The retry of the same probe, reported as an exit code and a log that does not
+    # show the signature: unresolved again, decided by the signature, not the reporter.
+    other = tmp_path / "other.log"
+    other.write_text("ImportError: something unrelated\n")
+    recorded = cb_json(tmp_path, "mark", "--exit-code", "2", "--log", str(other))
+    assert recorded["recorded"]["classified_by"] == "signature"
+    assert recorded["recorded"]["outcome"] == "unresolved"
+    assert recorded["recorded"]["observed"] == "exit code 2"
+    # The bad baseline, with the signature in its log: fail.
+    crash = tmp_path / "crash.log"
+    crash.write_text("RuntimeError: NCCL error: unhandled system error\n")
+    view = cb_json(tmp_path, "next")
+    assert view["probe"]["purpose"] == "baseline-bad"
+    recorded = cb_json(tmp_path, "mark", "--exit-code", "1", "--log", str(crash))
+    assert recorded["recorded"]["outcome"] == "fail"
+    assert "matched: RuntimeError: NCCL error" in recorded["recorded"]["observed"]
+    assert "give --outcome or --exit-code" in cb(tmp_path, "mark", expect=2).stderr
+
+
+def test_resume_finishes_a_session_started_by_hand(tmp_path):
+    command = write_inputs(tmp_path, n=16)
+    started = cb_json(tmp_path, "start", "good.env", "bad.env", "--state-dir", "s", "--", *command)
+    view = started["next"]
+    for _ in range(3):  # the baselines and one search probe, by hand
+        code, log = run_probe(view["probe"], tmp_path)
+        view = cb_json(tmp_path, "good" if code == 0 else "bad", "--log", str(log))["next"]
+    proc = cb(tmp_path, "resume", "s", "--json", "--quiet")
+    result = json.loads(proc.stdout)
+    assert result["status"] == "found"
+    assert culprits(result) == [["env.NCCL_ALGO"]]
+    sources = [p["source"] for p in result["probes"]]
+    assert sources[:3] == ["manual"] * 3 and set(sources[3:]) == {"runner"}
+    subsets = [tuple(p["subset"]) for p in result["probes"]]
+    assert len(subsets) == len(set(subsets)), "a probe was run twice"
+    # The same answer and probe count as a run from scratch.
+    fresh = cb_json(tmp_path, "run", "good.env", "bad.env", "--quiet", "--", *command)
+    assert culprits(fresh) == culprits(result)
+    assert fresh["probe_count"] == result["probe_count"]
+    # `status` on the finished session shows the result.
+    assert cb_json(tmp_path, "status")["result"]["status"] == "found"
+
+
+def test_an_interrupted_run_is_finished_by_hand(tmp_path):
+    command = write_inputs(tmp_path, n=16)
+    cut = cb_json(
+        tmp_path, "run", "good.env", "bad.env", "--state-dir", "r", "--max-probes", "3",
+        "--quiet", "--", *command, expect=1,
+    )  # fmt: skip
+    assert cut["status"] == "inconclusive" and cut["probe_count"] == 3
+    steps = 0
+    view = cb_json(tmp_path, "next", "--state-dir", "r")
+    while not view["done"]:
+        assert view["probe"]["id"] == f"p{4 + steps:03d}"
+        code, log = run_probe(view["probe"], tmp_path)
+        verb = "good" if code == 0 else "bad"
+        view = cb_json(tmp_path, verb, "--state-dir", "r", "--log", str(log))["next"]
+        steps += 1
+    assert view["result"]["status"] == "found"
+    assert culprits(view["result"]) == [["env.NCCL_ALGO"]]
+    assert view["result"]["probe_count"] == 3 + steps
+    # `run` never made it current: the current-session pointer is untouched.
+    assert not (tmp_path / ".clusterbisect" / "CURRENT").exists()
+
+
+def test_log_and_replay_correct_a_wrong_mark(tmp_path):
+    command = write_inputs(tmp_path, n=8)
+    cb(tmp_path, "start", "good.env", "bad.env", "--state-dir", "first", "--", *command)
+    cb(tmp_path, "good")
+    cb(tmp_path, "bad")
+    probe = cb_json(tmp_path, "next")["probe"]
+    code, _ = run_probe(probe, tmp_path)
+    wrong = "good" if code != 0 else "bad"  # a mistake, as people make
+    cb(tmp_path, wrong)
+    log = cb(tmp_path, "log").stdout
+    assert log.count("\nmark ") == 3
+    lines = log.splitlines()
+    last = json.loads(lines[-1].split(" ", 1)[1])
+    right = "fail" if code != 0 else "pass"
+    assert last["outcome"] != right
+    lines[-1] = "mark " + json.dumps({**last, "outcome": right})
+    (tmp_path / "fixed.log").write_text("\n".join(lines) + "\n")
+
+    replayed = cb_json(tmp_path, "replay", "fixed.log", "--state-dir", "second")
+    assert replayed["replayed"] == 3
+    assert replayed["state_dir"] == str(tmp_path / "second")
+    # The replayed session is now current and continues to the right culprit.
+    view = replayed["next"]
+    while not view["done"]:
+        code, _ = run_probe(view["probe"], tmp_path)
+        view = cb_json(tmp_path, "good" if code == 0 else "bad")["next"]
+    assert culprits(view["result"]) == [["env.NCCL_ALGO"]]
+    # A malformed log is bad input.
+    (tmp_path / "junk.log").write_text("hello\n")
+    assert "expected `start" in cb(tmp_path, "replay", "junk.log", expect=2).stderr
