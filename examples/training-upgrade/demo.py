@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     culprits = [{c["key"] for c in culprit["changes"]} for culprit in result.get("culprits", [])]
     elapsed = time.monotonic() - started
-    rel_state = os.path.relpath(state_dir, Path.cwd())
+    rel_state = str(state_dir)
+    if state_dir.is_relative_to(Path.cwd()):
+        rel_state = os.path.relpath(state_dir, Path.cwd())
     say(f"\n{BOLD}Verdict{RESET}")
     if result.get("status") == "found" and culprits == [EXPECTED]:
         searched = result.get("changes_searched", 0)
