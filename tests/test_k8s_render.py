@@ -381,3 +381,53 @@ def test_client_dry_run_takes_the_namespace_from_the_kubeconfig_context(tmp_path
     runner = KubernetesRunner(KubernetesOptions(dry_run="client", kubeconfig=str(config)))
     job = runner.manifests(probe_for(load("job"), []))[-1]
     assert job["metadata"]["namespace"] == "probes"
+
+
+MANIFESTS = Path(__file__).parent.parent / "manifests"
+
+
+@pytest.mark.parametrize("name", ["namespace.yaml", "rbac.yaml", "example/training-upgrade.yaml"])
+def test_cluster_manifests_are_valid(name: str) -> None:
+    for document in yaml.safe_load_all((MANIFESTS / name).read_text()):
+        validate(document)
+
+
+def test_the_role_grants_only_what_the_runner_uses() -> None:
+    role = next(
+        d for d in yaml.safe_load_all((MANIFESTS / "rbac.yaml").read_text()) if d["kind"] == "Role"
+    )
+    grants = {
+        (g, r): set(rule["verbs"])
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+    }
+    assert grants == {
+        ("batch", "jobs"): {"create", "get", "list", "watch", "delete"},
+        ("", "pods"): {"get", "list", "delete"},
+        ("", "pods/log"): {"get"},
+        ("", "configmaps"): {"create", "list", "delete"},
+    }
+
+
+def test_kind_sized_copies_keep_the_same_changes() -> None:
+    import sys
+
+    from clusterbisect.diff import diff
+    from clusterbisect.specs import parse_spec
+
+    sys.path.insert(0, str(MANIFESTS))
+    try:
+        from kind_example import kind_sized
+    finally:
+        sys.path.pop(0)
+    originals = [(EXAMPLE / f"{n}.yaml").read_text() for n in ("good", "bad")]
+    sized = [yaml.safe_dump(kind_sized(yaml.safe_load(t))) for t in originals]
+    before = diff(parse_spec(originals[0], "good.yaml"), parse_spec(originals[1], "bad.yaml"))
+    after = diff(parse_spec(sized[0], "good.yaml"), parse_spec(sized[1], "bad.yaml"))
+    assert [c.key for c in after] == [c.key for c in before]
+    limits = {c.key: c.bad for c in after}["containers[trainer].resources.limits.memory"]
+    assert limits == "384Mi"
+    job = kind_sized(yaml.safe_load(originals[0]))
+    assert "nvidia.com/gpu" not in json.dumps(job["spec"]["template"]["spec"]["containers"])
+    assert all("persistentVolumeClaim" not in v for v in job["spec"]["template"]["spec"]["volumes"])

@@ -221,7 +221,7 @@ def connect(
         )
     raise BackendError(
         "no Kubernetes configuration: no kubeconfig found (--kubeconfig, $KUBECONFIG, "
-        "~/.kube/config) and not running in a pod; use --dry-run to render without a cluster"
+        "~/.kube/config) and not running in a pod; a client --dry-run needs no cluster"
     )
 
 
