@@ -111,7 +111,7 @@ def locate(session: Session) -> Position:
     """Replay the journal and stop at the first probe without an answer."""
     from clusterbisect import workflow
 
-    runner = workflow.runner_for(session)
+    runner = render_runner(session)
     try:
         engine = workflow.engine_for(session, runner)
         outcome = engine.drive(execute=False)
@@ -119,6 +119,29 @@ def locate(session: Session) -> Position:
         runner.close()
         raise
     return Position(session, engine, runner, outcome)
+
+
+def render_runner(session: Session) -> Runner:
+    """The session's runner, for rendering and deciding what is testable only.
+
+    The step mode launches nothing, so a Kubernetes runner renders as in a client dry
+    run: no cluster connection is needed to show the next probe's Job.
+    """
+    from clusterbisect.runners import make_runner
+
+    config = session.config
+    options = dict(config.backend_options)
+    if config.backend == "kubernetes":
+        options["dry_run"] = "client"
+    return make_runner(
+        config.backend,
+        state_dir=session.state_dir,
+        parallel=config.parallel,
+        container=config.container,
+        clean_env=config.clean_env,
+        timeout_s=config.timeout_s,
+        options=options,
+    )
 
 
 def _with_position(session: Session, func: Any) -> Any:

@@ -206,3 +206,20 @@ def test_log_and_replay_correct_a_wrong_mark(tmp_path):
     # A malformed log is bad input.
     (tmp_path / "junk.log").write_text("hello\n")
     assert "expected `start" in cb(tmp_path, "replay", "junk.log", expect=2).stderr
+
+
+def test_kubernetes_probes_render_without_a_cluster(tmp_path):
+    example = Path(__file__).resolve().parents[1] / "examples" / "training-upgrade"
+    start = cb_json(
+        tmp_path, "start", str(example / "good.yaml"), str(example / "bad.yaml"),
+        "--backend", "kubernetes", "-n", "ml-training", "--state-dir", "k",
+    )  # fmt: skip
+    view = cb_json(tmp_path, "next", "--probe", "p002")
+    probe = view["probe"]
+    assert start["backend"] == "kubernetes" and probe["purpose"] == "baseline-bad"
+    job = probe["rendered"]
+    assert job["kind"] == "Job" and job["metadata"]["namespace"] == "ml-training"
+    assert job["metadata"]["labels"]["clusterbisect.io/session"] == start["session_id"]
+    image = job["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert ":2.6.0-cuda12.6" in image  # the bad image: every change applied
+    assert Path(probe["rendered_file"]).is_file()
