@@ -10,6 +10,20 @@ import structlog
 _configured = False
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is at the time of the call.
+
+    Binding the stream at configuration time breaks when it is replaced later (test
+    capture, a redirected stderr in an embedding program).
+    """
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def configure(log_format: str = "auto", level: str = "warning") -> None:
     """Set up structlog: readable on a terminal, JSON lines with ``log_format="json"``.
 
@@ -31,7 +45,7 @@ def configure(log_format: str = "auto", level: str = "warning") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=False,
     )
     _configured = True
