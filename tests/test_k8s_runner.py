@@ -150,10 +150,15 @@ class FakeCluster:
     """Jobs created through the mocked BatchV1Api follow the script of their probe."""
 
     def __init__(
-        self, mocker: Any, scripts: dict[str, list[Step]], logs: dict[str, str] | None = None
+        self,
+        mocker: Any,
+        scripts: dict[str, list[Step]],
+        logs: dict[str, str] | None = None,
+        decide: Callable[[dict[str, Any]], tuple[list[Step], str]] | None = None,
     ):
         self.scripts = scripts
         self.logs = logs or {}
+        self.decide = decide  # script a Job from its body (what the workload would do)
         self.created: dict[str, dict[str, Any]] = {}  # job name -> body
         self.probe_of: dict[str, str] = {}
         self.deleted: list[str] = []
@@ -178,7 +183,10 @@ class FakeCluster:
         if kwargs.get("dry_run") == "All":  # checked by the server, never persisted
             return client.V1Job(metadata=client.V1ObjectMeta(name=name))
         self.created[name] = body
-        self.probe_of[name] = body["metadata"]["labels"][render.LABEL_PROBE]
+        probe = body["metadata"]["labels"][render.LABEL_PROBE]
+        self.probe_of[name] = probe
+        if self.decide is not None:
+            self.scripts[probe], self.logs[probe] = self.decide(body)
         return self.job(name)
 
     def delete(self, name: str, namespace: str, **kwargs: Any) -> client.V1Status:
@@ -799,3 +807,52 @@ def test_render_in_server_mode_fails_on_a_rejected_probe(
     with pytest.raises(BackendError, match=r"server dry run rejected probe p001: .*Required value"):
         runner.render(probe)
     assert cluster.created == {}  # nothing was ever really created
+
+
+def test_the_example_incident_is_bisected_through_the_cli(
+    mocker: Any, kubeconfig: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Engine, runner and CLI together: the mocked cluster fails a probe exactly when
+    the workload would (TORCH_FORCE_WEIGHTS_ONLY_LOAD=1 reaches the trainer)."""
+    from clusterbisect.cli import main
+
+    def workload(body: dict[str, Any]) -> tuple[list[Step], str]:
+        trainer = body["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in trainer.get("env", [])}
+        if env.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD") == "1":
+            return failed_steps(1, "Error"), "_pickle.UnpicklingError: Weights only load failed.\n"
+        return complete_steps(), "final eval ndcg@10=0.712\n"
+
+    cluster = FakeCluster(mocker, {}, decide=workload)
+    state = tmp_path / "state"
+    code: Any = 0
+    try:
+        main(
+            [
+                "run",
+                str(EXAMPLE / "good.yaml"),
+                str(EXAMPLE / "bad.yaml"),
+                "--backend",
+                "kubernetes",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--fail-on",
+                "Weights only load failed",
+                "--parallel",
+                "2",
+                "--state-dir",
+                str(state),
+                "--json",
+                "--quiet",
+            ]
+        )
+    except SystemExit as stop:  # exit 1 or 3 would mean no culprit or an error
+        code = stop.code
+    assert code in (0, None)
+    result = json.loads(capsys.readouterr().out)
+    assert result["status"] == "found"
+    assert [[c["key"] for c in k["changes"]] for k in result["culprits"]] == [
+        ["containers[trainer].env.TORCH_FORCE_WEIGHTS_ONLY_LOAD"]
+    ]
+    assert result["probe_count"] == len(cluster.created) <= 16
+    assert sorted(cluster.deleted) == sorted(cluster.created)  # nothing left behind
