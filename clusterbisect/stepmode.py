@@ -330,7 +330,6 @@ def describe_probe(position: Position, request: ProbeRequest, number: int) -> di
     path = out_dir / f"{probe.probe_id}.yaml"
     path.write_text(yaml.safe_dump(rendered, sort_keys=False))
     described["rendered_file"] = str(path)
-    described["log_file"] = str(session.log_path(probe.probe_id))
     return described
 
 
