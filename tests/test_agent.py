@@ -321,3 +321,21 @@ def test_next_payload_is_bounded_for_many_changes(tmp_path):
     assert len(probe["changes"]) == dispatch.MAX_ITEMS
     assert view["truncated"]["full"] == probe["rendered_file"]
     assert Path(probe["rendered_file"]).read_text().count("V599") >= 1
+
+
+def test_cleanup_needs_a_session_or_all_and_reports_a_missing_cluster(tmp_path):
+    code, document = call("cleanup", {}, tmp_path)
+    assert code == 2 and "all=true" in document["error"]["message"]
+    env = {**os.environ, "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    proc = subprocess.run(
+        [*CLI, "call", "cleanup", "--input", "-"],
+        input=json.dumps({"session_id": "20261127-000000-abcdef"}),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert json.loads(proc.stdout)["error"]["code"] == "backend_error"
