@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from clusterbisect.diff import diff
 from clusterbisect.engine import Engine, Progress, prepare
 from clusterbisect.errors import Interrupted
 from clusterbisect.outcome import FailureSignature, Outcome
@@ -25,7 +26,7 @@ from clusterbisect.runners import make_runner
 from clusterbisect.runners.base import Runner
 from clusterbisect.search.base import ProbeAnswer, ProbeRequest, Strategy
 from clusterbisect.session import Session, SessionConfig
-from clusterbisect.specs import load_spec
+from clusterbisect.specs import load_spec, parse_spec
 
 
 def make_strategy(config: SessionConfig) -> Strategy:
@@ -41,10 +42,34 @@ def make_strategy(config: SessionConfig) -> Strategy:
 
 
 def create_session(config: SessionConfig, state_dir: Path | None) -> Session:
-    """Validate the inputs (they must load and be comparable), then make the state dir."""
-    for source in (config.good_source, config.bad_source):
-        load_spec(source)
-    return Session.create(config, state_dir)
+    """Validate the inputs (they must load and be comparable), then make the state dir.
+
+    A source naming a live object (``job/NAME``, ``k8s://NS/job/NAME``) is fetched with
+    the session's kubeconfig and stored as YAML, so a resume never depends on the
+    cluster still holding it.
+    """
+    texts = [_live_text(source, config) for source in (config.good_source, config.bad_source)]
+    specs = [
+        parse_spec(text, source) if text is not None else load_spec(source)
+        for text, source in zip(texts, (config.good_source, config.bad_source))
+    ]
+    diff(specs[0], specs[1], ignore=config.ignore, container=config.container)
+    return Session.create(config, state_dir, good_text=texts[0], bad_text=texts[1])
+
+
+def _live_text(source: str, config: SessionConfig) -> str | None:
+    """The YAML of a live Kubernetes object, or None when ``source`` is a file."""
+    if Path(source).exists() or "/" not in source:
+        return None
+    from clusterbisect.runners import kubernetes as k8s_backend
+
+    if not k8s_backend.is_live_ref(source):
+        return None
+    options = config.backend_options
+    connection = k8s_backend.connect(
+        options.get("kubeconfig"), options.get("context"), options.get("namespace")
+    )
+    return k8s_backend.live_spec_text(source, connection)
 
 
 def runner_for(session: Session) -> Runner:
