@@ -245,9 +245,8 @@ def run(
             probe=probe_name,
             dry_run=dry_run or "none",
         )
-    strategy_options: dict[str, Any] = {}
-    if flaky:
-        strategy_options = {"confidence": confidence, "baseline_runs": baseline_runs}
+    # Without --flaky, repeated baselines that disagree switch to the flaky strategy.
+    strategy_options = {"confidence": confidence, "baseline_runs": baseline_runs}
     config = SessionConfig(
         good="",
         bad="",
@@ -263,7 +262,7 @@ def run(
         clean_env=clean_env,
         max_probes=max_probes,
         max_time_s=max_time,
-        strategy="flaky" if flaky else "bisection",
+        strategy="flaky" if flaky else "auto",
         strategy_options=strategy_options,
         backend_options=backend_options,
     )
