@@ -270,3 +270,20 @@ def test_ctrl_c_stops_probes_and_exits_130(tmp_path):
     time.sleep(0.2)
     assert not _alive(child), "the probe's child process survived Ctrl-C"
     assert "resume" in err
+
+
+def test_dry_run_renders_the_plan_without_secrets(tmp_path):
+    good, bad = write_env_pair(tmp_path, 8)
+    for name in ("good.env", "bad.env"):
+        with open(tmp_path / name, "a") as spec:
+            spec.write("HF_TOKEN=hf_unchanged_s3cr3t\n")
+    state = tmp_path / "dry"
+    proc = run_cli(["run", good, bad, "--dry-run", "--json", "--state-dir", str(state)])
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert [p["purpose"] for p in plan["plan"][:2]] == ["baseline-good", "baseline-bad"]
+    assert len(plan["plan"]) == 3  # the baselines and the first round
+    assert not (state / "journal.jsonl").exists()  # nothing ran
+    written = "".join(p.read_text() for p in (state / "dry-run").glob("*.yaml"))
+    assert "VAR_000: good" in written
+    assert "s3cr3t" not in proc.stdout + proc.stderr + written

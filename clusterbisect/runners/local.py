@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any
 
-from clusterbisect.diff import Change
+from clusterbisect.diff import REDACTED, Change, looks_secret
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult
@@ -97,11 +97,15 @@ class LocalRunner:
     def render(self, probe: Probe) -> dict[str, Any]:
         """The argv and the environment variables the probe sets (secrets redacted)."""
         env = spec_env(probe.spec, self.options.container or main_container(probe.spec))
+        # Redact by name too: the good spec's own secrets are not among the changes.
         secret = {c.env_name for c in probe.changes if c.secret}
         return {
             "backend": self.name,
-            "argv": self._argv(probe),
-            "env": {k: ("<redacted>" if k in secret else v) for k, v in sorted(env.items())},
+            "argv": list(probe.command) if probe.command else None,
+            "env": {
+                k: (REDACTED if k in secret or looks_secret(k) else v)
+                for k, v in sorted(env.items())
+            },
             "changes": [c.to_dict() for c in probe.changes],
         }
 
