@@ -75,10 +75,9 @@ def diff_command(
     format is recognised from the content. Secret values are redacted.
     """
     from clusterbisect.diff import diff, render_table
-    from clusterbisect.specs import load_spec
+    from clusterbisect.specs import load_specs
 
-    good_spec = load_spec(good)
-    bad_spec = load_spec(bad)
+    good_spec, bad_spec = load_specs([good, bad])
     changes = diff(good_spec, bad_spec, ignore=ignore, container=container)
     if as_json:
         emit_json(

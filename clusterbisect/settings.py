@@ -244,8 +244,10 @@ class _Flattener:
         value: Any,
         container: str | None,
         env_name: str | None = None,
+        category: str | None = None,
     ) -> None:
-        category = category_of(path, self.spec.format)
+        if category is None:
+            category = category_of(path, self.spec.format)
         self.out.settings[key] = Setting(key, path, value, category, container, env_name)
 
     def value(
@@ -307,7 +309,7 @@ class _Flattener:
             p = (*path, (key_field, ident))
             if fld == "env":
                 value = el["valueFrom"] if "valueFrom" in el else el.get("value", "")
-                self.leaf(p, f"{key}.{ident}", value, container, env_name=str(ident))
+                self.leaf(p, f"{key}.{ident}", value, container, str(ident), ENV)
                 continue
             c = str(ident) if fld in CONTAINER_LISTS else container
             ekey = self.element_keys.get(p, f"{key}[{ident}]")
@@ -372,7 +374,7 @@ class _Flattener:
             self.leaf(path, key, items, None)
             return
         for s, ident in zip(items, idents, strict=True):
-            self.leaf((*path, (PKG_FIELD, ident)), f"{key}.{ident}", s, None)
+            self.leaf((*path, (PKG_FIELD, ident)), f"{key}.{ident}", s, None, category=PIP)
 
 
 def _named_ok(items: list[Any], key_field: str) -> bool:

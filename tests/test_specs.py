@@ -366,3 +366,43 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         load_spec(str(tmp_path / "nope.yaml"))
     with pytest.raises(InputError, match="is a directory"):
         load_spec(str(tmp_path))
+
+
+def test_yaml_aliases_load_unshared(tmp_path: Path) -> None:
+    path = tmp_path / "anchors.yaml"
+    path.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n"
+        "  - name: a\n    image: i\n    resources: &res {limits: {memory: 1Gi}}\n"
+        "  - name: b\n    image: i\n    resources: *res\n"
+    )
+    spec = load_spec(str(path))
+    a, b = spec.document["spec"]["containers"]
+    assert a["resources"] == b["resources"]
+    assert a["resources"] is not b["resources"]
+
+
+def test_alias_bomb_is_refused(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path = tmp_path / "bomb.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match="too large"):
+        load_spec(str(path))
+
+
+def test_load_specs_in_parallel_matches_sequential(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import clusterbisect.specs as specs
+
+    monkeypatch.setattr(specs, "PARALLEL_BYTES", 0)  # fork even for small files
+    sources = [fixture("job_v1.yaml"), fixture("rayjob.yaml")]
+    parallel = specs.load_specs(sources)
+    assert [s.document for s in parallel] == [load_spec(s).document for s in sources]
+    assert [s.source for s in parallel] == sources
+    broken = tmp_path / "broken.yaml"
+    broken.write_bytes(b"\x00\x01binary")
+    with pytest.raises(InputError, match=r"broken\.yaml: binary"):
+        specs.load_specs([fixture("job_v1.yaml"), str(broken)])  # error from the child
+    with pytest.raises(InputError, match=r"broken\.yaml: binary"):
+        specs.load_specs([str(broken), str(tmp_path / "missing.yaml")])  # first one first

@@ -11,14 +11,13 @@ removed from the document and kept in ``Spec.extra`` (``name``, ``namespace``).
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
 from clusterbisect.errors import InputError
 from clusterbisect.specs import noise
 from clusterbisect.specs.model import KUBERNETES, Spec
-from clusterbisect.specs.yamlio import YAMLError, load_yaml
+from clusterbisect.specs.yamlio import YAMLError, load_yaml, plain
 
 # Kinds with a fixed pod template location.
 SIMPLE_TEMPLATE_KINDS = frozenset({"Job", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"})
@@ -205,8 +204,14 @@ def layout(spec: Spec) -> tuple[Any, ...]:
 # --- parsing -------------------------------------------------------------------------
 
 
-def parse_documents(documents: list[Any], source: str, *, selector: str | None = None) -> Spec:
-    """Pick the one workload object among ``documents`` and normalise it into a spec."""
+def parse_documents(
+    documents: list[Any], source: str, *, selector: str | None = None, fresh: bool = False
+) -> Spec:
+    """Pick the one workload object among ``documents`` and normalise it into a spec.
+
+    ``fresh``: the documents were just parsed and nobody else holds them (no copy
+    needed); otherwise the chosen object is copied first.
+    """
     objects = _expand_lists(documents, source)
     if not objects:
         raise InputError("no Kubernetes object found (empty List)", source=source)
@@ -216,7 +221,7 @@ def parse_documents(documents: list[Any], source: str, *, selector: str | None =
             raise InputError(f"no object matches '#{selector}'", source=source)
     workloads = [o for o in objects if _has_templates(o)]
     if len(workloads) == 1:
-        return _normalise(workloads[0], source)
+        return _normalise(workloads[0] if fresh else plain(workloads[0]), source)
     if len(workloads) > 1:
         names = ", ".join(_describe(o) for o in workloads[:5])
         raise InputError(
@@ -293,7 +298,7 @@ def _has_templates(obj: dict[str, Any]) -> bool:
 
 
 def _normalise(obj: dict[str, Any], source: str) -> Spec:
-    doc = copy.deepcopy(obj)
+    doc = obj  # fresh and unshared: edited in place
     kind = str(doc["kind"])
     api_version = doc.get("apiVersion")
     meta = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}

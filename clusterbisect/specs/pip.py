@@ -22,9 +22,19 @@ _OPTION = re.compile(r"^(?:-[a-zA-Z]\s*\S|--[a-z][a-z-]*)")
 _EGG = re.compile(r"[#&]egg=([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
+# ``name==1.2.3`` and friends, the bulk of any pip freeze: no need for the full parser.
+_SIMPLE = re.compile(
+    r"^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)\s*(?:===|==|~=|!=|<=|>=|<|>)\s*"
+    r"[A-Za-z0-9][A-Za-z0-9.*+!_-]*$"
+)
+
+
 def requirement_key(line: str) -> str:
     """The stable key of one requirement line: its canonical package name."""
     text = _strip_comment(line)
+    simple = _SIMPLE.match(text)
+    if simple:
+        return canonicalize_name(simple.group(1))
     if text.startswith("-"):
         egg = _EGG.search(text)
         return canonicalize_name(egg.group(1)) if egg else text
@@ -40,6 +50,8 @@ def is_requirement(line: str) -> bool:
     text = _strip_comment(line)
     if not text:
         return False
+    if _SIMPLE.match(text):
+        return True
     if text.startswith("-"):
         return _OPTION.match(text) is not None
     try:

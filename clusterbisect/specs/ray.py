@@ -7,11 +7,11 @@ API return; run bookkeeping (ids, status, times, driver info) is noise.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from clusterbisect.errors import InputError
 from clusterbisect.specs.model import RAY_JOB, Spec
+from clusterbisect.specs.yamlio import plain
 
 JOB_NOISE = frozenset(
     {
@@ -38,7 +38,7 @@ def is_ray_job(doc: dict[str, Any]) -> bool:
 
 def parse(doc: dict[str, Any], source: str) -> Spec:
     """Normalise a Ray job mapping into a spec (noise stripped, fields checked)."""
-    out = {k: copy.deepcopy(v) for k, v in doc.items() if k not in JOB_NOISE}
+    out = {k: plain(v) for k, v in doc.items() if k not in JOB_NOISE}
     entrypoint = out.get("entrypoint")
     if entrypoint is not None and not isinstance(entrypoint, str):
         raise InputError("expected a command string", source=source, field="entrypoint")

@@ -8,13 +8,13 @@ Keys: ``env.X``, ``packages.<name>`` (canonical name, value the version),
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from packaging.utils import canonicalize_name
 
 from clusterbisect.errors import InputError
 from clusterbisect.specs.model import SNAPSHOT, Spec
+from clusterbisect.specs.yamlio import plain
 
 MARKER = "clusterbisect_snapshot"
 SNAPSHOT_NOISE = frozenset({MARKER, "captured_at", "hostname", "duration_s"})
@@ -28,7 +28,7 @@ def is_snapshot(doc: dict[str, Any]) -> bool:
 
 def parse(doc: dict[str, Any], source: str) -> Spec:
     """Normalise a snapshot mapping into a spec."""
-    out = {k: copy.deepcopy(v) for k, v in doc.items() if k not in SNAPSHOT_NOISE}
+    out = {k: plain(v) for k, v in doc.items() if k not in SNAPSHOT_NOISE}
     env = out.get("env", {})
     if not isinstance(env, dict):
         raise InputError("expected a mapping", source=source, field="env")

@@ -19,6 +19,70 @@ class YAMLError(ValueError):
     """A YAML document could not be parsed; ``str()`` is one line with the position."""
 
 
+_STR_TAG = "tag:yaml.org,2002:str"
+_MAP_TAG = "tag:yaml.org,2002:map"
+_SEQ_TAG = "tag:yaml.org,2002:seq"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_ScalarNode = yaml.ScalarNode
+_MappingNode = yaml.MappingNode
+# First characters that an implicit tag (bool, int, float, null, timestamp...) can have.
+_RESOLVABLE_FIRST = frozenset(k for k in _Loader.yaml_implicit_resolvers if k)
+# Alias expansion ("billion laughs") must not blow up memory: cap the nodes built.
+MAX_NODES = 1_000_000
+
+
+class _FastLoader(_Loader):
+    """The safe loader with a memo for plain-scalar tags (keys like ``name`` and
+    ``value`` repeat thousands of times; resolving each costs a regex walk)."""
+
+    _tags: dict[str, str] = {}
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if self.yaml_path_resolvers:  # pragma: no cover - the safe loader has none
+            return super().resolve(kind, value, implicit)
+        if kind is _ScalarNode:
+            if not implicit[0]:
+                return _STR_TAG  # quoted: always a string
+            if value and value[0] not in _RESOLVABLE_FIRST:
+                return _STR_TAG  # no implicit type starts with this character
+            tag = self._tags.get(value)
+            if tag is None:
+                tag = super().resolve(kind, value, implicit)
+                if len(self._tags) < 100_000:
+                    self._tags[value] = tag
+            return tag
+        return _MAP_TAG if kind is _MappingNode else _SEQ_TAG
+
+
+class _Builder:
+    """Builds plain Python data from composed nodes, fast for the common tags.
+
+    Unlike the standard constructor, an alias yields a fresh copy, never a shared
+    object, so editing one place of a document cannot change another.
+    """
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+        self.budget = MAX_NODES
+
+    def build(self, node: Any) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            raise YAMLError(f"document too large (more than {MAX_NODES} nodes after aliases)")
+        cls = node.__class__
+        if cls is yaml.ScalarNode:
+            if node.tag == _STR_TAG:
+                return node.value
+            return self.loader.construct_object(node, deep=True)
+        if cls is yaml.SequenceNode and node.tag == _SEQ_TAG:
+            return [self.build(item) for item in node.value]
+        if cls is yaml.MappingNode and node.tag == _MAP_TAG:
+            if any(k.tag == _MERGE_TAG for k, _ in node.value):
+                return self.loader.construct_object(node, deep=True)
+            return {self.build(k): self.build(v) for k, v in node.value}
+        return self.loader.construct_object(node, deep=True)
+
+
 def _one_line(err: yaml.YAMLError) -> str:
     mark = getattr(err, "problem_mark", None)
     problem = getattr(err, "problem", None) or str(err).splitlines()[0]
@@ -28,12 +92,19 @@ def _one_line(err: yaml.YAMLError) -> str:
 
 def load_all_yaml(text: str) -> list[Any]:
     """All documents of ``text``; raises ``YAMLError`` with a one-line message."""
+    loader = _FastLoader(text)
     try:
-        return list(yaml.load_all(text, Loader=_Loader))
+        builder = _Builder(loader)
+        documents = []
+        while loader.check_node():
+            documents.append(builder.build(loader.get_node()))
+        return documents
     except yaml.YAMLError as err:
         raise YAMLError(_one_line(err)) from None
     except (ValueError, TypeError, RecursionError) as err:  # e.g. unhashable keys
         raise YAMLError(str(err).splitlines()[0] if str(err) else type(err).__name__) from None
+    finally:
+        loader.dispose()
 
 
 def load_yaml(text: str) -> Any:
