@@ -23,15 +23,14 @@ from clusterbisect.search.base import (
     SearchResult,
     Strategy,
     Subset,
+    answer_from,
+    runs_needed,
+    runs_to_start,
 )
 from clusterbisect.session import ProbeRecord, Session
 from clusterbisect.settings import apply_changes
 from clusterbisect.specs import load_spec
 from clusterbisect.specs.model import Spec
-
-# A deterministic request is answered by its first pass or fail; an unresolved run is
-# retried this many times before the strategy is told "unresolved".
-UNRESOLVED_RETRIES = 1
 
 
 @dataclass
@@ -125,25 +124,15 @@ class Engine:
     def runs_of(self, subset: Subset) -> list[ProbeRecord]:
         return self._runs.get(subset, [])
 
+    def outcomes_of(self, subset: Subset) -> list[Outcome]:
+        return [Outcome(r.outcome) for r in self.runs_of(subset)]
+
     def answer(self, request: ProbeRequest) -> ProbeAnswer | None:
         """The answer from the cache, or None if the request needs another run."""
-        outcomes = tuple(Outcome(r.outcome) for r in self.runs_of(request.subset))
-        if request.runs is not None:
-            if len(outcomes) < request.runs:
-                return None
-            return ProbeAnswer(_verdict(outcomes), outcomes)
-        definite = [o for o in outcomes if o is not Outcome.UNRESOLVED]
-        if definite:
-            return ProbeAnswer(definite[0], outcomes)
-        if len(outcomes) > UNRESOLVED_RETRIES:
-            return ProbeAnswer(Outcome.UNRESOLVED, outcomes)
-        return None
+        return answer_from(request, self.outcomes_of(request.subset))
 
     def runs_needed(self, request: ProbeRequest) -> int:
-        if self.answer(request) is not None:
-            return 0
-        have = len(self.runs_of(request.subset))
-        return 1 if request.runs is None else request.runs - have
+        return runs_needed(request, self.outcomes_of(request.subset))
 
     # --- driving --------------------------------------------------------------------
 
@@ -196,13 +185,7 @@ class Engine:
         """Run the missing runs of ``pending``, K at a time; journal each round."""
         if self.runner is None:
             raise RuntimeError("the engine needs a runner to execute probes")
-        wanted: list[ProbeRequest] = []
-        seen: set[Subset] = set()
-        for request in pending:
-            if request.subset in seen:
-                continue
-            seen.add(request.subset)
-            wanted.extend([request] * self.runs_needed(request))
+        wanted = runs_to_start(pending, self.outcomes_of)
         parallel = max(1, self.session.config.parallel)
         if max_probes is not None:
             wanted = wanted[: max(0, max_probes - len(self.records))]
@@ -303,12 +286,3 @@ class Engine:
         self.session.append(record)
         self._remember(record)
         return record
-
-
-def _verdict(outcomes: tuple[Outcome, ...]) -> Outcome:
-    """Summary of repeated runs: fail if any run failed, else pass if any passed."""
-    if Outcome.FAIL in outcomes:
-        return Outcome.FAIL
-    if Outcome.PASS in outcomes:
-        return Outcome.PASS
-    return Outcome.UNRESOLVED

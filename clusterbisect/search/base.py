@@ -12,7 +12,7 @@ Changes are identified by their index in the session's sorted change list.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -99,3 +99,54 @@ class Strategy(Protocol):
     def remaining_estimate(self) -> int | None:
         """Estimated probes still to go, for progress output; None if unknown."""
         ...
+
+
+# --- answering requests from runs (shared by the engine and the simulated oracle) ---
+
+# A deterministic request is answered by its first pass or fail; an unresolved run is
+# retried this many times before the strategy is told "unresolved".
+UNRESOLVED_RETRIES = 1
+
+
+def answer_from(request: ProbeRequest, outcomes: Sequence[Outcome]) -> ProbeAnswer | None:
+    """The answer ``outcomes`` (the runs of the request's subset so far) give, if any."""
+    runs = tuple(outcomes)
+    if request.runs is not None:
+        if len(runs) < request.runs:
+            return None
+        return ProbeAnswer(summary(runs), runs)
+    definite = [o for o in runs if o is not Outcome.UNRESOLVED]
+    if definite:
+        return ProbeAnswer(definite[0], runs)
+    if len(runs) > UNRESOLVED_RETRIES:
+        return ProbeAnswer(Outcome.UNRESOLVED, runs)
+    return None
+
+
+def runs_needed(request: ProbeRequest, outcomes: Sequence[Outcome]) -> int:
+    """How many more runs the request needs before it can be answered."""
+    if answer_from(request, outcomes) is not None:
+        return 0
+    return 1 if request.runs is None else request.runs - len(outcomes)
+
+
+def runs_to_start(
+    pending: Sequence[ProbeRequest], outcomes_of: Callable[[Subset], Sequence[Outcome]]
+) -> list[ProbeRequest]:
+    """One entry per run to start now; a subset asked for twice is run once."""
+    wanted: list[ProbeRequest] = []
+    seen: set[Subset] = set()
+    for request in pending:
+        if request.subset not in seen:
+            seen.add(request.subset)
+            wanted.extend([request] * runs_needed(request, outcomes_of(request.subset)))
+    return wanted
+
+
+def summary(outcomes: Sequence[Outcome]) -> Outcome:
+    """Repeated runs in one word: fail if any run failed, else pass if any passed."""
+    if Outcome.FAIL in outcomes:
+        return Outcome.FAIL
+    if Outcome.PASS in outcomes:
+        return Outcome.PASS
+    return Outcome.UNRESOLVED

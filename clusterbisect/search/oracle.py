@@ -23,14 +23,13 @@ from dataclasses import dataclass, field
 from clusterbisect.outcome import Outcome
 from clusterbisect.search.base import (
     INCONCLUSIVE,
-    ProbeAnswer,
-    ProbeRequest,
     SearchResult,
     Strategy,
     Subset,
+    answer_from,
+    runs_needed,
+    runs_to_start,
 )
-
-UNRESOLVED_RETRIES = 1  # as the engine
 
 
 @dataclass
@@ -87,28 +86,6 @@ class SimStats:
     batches: int = 0  # batches the strategy yielded
 
 
-def _answer(request: ProbeRequest, outcomes: list[Outcome]) -> ProbeAnswer | None:
-    runs = tuple(outcomes)
-    if request.runs is not None:
-        if len(runs) < request.runs:
-            return None
-        if Outcome.FAIL in runs:
-            return ProbeAnswer(Outcome.FAIL, runs)
-        return ProbeAnswer(Outcome.PASS if Outcome.PASS in runs else Outcome.UNRESOLVED, runs)
-    definite = [o for o in runs if o is not Outcome.UNRESOLVED]
-    if definite:
-        return ProbeAnswer(definite[0], runs)
-    if len(runs) > UNRESOLVED_RETRIES:
-        return ProbeAnswer(Outcome.UNRESOLVED, runs)
-    return None
-
-
-def _needed(request: ProbeRequest, outcomes: list[Outcome]) -> int:
-    if _answer(request, outcomes) is not None:
-        return 0
-    return 1 if request.runs is None else request.runs - len(outcomes)
-
-
 def simulate(
     strategy: Strategy,
     n: int,
@@ -119,15 +96,19 @@ def simulate(
     """Drive ``strategy`` over ``n`` changes against ``oracle``, as the engine would."""
     k = max(1, parallel)
     cache: dict[Subset, list[Outcome]] = {}
+
+    def outcomes_of(subset: Subset) -> list[Outcome]:
+        return cache.get(subset, [])
+
     probes = rounds = batches = 0
     search = strategy.search(n)
     try:
         batch = next(search)
         batches += 1
         while True:
-            pending = [r for r in batch if _needed(r, cache.get(r.subset, [])) > 0]
+            pending = [r for r in batch if runs_needed(r, outcomes_of(r.subset)) > 0]
             if not pending:
-                answers = [_answer(r, cache.get(r.subset, [])) for r in batch]
+                answers = [answer_from(r, outcomes_of(r.subset)) for r in batch]
                 batch = search.send([a for a in answers if a is not None])
                 batches += 1
                 continue
@@ -139,13 +120,7 @@ def simulate(
                     notes=[f"stopped early: the probe budget ({max_probes}) is spent"],
                 )
                 return SimStats(probes, rounds, result, batches)
-            wanted: list[Subset] = []
-            seen: set[Subset] = set()
-            for request in pending:
-                if request.subset in seen:
-                    continue
-                seen.add(request.subset)
-                wanted.extend([request.subset] * _needed(request, cache.get(request.subset, [])))
+            wanted = [r.subset for r in runs_to_start(pending, outcomes_of)]
             if max_probes is not None:
                 wanted = wanted[: max(0, max_probes - probes)]
             for start in range(0, len(wanted), k):
