@@ -239,25 +239,31 @@ def _merge_required_lists(
     bad: Spec,
     changes: list[Change],
 ) -> None:
-    """Replace every container being swapped out by one change of the whole list.
+    """Replace every container (or replica type) being swapped out by one change.
 
     A pod needs at least one container: when all of good's containers are removed,
     applying the removals without the additions would leave none. So the removals
-    and additions in that list become a single ``modified`` change of the list.
+    and additions in that list become a single ``modified`` change of the list. The
+    same holds for JobSet's replicatedJobs and a Kubeflow job's ``*ReplicaSpecs``.
     """
     by_list: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
     for path, (kind, _element, _inner) in collapsed.items():
-        if len(path) >= 2 and path[-2] in REQUIRED_NONEMPTY and kind == REMOVED:
+        if len(path) >= 2 and kind == REMOVED and _required(path[-2]):
             by_list.setdefault(path[:-1], []).append(path)
     for list_path, removed in by_list.items():
         good_list = resolve(good.document, list_path)
         bad_list = resolve(bad.document, list_path)
-        if not isinstance(good_list, list) or len(removed) < len(good_list) or not bad_list:
+        if not isinstance(good_list, list | dict) or len(removed) < len(good_list):
+            continue
+        if not bad_list:
             continue
         members = [p for p in collapsed if p[:-1] == list_path]
         inner = [s for p in members for s in collapsed[p][2]]
         element_key = collapsed[removed[0]][1].key
-        key = element_key[: element_key.rfind("[")]
+        if isinstance(good_list, dict):  # Kubeflow replica specs: keyed by their path
+            key = ".".join(str(seg) for seg in list_path)
+        else:
+            key = element_key[: element_key.rfind("[")]
         for p in members:
             del collapsed[p]
         changes.append(
@@ -271,6 +277,12 @@ def _merge_required_lists(
                 secret=any(_setting_secret(s) for s in inner),
             )
         )
+
+
+def _required(container_field: Any) -> bool:
+    return container_field in REQUIRED_NONEMPTY or (
+        isinstance(container_field, str) and container_field.endswith("ReplicaSpecs")
+    )
 
 
 def _new_element(
@@ -310,6 +322,8 @@ def _change(
 def _show(value: Any, width: int = 60) -> str:
     if value is None:
         return "(absent)"
+    if isinstance(value, str) and (not value or value != value.strip()):
+        return json.dumps(value)  # make empty and space-padded strings visible
     text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
     text = text.replace("\n", "\\n")
     return text if len(text) <= width else text[: width - 3] + "..."

@@ -285,3 +285,16 @@ def test_render_table_groups_by_category() -> None:
     assert headers == ["image (1)", "env (4)", "resources (1)", "system (1)"]
     assert any("+ containers[trainer].env.NCCL_P2P_LEVEL" in ln for ln in lines)
     assert render_table([], "a", "b") == "no differences between a and b\n"
+
+
+def test_swapping_every_replica_type_is_one_change() -> None:
+    def master_only(doc: dict) -> None:
+        del doc["spec"]["pytorchReplicaSpecs"]["Worker"]
+
+    def worker_only(doc: dict) -> None:
+        del doc["spec"]["pytorchReplicaSpecs"]["Master"]
+
+    good, bad = edited("pytorchjob.yaml", master_only), edited("pytorchjob.yaml", worker_only)
+    changes = diff(good, bad)
+    assert [(c.key, c.change) for c in changes] == [("spec.pytorchReplicaSpecs", "modified")]
+    assert list(apply_changes(good, changes).document["spec"]["pytorchReplicaSpecs"]) == ["Worker"]

@@ -441,3 +441,38 @@ def test_property_rayjob_runtime_env_yaml(
     reloaded = parse_spec(yaml.safe_dump(probe.document), "probe.yaml")
     assert reloaded.kind == "RayJob"
     assert values(reloaded) == values(probe)
+
+
+@st.composite
+def pytorch_jobs(draw: st.DrawFn) -> dict[str, Any]:
+    roles = draw(st.lists(st.sampled_from(["Master", "Worker"]), min_size=1, unique=True))
+    replica_specs = {
+        role: {
+            "replicas": draw(st.integers(1, 4)),
+            "restartPolicy": "OnFailure",
+            "template": {"spec": {"containers": draw(containers())}},
+        }
+        for role in roles
+    }
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": "pt", "uid": draw(st.uuids()).hex},
+        "spec": {"pytorchReplicaSpecs": replica_specs},
+    }
+
+
+@PROPERTY
+@given(pytorch_jobs(), pytorch_jobs(), st.data())
+def test_property_pytorchjob_apply(good_doc: dict, bad_doc: dict, data: st.DataObject) -> None:
+    good, bad = as_spec(good_doc, "good.yaml"), as_spec(bad_doc, "bad.yaml")
+    changes = diff(good, bad)
+    assert values(apply_changes(good, changes)) == values(bad)
+    assert apply_changes(good, []).document == good.document
+    probe = apply_changes(good, draw_subset(data, changes))
+    # still a PyTorchJob with at least one replica type, each with a container
+    reloaded = as_spec(probe.document, "probe.yaml")
+    assert reloaded.kind == "PyTorchJob"
+    assert values(reloaded) == values(probe)
+    for replica in probe.document["spec"]["pytorchReplicaSpecs"].values():
+        assert replica["template"]["spec"]["containers"]

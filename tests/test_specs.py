@@ -406,3 +406,31 @@ def test_load_specs_in_parallel_matches_sequential(
         specs.load_specs([fixture("job_v1.yaml"), str(broken)])  # error from the child
     with pytest.raises(InputError, match=r"broken\.yaml: binary"):
         specs.load_specs([str(broken), str(tmp_path / "missing.yaml")])  # first one first
+
+
+def test_snapshot_probe_output_loads_and_diffs(tmp_path: Path) -> None:
+    """probes/snapshot.py run for real twice; the diff shows what differs."""
+    import os
+    import subprocess
+    import sys
+
+    from clusterbisect.diff import diff
+
+    probe = Path(__file__).parent.parent / "probes" / "snapshot.py"
+    outputs = []
+    for value in ("1", "2"):
+        out = tmp_path / f"snap{value}.json"
+        env = {**os.environ, "CB_SNAPSHOT_TEST": value}
+        subprocess.run([sys.executable, str(probe), "--output", str(out)], env=env, check=True)
+        outputs.append(out)
+    raw = json.loads(outputs[0].read_text())
+    assert raw["clusterbisect_snapshot"] == 1
+    assert raw["python"]["version"] == ".".join(map(str, sys.version_info[:3]))
+    assert raw["cpu"]["count"] == os.cpu_count()
+    assert "pyyaml" in {k.lower() for k in raw["packages"]}
+    assert raw["shm"]["present"] is Path("/dev/shm").exists()
+    assert isinstance(raw["ulimits"]["nofile"], list)
+    assert "present" in raw["gpu"]
+    good, bad = load_spec(str(outputs[0])), load_spec(str(outputs[1]))
+    assert good.format == "snapshot"
+    assert [(c.key, c.good, c.bad) for c in diff(good, bad)] == [("env.CB_SNAPSHOT_TEST", "1", "2")]
