@@ -118,7 +118,7 @@ def parse_spec(text: str, source: str, *, selector: str | None = None) -> Spec:
     stripped = text.lstrip("\ufeff \t\r\n")
     if stripped[:1] in ("{", "["):
         documents = _parse_json_or_yaml(text, source)
-        return _from_documents(documents, source, selector, text)
+        return _from_documents(documents, source, selector)
     line_format = _line_format(text)
     if line_format == "env":
         return envfile.parse(text, source)
@@ -128,7 +128,7 @@ def parse_spec(text: str, source: str, *, selector: str | None = None) -> Spec:
         documents = load_all_yaml(text)
     except YAMLError as err:
         raise InputError(f"invalid YAML: {err}", source=source) from None
-    return _from_documents(documents, source, selector, text)
+    return _from_documents(documents, source, selector)
 
 
 def _split_selector(source: str) -> tuple[str, str | None]:
@@ -193,7 +193,7 @@ def _line_format(text: str) -> str | None:
     return None
 
 
-def _from_documents(documents: list[Any], source: str, selector: str | None, text: str) -> Spec:
+def _from_documents(documents: list[Any], source: str, selector: str | None) -> Spec:
     # The YAML builder and json.loads give fresh data, aliases unshared.
     documents = [d for d in documents if d is not None]
     if (
