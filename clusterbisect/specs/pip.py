@@ -11,11 +11,27 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from packaging.requirements import InvalidRequirement, Requirement
-from packaging.utils import canonicalize_name
-
 from clusterbisect.errors import InputError
 from clusterbisect.specs.model import PIP, Spec
+
+_SEPARATORS = re.compile(r"[-_.]+")
+
+
+def canonicalize_name(name: str) -> str:
+    """PEP 503 normalised name (as ``packaging.utils.canonicalize_name``, which is
+    slower to import: ``diff`` start-up time matters)."""
+    return _SEPARATORS.sub("-", name).lower()
+
+
+def _parse_requirement(text: str) -> str | None:
+    """The package name of a PEP 508 requirement, None when ``text`` is not one."""
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    try:
+        return Requirement(text).name
+    except InvalidRequirement:
+        return None
+
 
 _NAME = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(.*)$", re.DOTALL)
 _OPTION = re.compile(r"^(?:-[a-zA-Z]\s*\S|--[a-z][a-z-]*)")
@@ -38,11 +54,11 @@ def requirement_key(line: str) -> str:
     if text.startswith("-"):
         egg = _EGG.search(text)
         return canonicalize_name(egg.group(1)) if egg else text
-    try:
-        return canonicalize_name(Requirement(text).name)
-    except InvalidRequirement:
-        egg = _EGG.search(text)
-        return canonicalize_name(egg.group(1)) if egg else text
+    name = _parse_requirement(text)
+    if name is not None:
+        return canonicalize_name(name)
+    egg = _EGG.search(text)
+    return canonicalize_name(egg.group(1)) if egg else text
 
 
 def is_requirement(line: str) -> bool:
@@ -54,11 +70,7 @@ def is_requirement(line: str) -> bool:
         return True
     if text.startswith("-"):
         return _OPTION.match(text) is not None
-    try:
-        Requirement(text)
-    except InvalidRequirement:
-        return False
-    return True
+    return _parse_requirement(text) is not None
 
 
 def looks_like_pip(lines: list[str]) -> bool:

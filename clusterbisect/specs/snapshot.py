@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from packaging.utils import canonicalize_name
-
 from clusterbisect.errors import InputError
 from clusterbisect.specs.model import SNAPSHOT, Spec
+from clusterbisect.specs.pip import canonicalize_name
 from clusterbisect.specs.yamlio import plain
 
 MARKER = "clusterbisect_snapshot"
