@@ -160,7 +160,7 @@ def _read_text(path: str) -> str:
             source=path,
         )
     try:
-        return data.decode("utf-8")
+        return data.decode("utf-8-sig")  # a leading BOM is not content
     except UnicodeDecodeError:
         raise InputError(
             "binary or non-UTF-8 content, expected a text job spec (YAML, JSON, env, pip)",
