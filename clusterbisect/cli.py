@@ -117,26 +117,6 @@ def _signature_options(func: Any) -> Any:
     return func
 
 
-def _signature(
-    fail_on: str | None,
-    fail_exit_code: int | None,
-    fail_reason: str | None,
-    hang_is_failure: bool,
-) -> dict[str, Any]:
-    from clusterbisect.outcome import FailureSignature
-
-    if fail_on:
-        import re
-
-        try:
-            re.compile(fail_on)
-        except re.error as err:
-            raise click.BadParameter(
-                f"not a valid regular expression: {err}", param_hint="--fail-on"
-            ) from None
-    return FailureSignature(fail_on, fail_exit_code, fail_reason, hang_is_failure).to_dict()
-
-
 @cli.command(context_settings={"ignore_unknown_options": False})
 @click.argument("good")
 @click.argument("bad")
@@ -217,53 +197,45 @@ def run(
     from pathlib import Path
 
     from clusterbisect import workflow
-    from clusterbisect.session import SessionConfig
 
-    if hang_is_failure and not timeout:
-        raise click.UsageError("--hang-is-failure needs --timeout")
     if backend == "local" and not command and not dry_run:
         raise click.UsageError(
             "the local backend needs the probe workload after `--`, "
             "e.g. clusterbisect run good.yaml bad.yaml -- python train.py"
         )
-    backend_options: dict[str, Any] = {}
-    if backend == "ray":
-        backend_options = _drop_none(
+    config = workflow.new_config(
+        good=good,
+        bad=bad,
+        backend=backend,
+        command=list(command) or None,
+        fail_on=fail_on,
+        fail_exit_code=fail_exit_code,
+        fail_reason=fail_reason,
+        timeout=timeout,
+        hang_is_failure=hang_is_failure,
+        ignore=list(ignore),
+        container=container,
+        parallel=parallel,
+        clean_env=clean_env,
+        max_probes=max_probes,
+        max_time=max_time,
+        flaky=flaky,
+        confidence=confidence,
+        baseline_runs=baseline_runs,
+        backend_options=_backend_options(
+            backend,
             address=ray_address,
             entrypoint_num_cpus=entrypoint_num_cpus,
             entrypoint_num_gpus=entrypoint_num_gpus,
             entrypoint_memory=entrypoint_memory,
-        )
-    elif backend == "kubernetes":
-        backend_options = _drop_none(
             kubeconfig=kubeconfig,
             context=kube_context,
             namespace=namespace,
             command=k8s_command,
             args=k8s_args,
             probe=probe_name,
-            dry_run=dry_run or "none",
-        )
-    # Without --flaky, repeated baselines that disagree switch to the flaky strategy.
-    strategy_options = {"confidence": confidence, "baseline_runs": baseline_runs}
-    config = SessionConfig(
-        good="",
-        bad="",
-        good_source=good,
-        bad_source=bad,
-        backend=backend,
-        command=list(command) or None,
-        signature=_signature(fail_on, fail_exit_code, fail_reason, hang_is_failure),
-        parallel=parallel,
-        timeout_s=timeout,
-        ignore=list(ignore),
-        container=container,
-        clean_env=clean_env,
-        max_probes=max_probes,
-        max_time_s=max_time,
-        strategy="flaky" if flaky else "auto",
-        strategy_options=strategy_options,
-        backend_options=backend_options,
+        ),
+        dry_run=dry_run,
     )
     session = workflow.create_session(config, Path(state_dir) if state_dir else None)
     if dry_run:
@@ -321,8 +293,17 @@ def report(state_dir: str, fmt: str) -> None:
         click.echo(reporting.render_text(result))
 
 
-def _drop_none(**values: Any) -> dict[str, Any]:
-    return {k: v for k, v in values.items() if v is not None}
+# Which CLI options belong to which backend's options dataclass.
+_BACKEND_OPTION_NAMES = {
+    "ray": ("address", "entrypoint_num_cpus", "entrypoint_num_gpus", "entrypoint_memory"),
+    "kubernetes": ("kubeconfig", "context", "namespace", "command", "args", "probe"),
+}
+
+
+def _backend_options(backend: str, **values: Any) -> dict[str, Any]:
+    """The given options of ``backend`` (the others' options are ignored)."""
+    names = _BACKEND_OPTION_NAMES.get(backend, ())
+    return {k: v for k, v in values.items() if k in names and v is not None}
 
 
 def _progress(quiet: bool) -> Any:
@@ -536,19 +517,9 @@ def step_start(
     """
     from pathlib import Path
 
-    from clusterbisect import stepmode
+    from clusterbisect import stepmode, workflow
 
-    if hang_is_failure and not timeout:
-        raise click.UsageError("--hang-is-failure needs --timeout")
-    _signature(fail_on, fail_exit_code, fail_reason, hang_is_failure)  # validates --fail-on
-    backend_options: dict[str, Any] = {}
-    if backend == "ray":
-        backend_options = _drop_none(address=ray_address)
-    elif backend == "kubernetes":
-        backend_options = _drop_none(
-            kubeconfig=kubeconfig, context=kube_context, namespace=namespace
-        )
-    config = stepmode.new_config(
+    config = workflow.new_config(
         good=good,
         bad=bad,
         backend=backend,
@@ -562,7 +533,13 @@ def step_start(
         container=container,
         parallel=parallel,
         clean_env=clean_env,
-        backend_options=backend_options,
+        backend_options=_backend_options(
+            backend,
+            address=ray_address,
+            kubeconfig=kubeconfig,
+            context=kube_context,
+            namespace=namespace,
+        ),
     )
     started = stepmode.start(config, Path(state_dir) if state_dir else None)
     if as_json:

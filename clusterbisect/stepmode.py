@@ -111,7 +111,7 @@ def locate(session: Session) -> Position:
     """Replay the journal and stop at the first probe without an answer."""
     from clusterbisect import workflow
 
-    runner = render_runner(session)
+    runner = workflow.runner_for(session, render_only=True)
     try:
         engine = workflow.engine_for(session, runner)
         outcome = engine.drive(execute=False)
@@ -119,29 +119,6 @@ def locate(session: Session) -> Position:
         runner.close()
         raise
     return Position(session, engine, runner, outcome)
-
-
-def render_runner(session: Session) -> Runner:
-    """The session's runner, for rendering and deciding what is testable only.
-
-    The step mode launches nothing, so a Kubernetes runner renders as in a client dry
-    run: no cluster connection is needed to show the next probe's Job.
-    """
-    from clusterbisect.runners import make_runner
-
-    config = session.config
-    options = dict(config.backend_options)
-    if config.backend == "kubernetes":
-        options["dry_run"] = "client"
-    return make_runner(
-        config.backend,
-        state_dir=session.state_dir,
-        parallel=config.parallel,
-        container=config.container,
-        clean_env=config.clean_env,
-        timeout_s=config.timeout_s,
-        options=options,
-    )
 
 
 def _with_position(session: Session, func: Any) -> Any:
@@ -153,69 +130,6 @@ def _with_position(session: Session, func: Any) -> Any:
 
 
 # --- start ------------------------------------------------------------------------------
-
-
-def new_config(
-    *,
-    good: str,
-    bad: str,
-    backend: str = "local",
-    command: list[str] | None = None,
-    fail_on: str | None = None,
-    fail_exit_code: int | None = None,
-    fail_reason: str | None = None,
-    timeout: float | None = None,
-    hang_is_failure: bool = False,
-    ignore: list[str] | tuple[str, ...] = (),
-    container: str | None = None,
-    parallel: int = 1,
-    clean_env: bool = False,
-    max_probes: int | None = None,
-    max_time: float | None = None,
-    flaky: bool = False,
-    confidence: float = 0.99,
-    baseline_runs: int = 1,
-    backend_options: dict[str, Any] | None = None,
-    dry_run: str | None = None,
-) -> SessionConfig:
-    """A session's configuration, with the same options and defaults as ``run``."""
-    import re
-
-    from clusterbisect.outcome import FailureSignature
-    from clusterbisect.runners import BACKENDS
-
-    if backend not in BACKENDS:
-        raise InputError(f"unknown backend {backend!r}; expected {', '.join(BACKENDS)}")
-    if hang_is_failure and not timeout:
-        raise InputError("hang_is_failure needs a timeout", field="timeout")
-    if fail_on:
-        try:
-            re.compile(fail_on)
-        except re.error as err:
-            raise InputError(f"not a valid regular expression: {err}", field="fail_on") from None
-    options = dict(backend_options or {})
-    if backend == "kubernetes":
-        options["dry_run"] = dry_run or "none"
-    return SessionConfig(
-        good="",
-        bad="",
-        good_source=good,
-        bad_source=bad,
-        backend=backend,
-        command=list(command) if command else None,
-        signature=FailureSignature(fail_on, fail_exit_code, fail_reason, hang_is_failure).to_dict(),
-        parallel=parallel,
-        timeout_s=timeout,
-        ignore=list(ignore),
-        container=container,
-        clean_env=clean_env,
-        max_probes=max_probes,
-        max_time_s=max_time,
-        # Without flaky, repeated baselines that disagree switch to the flaky strategy.
-        strategy="flaky" if flaky else "auto",
-        strategy_options={"confidence": confidence, "baseline_runs": baseline_runs},
-        backend_options=options,
-    )
 
 
 def start(config: SessionConfig, state_dir: Path | None) -> dict[str, Any]:

@@ -19,7 +19,7 @@ import yaml
 
 from clusterbisect.diff import diff
 from clusterbisect.engine import Engine, Progress, prepare
-from clusterbisect.errors import Interrupted
+from clusterbisect.errors import InputError, Interrupted
 from clusterbisect.outcome import FailureSignature, Outcome
 from clusterbisect.report import build_result
 from clusterbisect.runners import make_runner
@@ -39,6 +39,68 @@ def make_strategy(config: SessionConfig) -> Strategy:
     from clusterbisect.search.auto import AutoStrategy
 
     return AutoStrategy(parallel=config.parallel, **options)
+
+
+def new_config(
+    *,
+    good: str,
+    bad: str,
+    backend: str = "local",
+    command: list[str] | None = None,
+    fail_on: str | None = None,
+    fail_exit_code: int | None = None,
+    fail_reason: str | None = None,
+    timeout: float | None = None,
+    hang_is_failure: bool = False,
+    ignore: list[str] | tuple[str, ...] = (),
+    container: str | None = None,
+    parallel: int = 1,
+    clean_env: bool = False,
+    max_probes: int | None = None,
+    max_time: float | None = None,
+    flaky: bool = False,
+    confidence: float = 0.99,
+    baseline_runs: int = 1,
+    backend_options: dict[str, Any] | None = None,
+    dry_run: str | None = None,
+) -> SessionConfig:
+    """A session's configuration from the options of ``run`` and ``start`` (and their tools)."""
+    import re
+
+    from clusterbisect.runners import BACKENDS
+
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}; expected {', '.join(BACKENDS)}")
+    if hang_is_failure and not timeout:
+        raise InputError("hang_is_failure needs a timeout", field="timeout")
+    if fail_on:
+        try:
+            re.compile(fail_on)
+        except re.error as err:
+            raise InputError(f"not a valid regular expression: {err}", field="fail_on") from None
+    options = dict(backend_options or {})
+    if backend == "kubernetes":
+        options["dry_run"] = dry_run or "none"
+    return SessionConfig(
+        good="",
+        bad="",
+        good_source=good,
+        bad_source=bad,
+        backend=backend,
+        command=list(command) if command else None,
+        signature=FailureSignature(fail_on, fail_exit_code, fail_reason, hang_is_failure).to_dict(),
+        parallel=parallel,
+        timeout_s=timeout,
+        ignore=list(ignore),
+        container=container,
+        clean_env=clean_env,
+        max_probes=max_probes,
+        max_time_s=max_time,
+        # Without flaky, repeated baselines that disagree switch to the flaky strategy.
+        strategy="flaky" if flaky else "auto",
+        strategy_options={"confidence": confidence, "baseline_runs": baseline_runs},
+        backend_options=options,
+    )
 
 
 def create_session(config: SessionConfig, state_dir: Path | None) -> Session:
@@ -72,8 +134,14 @@ def _live_text(source: str, config: SessionConfig) -> str | None:
     return k8s_backend.live_spec_text(source, connection)
 
 
-def runner_for(session: Session) -> Runner:
+def runner_for(session: Session, render_only: bool = False) -> Runner:
+    """The session's runner. ``render_only`` (the step mode, which launches nothing)
+    makes a Kubernetes runner render as in a client dry run, so no cluster is needed.
+    """
     config = session.config
+    options = dict(config.backend_options)
+    if render_only and config.backend == "kubernetes":
+        options["dry_run"] = "client"
     return make_runner(
         config.backend,
         state_dir=session.state_dir,
@@ -81,7 +149,7 @@ def runner_for(session: Session) -> Runner:
         container=config.container,
         clean_env=config.clean_env,
         timeout_s=config.timeout_s,
-        options=config.backend_options,
+        options=options,
     )
 
 

@@ -184,7 +184,7 @@ START_INPUT = _obj(SESSION, ("good", "bad"))
 
 def session_config(args: dict[str, Any]) -> Any:
     """A SessionConfig from tool arguments (the same options as `run` and `start`)."""
-    from clusterbisect.stepmode import new_config
+    from clusterbisect.workflow import new_config
 
     return new_config(
         good=args["good"],
