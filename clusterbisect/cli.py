@@ -142,8 +142,32 @@ def _signature_options(func: Any) -> Any:
 @click.option("--max-probes", type=click.IntRange(1), help="Stop after this many probes.")
 @click.option("--max-time", type=float, metavar="SECONDS", help="Stop after this long.")
 @click.option("--flaky", is_flag=True, help="Use the flake-aware strategy.")
-@click.option("--confidence", type=click.FloatRange(0.5, 0.99999), default=0.99, show_default=True)
-@click.option("--baseline-runs", type=click.IntRange(1, 100), default=1, show_default=True)
+@click.option(
+    "--confidence",
+    type=click.FloatRange(0.5, 0.99999),
+    default=0.99,
+    show_default=True,
+    help="Flaky: stop when the best candidate is this likely.",
+)
+@click.option(
+    "--baseline-runs",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="Run each baseline N times; if they disagree, switch to the flaky strategy.",
+)
+@click.option(
+    "--repro-rate",
+    type=click.FloatRange(0.01, 1.0),
+    metavar="P",
+    help="Flaky: how often the bad spec fails, if known (else learned).",
+)
+@click.option(
+    "--background-rate",
+    type=click.FloatRange(0.0, 0.99),
+    metavar="Q",
+    help="Flaky: how often the good spec fails, if known (else learned).",
+)
 @click.option("--ray-address", envvar="RAY_ADDRESS", help="Ray: an existing cluster.")
 @click.option("--entrypoint-num-cpus", type=float, help="Ray: CPUs per probe job.")
 @click.option("--entrypoint-num-gpus", type=float, help="Ray: GPUs per probe job.")
@@ -177,6 +201,8 @@ def run(
     flaky: bool,
     confidence: float,
     baseline_runs: int,
+    repro_rate: float | None,
+    background_rate: float | None,
     ray_address: str | None,
     entrypoint_num_cpus: float | None,
     entrypoint_num_gpus: float | None,
@@ -222,6 +248,8 @@ def run(
         flaky=flaky,
         confidence=confidence,
         baseline_runs=baseline_runs,
+        repro_rate=repro_rate,
+        background_rate=background_rate,
         backend_options=_backend_options(
             backend,
             address=ray_address,

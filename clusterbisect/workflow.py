@@ -61,6 +61,8 @@ def new_config(
     flaky: bool = False,
     confidence: float = 0.99,
     baseline_runs: int = 1,
+    repro_rate: float | None = None,
+    background_rate: float | None = None,
     backend_options: dict[str, Any] | None = None,
     dry_run: str | None = None,
 ) -> SessionConfig:
@@ -78,6 +80,16 @@ def new_config(
             re.compile(fail_on)
         except re.error as err:
             raise InputError(f"not a valid regular expression: {err}", field="fail_on") from None
+    strategy_options: dict[str, Any] = {"confidence": confidence, "baseline_runs": baseline_runs}
+    if repro_rate is not None:
+        strategy_options["p"] = repro_rate
+    if background_rate is not None:
+        strategy_options["q"] = background_rate
+    if repro_rate is not None and background_rate is not None and background_rate >= repro_rate:
+        raise InputError(
+            f"must be below the reproduction rate {repro_rate:g}, got {background_rate:g}",
+            field="background_rate",
+        )
     options = dict(backend_options or {})
     if backend == "kubernetes":
         options["dry_run"] = dry_run or "none"
@@ -98,7 +110,7 @@ def new_config(
         max_time_s=max_time,
         # Without flaky, repeated baselines that disagree switch to the flaky strategy.
         strategy="flaky" if flaky else "auto",
-        strategy_options={"confidence": confidence, "baseline_runs": baseline_runs},
+        strategy_options=strategy_options,
         backend_options=options,
     )
 

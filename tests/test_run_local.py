@@ -287,3 +287,34 @@ def test_dry_run_renders_the_plan_without_secrets(tmp_path):
     written = "".join(p.read_text() for p in (state / "dry-run").glob("*.yaml"))
     assert "VAR_000: good" in written
     assert "s3cr3t" not in proc.stdout + proc.stderr + written
+
+
+def test_disagreeing_baselines_switch_to_the_flaky_strategy(tmp_path):
+    good, bad = write_env_pair(tmp_path, 12)
+    # Fails every other run when VAR_005 is bad: a flaky crash, but a deterministic test.
+    (tmp_path / "work.py").write_text(
+        "import os, sys, pathlib\n"
+        f"counter = pathlib.Path({str(tmp_path / 'count')!r})\n"
+        "n = int(counter.read_text()) + 1 if counter.exists() else 1\n"
+        "counter.write_text(str(n))\n"
+        "if os.environ.get('VAR_005') == 'bad' and n % 2 == 0:\n"
+        "    print('RuntimeError: CUDA error'); sys.exit(1)\n"
+    )
+    proc, result = bisect(tmp_path, good, bad, "", "--baseline-runs", "4")
+    assert result["strategy"] == "flaky"
+    baselines = [p for p in result["probes"] if p["purpose"].startswith("baseline")]
+    assert len(baselines) == 8
+    assert result["status"] == "found", result["notes"]
+    assert culprit_keys(result) == [["env.VAR_005"]]
+    assert 0.3 <= result["estimates"]["p"] <= 0.8  # half the runs fail; the prior pulls up
+    assert proc.returncode == 0
+
+
+def test_steady_baselines_keep_the_deterministic_strategy(tmp_path):
+    good, bad = write_env_pair(tmp_path, 12)
+    proc, result = bisect(tmp_path, good, bad, "VAR_007", "--baseline-runs", "3")
+    assert result["strategy"] == "bisection"
+    assert culprit_keys(result) == [["env.VAR_007"]]
+    assert proc.returncode == 0
+    # 6 baseline runs, then the search reuses them: ceil(log2 12) + 2 confirmations more.
+    assert result["probe_count"] <= 6 + 4 + 2
