@@ -109,7 +109,7 @@ class FailureSignature:
         pattern = self.compiled()
         return not (pattern and not pattern.search(run.output))
 
-    def observed(self, run: RunResult, max_chars: int = 300) -> str:
+    def observed(self, run: RunResult, max_chars: int = 160) -> str:
         """A short description of the failure as seen in ``run`` (for the report)."""
         bits = []
         if run.timed_out:
