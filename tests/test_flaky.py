@@ -82,6 +82,64 @@ def test_posterior_with_learned_rates_is_beta_binomial() -> None:
     assert 0.5 < p_hat < 1.0 and 0.0 < q_hat < 0.1
 
 
+def test_posterior_with_mass_on_q_zero() -> None:
+    # p ~ Beta(2, 1); q = 0 with prior mass 0.7, else Beta(1, 19). Two changes.
+    line = Line(
+        frozenset(),
+        (0, 1),
+        prior_alone=0.0,
+        prior_none=0.0,
+        p_prior=(2, 1),
+        q_prior=(1, 19),
+        q_zero=0.7,
+    )
+    line.observe(1, fails=1, passes=0)  # {0} fails once
+    line.update()
+    # Change 0: the fail is inside, E[p] = 2/3; no run outside, so the q part is 1.
+    # Change 1: the fail is outside; q = 0 cannot fail, so only 0.3 * E[q] = 0.3 / 20.
+    a, b = 2 / 3, 0.3 / 20
+    assert position_probs(line)[1] == pytest.approx(a / (a + b))
+    # Then {0} passes once: change 0 now has 1 fail, 1 pass inside (2/3 * 1/4);
+    # change 1 has them outside: the Beta part only, 1/20 * 19/21.
+    line.observe(1, fails=1, passes=1)
+    line.update()
+    a, b = (2 / 3) * (1 / 4), 0.3 * (1 / 20) * (19 / 21)
+    assert position_probs(line)[1] == pytest.approx(a / (a + b))
+    # q's posterior mean: under change 0 no run is outside it, so the prior's, 0.3 / 20;
+    # under change 1 the fail rules out q = 0: the Beta's (1 + 1) / (20 + 2).
+    w0 = a / (a + b)
+    _p_hat, q_hat = line.estimates()
+    assert q_hat == pytest.approx(w0 * 0.3 / 20 + (1 - w0) * 2 / 22)
+    # Mass on q = 0 carried to a following search: 0.7 under change 0, 0 under change 1.
+    assert line.learned_points()[1] == pytest.approx(w0 * 0.7)
+
+
+def test_a_pass_outside_keeps_q_zero_alive() -> None:
+    # Mass 0.5 on q = 0; one change and the flake hypothesis. The probe {} (cut 0)
+    # passes 3 times: under "change 0" those runs are outside it, and q = 0 predicts
+    # them with 1, the Beta(1, 19) part with 19/20 * 20/21 * 21/22 = 19/22.
+    line = Line(
+        frozenset(), (0,), prior_alone=0.0, prior_none=0.5, p=0.5, q_prior=(1, 19), q_zero=0.5
+    )
+    line.observe(0, fails=0, passes=3)
+    line.observe(1, fails=1, passes=0)
+    line.update()
+    culprit = 0.5 * 0.5 * (0.5 + 0.5 * 19 / 22)
+    # Flake: every run outside, one fail: the Beta part only, 1/20 * (19/21)(20/22)(21/23)
+    # in some order; the Beta-binomial of 1 fail in 4 runs is B(2, 22) / B(1, 19).
+    flake = (
+        0.5
+        * 0.5
+        * math.exp(
+            math.lgamma(2)
+            + math.lgamma(22)
+            - math.lgamma(24)
+            - (math.lgamma(1) + math.lgamma(19) - math.lgamma(20))
+        )
+    )
+    assert position_probs(line)[1] == pytest.approx(culprit / (culprit + flake))
+
+
 def test_line_maps_prefix_subsets_to_cuts() -> None:
     line = Line(frozenset({9}), (4, 2, 7), prior_alone=0.5, prior_none=0.01)
     assert line.subset(2) == frozenset({9, 4, 2})
@@ -194,7 +252,8 @@ def test_finds_a_flaky_culprit_with_unknown_rates(seed: int) -> None:
     culprit = (7 * seed + 3) % 48
     stats = simulate(FlakyStrategy(), 48, SimOracle.single(culprit, p=0.5, q=0.0, seed=seed))
     assert found_exactly(stats.result, [{culprit}]), stats.result
-    assert 0.3 < stats.result.estimates["p"] < 0.8
+    # Learned from the runs seen: a lucky streak of fails (seed 4: 18 runs) reads high.
+    assert 0.3 < stats.result.estimates["p"] < 0.95
     assert stats.result.culprits[0].confidence >= 0.9
 
 
@@ -243,7 +302,9 @@ def test_a_flake_is_not_reproducible(given: bool) -> None:
     batches, result = drive(strategy, 16, answer)
     assert result.status == NOT_REPRODUCIBLE, result
     assert not result.culprits
-    assert sum(len(b) for b in batches) < 60
+    # Learned rates put prior mass on q = 0, which the one failure outside every
+    # culprit rules out for the flake hypothesis: it takes more clean runs (71 here).
+    assert sum(len(b) for b in batches) < (60 if given else 80)
 
 
 def test_a_failing_good_spec_is_baseline_failed() -> None:

@@ -31,9 +31,15 @@ posterior mass is a cumulative sum, so choosing a cut is a binary search.) A bat
 K probes is chosen greedily by the joint information gain of the batch, computed
 exactly over its outcomes; a cut may be chosen twice (two runs of the same probe).
 
-**Unknown p and q.** Without given values, p and q get Beta priors and are integrated
-out per hypothesis (a Beta-binomial marginal likelihood), so repeated baselines
-(``baseline_runs``) and every probe sharpen them.
+**Unknown p and q.** Without given values, p and q are integrated out per hypothesis
+(exact Bayesian averaging, not plugged-in estimates), so repeated baselines
+(``baseline_runs``) and every probe sharpen them. p has a Beta prior. q has a mixture
+prior: mass ``Q_ZERO`` on q = 0 exactly, the rest a Beta. While no run without the
+culprit has failed, q = 0 keeps its mass and a single failure of a probe is nearly
+decisive against the positions outside it, as with a given q = 0; the first such
+failure rules q = 0 out for that hypothesis, which then falls back on the Beta (a
+Beta-binomial marginal likelihood). The mixture's masses are carried to later
+searches (:meth:`Line.learned_points`).
 
 **Confirmation.** When the search for a culprit has reached ``confidence``, the bad
 spec without the culprits found so far is run until it is clean: with no failure in
@@ -75,6 +81,14 @@ RATE_FLOOR = 1e-4
 # Beta priors when p and q are learned: p leans high (a reproducible failure), q low.
 P_PRIOR = (3.0, 1.0)
 Q_PRIOR = (1.0, 19.0)
+# Prior masses of the exact rates p = 1 (a deterministic failure) and q = 0 (no
+# background failures); the rest of each prior is the Beta above. With mass on q = 0,
+# a single failure of a probe is nearly decisive until a failure without a culprit
+# is seen. Measured (benchmarks/README.md): 0.7 on q = 0 saves ~12 runs at p = 0.5,
+# q = 0, n = 1,000; 0.9 breaks q = 0.05 accuracy; any mass on p = 1 cost accuracy at
+# q = 0.05 and saved only ~2 runs at p = 1, so it is 0.
+P_ONE = 0.0
+Q_ZERO = 0.7
 
 # Prior masses of the special positions (see the module docstring).
 FIRST_GOOD_FAILS = 0.01  # the good spec itself fails
@@ -180,6 +194,8 @@ class Line:
     q: float | None = None
     p_prior: tuple[float, float] = P_PRIOR
     q_prior: tuple[float, float] = Q_PRIOR
+    p_one: float = 0.0  # prior mass of p = 1 exactly (the rest: the Beta p_prior)
+    q_zero: float = 0.0  # prior mass of q = 0 exactly (the rest: the Beta q_prior)
     counts: dict[int, tuple[int, int]] = field(default_factory=dict)  # cut -> (fails, passes)
     tried: set[int] = field(default_factory=set)  # cuts requested, whatever came back
     blocks: list[_Block] = field(default_factory=list)
@@ -216,17 +232,38 @@ class Line:
 
     # --- the posterior ------------------------------------------------------------
 
+    def _rate_loglik(self, hit: int, miss: int, beta: tuple[float, float], point: float) -> float:
+        """Log marginal likelihood of ``hit`` events in ``hit + miss`` runs at a learned rate.
+
+        The rate's prior is a mixture: mass ``point`` on the rate at which ``miss`` is
+        impossible (p = 1 for runs with a culprit, q = 0 for runs without), the rest a
+        Beta. The Beta part is the Beta-binomial marginal of the given order of runs.
+        """
+        tail = _betaln(beta[0] + hit, beta[1] + miss) - _betaln(*beta)
+        if point <= 0.0:
+            return tail
+        if miss:
+            return math.log1p(-point) + tail
+        return math.log(point + (1.0 - point) * math.exp(tail))
+
+    def _tail_share(self, hit: int, miss: int, beta: tuple[float, float], point: float) -> float:
+        """Posterior probability that the rate is from the Beta part, not the point mass."""
+        if point <= 0.0 or miss:
+            return 1.0
+        tail = (1.0 - point) * math.exp(_betaln(beta[0] + hit, beta[1] + miss) - _betaln(*beta))
+        return tail / (point + tail)
+
     def _loglik(self, fin: int, sin: int, fout: int, sout: int) -> float:
         if self.p is not None:
             ll = fin * math.log(self.p) + sin * math.log1p(-self.p)
         else:
-            a, b = self.p_prior
-            ll = _betaln(a + fin, b + sin) - _betaln(a, b)
+            ll = self._rate_loglik(fin, sin, self.p_prior, self.p_one)
         if self.q is not None:
             ll += fout * math.log(self.q) + sout * math.log1p(-self.q)
         else:
+            # For q the "impossible" event is a fail: swap the roles of fails and passes.
             a, b = self.q_prior
-            ll += _betaln(a + fout, b + sout) - _betaln(a, b)
+            ll += self._rate_loglik(sout, fout, (b, a), self.q_zero)
         return ll
 
     def update(self) -> None:
@@ -315,10 +352,13 @@ class Line:
         for block in self.blocks:
             mass = block.weight * (block.end - block.start + 1)
             fout, sout = f_all - block.fin, s_all - block.sin
-            q_num += mass * (a_q + fout) / (a_q + b_q + fout + sout)
+            tail = self._tail_share(sout, fout, (b_q, a_q), self.q_zero)
+            q_num += mass * tail * (a_q + fout) / (a_q + b_q + fout + sout)
             if block.start <= self.n:  # hypotheses with a culprit
+                tail = self._tail_share(block.fin, block.sin, self.p_prior, self.p_one)
+                beta_mean = (a_p + block.fin) / (a_p + b_p + block.fin + block.sin)
                 p_den += mass
-                p_num += mass * (a_p + block.fin) / (a_p + b_p + block.fin + block.sin)
+                p_num += mass * ((1.0 - tail) + tail * beta_mean)
         p_hat = self.p if self.p is not None else (p_num / p_den if p_den else a_p / (a_p + b_p))
         q_hat = self.q if self.q is not None else q_num
         return p_hat, q_hat
@@ -337,17 +377,37 @@ class Line:
             es_out += mass * (s_all - block.sin)
         return (a_p + ef_in, b_p + es_in), (a_q + ef_out, b_q + es_out)
 
+    def learned_points(self) -> tuple[float, float]:
+        """Posterior masses of p = 1 and q = 0 for a following search."""
+        a_q, b_q = self.q_prior
+        f_all, s_all = self.blocks[0].fin, self.blocks[0].sin
+        p_one = q_zero = p_den = 0.0
+        for block in self.blocks:
+            mass = block.weight * (block.end - block.start + 1)
+            fout, sout = f_all - block.fin, s_all - block.sin
+            q_zero += mass * (1.0 - self._tail_share(sout, fout, (b_q, a_q), self.q_zero))
+            if block.start <= self.n:
+                p_den += mass
+                p_one += mass * (
+                    1.0 - self._tail_share(block.fin, block.sin, self.p_prior, self.p_one)
+                )
+        return (p_one / p_den if p_den else self.p_one), q_zero
+
     def p_cautious(self) -> float:
         """A cautious reproduction rate for clean checks: the given p, else mean - 1 sd.
 
-        An optimistic p would call a set clean after too few runs.
+        An optimistic p would call a set clean after too few runs. The learned p is a
+        mixture: p = 1 with the mass :meth:`learned_points` gives it, else the Beta.
         """
         if self.p is not None:
             return self.p
         (a, b), _ = self.learned_priors()
-        mean = a / (a + b)
-        sd = math.sqrt(a * b / ((a + b) ** 2 * (a + b + 1.0)))
-        return max(RATE_FLOOR, mean - sd)
+        one, _ = self.learned_points()
+        beta_mean = a / (a + b)
+        beta_var = a * b / ((a + b) ** 2 * (a + b + 1.0))
+        mean = one + (1.0 - one) * beta_mean
+        var = one * (1.0 - mean) ** 2 + (1.0 - one) * (beta_var + (beta_mean - mean) ** 2)
+        return max(RATE_FLOOR, mean - math.sqrt(var))
 
     # --- the probe choice -----------------------------------------------------------
 
@@ -514,6 +574,7 @@ class FlakyStrategy:
         self, forced: Subset, order: Sequence[int], alone: float, none: float, parent: Line | None
     ) -> Line:
         p_prior, q_prior = parent.learned_priors() if parent is not None else (P_PRIOR, Q_PRIOR)
+        p_one, q_zero = parent.learned_points() if parent is not None else (P_ONE, Q_ZERO)
         line = Line(
             forced=forced,
             order=tuple(order),
@@ -523,6 +584,8 @@ class FlakyStrategy:
             q=self.q,
             p_prior=p_prior,
             q_prior=q_prior,
+            p_one=p_one,
+            q_zero=q_zero,
         )
         self._seed(line)
         return line
