@@ -28,17 +28,17 @@ def make_runner(
 
         return LocalRunner(LocalOptions(container=container, clean_env=clean_env))
     if backend == "ray":
-        from clusterbisect.runners import ray as ray_backend
+        from clusterbisect.runners.ray import RayOptions
+        from clusterbisect.runners.ray import make_runner as make_ray_runner
 
-        return ray_backend.make_runner(
-            ray_backend.RayOptions(
-                parallel=parallel, timeout=timeout_s, state_dir=state_dir, **options
-            )
+        return make_ray_runner(
+            RayOptions(parallel=parallel, timeout=timeout_s, state_dir=state_dir, **options)
         )
     if backend == "kubernetes":
-        from clusterbisect.runners import kubernetes as k8s_backend
+        from clusterbisect.runners.kubernetes import KubernetesOptions
+        from clusterbisect.runners.kubernetes import make_runner as make_k8s_runner
 
-        return k8s_backend.make_runner(
-            k8s_backend.KubernetesOptions(state_dir=state_dir, container=container, **options)
+        return make_k8s_runner(
+            KubernetesOptions(state_dir=state_dir, container=container, **options)
         )
     raise InputError(f"unknown backend {backend!r}; expected one of {', '.join(BACKENDS)}")
