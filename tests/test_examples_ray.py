@@ -1,0 +1,45 @@
+"""examples/ray-upgrade on a real local Ray: the pip pin is found among six changes.
+
+This runs the README's command as is (plus --json and a state dir): the CLI starts
+its own Ray for the session, installs the probes' pip runtime_envs from PyPI and
+shuts that Ray down at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLE = Path(__file__).parent.parent / "examples" / "ray-upgrade"
+
+
+@pytest.mark.ray
+def test_ray_upgrade_example_finds_the_semver_pin(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "clusterbisect.cli", "run", "good.yaml", "bad.yaml"]
+        + ["--backend", "ray", "--parallel", "2", "--fail-on", "AttributeError"]
+        + ["--state-dir", str(tmp_path / "state"), "--json"],
+        cwd=EXAMPLE,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=400,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["status"] == "found"
+    assert len(result["culprits"]) == 1
+    (change,) = result["culprits"][0]["changes"]
+    assert change["key"] == "runtime_env.pip.semver"
+    assert (change["good"], change["bad"]) == ("semver==2.13.0", "semver==3.0.2")
+    # Every probe ran on Ray and left its driver log in the state dir.
+    logs = sorted((tmp_path / "state" / "logs").glob("p*.log"))
+    assert len(logs) == result["probe_count"]
+    assert any("semver 3.0.2" in log.read_text() for log in logs)
