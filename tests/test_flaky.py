@@ -252,8 +252,7 @@ def test_finds_a_flaky_culprit_with_unknown_rates(seed: int) -> None:
     culprit = (7 * seed + 3) % 48
     stats = simulate(FlakyStrategy(), 48, SimOracle.single(culprit, p=0.5, q=0.0, seed=seed))
     assert found_exactly(stats.result, [{culprit}]), stats.result
-    # Learned from the runs seen: a lucky streak of fails (seed 4: 18 runs) reads high.
-    assert 0.3 < stats.result.estimates["p"] < 0.95
+    assert 0.3 < stats.result.estimates["p"] < 0.8
     assert stats.result.culprits[0].confidence >= 0.9
 
 
@@ -302,9 +301,7 @@ def test_a_flake_is_not_reproducible(given: bool) -> None:
     batches, result = drive(strategy, 16, answer)
     assert result.status == NOT_REPRODUCIBLE, result
     assert not result.culprits
-    # Learned rates put prior mass on q = 0, which the one failure outside every
-    # culprit rules out for the flake hypothesis: it takes more clean runs (71 here).
-    assert sum(len(b) for b in batches) < (60 if given else 80)
+    assert sum(len(b) for b in batches) < 60
 
 
 def test_a_failing_good_spec_is_baseline_failed() -> None:

@@ -34,12 +34,12 @@ exactly over its outcomes; a cut may be chosen twice (two runs of the same probe
 **Unknown p and q.** Without given values, p and q are integrated out per hypothesis
 (exact Bayesian averaging, not plugged-in estimates), so repeated baselines
 (``baseline_runs``) and every probe sharpen them. p has a Beta prior. q has a mixture
-prior: mass ``Q_ZERO`` on q = 0 exactly, the rest a Beta. While no run without the
-culprit has failed, q = 0 keeps its mass and a single failure of a probe is nearly
-decisive against the positions outside it, as with a given q = 0; the first such
-failure rules q = 0 out for that hypothesis, which then falls back on the Beta (a
-Beta-binomial marginal likelihood). The mixture's masses are carried to later
-searches (:meth:`Line.learned_points`).
+prior: mass ``Q_ZERO`` on q = 0 exactly, the rest a Beta (``Q_ZERO`` is 0 by default;
+see its comment for why). With mass on q = 0, while no run without the culprit has
+failed, a single failure of a probe is nearly decisive against the positions outside
+it, as with a given q = 0; the first such failure rules q = 0 out for that hypothesis,
+which then falls back on the Beta (a Beta-binomial marginal likelihood). The
+mixture's masses are carried to later searches (:meth:`Line.learned_points`).
 
 **Confirmation.** When the search for a culprit has reached ``confidence``, the bad
 spec without the culprits found so far is run until it is clean: with no failure in
@@ -82,13 +82,13 @@ RATE_FLOOR = 1e-4
 P_PRIOR = (3.0, 1.0)
 Q_PRIOR = (1.0, 19.0)
 # Prior masses of the exact rates p = 1 (a deterministic failure) and q = 0 (no
-# background failures); the rest of each prior is the Beta above. With mass on q = 0,
-# a single failure of a probe is nearly decisive until a failure without a culprit
-# is seen. Measured (benchmarks/README.md): 0.7 on q = 0 saves ~12 runs at p = 0.5,
-# q = 0, n = 1,000; 0.9 breaks q = 0.05 accuracy; any mass on p = 1 cost accuracy at
-# q = 0.05 and saved only ~2 runs at p = 1, so it is 0.
+# background failures); the rest of each prior is the Beta above. Both are 0 (plain
+# Beta priors) by default. Measured with 1,000 trials (benchmarks/README.md): 0.7 on
+# q = 0 saves ~11 runs at p = 0.5, q = 0, n = 1,000 (76.5 -> 65.0, still above the
+# target of 60) but drops n = 16, p = 0.5, q = 0.05 below 0.99 accuracy (0.975 serial,
+# 0.984 with K = 4); mass on p = 1 cost accuracy at q = 0.05 and saved ~2 runs at p = 1.
 P_ONE = 0.0
-Q_ZERO = 0.7
+Q_ZERO = 0.0
 
 # Prior masses of the special positions (see the module docstring).
 FIRST_GOOD_FAILS = 0.01  # the good spec itself fails
