@@ -129,6 +129,16 @@ def test_untestable_rayjob_pod_settings_and_overridden_entrypoint():
     assert why_untestable(image, rayjob=False, command_given=False, podman=True) is None
 
 
+def test_render_redacts_secret_env_vars_and_needs_no_ray(tmp_path):
+    good = ray_job({"entrypoint": "x", "runtime_env": {"env_vars": {"HF_TOKEN": "hf_1", "A": "1"}}})
+    bad = ray_job({"entrypoint": "x", "runtime_env": {"env_vars": {"HF_TOKEN": "hf_1", "A": "2"}}})
+    changes = diff(good, bad)
+    probe = Probe("p1", "s", bad, changes, tmp_path / "p1.log")
+    rendered = RayRunner(RayOptions()).render(probe)
+    assert rendered["submission"]["runtime_env"]["env_vars"] == {"HF_TOKEN": "<redacted>", "A": "2"}
+    assert "hf_1" not in json.dumps(rendered)
+
+
 def test_strip_preamble_keeps_workload_lines():
     log = (
         "2026-11-27 02:47:31,748\tINFO job_manager.py:581 -- Runtime env is setting up.\n"

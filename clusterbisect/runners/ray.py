@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clusterbisect.diff import Change
+from clusterbisect.diff import REDACTED, Change, looks_secret
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult
@@ -559,12 +559,16 @@ class RayRunner:
         """The job submission for ``probe`` (secret env values redacted)."""
         submission = render_submission(probe.spec, probe.command, self.options)
         kwargs = submission.kwargs()
+        # Redact by name too: the good spec's own secrets are not among the changes.
         secret = {c.env_name for c in probe.changes if c.secret and c.env_name}
         env_vars = kwargs["runtime_env"].get("env_vars")
-        if secret and isinstance(env_vars, dict):
+        if isinstance(env_vars, dict):
             kwargs["runtime_env"] = {
                 **kwargs["runtime_env"],
-                "env_vars": {k: ("<redacted>" if k in secret else v) for k, v in env_vars.items()},
+                "env_vars": {
+                    k: (REDACTED if k in secret or looks_secret(k) else v)
+                    for k, v in env_vars.items()
+                },
             }
         return {
             "backend": self.name,

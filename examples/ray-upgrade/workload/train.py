@@ -21,14 +21,17 @@ def main() -> int:
     threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
     workers = int(os.environ.get("DATALOADER_WORKERS", "0"))
     level = os.environ.get("TRAIN_LOG_LEVEL", "info")
-    print(f"trainer starting: semver {semver.__version__}, threads={threads}, "
-          f"dataloader workers={workers}, log level={level}")
+    print(
+        f"trainer starting: semver {semver.__version__}, threads={threads}, "
+        f"dataloader workers={workers}, log level={level}"
+    )
     if not semver.VersionInfo.isvalid(CHECKPOINT_FORMAT):
         print(f"checkpoint format {CHECKPOINT_FORMAT!r} is not a version", file=sys.stderr)
         return 2
-    if semver.VersionInfo.parse(CHECKPOINT_FORMAT).major != semver.VersionInfo.parse(
-        TRAINER_FORMAT
-    ).major:
+    if (
+        semver.VersionInfo.parse(CHECKPOINT_FORMAT).major
+        != semver.VersionInfo.parse(TRAINER_FORMAT).major
+    ):
         print("checkpoint from another major format", file=sys.stderr)
         return 2
     for step in range(3):
