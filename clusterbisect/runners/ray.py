@@ -706,15 +706,18 @@ class RayRunner:
             "ray_message": message[:2000],
         }
         output, dropped = self._logs(client, job)
-        # A workload failure's message repeats the log's tail: keep its first line.
-        # An infrastructure failure's message is the only evidence: keep it whole.
-        shown = message if error_type in INFRA_ERROR_TYPES else _first_line(message)
-        trailer = f"Ray job {job.submission_id}: {status}"
-        trailer += f" ({error_type})" if error_type else ""
-        trailer += f": {shown}" if shown else ""
+        # One header line with Ray's verdict; the workload's output follows, so the
+        # log's tail (the report's excerpt) is the workload's own. A workload
+        # failure's message repeats that tail; an infrastructure failure's message
+        # is the only evidence, so it goes at the end, whole.
+        header = f"Ray job {job.submission_id}: {status}"
+        header += f" ({error_type})" if error_type else ""
+        summary = _first_line(message).split(", last available logs")[0]
+        header += f": {summary}" if summary else ""
         if job.stopping:
-            trailer += f" [stopped by clusterbisect: {job.stopping}]"
-        self._write_log(job, output, dropped, trailer)
+            header += f" [stopped by clusterbisect: {job.stopping}]"
+        footer = message if error_type in INFRA_ERROR_TYPES else None
+        self._write_log(job, output, dropped, header, footer)
         duration = time.monotonic() - job.submitted
         if job.stopping == "timeout":
             return RunResult(
@@ -776,16 +779,21 @@ class RayRunner:
             return text, 0
         return data[-limit:].decode("utf-8", errors="replace"), len(data) - limit
 
-    def _write_log(self, job: _Job, output: str, dropped: int, trailer: str) -> None:
+    def _write_log(
+        self, job: _Job, output: str, dropped: int, header: str, footer: str | None = None
+    ) -> None:
+        """The probe's log: Ray's verdict, the driver's output, Ray's error in full."""
         path = job.probe.log_path
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w", encoding="utf-8") as handle:
+            handle.write(f"[clusterbisect: {header}]\n")
             if dropped:
                 handle.write(f"[clusterbisect: the first {dropped} bytes of output not kept]\n")
             handle.write(output)
             if output and not output.endswith("\n"):
                 handle.write("\n")
-            handle.write(f"[clusterbisect: {trailer}]\n")
+            if footer:
+                handle.write(footer if footer.endswith("\n") else footer + "\n")
 
     def _infeasible(self, client: Any, resources: dict[str, Any]) -> str | None:
         """Why no node of the cluster could ever run the entrypoint, or None."""
