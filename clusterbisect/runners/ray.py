@@ -605,6 +605,8 @@ class RayRunner:
 
     def run(self, probes: list[Probe]) -> list[RunResult]:
         """Submit the probes (``parallel`` at a time), wait, and stop every job started."""
+        # Render first: a spec Ray cannot run is bad input, found before Ray starts.
+        submissions = [render_submission(p.spec, p.command, self.options) for p in probes]
         queue = list(enumerate(probes))
         results: list[RunResult | None] = [None] * len(probes)
         try:
@@ -612,7 +614,7 @@ class RayRunner:
             while queue or self._active:
                 while queue and len(self._active) < self.options.parallel:
                     index, probe = queue.pop(0)
-                    job = self._submit(client, index, probe)
+                    job = self._submit(client, index, probe, submissions[index])
                     if job.result is not None:
                         results[index] = job.result
                 for job in list(self._active.values()):
@@ -629,8 +631,7 @@ class RayRunner:
             raise
         return [r for r in results if r is not None]
 
-    def _submit(self, client: Any, index: int, probe: Probe) -> _Job:
-        submission = render_submission(probe.spec, probe.command, self.options)
+    def _submit(self, client: Any, index: int, probe: Probe, submission: Submission) -> _Job:
         submission.metadata.update(
             {"clusterbisect.session": probe.session_id, "clusterbisect.probe": probe.probe_id}
         )
