@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from clusterbisect.diff import Change, diff
+from clusterbisect.errors import InputError
 from clusterbisect.outcome import FailureSignature, Outcome, RunResult
 from clusterbisect.runners.base import Probe, Runner
 from clusterbisect.search.base import (
@@ -59,6 +60,14 @@ def prepare(session: Session, runner: Runner | None) -> Problem:
     changes = diff(good, bad, ignore=config.ignore, container=config.container)
     untestable = runner.untestable(changes) if runner else {}
     testable = [c for c in changes if c.key not in untestable]
+    if changes and not testable and runner is not None:
+        # Searching nothing would read as "no differences": say what is wrong instead.
+        first = next(iter(untestable.items()))
+        raise InputError(
+            f"none of the {len(changes)} changes can be applied on the {runner.name} "
+            f"backend (e.g. {first[0]}: {first[1]}); choose another --backend",
+            source=config.good_source,
+        )
     return Problem(good, bad, changes, testable, untestable)
 
 

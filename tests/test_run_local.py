@@ -318,3 +318,13 @@ def test_steady_baselines_keep_the_deterministic_strategy(tmp_path):
     assert proc.returncode == 0
     # 6 baseline runs, then the search reuses them: ceil(log2 12) + 2 confirmations more.
     assert result["probe_count"] <= 6 + 4 + 2
+
+
+def test_nothing_testable_on_the_backend_is_a_clear_usage_error(tmp_path):
+    job = Path(__file__).parent.parent / "examples" / "training-upgrade" / "good.yaml"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(job.read_text().replace('cpu: "8"', 'cpu: "12"'))
+    proc = run_cli(["run", str(job), str(bad), "--state-dir", str(tmp_path / "s"), "--", "true"])
+    assert proc.returncode == 2, proc.stderr
+    assert "can be applied on the local backend" in proc.stderr
+    assert "Traceback" not in proc.stderr
