@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import re
+import signal
 from dataclasses import dataclass, field
 
 
@@ -127,3 +128,13 @@ class FailureSignature:
                 line = run.output[line_start : line_end if line_end != -1 else None]
                 bits.append(f"matched: {line.strip()[:max_chars]}")
         return ", ".join(bits) or "no failure observed"
+
+
+def signal_reason(code: int | None) -> str | None:
+    """The signal name behind a negative exit code (``-9`` -> ``SIGKILL``), else None."""
+    if code is None or code >= 0:
+        return None
+    try:
+        return signal.Signals(-code).name
+    except ValueError:
+        return f"signal {-code}"

@@ -6,13 +6,9 @@ session started one way can be finished the other.
 
 from __future__ import annotations
 
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import yaml
@@ -20,6 +16,7 @@ import yaml
 from clusterbisect.diff import diff
 from clusterbisect.engine import Engine, Progress, prepare
 from clusterbisect.errors import InputError, Interrupted
+from clusterbisect.interrupts import sigterm_as_interrupt
 from clusterbisect.outcome import FailureSignature, Outcome
 from clusterbisect.report import build_result
 from clusterbisect.runners import make_runner
@@ -187,7 +184,7 @@ def run_session(session: Session, progress: Progress | None = None) -> dict[str,
     started = time.monotonic()
     runner = runner_for(session)
     try:
-        with _sigterm_as_interrupt():
+        with sigterm_as_interrupt():
             engine = engine_for(session, runner, progress)
             config = session.config
             outcome = engine.drive(
@@ -205,24 +202,6 @@ def run_session(session: Session, progress: Progress | None = None) -> dict[str,
     result = build_result(engine, outcome.result, time.monotonic() - started)
     session.write_result(result)
     return result
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM gets the same clean-up as Ctrl-C (runners catch KeyboardInterrupt)."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass

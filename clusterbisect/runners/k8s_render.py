@@ -25,6 +25,7 @@ from clusterbisect.errors import InputError
 from clusterbisect.settings import PathSegment
 from clusterbisect.specs.kubernetes import PodTemplateRef, pod_templates, resolve
 from clusterbisect.specs.model import KUBERNETES, Spec
+from clusterbisect.specs.noise import LABEL_NOISE
 
 # --- labels and annotations --------------------------------------------------------
 
@@ -48,36 +49,10 @@ PROBE_MOUNT = "/clusterbisect/probes"
 
 NAME_MAX = 63  # a Job's name becomes a pod label value, so 63, not 253
 
-# Labels a controller stamps on the pods it owns. Copied onto a probe they would
-# make another controller's selector (or our own Job's) match the wrong pods.
-CONTROLLER_LABELS = frozenset(
-    {
-        "controller-uid",
-        "job-name",
-        "batch.kubernetes.io/controller-uid",
-        "batch.kubernetes.io/job-name",
-        "batch.kubernetes.io/job-completion-index",
-        "pod-template-hash",
-        "controller-revision-hash",
-        "pod-template-generation",
-        "statefulset.kubernetes.io/pod-name",
-        "apps.kubernetes.io/pod-index",
-        "training.kubeflow.org/job-name",
-        "training.kubeflow.org/operator-name",
-        "training.kubeflow.org/replica-type",
-        "training.kubeflow.org/replica-index",
-        "training.kubeflow.org/job-role",
-        "jobset.sigs.k8s.io/jobset-name",
-        "jobset.sigs.k8s.io/replicatedjob-name",
-        "jobset.sigs.k8s.io/job-index",
-        "jobset.sigs.k8s.io/job-key",
-        "ray.io/cluster",
-        "ray.io/node-type",
-        "ray.io/group",
-        "ray.io/identifier",
-        "ray.io/is-ray-node",
-    }
-)
+# Labels a controller stamps on the pods it owns (the list the spec loader drops as
+# noise). Copied onto a probe they would make another controller's selector (or our
+# own Job's) match the wrong pods.
+CONTROLLER_LABELS = LABEL_NOISE
 
 # Long-running workloads whose selector labels usually also select Services: probe
 # pods must not carry them, or they would receive production traffic.

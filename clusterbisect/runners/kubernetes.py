@@ -17,19 +17,18 @@ import contextlib
 import json
 import os
 import re
-import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import yaml
 
 from clusterbisect.diff import Change
 from clusterbisect.errors import BackendError, InputError, Interrupted
+from clusterbisect.interrupts import sigterm_as_interrupt
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult
 from clusterbisect.runners import k8s_render as render
@@ -618,7 +617,7 @@ class KubernetesRunner:
                 )
                 for entry in plan["probes"]
             ]
-        with _signals_as_interrupt():
+        with sigterm_as_interrupt():
             try:
                 self._ensure_configmap(probes[0].session_id)
                 tracked = [self._start(probe) for probe in probes]
@@ -1103,24 +1102,6 @@ def _write_log(path: Path, text: str, limit: int) -> None:
 
 def _default_probes_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "probes"
-
-
-@contextlib.contextmanager
-def _signals_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt while probes run, so cleanup happens (main thread only)."""
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 # --- factory, cleanup, live input --------------------------------------------------

@@ -19,7 +19,7 @@ from typing import IO, Any
 from clusterbisect.diff import REDACTED, Change, looks_secret
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.log import get_logger
-from clusterbisect.outcome import RunResult
+from clusterbisect.outcome import RunResult, signal_reason
 from clusterbisect.runners.base import Probe
 from clusterbisect.settings import ENV, main_container, spec_env
 
@@ -210,7 +210,7 @@ class LocalRunner:
             exit_code=None if item.timed_out else code,
             output=item.captured.decode("utf-8", errors="replace"),
             timed_out=item.timed_out,
-            reason=_signal_reason(code) if not item.timed_out else "Timeout",
+            reason=signal_reason(code) if not item.timed_out else "Timeout",
             duration_s=time.monotonic() - item.started,
             log_path=str(item.probe.log_path),
         )
@@ -230,12 +230,3 @@ def _copy_bounded(
             sink.write(kept)
             sink.flush()
         dropped[0] += max(0, len(chunk) - max(room, 0))
-
-
-def _signal_reason(code: int | None) -> str | None:
-    if code is None or code >= 0:
-        return None
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"

@@ -52,7 +52,7 @@ from typing import Any
 from clusterbisect.diff import REDACTED, Change, looks_secret
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.log import get_logger
-from clusterbisect.outcome import RunResult
+from clusterbisect.outcome import RunResult, signal_reason
 from clusterbisect.runners.base import Probe
 from clusterbisect.settings import YAML_SEGMENT, runtime_env_of, spec_env
 from clusterbisect.specs.model import ENV, KUBERNETES, RAY_JOB, SNAPSHOT, Spec
@@ -739,7 +739,7 @@ class RayRunner:
             match = re.search(r"exit code (-?\d+)", message)
             code = int(match.group(1)) if match else None
         if status == "FAILED" and code is not None and error_type not in INFRA_ERROR_TYPES:
-            reason = _signal_reason(code)
+            reason = signal_reason(code)
             return RunResult(
                 code, output, False, reason, None, duration, str(job.probe.log_path), details
             )
@@ -922,15 +922,6 @@ def _infra_summary(message: str) -> str:
     if found:
         return _first_line(found[-1])
     return _first_line(message)
-
-
-def _signal_reason(code: int | None) -> str | None:
-    if code is None or code >= 0:
-        return None
-    try:
-        return signal.Signals(-code).name
-    except ValueError:
-        return f"signal {-code}"
 
 
 def _is_connection_error(err: BaseException) -> bool:
