@@ -31,19 +31,32 @@ posterior mass is a cumulative sum, so choosing a cut is a binary search.) A bat
 K probes is chosen greedily by the joint information gain of the batch, computed
 exactly over its outcomes; a cut may be chosen twice (two runs of the same probe).
 
+**The leader's clean probe.** Besides prefixes, a search may run the *clean probe* of
+its leading position ``i``: every change but ``U[i-1]``. Under any other position it
+contains what fails (it holds the prefix that fails, or the culprit), so it fails at
+``p``; under ``i`` it fails only at ``q``, unless the rest holds a second culprit
+(prior ``DIRTY``; that reading keeps rate ``p``). One run thus weighs the leader against
+every other position at once, where a prefix only splits neighbours; with p = 0.5 the
+last stretch of a search (is it ``i`` or ``i - 1``?) costs about as many runs as the
+clean check that follows anyway, and now those runs count. The same subset is the
+clean check of the culprit ``{U[i-1]}``, so its runs are reused there. Each run of a
+batch goes to a cut or to the clean probe by information gain.
+
 **Unknown p and q.** Without given values, p and q are integrated out per hypothesis
 (exact Bayesian averaging, not plugged-in estimates), so repeated baselines
 (``baseline_runs``) and every probe sharpen them. p has a Beta prior. q has a mixture
-prior: mass ``Q_ZERO`` on q = 0 exactly, the rest a Beta (``Q_ZERO`` is 0 by default;
-see its comment for why). With mass on q = 0, while no run without the culprit has
-failed, a single failure of a probe is nearly decisive against the positions outside
-it, as with a given q = 0; the first such failure rules q = 0 out for that hypothesis,
-which then falls back on the Beta (a Beta-binomial marginal likelihood). The
-mixture's masses are carried to later searches (:meth:`Line.learned_points`).
+prior: mass ``Q_ZERO`` on q = 0 exactly (a working spec often never fails), the rest a
+Beta. While no run without the culprit has failed, a single failure of a probe is
+nearly decisive against the positions outside it, as with a given q = 0; the first
+such failure rules q = 0 out for that hypothesis, which then falls back on the Beta (a
+Beta-binomial marginal likelihood). The mixture's masses are carried to the search for
+a further culprit (:meth:`Line.learned_points`), but not to the search for what a
+found change needs: that one decides "alone or with a partner" on few runs.
 
 **Confirmation.** When the search for a culprit has reached ``confidence``, the bad
 spec without the culprits found so far is run until it is clean: with no failure in
-``ceil(log(1 - C) / log(1 - p))`` runs (:func:`clean_runs_needed`); with failures, a
+``ceil(log(1 - C) / log(1 - p))`` runs (:func:`clean_runs_needed`; averaged over p's
+posterior when p is learned, :meth:`Line.clean_runs`); with failures, a
 likelihood-ratio test between rates p and q decides. If it is not clean, the search
 goes on to the next culprit on the remaining changes.
 
@@ -82,19 +95,22 @@ RATE_FLOOR = 1e-4
 P_PRIOR = (3.0, 1.0)
 Q_PRIOR = (1.0, 19.0)
 # Prior masses of the exact rates p = 1 (a deterministic failure) and q = 0 (no
-# background failures); the rest of each prior is the Beta above. Both are 0 (plain
-# Beta priors) by default. Measured with 1,000 trials (benchmarks/README.md): 0.7 on
-# q = 0 saves ~11 runs at p = 0.5, q = 0, n = 1,000 (76.5 -> 65.0, still above the
-# target of 60) but drops n = 16, p = 0.5, q = 0.05 below 0.99 accuracy (0.975 serial,
-# 0.984 with K = 4); mass on p = 1 cost accuracy at q = 0.05 and saved ~2 runs at p = 1.
+# background failures); the rest of each prior is the Beta above. Measured
+# (benchmarks/README.md, "Flaky bisection"): with the clean probe, 0.6 on q = 0 brings
+# p = 0.5, q = 0, n = 1,000 from about 64 runs to about 56 and keeps every
+# single-culprit cell at q = 0.05 at 0.99 or above; mass on p = 1 cost accuracy at
+# q = 0.05 and saved ~2 runs at p = 1, so it stays 0.
 P_ONE = 0.0
-Q_ZERO = 0.0
+Q_ZERO = 0.6
 
 # Prior masses of the special positions (see the module docstring).
 FIRST_GOOD_FAILS = 0.01  # the good spec itself fails
 FIRST_FLAKE = 0.10  # no culprit: the bad spec's failure was background noise
-SUB_ALONE = 0.5  # the forced changes fail alone (a single-change culprit)
+SUB_ALONE = 0.65  # the forced changes fail alone (a single-change culprit)
 SUB_NONE = 0.01  # the forced prefix does not fail after all (an earlier search erred)
+# Prior probability that the rest holds another culprit, when the leader's clean probe
+# (every change but the leader) is weighed as evidence for the leader.
+DIRTY = 0.1
 
 # Target masses tried when choosing a batch of several probes.
 _GRID = (0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95)
@@ -196,11 +212,14 @@ class Line:
     q_prior: tuple[float, float] = Q_PRIOR
     p_one: float = 0.0  # prior mass of p = 1 exactly (the rest: the Beta p_prior)
     q_zero: float = 0.0  # prior mass of q = 0 exactly (the rest: the Beta q_prior)
+    dirty: float = DIRTY  # prior that the rest holds another culprit (clean probes)
     counts: dict[int, tuple[int, int]] = field(default_factory=dict)  # cut -> (fails, passes)
+    cleans: dict[int, tuple[int, int]] = field(default_factory=dict)  # position -> (f, p)
     tried: set[int] = field(default_factory=set)  # cuts requested, whatever came back
     blocks: list[_Block] = field(default_factory=list)
     _cum: list[float] = field(default_factory=list)
     _pos: dict[int, int] = field(default_factory=dict)
+    _clean_share: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._pos = {change: i for i, change in enumerate(self.order)}
@@ -224,6 +243,28 @@ class Line:
             if pos is None or pos >= cut:
                 return None
         return cut
+
+    def clean_subset(self, pos: int) -> Subset:
+        """The clean probe of position ``pos``: every change of the line but ``U[pos-1]``."""
+        return self.forced | frozenset(self.order[: pos - 1] + self.order[pos:])
+
+    def clean_of(self, subset: Subset) -> int | None:
+        """The position whose clean probe is ``subset`` (positions 1..N-1), or None.
+
+        Position N's clean probe is the prefix N-1, which is a cut, not a clean probe.
+        """
+        if len(subset) != len(self.forced) + self.n - 1 or not self.forced <= subset:
+            return None
+        missing = [c for c in self.order if c not in subset]
+        if len(missing) != 1 or len(subset - self.forced) != self.n - 1:
+            return None
+        pos = self._pos[missing[0]] + 1
+        return pos if pos < self.n else None
+
+    def observe_clean(self, pos: int, fails: int, passes: int) -> None:
+        """Set the (cumulative) outcome counts of the clean probe of ``pos``."""
+        if fails or passes:
+            self.cleans[pos] = (fails, passes)
 
     def observe(self, cut: int, fails: int, passes: int) -> None:
         """Set the (cumulative) outcome counts of ``cut``; call :meth:`update` after."""
@@ -269,7 +310,8 @@ class Line:
     def update(self) -> None:
         """Recompute the posterior over positions from the counts."""
         n = self.n
-        bounds = sorted(set(self.counts) | {0, n})
+        special = set(self.cleans)
+        bounds = sorted(set(self.counts) | {0, n} | special | {pos - 1 for pos in special})
         # Suffix sums: the fails and passes of every cut >= bound.
         suffix: dict[int, tuple[int, int]] = {}
         f_acc = s_acc = 0
@@ -277,7 +319,12 @@ class Line:
             f, s = self.counts.get(b, (0, 0))
             f_acc, s_acc = f_acc + f, s_acc + s
             suffix[b] = (f_acc, s_acc)
-        f_all, s_all = suffix[0]
+        # Clean probes contain the culprit under every position but their own (and the
+        # flake): there they are "outside", unless the rest holds another culprit.
+        f_clean = sum(f for f, _s in self.cleans.values())
+        s_clean = sum(s for _f, s in self.cleans.values())
+        f_pre, s_pre = suffix[0]
+        f_all, s_all = f_pre + f_clean, s_pre + s_clean
         spans: list[tuple[int, int, float, int, int]] = []
         # Position 0: inside every probe.
         spans.append((0, 0, self.prior_alone, f_all, s_all))
@@ -285,15 +332,30 @@ class Line:
         previous = 0
         for b in bounds[1:]:
             fin, sin = suffix[b]  # positions previous+1..b are inside cuts >= b
-            spans.append((previous + 1, b, middle / n if n else 0.0, fin, sin))
+            spans.append((previous + 1, b, middle / n if n else 0.0, fin + f_clean, sin + s_clean))
             previous = b
         spans.append((n + 1, n + 1, self.prior_none, 0, 0))  # inside no probe
         logs: list[float] = []
-        for _start, _end, prior, fin, sin in spans:
+        self._clean_share = {}
+        for i, (start, _end, prior, fin, sin) in enumerate(spans):
             if prior <= 0.0:
                 logs.append(-math.inf)
                 continue
-            logs.append(math.log(prior) + self._loglik(fin, sin, f_all - fin, s_all - sin))
+            inside = self._loglik(fin, sin, f_all - fin, s_all - sin)
+            own = self.cleans.get(start) if 0 < start <= n else None
+            if own is None:
+                logs.append(math.log(prior) + inside)
+                continue
+            # Its own clean probe: outside if the rest is clean, inside if it is not.
+            fin, sin = fin - own[0], sin - own[1]
+            outside = self._loglik(fin, sin, f_all - fin, s_all - sin)
+            ll_clean = math.log1p(-self.dirty) + outside
+            ll_dirty = math.log(self.dirty) + inside
+            ll_top = max(ll_clean, ll_dirty)
+            both = ll_top + math.log(math.exp(ll_clean - ll_top) + math.exp(ll_dirty - ll_top))
+            self._clean_share[start] = math.exp(ll_clean - both)
+            spans[i] = (start, _end, prior, fin, sin)  # the clean reading, for the estimates
+            logs.append(math.log(prior) + both)
         top = max(logs)
         raw = [math.exp(x - top) if x > -math.inf else 0.0 for x in logs]
         total = sum(w * (e - s + 1) for w, (s, e, *_r) in zip(raw, spans))
@@ -393,6 +455,24 @@ class Line:
                 )
         return (p_one / p_den if p_den else self.p_one), q_zero
 
+    def clean_runs(self, confidence: float) -> int:
+        """Passes needed to call a set clean: :func:`clean_runs_needed` for a given p.
+
+        For a learned p it is the same rule averaged over p's posterior: the fewest
+        runs ``r`` with ``E[(1 - p) ** r] <= 1 - confidence`` (for a Beta(a, b) that
+        is ``B(a, b + r) / B(a, b)``; the mass on p = 1 adds nothing). Averaging asks
+        for more runs than plugging in the mean, as an uncertain p should.
+        """
+        if self.p is not None:
+            return clean_runs_needed(self.p, confidence)
+        (a, b), _ = self.learned_priors()
+        one, _ = self.learned_points()
+        for runs in range(1, 1000):
+            chance = (1.0 - one) * math.exp(_betaln(a, b + runs) - _betaln(a, b))
+            if chance <= 1.0 - confidence:
+                return runs
+        return 1000
+
     def p_cautious(self) -> float:
         """A cautious reproduction rate for clean checks: the given p, else mean - 1 sd.
 
@@ -423,11 +503,51 @@ class Line:
         masses.append(max(0.0, 1.0 - before))
         return batch_gain(masses, counts, p, q)
 
-    def choose(self, k: int, skip: Iterable[int] = ()) -> list[int]:
-        """Choose ``k`` probe runs (cuts, possibly repeated) by greedy information gain."""
+    def clean_mass(self, pos: int) -> float:
+        """Posterior mass of the hypotheses under which ``pos``'s clean probe fails at p."""
+        weight = next(b.weight for b in self.blocks if b.start <= pos <= b.end)
+        share = self._clean_share.get(pos, 1.0 - self.dirty)
+        return max(0.0, 1.0 - weight * share - self.blocks[-1].weight)
+
+    def plan(
+        self, k: int, skip: Iterable[int] = (), clean_ok: bool = True
+    ) -> tuple[list[int], int]:
+        """Choose ``k`` runs: cuts (as :meth:`choose`) and runs of the leader's clean probe.
+
+        A run of the leader's clean probe (every change but the leader) weighs the
+        leader against every other position at once. Each run goes to whichever gains
+        more; the two kinds are treated as independent. ``clean_ok=False`` leaves the
+        clean probe out (it keeps coming back unresolved).
+        """
+        leader, _ = self.top()
+        cuts = self.choose(k, skip)
+        if not clean_ok or not 1 <= leader < self.n:
+            return cuts, 0
+        p, q = self._rates()
+        inside = self.clean_mass(leader)
+        chosen: list[int] = []
+        clean = 0
+        for _ in range(k):
+            with_cut = self.gain([*chosen, cuts[len(chosen)]], p, q) - (
+                self.gain(chosen, p, q) if chosen else 0.0
+            )
+            with_clean = batch_gain([inside, 1.0 - inside], [clean + 1], p, q) - (
+                batch_gain([inside, 1.0 - inside], [clean], p, q) if clean else 0.0
+            )
+            if with_clean > with_cut:
+                clean += 1
+            else:
+                chosen.append(cuts[len(chosen)])
+        return chosen, clean
+
+    def _rates(self) -> tuple[float, float]:
         p, q = self.estimates()
         p = min(max(p, RATE_FLOOR), 1.0 - RATE_FLOOR)
-        q = min(max(q, RATE_FLOOR), p)
+        return p, min(max(q, RATE_FLOOR), p)
+
+    def choose(self, k: int, skip: Iterable[int] = ()) -> list[int]:
+        """Choose ``k`` probe runs (cuts, possibly repeated) by greedy information gain."""
+        p, q = self._rates()
         banned = set(skip)
         targets = [best_mass(p, q)] if k == 1 else [best_mass(p, q), *_GRID]
         pool: set[int] = set()
@@ -486,6 +606,7 @@ class FlakyStrategy:
         self._culprits: list[Culprit] = []
         self._estimate = (p if p is not None else 0.5, q if q is not None else 0.0)
         self._p_cautious = self._estimate[0]
+        self._clean_need = clean_runs_needed(self._estimate[0], confidence)
 
     # --- the Strategy protocol --------------------------------------------------
 
@@ -568,6 +689,10 @@ class FlakyStrategy:
             cut = line.cut_of(subset)
             if cut is not None:
                 line.observe(cut, *self._counts(subset))
+                continue
+            pos = line.clean_of(subset)
+            if pos is not None:
+                line.observe_clean(pos, *self._counts(subset))
         line.update()
 
     def _new_line(
@@ -575,6 +700,12 @@ class FlakyStrategy:
     ) -> Line:
         p_prior, q_prior = parent.learned_priors() if parent is not None else (P_PRIOR, Q_PRIOR)
         p_one, q_zero = parent.learned_points() if parent is not None else (P_ONE, Q_ZERO)
+        if forced:
+            # A search for what the forced changes need decides "alone or with a
+            # partner" on few runs of the forced set alone: one background failure
+            # there must not look decisive, so q = 0 gets no point mass (measured: with
+            # it, interacting pairs at q = 0.05 were more often reported as one change).
+            q_zero = 0.0
         line = Line(
             forced=forced,
             order=tuple(order),
@@ -609,20 +740,26 @@ class FlakyStrategy:
             if prob >= self.confidence:
                 self._estimate = line.estimates()
                 self._p_cautious = line.p_cautious()
+                self._clean_need = line.clean_runs(self.confidence)
                 return pos, prob
             # Route around probes that keep coming back unresolved, as dd does.
             skip = [c for c in sorted(line.tried) if self._unresolved_heavy(line.subset(c))]
-            cuts = line.choose(self.k, skip)
+            clean_ok = 1 <= pos < line.n and not self._unresolved_heavy(line.clean_subset(pos))
+            cuts, clean = line.plan(self.k, skip, clean_ok)
             wanted: dict[Subset, tuple[int, str]] = {}
             by_cut: dict[int, Subset] = {}
             for cut in cuts:
                 subset = by_cut.setdefault(cut, line.subset(cut))
                 extra, _ = wanted.get(subset, (0, ""))
                 wanted[subset] = (extra + 1, self._purpose(line, cut, first))
+            if clean:
+                wanted[line.clean_subset(pos)] = (clean, "confirm-bad-minus-culprits")
             yield from self._ask(wanted, limit)
             for cut, subset in by_cut.items():
                 line.tried.add(cut)
                 line.observe(cut, *self._counts(subset))
+            if clean:
+                line.observe_clean(pos, *self._counts(line.clean_subset(pos)))
             line.update()
             self._estimate = line.estimates()
 
@@ -760,7 +897,7 @@ class FlakyStrategy:
         p, q = self._p_cautious, self._estimate[1]
         p = min(max(p, RATE_FLOOR), 1.0 - RATE_FLOOR)
         q = min(max(q, RATE_FLOOR), p / 2)
-        need = clean_runs_needed(p, self.confidence)
+        need = self._clean_need
         cap = 6 * need
         while True:
             fails, passes = self._counts(rest)
