@@ -509,6 +509,14 @@ class Line:
         share = self._clean_share.get(pos, 1.0 - self.dirty)
         return max(0.0, 1.0 - weight * share - self.blocks[-1].weight)
 
+    def clean_gain(self, runs: int, p: float, q: float) -> float:
+        """Expected information of ``runs`` runs of the leader's clean probe."""
+        leader, _ = self.top()
+        if runs <= 0 or not 1 <= leader < self.n:
+            return 0.0
+        inside = self.clean_mass(leader)
+        return batch_gain([inside, 1.0 - inside], [runs], p, q)
+
     def plan(
         self, k: int, skip: Iterable[int] = (), clean_ok: bool = True
     ) -> tuple[list[int], int]:
@@ -523,16 +531,15 @@ class Line:
         cuts = self.choose(k, skip)
         if not clean_ok or not 1 <= leader < self.n:
             return cuts, 0
-        p, q = self._rates()
-        inside = self.clean_mass(leader)
+        p, q = self.rates()
         chosen: list[int] = []
         clean = 0
         for _ in range(k):
             with_cut = self.gain([*chosen, cuts[len(chosen)]], p, q) - (
                 self.gain(chosen, p, q) if chosen else 0.0
             )
-            with_clean = batch_gain([inside, 1.0 - inside], [clean + 1], p, q) - (
-                batch_gain([inside, 1.0 - inside], [clean], p, q) if clean else 0.0
+            with_clean = self.clean_gain(clean + 1, p, q) - (
+                self.clean_gain(clean, p, q) if clean else 0.0
             )
             if with_clean > with_cut:
                 clean += 1
@@ -540,14 +547,15 @@ class Line:
                 chosen.append(cuts[len(chosen)])
         return chosen, clean
 
-    def _rates(self) -> tuple[float, float]:
+    def rates(self) -> tuple[float, float]:
+        """Point estimates of (p, q) kept inside (0, 1) and with q <= p, for gains."""
         p, q = self.estimates()
         p = min(max(p, RATE_FLOOR), 1.0 - RATE_FLOOR)
         return p, min(max(q, RATE_FLOOR), p)
 
     def choose(self, k: int, skip: Iterable[int] = ()) -> list[int]:
         """Choose ``k`` probe runs (cuts, possibly repeated) by greedy information gain."""
-        p, q = self._rates()
+        p, q = self.rates()
         banned = set(skip)
         targets = [best_mass(p, q)] if k == 1 else [best_mass(p, q), *_GRID]
         pool: set[int] = set()
@@ -624,21 +632,22 @@ class FlakyStrategy:
         return out
 
     def remaining_estimate(self) -> int | None:
-        """Runs still to go: the bits left over the bits per run, plus a clean check."""
+        """Runs still to go: the evidence the leader still needs over the bits per run,
+        plus a clean check."""
         line = self._line
         if line is None:
             return None
-        p, q = line.estimates()
-        p = min(max(p, RATE_FLOOR), 1.0 - RATE_FLOOR)
-        q = min(max(q, RATE_FLOOR), p)
-        entropy = 0.0
-        for block in line.blocks:
-            if block.weight > 0.0:
-                entropy -= (block.end - block.start + 1) * block.weight * math.log2(block.weight)
-        m = best_mass(p, q)
-        per_run = max(0.01, line.gain([c for c in line.snap(m)][:1], p, q))
-        bits = entropy + math.log2(1.0 / (1.0 - self.confidence))
-        return math.ceil(bits / per_run) + clean_runs_needed(p, self.confidence)
+        p, q = line.rates()
+        _pos, prob = line.top()
+        prob = min(max(prob, 1e-12), 1.0 - 1e-12)
+        # Bits of evidence that take the leader's odds to the confidence's odds.
+        bits = math.log2(self.confidence / (1.0 - self.confidence)) - math.log2(prob / (1.0 - prob))
+        check = line.clean_runs(self.confidence)
+        if bits <= 0.0:
+            return check
+        cuts, clean = line.plan(1)
+        per_run = line.gain(cuts, p, q) if cuts else line.clean_gain(clean, p, q)
+        return math.ceil(bits / max(0.01, per_run)) + check
 
     def search(self, n: int) -> Search:
         self._runs, self._used, self._culprits, self._line = {}, 0, [], None
