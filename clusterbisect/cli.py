@@ -21,6 +21,35 @@ def emit_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, sort_keys=False, default=str))
 
 
+# Options that several commands take, declared once.
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print one JSON document on stdout."
+)
+parallel_option = click.option(
+    "--parallel", type=click.IntRange(1, 256), default=1, show_default=True, metavar="K"
+)
+new_state_dir_option = click.option(
+    "--state-dir", type=click.Path(file_okay=False), help="Where the session lives."
+)
+clean_env_option = click.option(
+    "--clean-env", is_flag=True, help="Local: start probes from a minimal environment."
+)
+ray_address_option = click.option(
+    "--ray-address", envvar="RAY_ADDRESS", help="Ray: an existing cluster."
+)
+
+
+def kube_options(func: Any) -> Any:
+    """How to reach a Kubernetes cluster: kubeconfig, context and namespace."""
+    func = click.option(
+        "-n", "--namespace", help="Kubernetes: namespace (default: the context's)."
+    )(func)
+    func = click.option("--context", "kube_context", help="Kubernetes: kubeconfig context.")(func)
+    return click.option(
+        "--kubeconfig", type=click.Path(dir_okay=False), help="Kubernetes: kubeconfig."
+    )(func)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="clusterbisect")
 @click.option(
@@ -56,7 +85,7 @@ def cli(log_format: str, log_level: str) -> None:
 @cli.command("diff")
 @click.argument("good", metavar="GOOD")
 @click.argument("bad", metavar="BAD")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@json_option
 @click.option(
     "--ignore",
     "ignore",
@@ -128,8 +157,8 @@ def _signature_options(func: Any) -> Any:
     show_default=True,
 )
 @_signature_options
-@click.option("--parallel", type=click.IntRange(1, 256), default=1, show_default=True, metavar="K")
-@click.option("--state-dir", type=click.Path(file_okay=False), help="Where the session lives.")
+@parallel_option
+@new_state_dir_option
 @click.option(
     "--dry-run",
     type=click.Choice(["client", "server"]),
@@ -138,7 +167,7 @@ def _signature_options(func: Any) -> Any:
     default=None,
     help="Render the probes without launching them (server: check them with the API).",
 )
-@click.option("--clean-env", is_flag=True, help="Local: start probes from a minimal environment.")
+@clean_env_option
 @click.option("--max-probes", type=click.IntRange(1), help="Stop after this many probes.")
 @click.option("--max-time", type=float, metavar="SECONDS", help="Stop after this long.")
 @click.option("--flaky", is_flag=True, help="Use the flake-aware strategy.")
@@ -168,17 +197,15 @@ def _signature_options(func: Any) -> Any:
     metavar="Q",
     help="Flaky: how often the good spec fails, if known (else learned).",
 )
-@click.option("--ray-address", envvar="RAY_ADDRESS", help="Ray: an existing cluster.")
+@ray_address_option
 @click.option("--entrypoint-num-cpus", type=float, help="Ray: CPUs per probe job.")
 @click.option("--entrypoint-num-gpus", type=float, help="Ray: GPUs per probe job.")
 @click.option("--entrypoint-memory", type=int, help="Ray: memory (bytes) per probe job.")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Kubernetes: kubeconfig.")
-@click.option("--context", "kube_context", help="Kubernetes: kubeconfig context.")
-@click.option("-n", "--namespace", help="Kubernetes: namespace (default: the context's).")
+@kube_options
 @click.option("--command", "k8s_command", help="Kubernetes: replace the container command.")
 @click.option("--args", "k8s_args", help="Kubernetes: replace the container args.")
 @click.option("--probe", "probe_name", help="Kubernetes: run probes/NAME.py from a ConfigMap.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@json_option
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def run(
     good: str,
@@ -278,7 +305,7 @@ def run(
 
 @cli.command()
 @click.argument("state_dir", type=click.Path(file_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@json_option
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def resume(state_dir: str, as_json: bool, quiet: bool) -> None:
     """Continue an interrupted session without re-running finished probes."""
@@ -373,10 +400,8 @@ def _print_plan(plan: dict[str, Any]) -> None:
 
 @cli.command("cleanup")
 @click.option("--session", "session_id", help="Only this session's objects (default: all).")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Kubernetes: kubeconfig.")
-@click.option("--context", "kube_context", help="Kubernetes: kubeconfig context.")
-@click.option("-n", "--namespace", help="Kubernetes: namespace (default: the context's).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@kube_options
+@json_option
 def cleanup_command(
     session_id: str | None,
     kubeconfig: str | None,
@@ -508,14 +533,12 @@ def _state_dir_option(func: Any) -> Any:
     help="Whose probes `next` renders, and where `resume` would run them.",
 )
 @_signature_options
-@click.option("--parallel", type=click.IntRange(1, 256), default=1, show_default=True, metavar="K")
-@click.option("--state-dir", type=click.Path(file_okay=False), help="Where the session lives.")
-@click.option("--clean-env", is_flag=True, help="Local: start probes from a minimal environment.")
-@click.option("--ray-address", envvar="RAY_ADDRESS", help="Ray: an existing cluster.")
-@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="Kubernetes: kubeconfig.")
-@click.option("--context", "kube_context", help="Kubernetes: kubeconfig context.")
-@click.option("-n", "--namespace", help="Kubernetes: namespace (default: the context's).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@parallel_option
+@new_state_dir_option
+@clean_env_option
+@ray_address_option
+@kube_options
+@json_option
 def step_start(
     good: str,
     bad: str,
@@ -584,7 +607,7 @@ def step_start(
 @cli.command("next")
 @_state_dir_option
 @click.option("--probe", metavar="ID", help="Show this pending probe instead of the first.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@json_option
 def step_next(state_dir: str | None, probe: str | None, as_json: bool) -> None:
     """Show the next probe: the changes to apply and what to run (or the result)."""
     from clusterbisect import stepmode
@@ -626,7 +649,7 @@ def _step_mark(
 
 
 def _mark_options(func: Any) -> Any:
-    func = click.option("--json", "as_json", is_flag=True, help="Print one JSON document.")(func)
+    func = json_option(func)
     func = click.option(
         "--log",
         "log_file",
@@ -686,7 +709,7 @@ def step_mark(
 
 @cli.command("status")
 @_state_dir_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@json_option
 def step_status(state_dir: str | None, as_json: bool) -> None:
     """Where the session stands (the result when the search is complete)."""
     from clusterbisect import stepmode
@@ -718,7 +741,7 @@ def step_status(state_dir: str | None, as_json: bool) -> None:
 
 @cli.command("log")
 @_state_dir_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@json_option
 def step_log(state_dir: str | None, as_json: bool) -> None:
     """Print the session's journal as a replayable log (like git bisect log)."""
     from clusterbisect import stepmode
@@ -734,7 +757,7 @@ def step_log(state_dir: str | None, as_json: bool) -> None:
 @cli.command("replay")
 @click.argument("logfile", type=click.Path(exists=True, dir_okay=False))
 @click.option("--state-dir", type=click.Path(file_okay=False), help="Where the new session lives.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@json_option
 def step_replay(logfile: str, state_dir: str | None, as_json: bool) -> None:
     """Start a new session from a `log` output and re-apply its marks."""
     from pathlib import Path
@@ -752,7 +775,7 @@ def step_replay(logfile: str, state_dir: str | None, as_json: bool) -> None:
 
 @cli.command("reset")
 @_state_dir_option
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document on stdout.")
+@json_option
 def step_reset(state_dir: str | None, as_json: bool) -> None:
     """End the session (its state directory is kept)."""
     from clusterbisect import stepmode
