@@ -191,6 +191,20 @@ def test_posterior_with_the_leaders_clean_probe() -> None:
     assert probs[2] / probs[1] == pytest.approx((0.9 * 0.1 + 0.1 * 0.5) / 0.5)
 
 
+def test_a_failing_clean_probe_reads_as_a_second_culprit_not_as_background() -> None:
+    # {0} fails 5 times in 10 and so does the clean probe of position 1 ({1, 2}): at
+    # p = 0.5 that is a second culprit in the rest, not a background rate of 0.5.
+    line = Line(frozenset(), (0, 1, 2), prior_alone=0.0, prior_none=0.0, p=0.5, q_prior=(1, 19))
+    line.observe(1, fails=5, passes=5)
+    line.observe_clean(1, fails=5, passes=5)
+    line.update()
+    assert line.top()[0] == 1
+    assert line.clean_mass(1) > 0.9  # the probe now fails at p under almost everything
+    # So the estimate of q does not count those failures as background ones: read as
+    # background they would make q about (1 + 5) / (20 + 10) = 0.2 under position 1.
+    assert line.estimates()[1] < 0.1
+
+
 def test_learned_clean_runs_average_over_p() -> None:
     # Given p: the formula. Learned p with no runs: the Beta(3, 1) prior, so
     # E[(1 - p)^r] = B(3, 1 + r) / B(3, 1) = 6 / ((r + 1)(r + 2)(r + 3)) <= 0.01 from r = 7

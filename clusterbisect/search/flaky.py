@@ -353,8 +353,10 @@ class Line:
             ll_dirty = math.log(self.dirty) + inside
             ll_top = max(ll_clean, ll_dirty)
             both = ll_top + math.log(math.exp(ll_clean - ll_top) + math.exp(ll_dirty - ll_top))
-            self._clean_share[start] = math.exp(ll_clean - both)
-            spans[i] = (start, _end, prior, fin, sin)  # the clean reading, for the estimates
+            share = math.exp(ll_clean - both)
+            self._clean_share[start] = share
+            if share >= 0.5:  # the estimates of p and q follow the likelier reading
+                spans[i] = (start, _end, prior, fin, sin)
             logs.append(math.log(prior) + both)
         top = max(logs)
         raw = [math.exp(x - top) if x > -math.inf else 0.0 for x in logs]
