@@ -292,15 +292,15 @@ def run(
         ),
         dry_run=dry_run,
     )
-    session = workflow.create_session(config, Path(state_dir) if state_dir else None)
-    if dry_run:
+    with workflow.new_session(config, Path(state_dir) if state_dir else None) as session:
+        if not dry_run:
+            _finish(workflow.run_session(session, _progress(quiet)), as_json)
+            return
         plan = workflow.dry_run(session)
-        if as_json:
-            emit_json(plan)
-        else:
-            _print_plan(plan)
-        return
-    _finish(workflow.run_session(session, _progress(quiet)), as_json)
+    if as_json:
+        emit_json(plan)
+    else:
+        _print_plan(plan)
 
 
 @cli.command()

@@ -15,6 +15,7 @@ resumed session maps it back onto the (recomputed) change list.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -169,6 +170,15 @@ class Session:
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in kept))
         os.replace(tmp, path)
+
+    def discard(self) -> None:
+        """Remove a session that never ran a probe: what :meth:`create` made, and the
+        directory itself if nothing else is in it (a --state-dir may hold other files)."""
+        (self.state_dir / SESSION_FILE).unlink(missing_ok=True)
+        shutil.rmtree(self.state_dir / "inputs", ignore_errors=True)
+        for path in (self.state_dir / "logs", self.state_dir):
+            with contextlib.suppress(OSError):
+                path.rmdir()  # only when empty
 
     # --- the result -----------------------------------------------------------------
 

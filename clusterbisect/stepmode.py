@@ -136,9 +136,9 @@ def start(config: SessionConfig, state_dir: Path | None) -> dict[str, Any]:
     """Create a session, make it current and show the first probe."""
     from clusterbisect import workflow
 
-    session = workflow.create_session(config, state_dir)
+    with workflow.new_session(config, state_dir) as session:
+        view = next_view(session)
     set_current(session.state_dir)
-    view = next_view(session)
     return {
         "state_dir": str(session.state_dir),
         "session_id": session.session_id,

@@ -7,6 +7,8 @@ session started one way can be finished the other.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,6 +128,20 @@ def create_session(config: SessionConfig, state_dir: Path | None) -> Session:
     ]
     diff(specs[0], specs[1], ignore=config.ignore, container=config.container)
     return Session.create(config, state_dir, good_text=texts[0], bad_text=texts[1])
+
+
+@contextmanager
+def new_session(config: SessionConfig, state_dir: Path | None) -> Iterator[Session]:
+    """Create a session for one command. If the command then fails on its input before
+    any probe ran (say, no change can be applied on the backend), the session is
+    removed again: a usage error leaves no half-made state directory behind."""
+    session = create_session(config, state_dir)
+    try:
+        yield session
+    except InputError:
+        if not session.records():
+            session.discard()
+        raise
 
 
 def _live_text(source: str, config: SessionConfig) -> str | None:

@@ -328,3 +328,16 @@ def test_nothing_testable_on_the_backend_is_a_clear_usage_error(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert "can be applied on the local backend" in proc.stderr
     assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "s").exists()  # a usage error leaves no session behind
+
+
+def test_a_usage_error_keeps_the_other_files_of_a_given_state_dir(tmp_path):
+    job = Path(__file__).parent.parent / "examples" / "training-upgrade" / "good.yaml"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(job.read_text().replace('cpu: "8"', 'cpu: "12"'))
+    state = tmp_path / "s"
+    state.mkdir()
+    (state / "notes.txt").write_text("mine")
+    proc = run_cli(["run", str(job), str(bad), "--state-dir", str(state), "--", "true"])
+    assert proc.returncode == 2, proc.stderr
+    assert sorted(p.name for p in state.iterdir()) == ["notes.txt"]

@@ -349,10 +349,10 @@ def _run(args: dict[str, Any]) -> Reply:
         raise InputError(
             "the local backend needs `command`, the probe workload argv", field="command"
         )
-    session = workflow.create_session(config, _state_dir(args))
-    if args.get("dry_run"):
-        return _finished(workflow.dry_run(session))
-    return _finished(workflow.run_session(session, None))
+    with workflow.new_session(config, _state_dir(args)) as session:
+        if args.get("dry_run"):
+            return _finished(workflow.dry_run(session))
+        return _finished(workflow.run_session(session, None))
 
 
 def _resume(args: dict[str, Any]) -> Reply:
