@@ -589,6 +589,20 @@ def main_container(spec: Spec) -> str | None:
     return str(names[0]) if names else None
 
 
+def container_argv(spec: Spec, container: str | None = None) -> list[str]:
+    """The command and args of a Kubernetes container (default: the main container) in
+    the primary pod template, as one argv; ``[]`` when it sets neither."""
+    if spec.format != KUBERNETES:
+        return []
+    name = container or main_container(spec)
+    pod_spec = _primary_pod_spec(spec) or {}
+    for c in pod_spec.get("containers") or []:
+        if isinstance(c, dict) and c.get("name") == name:
+            parts = [*(c.get("command") or []), *(c.get("args") or [])]
+            return [str(part) for part in parts]
+    return []
+
+
 def runtime_env_of(spec: Spec) -> dict[str, Any]:
     """The Ray runtime_env of a Ray job spec or a RayJob (parsed), else ``{}``."""
     if spec.format == RAY_JOB:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from clusterbisect.diff import diff
 from clusterbisect.errors import Interrupted
@@ -32,12 +33,40 @@ from clusterbisect.runners.ray import (
     render_submission,
     strip_preamble,
     why_untestable,
+    why_untestable_in_workload,
 )
 from clusterbisect.specs import parse_spec
 from clusterbisect.specs.model import RAY_JOB, Spec
 
 CLI = [sys.executable, "-m", "clusterbisect.cli"]
 FIXTURES = Path(__file__).parent / "fixtures"
+TRAINING = Path(__file__).parent.parent / "examples" / "training-upgrade"
+
+K8S_JOB_TEMPLATE = """\
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: finetune
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: main
+        image: registry.example.com/train:{tag}
+        command: [python, -c]
+        args:
+        - "import os, sys; sys.exit(7 if os.environ['CKPT_FORMAT'] == 'v3' else 0)"
+        env:
+        - {{name: CKPT_FORMAT, value: {ckpt}}}
+        - {{name: OMP_NUM_THREADS, value: "{threads}"}}
+        - name: HF_TOKEN
+          valueFrom: {{secretKeyRef: {{name: hf, key: token}}}}
+      - name: sidecar
+        image: busybox
+        env:
+        - {{name: SIDE, value: "1"}}
+"""
 ANY_FAILURE = FailureSignature()
 
 RAYJOB_TEMPLATE = """\
@@ -127,6 +156,77 @@ def test_untestable_rayjob_pod_settings_and_overridden_entrypoint():
     )
     assert "podman" in str(why_untestable(image, rayjob=False, command_given=False, podman=False))
     assert why_untestable(image, rayjob=False, command_given=False, podman=True) is None
+
+
+def test_render_kubernetes_job_maps_its_main_container():
+    spec = parse_spec(K8S_JOB_TEMPLATE.format(tag="1", ckpt="v2", threads=2), "job.yaml")
+    sub = render_submission(spec)
+    # The container's command and args become the entrypoint, its plain env the env_vars
+    # (the secret reference cannot be resolved outside the cluster, so it is left out).
+    assert shlex.split(sub.entrypoint) == [
+        "python",
+        "-c",
+        "import os, sys; sys.exit(7 if os.environ['CKPT_FORMAT'] == 'v3' else 0)",
+    ]
+    assert sub.runtime_env == {"env_vars": {"CKPT_FORMAT": "v2", "OMP_NUM_THREADS": "2"}}
+    sub = render_submission(spec, ["python", "x.py"], RayOptions(container="sidecar"))
+    assert sub.entrypoint == "python x.py"
+    assert sub.runtime_env == {"env_vars": {"SIDE": "1"}}
+
+
+def test_untestable_kubernetes_job_settings():
+    changes = diff(
+        parse_spec((TRAINING / "good.yaml").read_text(), "good.yaml"),
+        parse_spec((TRAINING / "bad.yaml").read_text(), "bad.yaml"),
+    )
+    reasons = {
+        c.key: why_untestable_in_workload(c, container="trainer", command_given=True)
+        for c in changes
+    }
+    env = [k for k in reasons if ".env." in k]
+    assert env and all(reasons[k] is None for k in env)
+    assert "use --backend kubernetes" in str(reasons["containers[trainer].image"])
+    assert "resources settings" in str(reasons["containers[trainer].resources.requests.cpu"])
+    assert "outside the trainer container" in str(reasons["tolerations"])
+    # The command: the entrypoint, unless the workload after `--` replaces it.
+    good = parse_spec(K8S_JOB_TEMPLATE.format(tag="1", ckpt="v2", threads=2), "g")
+    bad = parse_spec(
+        K8S_JOB_TEMPLATE.format(tag="1", ckpt="v2", threads=2).replace("[python, -c]", "[py]"),
+        "b",
+    )
+    (command,) = diff(good, bad)
+    assert why_untestable_in_workload(command, container="main", command_given=False) is None
+    assert "replaces the entrypoint" in str(
+        why_untestable_in_workload(command, container="main", command_given=True)
+    )
+    secret = parse_spec(
+        K8S_JOB_TEMPLATE.format(tag="1", ckpt="v2", threads=2).replace("key: token", "key: t2"),
+        "s",
+    )
+    (reference,) = diff(good, secret)
+    assert "reference" in str(
+        why_untestable_in_workload(reference, container="main", command_given=False)
+    )
+
+
+def test_dry_run_of_a_kubernetes_job_on_ray_searches_its_env(tmp_path):
+    """The training Job on Ray: the same 33 env changes as on the local backend."""
+    proc = subprocess.run(
+        [*CLI, "run", str(TRAINING / "good.yaml"), str(TRAINING / "bad.yaml")]
+        + ["--backend", "ray", "--dry-run", "--state-dir", str(tmp_path / "s"), "--json"]
+        + ["--", "python", "/opt/train.py"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    assert (plan["changes_total"], plan["changes_searched"]) == (45, 33)
+    assert "containers[trainer].image" in {u["key"] for u in plan["untestable"]}
+    bad = yaml.safe_load(Path(plan["plan"][1]["manifest"]).read_text())
+    assert bad["submission"]["entrypoint"] == "python /opt/train.py"
+    assert bad["submission"]["runtime_env"]["env_vars"]["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] == "1"
 
 
 def test_render_redacts_secret_env_vars_and_needs_no_ray(tmp_path):
@@ -360,21 +460,22 @@ finally:
 
 
 @pytest.mark.ray
-def test_env_var_culprit_in_a_kuberay_rayjob(runner, tmp_path):
-    """`clusterbisect run --backend ray --ray-address ...` on an existing (token) cluster."""
+def bisect_on_test_ray(runner, tmp_path: Path, good_text: str, bad_text: str) -> dict:
+    """`clusterbisect run --backend ray --ray-address ...` against the module's Ray, the
+    way a user points it at an existing (token) cluster; the JSON result."""
     good = tmp_path / "good.yaml"
     bad = tmp_path / "bad.yaml"
-    good.write_text(RAYJOB_TEMPLATE.format(ckpt="v2", threads=2, level="info", ray="2.60.0"))
-    bad.write_text(RAYJOB_TEMPLATE.format(ckpt="v3", threads=4, level="debug", ray="2.61.0"))
+    good.write_text(good_text)
+    bad.write_text(bad_text)
     assert runner.local is not None
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
     env.update(
         RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(_state(runner) / "ray" / "auth_token")
     )
-    state = tmp_path / "state"
     proc = subprocess.run(
         [*CLI, "run", str(good), str(bad), "--backend", "ray", "--ray-address"]
-        + [runner.local.address, "--parallel", "2", "--state-dir", str(state), "--json"],
+        + [runner.local.address, "--parallel", "2", "--state-dir", str(tmp_path / "state")]
+        + ["--json"],
         capture_output=True,
         text=True,
         env=env,
@@ -384,8 +485,32 @@ def test_env_var_culprit_in_a_kuberay_rayjob(runner, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
     assert result["status"] == "found"
-    assert [[c["key"] for c in culprit["changes"]] for culprit in result["culprits"]] == [
-        ["runtime_env.env_vars.CKPT_FORMAT"]
-    ]
+    return result
+
+
+def culprit_keys(result: dict) -> list[list[str]]:
+    return [[c["key"] for c in culprit["changes"]] for culprit in result["culprits"]]
+
+
+def test_env_var_culprit_in_a_kuberay_rayjob(runner, tmp_path):
+    result = bisect_on_test_ray(
+        runner,
+        tmp_path,
+        RAYJOB_TEMPLATE.format(ckpt="v2", threads=2, level="info", ray="2.60.0"),
+        RAYJOB_TEMPLATE.format(ckpt="v3", threads=4, level="debug", ray="2.61.0"),
+    )
+    assert culprit_keys(result) == [["runtime_env.env_vars.CKPT_FORMAT"]]
     # The head image is a pod setting: left out of the search, and said so.
     assert "head.containers[ray-head].image" in json.dumps(result)
+
+
+def test_env_var_culprit_in_a_kubernetes_job(runner, tmp_path):
+    """A plain Kubernetes Job on Ray: its container's env and command make the Ray job."""
+    result = bisect_on_test_ray(
+        runner,
+        tmp_path,
+        K8S_JOB_TEMPLATE.format(tag="1", ckpt="v2", threads=2),
+        K8S_JOB_TEMPLATE.format(tag="2", ckpt="v3", threads=4),
+    )
+    assert culprit_keys(result) == [["containers[main].env.CKPT_FORMAT"]]
+    assert "containers[main].image" in {u["key"] for u in result["untestable"]}

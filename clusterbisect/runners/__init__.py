@@ -32,7 +32,13 @@ def make_runner(
         from clusterbisect.runners.ray import make_runner as make_ray_runner
 
         return make_ray_runner(
-            RayOptions(parallel=parallel, timeout=timeout_s, state_dir=state_dir, **options)
+            RayOptions(
+                parallel=parallel,
+                timeout=timeout_s,
+                state_dir=state_dir,
+                container=container,
+                **options,
+            )
         )
     if backend == "kubernetes":
         from clusterbisect.runners.kubernetes import KubernetesOptions

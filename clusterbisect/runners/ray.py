@@ -54,7 +54,15 @@ from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult, signal_reason
 from clusterbisect.runners.base import Probe
-from clusterbisect.settings import YAML_SEGMENT, runtime_env_of, spec_env
+from clusterbisect.settings import (
+    COMMAND,
+    YAML_SEGMENT,
+    container_argv,
+    main_container,
+    runtime_env_of,
+    spec_env,
+)
+from clusterbisect.settings import ENV as ENV_SETTING
 from clusterbisect.specs.model import ENV, KUBERNETES, RAY_JOB, SNAPSHOT, Spec
 
 log = get_logger(__name__)
@@ -127,6 +135,9 @@ class RayOptions:
     poll_s: float = 0.25
     stop_grace_s: float = 20.0  # wait this long for a stopped job to reach a final state
     max_log_bytes: int = 1 << 20  # the tail of the driver log kept per probe
+    # A Kubernetes workload's container whose env and command the job takes (--container;
+    # default: the main container).
+    container: str | None = None
     # The local Ray started when there is no address.
     local_num_cpus: int | None = None  # default: this machine's CPUs
     local_auth: str = "token"  # token | disabled
@@ -180,7 +191,7 @@ def render_submission(
     and every argument reaches the workload exactly as given, with no shell expansion.
     """
     options = options or RayOptions()
-    fields = _job_fields(spec)
+    fields = _job_fields(spec, options.container)
     runtime_env = copy.deepcopy(fields.get("runtime_env") or {})
     if not isinstance(runtime_env, dict):
         raise InputError("expected a mapping", source=spec.source, field="runtime_env")
@@ -218,8 +229,9 @@ def render_submission(
     )
 
 
-def _job_fields(spec: Spec) -> dict[str, Any]:
-    """The submission fields of a Ray job spec, a KubeRay RayJob, or an env file."""
+def _job_fields(spec: Spec, container: str | None = None) -> dict[str, Any]:
+    """The submission fields of a Ray job spec, a KubeRay RayJob, a Kubernetes workload
+    or an env file."""
     doc = spec.document
     if spec.format == RAY_JOB:
         return {k: doc.get(k) for k in SUBMIT_FIELDS if doc.get(k) is not None}
@@ -230,12 +242,21 @@ def _job_fields(spec: Spec) -> dict[str, Any]:
         }
         out["runtime_env"] = runtime_env_of(spec)
         return out
+    if spec.format == KUBERNETES and main_container(spec) is not None:
+        # A Job (or Deployment, PyTorchJob, ...) run as a Ray job: its main container's
+        # plain env vars become env_vars, its command and args the entrypoint.
+        name = container or main_container(spec)
+        fields: dict[str, Any] = {"runtime_env": {"env_vars": spec_env(spec, name)}}
+        argv = container_argv(spec, name)
+        if argv:
+            fields["entrypoint"] = shlex.join(argv)
+        return fields
     if spec.format in (ENV, SNAPSHOT):
         # An env dump run on Ray: its variables become the job's env_vars.
         return {"runtime_env": {"env_vars": spec_env(spec)}}
     raise InputError(
-        f"the Ray backend runs Ray job specs, KubeRay RayJobs and env files, not a {spec.kind}; "
-        "use --backend kubernetes or local",
+        f"the Ray backend runs Ray job specs, KubeRay RayJobs, Kubernetes workloads and env "
+        f"files, not a {spec.kind}; use --backend kubernetes or local",
         source=spec.source,
     )
 
@@ -309,6 +330,36 @@ def why_untestable(
     if name == "runtime_env" and inner and inner[0] in CONTAINER_FIELDS and not podman:
         return f"runtime_env.{inner[0]} needs podman on the Ray nodes, and the local Ray has none"
     return None
+
+
+def why_untestable_in_workload(
+    change: Change, *, container: str | None, command_given: bool
+) -> str | None:
+    """Why a Ray job cannot apply ``change`` of a Kubernetes workload, or None.
+
+    Only the main container carries over: its plain env vars (as runtime_env env_vars)
+    and its command and args (as the entrypoint). The image, resources, volumes and
+    the pod's scheduling belong to Kubernetes.
+    """
+    use_kubernetes = "a Ray job cannot apply it; use --backend kubernetes"
+    if container is None or change.container != container:
+        return f"a Kubernetes setting outside the {container or 'main'} container; {use_kubernetes}"
+    if change.category == ENV_SETTING and change.env_name:
+        for value in (change.good, change.bad):
+            if value is not None and not isinstance(value, str):
+                return "its value is a reference (secret, field) a Ray job cannot resolve"
+        return None
+    if change.category == COMMAND:
+        if command_given:
+            return (
+                "the workload after `--` replaces the entrypoint, "
+                "so this change would have no effect"
+            )
+        return None
+    return (
+        f"{change.category} settings belong to the pod and cannot be applied to a Ray job; "
+        "use --backend kubernetes"
+    )
 
 
 # --- the local Ray of a session -------------------------------------------------------
@@ -521,6 +572,7 @@ class RayRunner:
         self._address: str | None = None
         self._active: dict[str, _Job] = {}
         self._session_config: Any = None
+        self._workload_spec: Spec | bool | None = None  # False: not a workload
         self._nodes: list[dict[str, float]] | None = None
         self.closed = False
 
@@ -539,10 +591,36 @@ class RayRunner:
         """The cluster to use, or None for a local Ray started for the session."""
         return self.options.address or os.environ.get("RAY_ADDRESS") or None
 
+    def _workload(self) -> Spec | None:
+        """The session's good spec when it is a Kubernetes workload (not a RayJob)."""
+        if self._workload_spec is None and self._session() is not None:
+            from clusterbisect.session import Session
+            from clusterbisect.specs import load_spec
+
+            assert self.options.state_dir is not None
+            path = Session.open(self.options.state_dir).input_path("good")
+            spec = load_spec(str(path))
+            is_workload = spec.format == KUBERNETES and spec.kind != "RayJob"
+            self._workload_spec = spec if is_workload and main_container(spec) else False
+        return self._workload_spec if isinstance(self._workload_spec, Spec) else None
+
     def untestable(self, changes: list[Change]) -> dict[str, str]:
-        """Kubernetes-only settings of a RayJob, an overridden entrypoint, images without podman."""
+        """Kubernetes-only settings of a RayJob or a workload, an overridden entrypoint,
+        images without podman."""
         config = self._session()
         command_given = bool(config and config.command)
+        workload = self._workload()
+        if workload is not None:
+            container = self.options.container or main_container(workload)
+            return {
+                change.key: why
+                for change in changes
+                if (
+                    why := why_untestable_in_workload(
+                        change, container=container, command_given=command_given
+                    )
+                )
+            }
         rayjob = any(
             (c.path and c.path[0] in ("spec", "apiVersion", "kind")) or YAML_SEGMENT in c.path
             for c in changes
