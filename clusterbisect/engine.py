@@ -206,7 +206,7 @@ class Engine:
         round_no = self.rounds + 1
         probes = [self.make_probe(r, len(self.records) + 1 + i) for i, r in enumerate(requests)]
         if self.progress:
-            left = min((len(c) for c in self.strategy.candidates()), default=len(self._by_key))
+            left = self.strategy.candidates_left() or len(self._by_key)
             self.progress.round_started(round_no, probes, left, self.strategy.remaining_estimate())
         results = self.runner.run(probes)
         for request, probe, run in zip(requests, probes, results):

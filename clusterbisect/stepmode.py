@@ -199,8 +199,8 @@ def _next(position: Position, wanted: str | None) -> dict[str, Any]:
 
 
 def _candidates_left(position: Position) -> int:
-    candidates = position.engine.strategy.candidates()
-    return min((len(c) for c in candidates), default=len(position.engine.problem.testable))
+    left = position.engine.strategy.candidates_left()
+    return left or len(position.engine.problem.testable)
 
 
 def _pending_index(position: Position, wanted: str | None) -> int:

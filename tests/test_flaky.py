@@ -205,6 +205,25 @@ def test_a_failing_clean_probe_reads_as_a_second_culprit_not_as_background() -> 
     assert line.estimates()[1] < 0.1
 
 
+def test_candidates_left_is_the_credible_set() -> None:
+    # Four changes and the flake hypothesis (0.1): 0.225 each. Holding 0.99 of the
+    # posterior takes all four changes and the flake, which is not a change: 4 left.
+    strategy = FlakyStrategy(p=0.5, q=0.1)
+    assert strategy.candidates_left() is None  # no search yet
+    line = Line(frozenset(), (0, 1, 2, 3), prior_alone=0.0, prior_none=0.1, p=0.5, q=0.1)
+    strategy._line = line
+    assert strategy.candidates_left() == 4
+    # {0, 1} fails 6 times: changes 2, 3 and the flake predict that with 0.1**6, so
+    # changes 0 and 1 now hold all but 1e-4 of the posterior, half each: 2 left.
+    line.observe(2, fails=6, passes=0)
+    line.update()
+    assert strategy.candidates_left() == 2
+    # {0} passes 12 times: change 1 is 0.9**12 / 0.5**12 = 1,157 times likelier than 0.
+    line.observe(1, fails=0, passes=12)
+    line.update()
+    assert strategy.candidates_left() == 1
+
+
 def test_learned_clean_runs_average_over_p() -> None:
     # Given p: the formula. Learned p with no runs: the Beta(3, 1) prior, so
     # E[(1 - p)^r] = B(3, 1 + r) / B(3, 1) = 6 / ((r + 1)(r + 2)(r + 3)) <= 0.01 from r = 7

@@ -42,6 +42,9 @@ class AutoStrategy:
     def remaining_estimate(self) -> int | None:
         return self.active.remaining_estimate()
 
+    def candidates_left(self) -> int | None:
+        return self.active.candidates_left()
+
     def search(self, n: int) -> Search:
         if n == 0:
             return SearchResult(NO_DIFFERENCES)

@@ -100,6 +100,10 @@ class Strategy(Protocol):
         """Estimated probes still to go, for progress output; None if unknown."""
         ...
 
+    def candidates_left(self) -> int | None:
+        """How many changes may still be the culprit, for progress output; None if unknown."""
+        ...
+
 
 # --- answering requests from runs (shared by the engine and the simulated oracle) ---
 

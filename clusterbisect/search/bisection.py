@@ -76,6 +76,10 @@ class BisectionStrategy:
             return []
         return [self._narrowest | self._forced]
 
+    def candidates_left(self) -> int | None:
+        """The size of the narrowest set known to hold the culprit."""
+        return len(self._narrowest) or None
+
     def remaining_estimate(self) -> int | None:
         """Probes still to go for the culprit being searched (descent plus confirmation)."""
         size = len(self._narrowest)

@@ -633,6 +633,23 @@ class FlakyStrategy:
                 out.append(line.forced)
         return out
 
+    def candidates_left(self) -> int | None:
+        """The changes it takes to hold ``confidence`` of the posterior (a credible set);
+        1 once the leader alone is that likely."""
+        line = self._line
+        if line is None:
+            return None
+        count, mass = 0, 0.0
+        for block in sorted(line.blocks, key=lambda b: -b.weight):
+            if mass >= self.confidence or block.weight <= 0.0:
+                break
+            size = block.end - block.start + 1
+            take = min(size, math.ceil((self.confidence - mass) / block.weight - 1e-9))
+            mass += take * block.weight
+            if 1 <= block.start <= line.n:  # position 0 and N+1 are not changes
+                count += take
+        return max(1, count)
+
     def remaining_estimate(self) -> int | None:
         """Runs still to go: the evidence the leader still needs over the bits per run,
         plus a clean check."""
