@@ -1,10 +1,10 @@
 """The tools over the Model Context Protocol, on stdio, with the official ``mcp`` SDK.
 
-Built on the SDK 1.x low-level ``Server`` (``mcp.server.lowlevel``), which takes our
-own JSON Schemas and annotations as they are. SDK 2.x renamed the high-level FastMCP
-to MCPServer and rebuilt the low-level server (handlers passed to the constructor,
-snake_case fields), so the ``mcp`` extra is pinned to ``>=1.10,<2`` (see
-pyproject.toml). Imported only by ``clusterbisect mcp``.
+Built on the SDK's low-level ``Server`` (``mcp.server.lowlevel``), which takes our
+own JSON Schemas and annotations as they are. Both SDK lines work: 1.x registers
+handlers with decorators, 2.x (which also renamed the high-level FastMCP to
+MCPServer) takes them in the constructor; :func:`_serve` picks by the constructor's
+signature. Imported only by ``clusterbisect mcp``.
 
 stdout is the protocol channel: the server writes JSON-RPC to a private copy of the
 descriptor and points descriptor 1 at stderr, so a stray print, a library banner or
@@ -14,6 +14,7 @@ a probe process inheriting stdout cannot corrupt the stream.
 from __future__ import annotations
 
 import functools
+import inspect
 import io
 import json
 import os
@@ -22,7 +23,7 @@ from typing import Any
 
 from clusterbisect import __version__
 from clusterbisect.agent import dispatch
-from clusterbisect.agent.tools import available
+from clusterbisect.agent.tools import Tool, available
 
 INSTRUCTIONS = (
     "clusterbisect finds the setting that makes a job fail. Call `diff` on a working and "
@@ -50,52 +51,89 @@ def _take_stdout() -> io.TextIOWrapper:
 
 async def _serve(read_only: bool, protocol_out: io.TextIOWrapper) -> None:
     import anyio
-    import mcp.types as types
     from mcp.server.lowlevel import Server
     from mcp.server.stdio import stdio_server
 
-    server: Server[Any, Any] = Server(
-        "clusterbisect", version=__version__, instructions=INSTRUCTIONS
-    )
     tools = available(read_only)
-
-    @server.list_tools()
-    async def list_tools() -> list[types.Tool]:
-        return [
-            types.Tool(
-                name=t.name,
-                title=t.title,
-                description=t.description,
-                inputSchema=t.input_schema,
-                annotations=types.ToolAnnotations(**t.annotations()),
-            )
-            for t in tools
-        ]
-
-    # Our dispatcher validates (the same way as `call`), so the SDK need not.
-    @server.call_tool(validate_input=False)
-    async def call_tool(name: str, arguments: dict[str, Any]) -> types.CallToolResult:
-        try:
-            reply = await anyio.to_thread.run_sync(
-                functools.partial(dispatch.call, name, arguments or {}, read_only=read_only)
-            )
-        except Exception as err:  # every error is a tool result the model can read
-            document, _ = dispatch.error_document(err)
-            return types.CallToolResult(
-                content=[types.TextContent(type="text", text=json.dumps(document, indent=2))],
-                structuredContent=document,
-                isError=True,
-            )
-        return types.CallToolResult(
-            content=[
-                types.TextContent(
-                    type="text", text=json.dumps(reply.document, indent=2, default=str)
-                )
-            ],
-            structuredContent=json.loads(json.dumps(reply.document, default=str)),
-            isError=False,
-        )
-
+    if "on_call_tool" in inspect.signature(Server.__init__).parameters:
+        server = _server_v2(Server, tools, read_only)
+    else:
+        server = _server_v1(Server, tools, read_only)
     stdout = anyio.wrap_file(protocol_out)
     async with stdio_server(stdout=stdout) as (read_stream, write_stream):
         await server.run(read_stream, write_stream, server.create_initialization_options())
+
+
+def _server_v1(server_class: Any, tools: list[Tool], read_only: bool) -> Any:
+    """SDK 1.x: handlers are registered with decorators."""
+    server = server_class("clusterbisect", version=__version__, instructions=INSTRUCTIONS)
+
+    @server.list_tools()
+    async def list_tools() -> list[Any]:
+        return _tool_list(tools)
+
+    # Our dispatcher validates (the same way as `call`), so the SDK need not.
+    @server.call_tool(validate_input=False)
+    async def call_tool(name: str, arguments: dict[str, Any]) -> Any:
+        return await _call(name, arguments, read_only)
+
+    return server
+
+
+def _server_v2(server_class: Any, tools: list[Tool], read_only: bool) -> Any:
+    """SDK 2.x: handlers are passed to the constructor; it validates nothing itself
+    unless given the schemas, and our dispatcher validates as `call` does."""
+    import mcp.types as types
+
+    async def on_list_tools(_context: Any, _params: Any) -> Any:
+        return types.ListToolsResult(tools=_tool_list(tools))
+
+    async def on_call_tool(_context: Any, params: Any) -> Any:
+        return await _call(params.name, params.arguments, read_only)
+
+    return server_class(
+        "clusterbisect",
+        version=__version__,
+        instructions=INSTRUCTIONS,
+        on_list_tools=on_list_tools,
+        on_call_tool=on_call_tool,
+    )
+
+
+# Types are built with their camelCase names, which both SDK lines accept (2.x by alias).
+
+
+def _tool_list(tools: list[Tool]) -> list[Any]:
+    import mcp.types as types
+
+    return [
+        types.Tool(
+            name=t.name,
+            title=t.title,
+            description=t.description,
+            inputSchema=t.input_schema,
+            annotations=types.ToolAnnotations(**t.annotations()),
+        )
+        for t in tools
+    ]
+
+
+async def _call(name: str, arguments: dict[str, Any] | None, read_only: bool) -> Any:
+    """Run one tool in a worker thread; every error is a result the model can read."""
+    import anyio
+    import mcp.types as types
+
+    try:
+        reply = await anyio.to_thread.run_sync(
+            functools.partial(dispatch.call, name, arguments or {}, read_only=read_only)
+        )
+    except Exception as err:
+        document, _ = dispatch.error_document(err)
+        is_error = True
+    else:
+        document, is_error = json.loads(json.dumps(reply.document, default=str)), False
+    return types.CallToolResult(
+        content=[types.TextContent(type="text", text=json.dumps(document, indent=2))],
+        structuredContent=document,
+        isError=is_error,
+    )
