@@ -497,14 +497,9 @@ def _call_input(input_path: str | None) -> Any:
 @click.option("--read-only", is_flag=True, help="Serve only the tools that launch nothing.")
 def mcp_command(read_only: bool) -> None:
     """Serve the tools over the Model Context Protocol on stdio."""
-    from clusterbisect.errors import InputError
+    from clusterbisect.extras import require
 
-    try:
-        import mcp  # noqa: F401
-    except ImportError:
-        raise InputError(
-            "the MCP server needs the mcp extra: pip install 'clusterbisect[mcp]'"
-        ) from None
+    require("mcp", "the MCP server")
     from clusterbisect.agent.mcp_server import serve
 
     serve(read_only)

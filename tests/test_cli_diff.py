@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -132,3 +133,42 @@ def test_as_a_real_process(tmp_path: Path) -> None:
     assert bad.stdout == ""
     assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
     assert str(garbage) in bad.stderr and "binary" in bad.stderr
+
+
+# --- a missing optional extra -----------------------------------------------------------
+
+HIDE = "import sys; sys.modules.update({m: None for m in sys.argv.pop(1).split(',')}); "
+MAIN = "from clusterbisect.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.mark.parametrize(
+    ("hidden", "args", "extra"),
+    [
+        ("ray", ["run", "good.env", "bad.env", "--backend", "ray", "--", "true"], "ray"),
+        ("kubernetes", ["run", "good.yaml", "bad.yaml", "--backend", "kubernetes"], "kubernetes"),
+        ("kubernetes", ["cleanup", "--session", "x"], "kubernetes"),
+        ("mcp", ["mcp"], "mcp"),
+    ],
+)
+def test_a_missing_extra_is_a_usage_error_that_says_what_to_install(
+    tmp_path: Path, hidden: str, args: list[str], extra: str
+) -> None:
+    (tmp_path / "good.env").write_text("A=1\n")
+    (tmp_path / "bad.env").write_text("A=2\n")
+    job = Path(__file__).parent.parent / "examples" / "training-upgrade"
+    for name in ("good.yaml", "bad.yaml"):
+        (tmp_path / name).write_text((job / name).read_text())
+    (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", HIDE + MAIN, hidden, *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "KUBECONFIG": str(tmp_path / "kubeconfig")},
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert f"pip install 'clusterbisect[{extra}]'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not list(tmp_path.glob(".clusterbisect/*/session.json"))  # nothing left behind

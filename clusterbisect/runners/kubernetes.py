@@ -28,6 +28,7 @@ import yaml
 
 from clusterbisect.diff import Change
 from clusterbisect.errors import BackendError, InputError, Interrupted
+from clusterbisect.extras import require
 from clusterbisect.interrupts import sigterm_as_interrupt
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult
@@ -151,6 +152,7 @@ def context_namespace(kubeconfig: str | None = None, context: str | None = None)
 
 
 def _find_context(files: list[Path], context: str | None) -> tuple[str, dict[str, Any]]:
+    require("kubernetes", "reading a kubeconfig")
     from kubernetes import config
     from kubernetes.config.config_exception import ConfigException
 
@@ -182,6 +184,7 @@ def connect(
     The namespace is ``namespace``, else the context's, else the pod's own namespace
     in-cluster, else ``default``.
     """
+    require("kubernetes", "the Kubernetes backend")
     from kubernetes import client, config
     from kubernetes.config.config_exception import ConfigException
 
@@ -617,6 +620,7 @@ class KubernetesRunner:
                 )
                 for entry in plan["probes"]
             ]
+        require("kubernetes", "the Kubernetes backend")
         with sigterm_as_interrupt():
             try:
                 self._ensure_configmap(probes[0].session_id)

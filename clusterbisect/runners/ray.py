@@ -51,6 +51,7 @@ from typing import Any
 
 from clusterbisect.diff import REDACTED, Change, looks_secret
 from clusterbisect.errors import BackendError, InputError, Interrupted
+from clusterbisect.extras import require
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult, signal_reason
 from clusterbisect.runners.base import Probe
@@ -663,6 +664,7 @@ class RayRunner:
             raise BackendError("the Ray runner is closed")
         if self._client is not None:
             return self._client
+        require("ray", "the Ray backend")
         from ray.job_submission import JobSubmissionClient
 
         _quiet_ray_logging()
