@@ -100,19 +100,22 @@ def _server_v2(server_class: Any, tools: list[Tool], read_only: bool) -> Any:
     )
 
 
-# Types are built with their camelCase names, which both SDK lines accept (2.x by alias).
+# Types are validated from their protocol (camelCase) names, which both SDK lines
+# accept: 1.x names its fields so, 2.x (snake_case fields) takes them as aliases.
 
 
 def _tool_list(tools: list[Tool]) -> list[Any]:
     import mcp.types as types
 
     return [
-        types.Tool(
-            name=t.name,
-            title=t.title,
-            description=t.description,
-            inputSchema=t.input_schema,
-            annotations=types.ToolAnnotations(**t.annotations()),
+        types.Tool.model_validate(
+            {
+                "name": t.name,
+                "title": t.title,
+                "description": t.description,
+                "inputSchema": t.input_schema,
+                "annotations": t.annotations(),
+            }
         )
         for t in tools
     ]
@@ -132,8 +135,10 @@ async def _call(name: str, arguments: dict[str, Any] | None, read_only: bool) ->
         is_error = True
     else:
         document, is_error = json.loads(json.dumps(reply.document, default=str)), False
-    return types.CallToolResult(
-        content=[types.TextContent(type="text", text=json.dumps(document, indent=2))],
-        structuredContent=document,
-        isError=is_error,
+    return types.CallToolResult.model_validate(
+        {
+            "content": [{"type": "text", "text": json.dumps(document, indent=2)}],
+            "structuredContent": document,
+            "isError": is_error,
+        }
     )
