@@ -268,14 +268,16 @@ class Engine:
         purpose: str = "search",
         log: str | None = None,
         run: RunResult | None = None,
+        number: int | None = None,
     ) -> ProbeRecord:
         """Journal an outcome reported by hand (the step-by-step mode).
 
         ``run``, when the reporter observed one (exit code, reason, ...), is journaled
-        with the outcome, as the runner's probes are.
+        with the outcome, as the runner's probes are. ``number`` is the probe's id
+        number as shown (default: the next one).
         """
         record = ProbeRecord(
-            probe_id=f"p{len(self.records) + 1:03d}",
+            probe_id=f"p{number if number is not None else len(self.records) + 1:03d}",
             round=self.rounds + 1,
             subset=self.problem.subset_keys(subset),
             outcome=outcome.value,

@@ -103,8 +103,16 @@ class Position:
         return self.outcome.pending.requests if self.outcome.pending else []
 
     def probe_number(self, index: int) -> int:
-        """The number the ``index``-th pending probe gets when recorded in order."""
-        return len(self.engine.records) + 1 + index
+        """The id number of the ``index``-th pending probe: the numbers not taken by a
+        recorded probe, in order. So a pending probe keeps its id whichever pending
+        probe is recorded first."""
+        taken = {int(r.probe_id[1:]) for r in self.engine.records if r.probe_id[1:].isdigit()}
+        number = 0
+        for _ in range(index + 1):
+            number += 1
+            while number in taken:
+                number += 1
+        return number
 
 
 def locate(session: Session) -> Position:
@@ -209,8 +217,7 @@ def _pending_index(position: Position, wanted: str | None) -> int:
     ids = [f"p{position.probe_number(i):03d}" for i in range(len(position.pending))]
     if wanted not in ids:
         raise InputError(
-            f"probe {wanted!r} is not pending; pending probes: {', '.join(ids)} "
-            "(ids shift after each recorded outcome: run `next` again)",
+            f"probe {wanted!r} is not pending; pending probes: {', '.join(ids)}",
             field="probe",
             details={"pending": ids},
         )
@@ -316,7 +323,7 @@ def record(
             )
         index = _pending_index(position, probe)
         request = position.pending[index]
-        number = len(position.engine.records) + 1  # record_manual numbers by count
+        number = position.probe_number(index)
         text = _read_log(log_file) if log_file is not None else log_text
         log_rel = _store_evidence(session, f"p{number:03d}", text) if text is not None else None
         if run is not None and text is not None:
@@ -327,7 +334,7 @@ def record(
             assert run is not None
             verdict = position.engine.signature.classify(run)
         entry = position.engine.record_manual(
-            request.subset, verdict, request.purpose, log=log_rel, run=run
+            request.subset, verdict, request.purpose, log=log_rel, run=run, number=number
         )
         return {
             "recorded": {

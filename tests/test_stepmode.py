@@ -223,3 +223,19 @@ def test_kubernetes_probes_render_without_a_cluster(tmp_path):
     image = job["spec"]["template"]["spec"]["containers"][0]["image"]
     assert ":2.6.0-cuda12.6" in image  # the bad image: every change applied
     assert Path(probe["rendered_file"]).is_file()
+
+
+def test_probe_ids_stay_put_when_recorded_out_of_order(tmp_path):
+    command = write_inputs(tmp_path)
+    start = cb_json(tmp_path, "start", "good.env", "bad.env", "--", *command)
+    assert [p["probe"] for p in start["next"]["pending"]] == ["p001", "p002"]  # both baselines
+    # Record the bad baseline first: the good one is still p001, not renumbered.
+    recorded = cb_json(tmp_path, "bad", "--probe", "p002")
+    assert recorded["recorded"]["probe"] == "p002"
+    view = cb_json(tmp_path, "next")
+    assert view["probe"]["id"] == "p001" and view["probe"]["purpose"] == "baseline-good"
+    assert cb_json(tmp_path, "good")["recorded"]["probe"] == "p001"
+    # The search goes on from p003, and the log shows the ids as they were recorded.
+    assert cb_json(tmp_path, "next")["probe"]["id"] == "p003"
+    log = cb(tmp_path, "log").stdout
+    assert log.index("p002") < log.index("p001")
