@@ -107,18 +107,7 @@ def _server_v2(server_class: Any, tools: list[Tool], read_only: bool) -> Any:
 def _tool_list(tools: list[Tool]) -> list[Any]:
     import mcp.types as types
 
-    return [
-        types.Tool.model_validate(
-            {
-                "name": t.name,
-                "title": t.title,
-                "description": t.description,
-                "inputSchema": t.input_schema,
-                "annotations": t.annotations(),
-            }
-        )
-        for t in tools
-    ]
+    return [types.Tool.model_validate(t.mcp_definition()) for t in tools]
 
 
 async def _call(name: str, arguments: dict[str, Any] | None, read_only: bool) -> Any:

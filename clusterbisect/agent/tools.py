@@ -65,6 +65,16 @@ class Tool:
             "openWorldHint": self.effect in (LAUNCHES, DESTRUCTIVE),
         }
 
+    def mcp_definition(self) -> dict[str, Any]:
+        """The tool as MCP lists it (protocol field names)."""
+        return {
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "inputSchema": self.input_schema,
+            "annotations": self.annotations(),
+        }
+
 
 # --- schema fragments ---------------------------------------------------------------
 
@@ -615,16 +625,7 @@ def definitions(fmt: str = "mcp", read_only: bool = False) -> list[dict[str, Any
             for t in tools
         ]
     if fmt == "mcp":
-        return [
-            {
-                "name": t.name,
-                "title": t.title,
-                "description": t.description,
-                "inputSchema": t.input_schema,
-                "annotations": t.annotations(),
-            }
-            for t in tools
-        ]
+        return [t.mcp_definition() for t in tools]
     if fmt == "json":
         return [
             {
