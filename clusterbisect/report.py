@@ -240,6 +240,9 @@ def render_text(result: dict[str, Any]) -> str:
         f"({result['changes_searched']} changes searched, "
         f"log2 bound {result['best_possible_probes']}), {result['elapsed_s']:.1f} s"
     )
+    rates = _rates(result)
+    if rates:
+        out.append(f"Failure rates: {rates}")
     if result["untestable"]:
         out.append(
             f"Not testable on the {result['backend']} backend ({len(result['untestable'])}):"
@@ -252,6 +255,14 @@ def render_text(result: dict[str, Any]) -> str:
         out.append(f"Note: {note}")
     out.append(f"State: {result['state_dir']}")
     return "\n".join(out)
+
+
+def _rates(result: dict[str, Any]) -> str | None:
+    """The flake-aware search's failure rates, given or learned (None otherwise)."""
+    estimates = result.get("estimates") or {}
+    if "p" not in estimates or "q" not in estimates:
+        return None
+    return f"{estimates['p']:.2f} with the culprit (p), {estimates['q']:.2f} without it (q)"
 
 
 def _headline(result: dict[str, Any]) -> str:
@@ -280,6 +291,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         f"- Backend: {result['backend']}, strategy: {result['strategy']}",
         f"- Probes: {result['probe_count']} in {result['rounds']} rounds, "
         f"{result['elapsed_s']:.1f} s",
+        *([f"- Failure rates: {_rates(result)}"] if _rates(result) else []),
         f"- Failure signature: {result['signature']['expected']}"
         + (
             f" (observed: {result['signature']['observed']})"

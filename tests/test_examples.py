@@ -254,6 +254,11 @@ def test_flaky_bisection_finds_the_culprit_with_the_flake_aware_strategy(tmp_pat
     assert culprit_keys(result) == [{FLAKY_CULPRIT}]
     assert result["culprits"][0]["confidence"] >= 0.99
     assert result["culprits"][0]["changes"][0]["bad"] == "30"
+    # The report states the rates it learned: about one run in two with the culprit.
+    p, q = result["estimates"]["p"], result["estimates"]["q"]
+    assert 0.1 < p < 0.95 and q < 0.25
+    report = cli("report", str(tmp_path / "state"), cwd=FLAKY).stdout
+    assert f"Failure rates: {p:.2f} with the culprit (p), {q:.2f} without it (q)" in report
 
 
 @pytest.mark.parametrize("example", ["training-upgrade", "interaction", "flaky"])
