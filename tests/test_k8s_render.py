@@ -197,6 +197,50 @@ def test_the_primary_template_is_probed(kind: str, role: str, runner: Kubernetes
         assert env_of(containers(job)["pytorch"])["LR"] == "0.02"
 
 
+def test_kubeflow_probes_get_the_operators_env_for_a_world_of_one(
+    runner: KubernetesRunner,
+) -> None:
+    """A replica run as a plain Job needs what the training operator would inject."""
+    job = runner.manifests(probe_for(load("pytorchjob"), []))[-1]
+    validate(job)
+    env = env_of(containers(job)["pytorch"])
+    assert {k: env[k] for k in ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK")} == {
+        "MASTER_ADDR": "localhost",
+        "MASTER_PORT": "23456",
+        "WORLD_SIZE": "1",
+        "RANK": "0",
+    }
+    assert env["LR"] == "0.02"  # the job's own env is kept
+    annotations = job["metadata"]["annotations"]
+    assert annotations[render.ANN_OPERATOR_ENV] == "MASTER_ADDR,MASTER_PORT,WORLD_SIZE,RANK"
+
+    tf = runner.manifests(probe_for(load("tfjob"), []))[-1]
+    config = json.loads(env_of(containers(tf)["tensorflow"])["TF_CONFIG"])
+    assert config == {
+        "cluster": {"chief": ["localhost:2222"]},
+        "task": {"type": "chief", "index": 0},
+    }
+    # An MPIJob's launcher and plain Jobs get nothing.
+    for kind in ("mpijob", "job"):
+        job = runner.manifests(probe_for(load(kind), []))[-1]
+        assert render.ANN_OPERATOR_ENV not in job["metadata"]["annotations"]
+
+
+def test_the_jobs_own_env_and_ports_win_over_the_operator_defaults() -> None:
+    spec = load("pytorchjob")
+    master = spec.document["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"]
+    container = master["containers"][0]
+    container["env"].append({"name": "WORLD_SIZE", "value": "32"})
+    container["ports"] = [{"name": "pytorchjob-port", "containerPort": 29500}]
+    spec.document["spec"]["nprocPerNode"] = "8"
+    ref = render.primary_template(spec)
+    added = render.add_operator_env(spec, ref, container)
+    env = env_of(container)
+    assert "WORLD_SIZE" not in added and env["WORLD_SIZE"] == "32"
+    assert env["MASTER_PORT"] == "29500" and env["PET_MASTER_PORT"] == "29500"
+    assert env["PET_NNODES"] == "1" and env["PET_NPROC_PER_NODE"] == "8"
+
+
 def test_names_never_collide_and_stay_short() -> None:
     names = {render.job_name("20261127-023012-a1b2c3", "p001") for _ in range(500)}
     assert len(names) == 500

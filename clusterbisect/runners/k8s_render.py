@@ -39,6 +39,7 @@ ANN_CHANGE_COUNT = "clusterbisect.io/change-count"
 ANN_PURPOSE = "clusterbisect.io/purpose"
 ANN_SOURCE = "clusterbisect.io/source"
 ANN_TEMPLATE = "clusterbisect.io/template"
+ANN_OPERATOR_ENV = "clusterbisect.io/operator-env"
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 
 # The changes annotation stays well below the 256 KiB limit on all annotations.
@@ -231,6 +232,8 @@ def render_job(
     pod["restartPolicy"] = "Never"  # required by podFailurePolicy; the probe runs once
     pod.pop("ephemeralContainers", None)  # cannot be set when a pod is created
     _override_workload(pod, main, options, workload)
+    container = next(c for c in pod["containers"] if c.get("name") == main)
+    injected = add_operator_env(spec, ref, container)
 
     ours = {
         LABEL_MANAGED_BY: MANAGED_BY,
@@ -256,6 +259,8 @@ def render_job(
     }
     if purpose:
         metadata["annotations"][ANN_PURPOSE] = purpose
+    if injected:
+        metadata["annotations"][ANN_OPERATOR_ENV] = ",".join(injected)
     if options.namespace:
         metadata["namespace"] = options.namespace
     return {
@@ -277,6 +282,57 @@ def render_job(
             "template": {"metadata": pod_meta, "spec": pod},
         },
     }
+
+
+def operator_env(spec: Spec, ref: PodTemplateRef, container: dict[str, Any]) -> dict[str, str]:
+    """The env a Kubeflow training operator gives a job's first replica, for a world of
+    one: a probe is a single pod, so it rendezvouses with itself.
+
+    PyTorchJob and XGBoostJob: ``MASTER_ADDR``/``MASTER_PORT``/``WORLD_SIZE``/``RANK``
+    (and torchrun's ``PET_*`` with an ``elasticPolicy`` or ``nprocPerNode``); TFJob:
+    ``TF_CONFIG``; JAXJob: ``COORDINATOR_ADDRESS``/``NUM_PROCESSES``/``PROCESS_ID``.
+    Other kinds (MPIJob, PaddleJob, ...) get nothing: their launchers are not emulated.
+    """
+    kind = spec.kind
+    body = spec.document.get("spec") or {}
+    defaults = {"PyTorchJob": 23456, "XGBoostJob": 9999, "TFJob": 2222, "JAXJob": 6666}
+    if kind not in defaults:
+        return {}
+    port = str(_named_port(container, kind.lower() + "-port") or defaults[kind])
+    if kind == "TFJob":
+        role = (ref.role or "chief").lower()
+        config = {"cluster": {role: [f"localhost:{port}"]}, "task": {"type": role, "index": 0}}
+        return {"TF_CONFIG": json.dumps(config, separators=(",", ":"))}
+    if kind == "JAXJob":
+        return {
+            "COORDINATOR_ADDRESS": f"localhost:{port}",
+            "NUM_PROCESSES": "1",
+            "PROCESS_ID": "0",
+        }
+    env = {"MASTER_ADDR": "localhost", "MASTER_PORT": port, "WORLD_SIZE": "1", "RANK": "0"}
+    if kind == "PyTorchJob" and (body.get("elasticPolicy") or body.get("nprocPerNode")):
+        env.update(PET_MASTER_ADDR="localhost", PET_MASTER_PORT=port, PET_NNODES="1")
+        env["PET_NODE_RANK"] = "0"
+        if body.get("nprocPerNode"):
+            env["PET_NPROC_PER_NODE"] = str(body["nprocPerNode"])
+    return env
+
+
+def add_operator_env(spec: Spec, ref: PodTemplateRef, container: dict[str, Any]) -> list[str]:
+    """Add :func:`operator_env` to ``container``, except what its own env already sets;
+    the names added."""
+    have = {e.get("name") for e in container.get("env") or [] if isinstance(e, dict)}
+    added = {k: v for k, v in operator_env(spec, ref, container).items() if k not in have}
+    if added:
+        container.setdefault("env", []).extend({"name": k, "value": v} for k, v in added.items())
+    return list(added)
+
+
+def _named_port(container: dict[str, Any], name: str) -> int | None:
+    for port in container.get("ports") or []:
+        if isinstance(port, dict) and port.get("name") == name and port.get("containerPort"):
+            return int(port["containerPort"])
+    return None
 
 
 def _override_workload(
