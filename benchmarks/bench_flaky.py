@@ -34,6 +34,7 @@ from benchmarks.baselines import (
     picire_available,
     run_picire,
 )
+from clusterbisect.search.auto import AutoStrategy
 from clusterbisect.search.base import Strategy
 from clusterbisect.search.bisection import BisectionStrategy
 from clusterbisect.search.flaky import FlakyStrategy
@@ -46,6 +47,8 @@ STRATEGIES: dict[str, tuple[Callable[[int, float, float], Strategy] | None, bool
     "flaky": (lambda k, p, q: FlakyStrategy(parallel=k), False),
     "flaky (p,q given)": (lambda k, p, q: FlakyStrategy(parallel=k, p=p, q=q), False),
     "bisection (engine)": (lambda k, p, q: BisectionStrategy(parallel=k), False),
+    # What `run --baseline-runs 6` does: bisection, or the flaky search if they disagree.
+    "auto, 6 baselines": (lambda k, p, q: AutoStrategy(parallel=k, baseline_runs=6), False),
     "plain bisection": (lambda k, p, q: PlainBisection(parallel=k), False),
     "one-at-a-time": (lambda k, p, q: OneAtATime(parallel=k), False),
     f"ddmin x{DDMIN_REPEATS}": (lambda k, p, q: Ddmin(parallel=k, repeats=DDMIN_REPEATS), False),
