@@ -30,7 +30,6 @@ from clusterbisect.search.base import (
 )
 from clusterbisect.session import ProbeRecord, Session
 from clusterbisect.settings import apply_changes
-from clusterbisect.specs import load_spec
 from clusterbisect.specs.model import Spec
 
 
@@ -54,8 +53,7 @@ class Problem:
 def prepare(session: Session, runner: Runner | None) -> Problem:
     """Load the session's inputs, diff them and split off what the backend cannot test."""
     config = session.config
-    good = load_spec(str(session.input_path("good")))
-    bad = load_spec(str(session.input_path("bad")))
+    good, bad = session.spec("good"), session.spec("bad")
     good.source, bad.source = config.good_source, config.bad_source
     changes = diff(good, bad, ignore=config.ignore, container=config.container)
     untestable = runner.untestable(changes) if runner else {}

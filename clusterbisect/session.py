@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterbisect.errors import InputError
+from clusterbisect.specs.model import Spec
 
 SESSION_FILE = "session.json"
 JOURNAL_FILE = "journal.jsonl"
@@ -132,10 +133,24 @@ class Session:
             raise InputError(f"unreadable session file ({err})", source=str(path)) from err
         return cls(state_dir.resolve(), session_id, config)
 
+    @classmethod
+    def find(cls, state_dir: Path | None) -> Session | None:
+        """The session in ``state_dir``, or None when it holds none (a runner built
+        outside a session)."""
+        if state_dir is None or not (state_dir / SESSION_FILE).is_file():
+            return None
+        return cls.open(state_dir)
+
     # --- paths ----------------------------------------------------------------------
 
     def input_path(self, which: str) -> Path:
         return self.state_dir / (self.config.good if which == "good" else self.config.bad)
+
+    def spec(self, which: str) -> Spec:
+        """The stored ``good`` or ``bad`` spec, loaded."""
+        from clusterbisect.specs import load_spec
+
+        return load_spec(str(self.input_path(which)))
 
     def log_path(self, probe_id: str) -> Path:
         return self.state_dir / "logs" / f"{probe_id}.log"

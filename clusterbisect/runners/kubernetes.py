@@ -460,15 +460,13 @@ class KubernetesRunner:
         self.spec = spec
 
     def _good_spec(self) -> Spec | None:
-        if self.spec is None and self.options.state_dir is not None:
+        if self.spec is None:
             # Built by the generic runner factory: find the good spec in the session.
-            from clusterbisect.session import SESSION_FILE, Session
+            from clusterbisect.session import Session
 
-            if (self.options.state_dir / SESSION_FILE).is_file():
-                from clusterbisect.specs import load_spec
-
-                session = Session.open(self.options.state_dir)
-                self.spec = load_spec(str(session.input_path("good")))
+            session = Session.find(self.options.state_dir)
+            if session is not None:
+                self.spec = session.spec("good")
         return self.spec
 
     def connection(self) -> Connection:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import copy
+import functools
 import json
 import os
 import re
@@ -55,6 +56,7 @@ from clusterbisect.extras import require
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult, signal_reason
 from clusterbisect.runners.base import Probe
+from clusterbisect.session import Session
 from clusterbisect.settings import (
     COMMAND,
     YAML_SEGMENT,
@@ -572,45 +574,33 @@ class RayRunner:
         self._client: Any = None
         self._address: str | None = None
         self._active: dict[str, _Job] = {}
-        self._session_config: Any = None
-        self._workload_spec: Spec | bool | None = None  # False: not a workload
         self._nodes: list[dict[str, float]] | None = None
         self.closed = False
 
     # --- what can be tested ---------------------------------------------------------
 
-    def _session(self) -> Any:
-        """The session config when built for a session (the state dir holds one)."""
-        if self._session_config is None and self.options.state_dir is not None:
-            from clusterbisect.session import SESSION_FILE, Session
-
-            if (self.options.state_dir / SESSION_FILE).is_file():
-                self._session_config = Session.open(self.options.state_dir).config
-        return self._session_config
+    @functools.cached_property
+    def _session(self) -> Session | None:
+        """The session the runner was built for (the state dir holds one), if any."""
+        return Session.find(self.options.state_dir)
 
     def target_address(self) -> str | None:
         """The cluster to use, or None for a local Ray started for the session."""
         return self.options.address or os.environ.get("RAY_ADDRESS") or None
 
+    @functools.cached_property
     def _workload(self) -> Spec | None:
         """The session's good spec when it is a Kubernetes workload (not a RayJob)."""
-        if self._workload_spec is None and self._session() is not None:
-            from clusterbisect.session import Session
-            from clusterbisect.specs import load_spec
-
-            assert self.options.state_dir is not None
-            path = Session.open(self.options.state_dir).input_path("good")
-            spec = load_spec(str(path))
-            is_workload = spec.format == KUBERNETES and spec.kind != "RayJob"
-            self._workload_spec = spec if is_workload and main_container(spec) else False
-        return self._workload_spec if isinstance(self._workload_spec, Spec) else None
+        spec = self._session.spec("good") if self._session is not None else None
+        if spec is None or spec.format != KUBERNETES or spec.kind == "RayJob":
+            return None
+        return spec if main_container(spec) else None
 
     def untestable(self, changes: list[Change]) -> dict[str, str]:
         """Kubernetes-only settings of a RayJob or a workload, an overridden entrypoint,
         images without podman."""
-        config = self._session()
-        command_given = bool(config and config.command)
-        workload = self._workload()
+        command_given = bool(self._session and self._session.config.command)
+        workload = self._workload
         if workload is not None:
             container = self.options.container or main_container(workload)
             return {
