@@ -192,6 +192,15 @@ class _Block:
     fin: int  # fails of probes that contain these positions
     sin: int  # passes of probes that contain these positions
 
+    @property
+    def size(self) -> int:
+        return self.end - self.start + 1
+
+    @property
+    def mass(self) -> float:
+        """The posterior mass of all its positions."""
+        return self.weight * self.size
+
 
 @dataclass
 class Line:
@@ -366,7 +375,7 @@ class Line:
         ]
         cum, acc = [], 0.0
         for block in self.blocks:
-            acc += block.weight * (block.end - block.start + 1)
+            acc += block.mass
             cum.append(acc)
         self._cum = cum
 
@@ -414,7 +423,7 @@ class Line:
         f_all, s_all = self.blocks[0].fin, self.blocks[0].sin
         p_num = p_den = q_num = 0.0
         for block in self.blocks:
-            mass = block.weight * (block.end - block.start + 1)
+            mass = block.mass
             fout, sout = f_all - block.fin, s_all - block.sin
             tail = self._tail_share(sout, fout, (b_q, a_q), self.q_zero)
             q_num += mass * tail * (a_q + fout) / (a_q + b_q + fout + sout)
@@ -434,7 +443,7 @@ class Line:
         f_all, s_all = self.blocks[0].fin, self.blocks[0].sin
         ef_in = es_in = ef_out = es_out = 0.0
         for block in self.blocks:
-            mass = block.weight * (block.end - block.start + 1)
+            mass = block.mass
             ef_in += mass * block.fin
             es_in += mass * block.sin
             ef_out += mass * (f_all - block.fin)
@@ -447,7 +456,7 @@ class Line:
         f_all, s_all = self.blocks[0].fin, self.blocks[0].sin
         p_one = q_zero = p_den = 0.0
         for block in self.blocks:
-            mass = block.weight * (block.end - block.start + 1)
+            mass = block.mass
             fout, sout = f_all - block.fin, s_all - block.sin
             q_zero += mass * (1.0 - self._tail_share(sout, fout, (b_q, a_q), self.q_zero))
             if block.start <= self.n:
@@ -643,8 +652,7 @@ class FlakyStrategy:
         for block in sorted(line.blocks, key=lambda b: -b.weight):
             if mass >= self.confidence or block.weight <= 0.0:
                 break
-            size = block.end - block.start + 1
-            take = min(size, math.ceil((self.confidence - mass) / block.weight - 1e-9))
+            take = min(block.size, math.ceil((self.confidence - mass) / block.weight - 1e-9))
             mass += take * block.weight
             if 1 <= block.start <= line.n:  # position 0 and N+1 are not changes
                 count += take
