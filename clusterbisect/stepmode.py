@@ -102,17 +102,21 @@ class Position:
     def pending(self) -> list[ProbeRequest]:
         return self.outcome.pending.requests if self.outcome.pending else []
 
-    def probe_number(self, index: int) -> int:
-        """The id number of the ``index``-th pending probe: the numbers not taken by a
-        recorded probe, in order. So a pending probe keeps its id whichever pending
-        probe is recorded first."""
+    def pending_numbers(self) -> list[int]:
+        """The id numbers of the pending probes: the numbers no recorded probe has taken,
+        in order. So a pending probe keeps its id whichever pending probe is recorded
+        first."""
         taken = {int(r.probe_id[1:]) for r in self.engine.records if r.probe_id[1:].isdigit()}
-        number = 0
-        for _ in range(index + 1):
+        numbers, number = [], 0
+        for _ in self.pending:
             number += 1
             while number in taken:
                 number += 1
-        return number
+            numbers.append(number)
+        return numbers
+
+    def pending_ids(self) -> list[str]:
+        return [f"p{number:03d}" for number in self.pending_numbers()]
 
 
 def locate(session: Session) -> Position:
@@ -182,15 +186,16 @@ def _next(position: Position, wanted: str | None) -> dict[str, Any]:
     view = _summary(position)
     if position.done:
         return {**view, "done": True, "result": finish(position)}
-    pending = position.pending
+    pending, ids = position.pending, position.pending_ids()
+    numbers = position.pending_numbers()
     index = _pending_index(position, wanted)
     view.update(
         {
             "done": False,
-            "probe": describe_probe(position, pending[index], position.probe_number(index)),
+            "probe": describe_probe(position, pending[index], numbers[index]),
             "pending": [
                 {
-                    "probe": f"p{position.probe_number(i):03d}",
+                    "probe": ids[i],
                     "purpose": r.purpose,
                     "runs_needed": position.engine.runs_needed(r),
                     "subset": position.engine.problem.subset_keys(r.subset),
@@ -214,7 +219,7 @@ def _candidates_left(position: Position) -> int:
 def _pending_index(position: Position, wanted: str | None) -> int:
     if wanted is None:
         return 0
-    ids = [f"p{position.probe_number(i):03d}" for i in range(len(position.pending))]
+    ids = position.pending_ids()
     if wanted not in ids:
         raise InputError(
             f"probe {wanted!r} is not pending; pending probes: {', '.join(ids)}",
@@ -323,7 +328,7 @@ def record(
             )
         index = _pending_index(position, probe)
         request = position.pending[index]
-        number = position.probe_number(index)
+        number = position.pending_numbers()[index]
         text = _read_log(log_file) if log_file is not None else log_text
         log_rel = _store_evidence(session, f"p{number:03d}", text) if text is not None else None
         if run is not None and text is not None:
@@ -397,9 +402,7 @@ def status(session: Session) -> dict[str, Any]:
             view["result"] = finish(position)
         else:
             view["done"] = False
-            view["pending"] = [
-                f"p{position.probe_number(i):03d}" for i in range(len(position.pending))
-            ]
+            view["pending"] = position.pending_ids()
             view["candidates_left"] = _candidates_left(position)
             view["estimated_probes_to_go"] = position.engine.strategy.remaining_estimate()
         return view
@@ -417,7 +420,7 @@ def result(session: Session) -> dict[str, Any]:
         return {
             **_summary(position),
             "status": "in_progress",
-            "pending": [f"p{position.probe_number(i):03d}" for i in range(len(position.pending))],
+            "pending": position.pending_ids(),
             "candidates": [
                 [c.to_dict() for c in position.engine.problem.subset_changes(s)] for s in candidates
             ],
