@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clusterbisect.errors import InputError
+from clusterbisect.redact import redact_value, setting_is_secret
 from clusterbisect.settings import (
     OTHER,
     Element,
@@ -28,51 +29,11 @@ from clusterbisect.specs import kubernetes as k8s
 from clusterbisect.specs.kubernetes import resolve
 from clusterbisect.specs.model import KUBERNETES, Spec
 
-REDACTED = "<redacted>"
 # Named lists that may not become empty (a pod needs a container).
 REQUIRED_NONEMPTY = frozenset({"containers", "replicatedJobs"})
 MODIFIED = "modified"
 ADDED = "added"
 REMOVED = "removed"
-
-# Words that make a variable name look secret (matched against its word parts, so
-# API_KEY and HF_TOKEN are secret while KEYBOARD_LAYOUT and TOKENIZERS_PARALLELISM
-# are not).
-SECRET_WORDS = frozenset(
-    {
-        "TOKEN",
-        "TOKENS",
-        "PASSWORD",
-        "PASSWORDS",
-        "PASSWD",
-        "PASS",
-        "PASSPHRASE",
-        "SECRET",
-        "SECRETS",
-        "KEY",
-        "KEYS",
-        "APIKEY",
-        "ACCESSKEY",
-        "PRIVATEKEY",
-        "CREDENTIAL",
-        "CREDENTIALS",
-        "CREDS",
-        "PRIVATE",
-        "AUTH",
-        "AUTHORIZATION",
-        "COOKIE",
-        "SESSION",
-        "SIGNATURE",
-        "DSN",
-        "PAT",
-        "JWT",
-    }
-)
-# Word endings for names written without separators (HFTOKEN, DBPASSWORD).
-SECRET_SUFFIXES = ("TOKEN", "PASSWORD", "PASSWD", "SECRET", "APIKEY", "ACCESSKEY", "CREDENTIALS")
-_WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
-# env valueFrom references: safe to show, they name a secret, they do not hold it.
-_REFERENCE_KEYS = frozenset({"secretKeyRef", "configMapKeyRef", "fieldRef", "resourceFieldRef"})
 
 
 @dataclass(frozen=True)
@@ -98,42 +59,6 @@ class Change:
             "bad": redact_value(self.bad) if self.secret else self.bad,
             "category": self.category,
         }
-
-
-def redact_value(value: Any) -> Any:
-    """Hide a secret value; keep ``None`` so that added/removed still reads right.
-
-    An env ``valueFrom`` reference (``secretKeyRef``...) is shown: it names where the
-    secret lives, not what it is.
-    """
-    if value is None:
-        return None
-    if isinstance(value, dict) and value and set(value) <= _REFERENCE_KEYS:
-        return value
-    return REDACTED
-
-
-def looks_secret(name: str | None) -> bool:
-    """True when a variable or field name looks like it holds a secret."""
-    if not name:
-        return False
-    words = [w.upper() for w in _WORD.findall(str(name))]
-    if any(w in SECRET_WORDS for w in words):
-        return True
-    return any(w.endswith(SECRET_SUFFIXES) for w in words)
-
-
-def _setting_secret(setting: Setting) -> bool:
-    if setting.env_name is not None:
-        return looks_secret(setting.env_name)
-    last = setting.path[-1] if setting.path else None
-    # Schema fields such as ``secretName`` name a secret; only free-form map keys
-    # (annotations, runtime_env config, snapshot values) are checked.
-    if isinstance(last, str) and len(setting.path) >= 2:
-        parent = setting.path[-2]
-        if parent in ("annotations", "labels", "config", "metadata"):
-            return looks_secret(last)
-    return False
 
 
 def check_comparable(good: Spec, bad: Spec) -> None:
@@ -218,7 +143,7 @@ def diff(
                 bad=value if kind == ADDED else None,
                 category=element.category,
                 path=element.path,
-                secret=any(_setting_secret(s) for s in inner),
+                secret=any(setting_is_secret(s.env_name, s.path) for s in inner),
                 container=element.container,
             )
         )
@@ -274,7 +199,7 @@ def _merge_required_lists(
                 bad=bad_list,
                 category=OTHER,
                 path=list_path,
-                secret=any(_setting_secret(s) for s in inner),
+                secret=any(setting_is_secret(s.env_name, s.path) for s in inner),
             )
         )
 
@@ -313,7 +238,7 @@ def _change(
         bad=bad,
         category=setting.category,
         path=path if path is not None else setting.path,
-        secret=_setting_secret(setting),
+        secret=setting_is_secret(setting.env_name, setting.path),
         container=setting.container,
         env_name=setting.env_name,
     )

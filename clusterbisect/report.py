@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from clusterbisect.diff import REDACTED, Change
 from clusterbisect.engine import Engine, Problem
+from clusterbisect.redact import redact_text, secret_values
 from clusterbisect.search.base import SearchResult, Subset
 from clusterbisect.session import ProbeRecord
 
@@ -24,7 +24,7 @@ EXCERPT_LINE_CHARS = 160
 def build_result(engine: Engine, search: SearchResult, elapsed_s: float) -> dict[str, Any]:
     """The whole report of a session as one JSON-ready document."""
     problem, session = engine.problem, engine.session
-    secrets = _secret_values(problem.changes)
+    secrets = secret_values(problem.changes)
     records = engine.records
     n = len(problem.testable)
     return {
@@ -153,21 +153,6 @@ def _baseline_notes(
                 + (f"; log {record.log}:\n{excerpt}" if excerpt else "")
             )
     return notes
-
-
-def _secret_values(changes: list[Change]) -> list[str]:
-    values: list[str] = []
-    for change in changes:
-        if change.secret:
-            values.extend(v for v in (change.good, change.bad) if isinstance(v, str) and v)
-    return sorted(set(values), key=len, reverse=True)
-
-
-def redact_text(text: str, secrets: list[str]) -> str:
-    """Replace every known secret value in ``text``."""
-    for value in secrets:
-        text = text.replace(value, REDACTED)
-    return text
 
 
 def _clip(line: str, width: int = EXCERPT_LINE_CHARS) -> str:

@@ -24,10 +24,10 @@ from typing import Any
 
 import yaml
 
-from clusterbisect.diff import REDACTED, looks_secret
 from clusterbisect.engine import Engine, EngineOutcome
 from clusterbisect.errors import InputError
 from clusterbisect.outcome import Outcome, RunResult
+from clusterbisect.redact import REDACTED, redact_env, secret_env_names
 from clusterbisect.report import build_result
 from clusterbisect.runners.base import Runner
 from clusterbisect.search.base import ProbeRequest
@@ -244,8 +244,7 @@ def describe_probe(position: Position, request: ProbeRequest, number: int) -> di
         "rendered": rendered,
     }
     if session.config.backend == "local":
-        env = rendered.get("env", {})
-        _redact_env(env, engine.problem.changes)
+        env = redact_env(rendered.get("env", {}), secret_env_names(engine.problem.changes))
         described["unset"] = sorted(set(probe.extra.get("env_names", [])) - set(env))
         # Secret values are never shown: the caller supplies its own for these.
         described["redacted"] = sorted(k for k, v in env.items() if v == REDACTED)
@@ -257,14 +256,6 @@ def describe_probe(position: Position, request: ProbeRequest, number: int) -> di
     path.write_text(yaml.safe_dump(rendered, sort_keys=False))
     described["rendered_file"] = str(path)
     return described
-
-
-def _redact_env(env: dict[str, str], changes: list[Any]) -> None:
-    """Hide secret-looking variables, changed or not (the good spec's own included)."""
-    secret = {c.env_name for c in changes if c.secret and c.env_name}
-    for name in env:
-        if name in secret or looks_secret(name):
-            env[name] = REDACTED
 
 
 def _render(runner: Runner, probe: Any) -> dict[str, Any]:

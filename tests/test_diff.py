@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from clusterbisect.diff import REDACTED, diff, looks_secret, render_table
+from clusterbisect.diff import diff, render_table
 from clusterbisect.errors import InputError
+from clusterbisect.redact import REDACTED, looks_secret
 from clusterbisect.settings import apply_changes, flatten
 from clusterbisect.specs import load_spec, parse_spec
 from clusterbisect.specs.model import Spec

@@ -20,7 +20,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from clusterbisect.diff import REDACTED, Change
+from clusterbisect.diff import Change
 from clusterbisect.errors import InputError
 from clusterbisect.settings import PathSegment
 from clusterbisect.specs.kubernetes import PodTemplateRef, pod_templates, resolve
@@ -62,9 +62,6 @@ SERVICE_KINDS = frozenset(
 )
 WORKLOAD_KINDS = frozenset({"Job", *SERVICE_KINDS})
 
-_SECRET_NAME = re.compile(
-    r"(PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|PRIVATE_?KEY|CREDENTIAL|ACCESS_?KEY|AUTH)", re.I
-)
 _DNS_INVALID = re.compile(r"[^a-z0-9-]+")
 _LABEL_INVALID = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -399,24 +396,6 @@ def render_configmap(
         "metadata": metadata,
         "data": {f"{probe_name}.py": script},
     }
-
-
-def redact_manifest(manifest: dict[str, Any], changes: list[Change]) -> dict[str, Any]:
-    """A copy for display: literal values of secret env vars replaced by a marker.
-
-    The Job sent to the cluster keeps real values (the workload needs them); what is
-    written to the state directory or printed must not.
-    """
-    secret_names = {c.env_name for c in changes if c.secret and c.env_name}
-    shown = copy.deepcopy(manifest)
-    template = resolve(shown, ("spec", "template", "spec")) or {}
-    for group in ("initContainers", "containers"):
-        for container in template.get(group) or []:
-            for env in container.get("env") or []:
-                name = env.get("name", "")
-                if "value" in env and (name in secret_names or _SECRET_NAME.search(name)):
-                    env["value"] = REDACTED
-    return shown
 
 
 # --- what a probe Job cannot test ---------------------------------------------------

@@ -32,6 +32,7 @@ from clusterbisect.extras import require
 from clusterbisect.interrupts import sigterm_as_interrupt
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult
+from clusterbisect.redact import redact_manifest, secret_env_names
 from clusterbisect.runners import k8s_render as render
 from clusterbisect.runners.base import Probe
 from clusterbisect.specs.model import Spec
@@ -597,7 +598,7 @@ class KubernetesRunner:
                     f"server dry run rejected probe {probe.probe_id}: {verdict['error']}",
                     details={"probe_id": probe.probe_id},
                 )
-        shown = [render.redact_manifest(m, probe.changes) for m in manifests]
+        shown = _redacted(manifests, probe)
         if len(shown) == 1:
             return shown[0]
         return {"apiVersion": "v1", "kind": "List", "items": shown}
@@ -658,7 +659,7 @@ class KubernetesRunner:
             manifests = self.manifests(probe)
             path = out_dir / f"{probe.probe_id}.yaml" if out_dir else None
             if path is not None:
-                shown = [render.redact_manifest(m, probe.changes) for m in manifests]
+                shown = _redacted(manifests, probe)
                 path.write_text(yaml.safe_dump_all(shown, sort_keys=False), encoding="utf-8")
             entry: dict[str, Any] = {
                 "probe_id": probe.probe_id,
@@ -1092,6 +1093,12 @@ def _terminated(pod: Any, main: str) -> tuple[int | None, str | None]:
             return term.exit_code, f"init container {status.name}: {term.reason or 'Error'}"
     reason = getattr(pod.status, "reason", None)
     return None, reason
+
+
+def _redacted(manifests: list[dict[str, Any]], probe: Probe) -> list[dict[str, Any]]:
+    """Copies of ``manifests`` for display: secret env values hidden."""
+    names = secret_env_names(probe.changes)
+    return [redact_manifest(m, names) for m in manifests]
 
 
 def _write_log(path: Path, text: str, limit: int) -> None:

@@ -16,10 +16,11 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any
 
-from clusterbisect.diff import REDACTED, Change, looks_secret
+from clusterbisect.diff import Change
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult, signal_reason
+from clusterbisect.redact import redact_env, secret_env_names
 from clusterbisect.runners.base import Probe
 from clusterbisect.settings import ENV, main_container, spec_env
 
@@ -98,14 +99,11 @@ class LocalRunner:
         """The argv and the environment variables the probe sets (secrets redacted)."""
         env = spec_env(probe.spec, self.options.container or main_container(probe.spec))
         # Redact by name too: the good spec's own secrets are not among the changes.
-        secret = {c.env_name for c in probe.changes if c.secret}
+        shown = redact_env(dict(sorted(env.items())), secret_env_names(probe.changes))
         return {
             "backend": self.name,
             "argv": list(probe.command) if probe.command else None,
-            "env": {
-                k: (REDACTED if k in secret or looks_secret(k) else v)
-                for k, v in sorted(env.items())
-            },
+            "env": shown,
             "changes": [c.to_dict() for c in probe.changes],
         }
 

@@ -50,11 +50,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clusterbisect.diff import REDACTED, Change, looks_secret
+from clusterbisect.diff import Change
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.extras import require
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult, signal_reason
+from clusterbisect.redact import redact_env, secret_env_names
 from clusterbisect.runners.base import Probe
 from clusterbisect.session import Session
 from clusterbisect.settings import (
@@ -629,15 +630,11 @@ class RayRunner:
         submission = render_submission(probe.spec, probe.command, self.options)
         kwargs = submission.kwargs()
         # Redact by name too: the good spec's own secrets are not among the changes.
-        secret = {c.env_name for c in probe.changes if c.secret and c.env_name}
         env_vars = kwargs["runtime_env"].get("env_vars")
         if isinstance(env_vars, dict):
             kwargs["runtime_env"] = {
                 **kwargs["runtime_env"],
-                "env_vars": {
-                    k: (REDACTED if k in secret or looks_secret(k) else v)
-                    for k, v in env_vars.items()
-                },
+                "env_vars": redact_env(env_vars, secret_env_names(probe.changes)),
             }
         return {
             "backend": self.name,
