@@ -148,15 +148,16 @@ def _live_text(source: str, config: SessionConfig) -> str | None:
     """The YAML of a live Kubernetes object, or None when ``source`` is a file."""
     if Path(source).exists() or "/" not in source:
         return None
-    from clusterbisect.runners import kubernetes as k8s_backend
+    from clusterbisect.runners.kubernetes.client import connect
+    from clusterbisect.specs import live
 
-    if not k8s_backend.is_live_ref(source):
+    if not live.is_live_ref(source):
         return None
     options = config.backend_options
-    connection = k8s_backend.connect(
+    connection = connect(
         options.get("kubeconfig"), options.get("context"), options.get("namespace")
     )
-    return k8s_backend.live_spec_text(source, connection)
+    return live.live_spec_text(source, connection)
 
 
 def runner_for(session: Session, render_only: bool = False) -> Runner:

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from clusterbisect.settings import spec_env
 from clusterbisect.specs import load_spec
+from clusterbisect.specs.workload import spec_env
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"

@@ -16,13 +16,8 @@ from clusterbisect.search.base import (
     ProbeAnswer,
     ProbeRequest,
 )
-from clusterbisect.search.flaky import (
-    FlakyStrategy,
-    Line,
-    batch_gain,
-    best_mass,
-    clean_runs_needed,
-)
+from clusterbisect.search.flaky import FlakyStrategy
+from clusterbisect.search.flaky.posterior import Line, batch_gain, best_mass, clean_runs_needed
 from clusterbisect.search.oracle import SimOracle, found_exactly, simulate
 
 

@@ -71,8 +71,7 @@ def cli(*args: str) -> list[str]:
 
 
 def session_objects(session_id: str) -> dict[str, list[str]]:
-    from clusterbisect.runners import k8s_render as render
-    from clusterbisect.runners.kubernetes import connect
+    from clusterbisect.runners.kubernetes import connect, render
 
     conn = connect(str(Path(KUBECONFIG or "").expanduser()), CONTEXT, NAMESPACE)
     selector = render.session_selector(session_id)

@@ -17,9 +17,8 @@ import yaml
 
 from clusterbisect.diff import Change
 from clusterbisect.errors import InputError
-from clusterbisect.runners import k8s_render as render
 from clusterbisect.runners.base import Probe
-from clusterbisect.runners.kubernetes import KubernetesOptions, KubernetesRunner
+from clusterbisect.runners.kubernetes import KubernetesOptions, KubernetesRunner, render
 from clusterbisect.settings import apply_changes, flatten
 from clusterbisect.specs import load_spec
 from clusterbisect.specs.model import Spec

@@ -24,18 +24,17 @@ from kubernetes.client.exceptions import ApiException
 
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.outcome import FailureSignature, Outcome
-from clusterbisect.runners import k8s_render as render
 from clusterbisect.runners.base import Probe
 from clusterbisect.runners.kubernetes import (
     KubernetesOptions,
     KubernetesRunner,
     cleanup,
     connect,
-    is_live_ref,
-    load_live_spec,
     make_runner,
+    render,
 )
 from clusterbisect.specs import load_spec
+from clusterbisect.specs.live import is_live_ref, load_live_spec
 
 EXAMPLE = Path(__file__).parent.parent / "examples" / "training-upgrade"
 SESSION = "20261127-023012-a1b2c3"

@@ -26,15 +26,9 @@ from clusterbisect.diff import diff
 from clusterbisect.errors import Interrupted
 from clusterbisect.outcome import FailureSignature, Outcome
 from clusterbisect.runners.base import Probe
-from clusterbisect.runners.ray import (
-    RayOptions,
-    RayRunner,
-    make_runner,
-    render_submission,
-    strip_preamble,
-    why_untestable,
-    why_untestable_in_workload,
-)
+from clusterbisect.runners.ray import RayOptions, RayRunner, make_runner, render_submission
+from clusterbisect.runners.ray.render import why_untestable, why_untestable_in_workload
+from clusterbisect.runners.ray.runner import strip_preamble
 from clusterbisect.specs import parse_spec
 from clusterbisect.specs.model import RAY_JOB, Spec
 

@@ -18,12 +18,11 @@ from clusterbisect.settings import (
     YAML_SEGMENT,
     apply_changes,
     flatten,
-    main_container,
     normalize_path,
-    spec_env,
 )
 from clusterbisect.specs import load_spec, parse_spec
 from clusterbisect.specs.model import Spec
+from clusterbisect.specs.workload import main_container, spec_env
 
 FIXTURES = Path(__file__).parent / "fixtures"
 K8S_VERSION = kubernetes_validate.latest_version()

@@ -22,7 +22,8 @@ from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult, signal_reason
 from clusterbisect.redact import redact_env, secret_env_names
 from clusterbisect.runners.base import Probe
-from clusterbisect.settings import ENV, main_container, spec_env
+from clusterbisect.settings import ENV
+from clusterbisect.specs.workload import main_container, spec_env
 
 # What a minimal environment keeps: enough to find programs and a home.
 CLEAN_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TERM", "USER", "SYSTEMROOT")

@@ -10,7 +10,6 @@ which is how ``cleanup`` finds leftovers.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
@@ -26,6 +25,7 @@ from clusterbisect.settings import PathSegment
 from clusterbisect.specs.kubernetes import PodTemplateRef, pod_templates, resolve
 from clusterbisect.specs.model import KUBERNETES, Spec
 from clusterbisect.specs.noise import LABEL_NOISE
+from clusterbisect.specs.workload import main_container
 
 # --- labels and annotations --------------------------------------------------------
 
@@ -190,13 +190,7 @@ def main_container_name(spec: Spec, template: dict[str, Any], wanted: str | None
     default = annotated.get(DEFAULT_CONTAINER_ANNOTATION)
     if default in names:
         return str(default)
-    import clusterbisect.settings as settings
-
-    chosen: Any = None
-    main_container = getattr(settings, "main_container", None)
-    if main_container is not None:
-        with contextlib.suppress(NotImplementedError, InputError):
-            chosen = main_container(spec)
+    chosen = main_container(spec)
     return str(chosen) if chosen in names else names[0]
 
 

@@ -1,23 +1,16 @@
-"""The Kubernetes backend: probe Jobs created, watched, classified and always cleaned up.
+"""The Kubernetes runner: probe Jobs created, watched, classified and always cleaned up.
 
-Rendering is pure and lives in ``k8s_render``; this module owns the API lifecycle:
-connecting like kubectl does, creating Jobs (and the ``--probe`` ConfigMap), watching
-them with a resourceVersion (re-listing on ``410 Gone``), reading the verdict from
-the Job's conditions and the pod's terminated state, reading bounded logs, and
-deleting everything with ``propagationPolicy=Background``: on completion, timeout,
-error and Ctrl-C/SIGTERM. Nothing is printed on stdout.
-
-The ``kubernetes`` package is imported inside functions only, so importing this module
-(and ``--dry-run`` without a cluster) stays cheap.
+Rendering is pure and lives in ``render``; this module owns the API lifecycle:
+creating Jobs (and the ``--probe`` ConfigMap), watching them with a resourceVersion
+(re-listing on ``410 Gone``), reading the verdict from the Job's conditions and the
+pod's terminated state, reading bounded logs, and deleting everything with
+``propagationPolicy=Background``: on completion, timeout, error and Ctrl-C/SIGTERM.
+Nothing is printed on stdout.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import os
-import re
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,328 +26,30 @@ from clusterbisect.interrupts import sigterm_as_interrupt
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult
 from clusterbisect.redact import redact_manifest, secret_env_names
-from clusterbisect.runners import k8s_render as render
 from clusterbisect.runners.base import Probe
+from clusterbisect.runners.kubernetes import render
+from clusterbisect.runners.kubernetes.client import (
+    RETRY_STATUSES,
+    Api,
+    Connection,
+    KubernetesOptions,
+    api_error,
+    connect,
+    connection_errors,
+    context_namespace,
+)
+from clusterbisect.runners.kubernetes.status import (
+    PERMANENT_ERRORS,
+    disrupted,
+    job_verdict,
+    main_done_sidecars_running,
+    pending_problem,
+    pod_sort_key,
+    terminated_state,
+)
 from clusterbisect.specs.model import Spec
 
 log = get_logger(__name__)
-
-DRY_RUN_MODES = ("none", "client", "server")
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
-# Waiting reasons that mean the workload will not start without outside help.
-IMAGE_ERRORS = frozenset(
-    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
-)
-CONFIG_ERRORS = frozenset({"CreateContainerConfigError", "CreateContainerError"})
-PERMANENT_ERRORS = frozenset({"InvalidImageName", "ErrImageNeverPull"})  # no grace needed
-SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
-
-
-@dataclass
-class KubernetesOptions:
-    """Connection and rendering options of the Kubernetes backend (JSON-serialisable)."""
-
-    state_dir: Path | None = None
-    container: str | None = None
-    kubeconfig: str | None = None
-    context: str | None = None
-    namespace: str | None = None
-    dry_run: str = "none"  # none | client | server
-    command: list[str] | None = None
-    args: list[str] | None = None
-    probe: str | None = None  # run probes/NAME.py, mounted from a ConfigMap
-    probes_dir: str | None = None  # where probes/ lives (default: the repository's)
-    ttl: int = 3600  # ttlSecondsAfterFinished: a backstop if cleanup never runs
-    default_timeout_s: float = 3600.0  # activeDeadlineSeconds when the probe has no timeout
-    pending_grace_s: float = 120.0  # Unschedulable / no pod created for this long: infra error
-    image_pull_grace_s: float = 60.0  # image pull or container config errors for this long
-    poll_s: float = 5.0  # how often pods are checked; also the watch's server-side timeout
-    deadline_slack_s: float = 120.0  # our own watchdog beyond activeDeadlineSeconds
-    max_log_bytes: int = 1 << 20
-    log_tail_lines: int = 20000
-    retries: int = 5
-    retry_base_s: float = 0.5
-
-    def __post_init__(self) -> None:
-        if self.dry_run is True:
-            self.dry_run = "client"
-        elif not self.dry_run:
-            self.dry_run = "none"
-        if self.dry_run not in DRY_RUN_MODES:
-            raise InputError(
-                f"expected one of {', '.join(DRY_RUN_MODES)}, got {self.dry_run!r}",
-                field="--dry-run",
-            )
-        if self.state_dir is not None:
-            self.state_dir = Path(self.state_dir)
-        if isinstance(self.command, str):
-            import shlex
-
-            self.command = shlex.split(self.command)
-        if isinstance(self.args, str):
-            import shlex
-
-            self.args = shlex.split(self.args)
-        if self.probe is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", self.probe):
-            raise InputError(f"not a probe name: {self.probe!r}", field="--probe")
-
-
-# --- connection --------------------------------------------------------------------
-
-
-@dataclass
-class Connection:
-    """An API client bound to one cluster, context and namespace."""
-
-    api_client: Any
-    namespace: str
-    context: str | None = None
-    in_cluster: bool = False
-    host: str = ""
-    _apis: dict[str, Any] = field(default_factory=dict, repr=False)
-
-    def api(self, name: str) -> Any:
-        """``BatchV1Api``, ``CoreV1Api``, ... bound to this connection (made once)."""
-        if name not in self._apis:
-            from kubernetes import client
-
-            self._apis[name] = getattr(client, name)(self.api_client)
-        return self._apis[name]
-
-    @property
-    def batch(self) -> Any:
-        return self.api("BatchV1Api")
-
-    @property
-    def core(self) -> Any:
-        return self.api("CoreV1Api")
-
-
-def kubeconfig_paths(kubeconfig: str | None = None) -> list[Path]:
-    """The kubeconfig files kubectl reads: --kubeconfig, else $KUBECONFIG, else ~/.kube/config."""
-    if kubeconfig:
-        return [Path(kubeconfig).expanduser()]
-    env = os.environ.get("KUBECONFIG")
-    if env:
-        return [Path(p).expanduser() for p in env.split(os.pathsep) if p]
-    return [Path("~/.kube/config").expanduser()]
-
-
-def context_namespace(kubeconfig: str | None = None, context: str | None = None) -> str | None:
-    """The namespace set on the (current or named) kubeconfig context, without connecting."""
-    files = [p for p in kubeconfig_paths(kubeconfig) if p.is_file()]
-    if not files:
-        return None
-    try:
-        _, ctx = _find_context(files, context)
-    except InputError:
-        return None
-    return (ctx.get("context") or {}).get("namespace")
-
-
-def _find_context(files: list[Path], context: str | None) -> tuple[str, dict[str, Any]]:
-    require("kubernetes", "reading a kubeconfig")
-    from kubernetes import config
-    from kubernetes.config.config_exception import ConfigException
-
-    joined = os.pathsep.join(str(p) for p in files)
-    try:
-        contexts, active = config.list_kube_config_contexts(joined)
-    except (ConfigException, yaml.YAMLError, OSError, TypeError, KeyError) as err:
-        raise InputError(f"unreadable kubeconfig ({err})", source=joined) from err
-    if context:
-        for ctx in contexts or []:
-            if ctx.get("name") == context:
-                return joined, ctx
-        names = ", ".join(c.get("name", "?") for c in contexts or []) or "none"
-        raise InputError(
-            f"no context {context!r} (contexts: {names})", source=joined, field="--context"
-        )
-    if not active:
-        raise InputError(
-            "no current-context; pass --context", source=joined, field="current-context"
-        )
-    return joined, active
-
-
-def connect(
-    kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None
-) -> Connection:
-    """Connect like kubectl: kubeconfig files (or in-cluster config in a pod).
-
-    The namespace is ``namespace``, else the context's, else the pod's own namespace
-    in-cluster, else ``default``.
-    """
-    require("kubernetes", "the Kubernetes backend")
-    from kubernetes import client, config
-    from kubernetes.config.config_exception import ConfigException
-
-    if kubeconfig and not Path(kubeconfig).expanduser().is_file():
-        raise InputError("kubeconfig file not found", source=kubeconfig, field="--kubeconfig")
-    files = [p for p in kubeconfig_paths(kubeconfig) if p.is_file()]
-    configuration = client.Configuration()
-    if files:
-        joined, ctx = _find_context(files, context)
-        try:
-            config.load_kube_config(
-                config_file=joined,
-                context=ctx.get("name"),
-                client_configuration=configuration,
-                persist_config=False,
-            )
-        except (ConfigException, OSError, TypeError, KeyError, ValueError) as err:
-            raise InputError(
-                f"cannot use context {ctx.get('name')!r} ({err})", source=joined
-            ) from err
-        ns = namespace or (ctx.get("context") or {}).get("namespace") or "default"
-        return Connection(
-            client.ApiClient(configuration), ns, ctx.get("name"), False, configuration.host
-        )
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        try:
-            config.load_incluster_config(client_configuration=configuration)
-        except ConfigException as err:
-            raise BackendError(f"in-cluster configuration failed: {err}") from err
-        ns = namespace
-        if not ns:
-            with contextlib.suppress(OSError):
-                ns = Path(SA_NAMESPACE_FILE).read_text().strip()
-        return Connection(
-            client.ApiClient(configuration), ns or "default", None, True, configuration.host
-        )
-    raise BackendError(
-        "no Kubernetes configuration: no kubeconfig found (--kubeconfig, $KUBECONFIG, "
-        "~/.kube/config) and not running in a pod; a client --dry-run needs no cluster"
-    )
-
-
-# --- API errors and retries --------------------------------------------------------
-
-
-def _server_message(err: Any) -> str:
-    body = getattr(err, "body", None)
-    if body:
-        with contextlib.suppress(ValueError, TypeError):
-            data = json.loads(body)
-            if isinstance(data, dict) and data.get("message"):
-                return str(data["message"])
-    return str(getattr(err, "reason", "") or err)
-
-
-def api_error(err: Any, verb: str, resource: str, namespace: str | None) -> BackendError:
-    """A user-facing error for a failed API call; a 403 names the missing permission."""
-    status = getattr(err, "status", None)
-    where = f" in namespace {namespace!r}" if namespace else ""
-    message = _server_message(err)
-    details = {"status": status, "verb": verb, "resource": resource, "namespace": namespace}
-    if status == 403:
-        return BackendError(
-            f"forbidden: missing permission to {verb} {resource}{where} "
-            f"(grant verb {verb!r} on {resource!r}, e.g. with manifests/rbac.yaml); "
-            f"the API server said: {message}",
-            details=details,
-        )
-    if status == 401:
-        return BackendError(
-            f"unauthorized: the API server rejected the credentials ({message})", details=details
-        )
-    return BackendError(
-        f"cannot {verb} {resource}{where}: HTTP {status}: {message}", details=details
-    )
-
-
-def _retry_after(err: Any) -> float | None:
-    headers = getattr(err, "headers", None) or {}
-    try:
-        value = headers.get("Retry-After") or headers.get("retry-after")
-        return float(value) if value is not None else None
-    except (TypeError, ValueError, AttributeError):
-        return None
-
-
-def _connection_errors() -> tuple[type[BaseException], ...]:
-    import urllib3
-
-    return (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
-
-
-class Api:
-    """API calls with retries on 429, 5xx and connection errors, and readable errors."""
-
-    def __init__(
-        self,
-        conn: Connection,
-        retries: int = 5,
-        retry_base_s: float = 0.5,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.conn = conn
-        self.retries = retries
-        self.retry_base_s = retry_base_s
-        self.sleep = sleep
-
-    def call(
-        self,
-        fn: Callable[..., Any],
-        *args: Any,
-        verb: str,
-        resource: str,
-        passthrough: tuple[int, ...] = (),
-        **kwargs: Any,
-    ) -> Any:
-        """Call ``fn``; ApiExceptions with a ``passthrough`` status are re-raised as is."""
-        from kubernetes.client.exceptions import ApiException
-
-        attempt = 0
-        while True:
-            try:
-                return fn(*args, **kwargs)
-            except ApiException as err:
-                if err.status in passthrough:
-                    raise
-                if err.status in RETRY_STATUSES and attempt < self.retries:
-                    delay = _retry_after(err) or self.retry_base_s * 2**attempt
-                    log.info(
-                        "k8s.retry", verb=verb, resource=resource, status=err.status, delay_s=delay
-                    )
-                    self.sleep(min(delay, 30.0))
-                    attempt += 1
-                    continue
-                raise api_error(err, verb, resource, self.conn.namespace) from err
-            except _connection_errors() as err:
-                if attempt < self.retries:
-                    delay = self.retry_base_s * 2**attempt
-                    log.info(
-                        "k8s.retry", verb=verb, resource=resource, error=str(err), delay_s=delay
-                    )
-                    self.sleep(min(delay, 30.0))
-                    attempt += 1
-                    continue
-                raise BackendError(
-                    f"cannot reach the Kubernetes API at {self.conn.host or '?'} to {verb} "
-                    f"{resource}: {err}"
-                ) from err
-
-    def delete_job(self, name: str) -> bool:
-        """Delete a probe Job and its pods; False if it was already gone."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            self.call(
-                self.conn.batch.delete_namespaced_job,
-                name,
-                self.conn.namespace,
-                propagation_policy="Background",
-                verb="delete",
-                resource="jobs.batch",
-                passthrough=(404,),
-            )
-        except ApiException:
-            return False
-        return True
-
-
-# --- watching ----------------------------------------------------------------------
 
 
 @dataclass
@@ -369,64 +64,6 @@ class _Tracked:
     result: RunResult | None = None
     pod_name: str | None = None
     seen: dict[str, float] = field(default_factory=dict)  # waiting reason -> first seen
-
-
-def _true_conditions(job: Any) -> dict[str, Any]:
-    status = getattr(job, "status", None)
-    return {c.type: c for c in (getattr(status, "conditions", None) or []) if c.status == "True"}
-
-
-def job_verdict(job: Any) -> tuple[str, str | None] | None:
-    """``("succeeded"|"failed", reason)`` from the Job's conditions, None while running.
-
-    New clusters (1.31+) set SuccessCriteriaMet / FailureTarget first; old ones only
-    Complete / Failed. Either is final.
-    """
-    conditions = _true_conditions(job)
-    for kind in ("FailureTarget", "Failed"):
-        if kind in conditions:
-            return "failed", conditions[kind].reason
-    for kind in ("SuccessCriteriaMet", "Complete"):
-        if kind in conditions:
-            return "succeeded", conditions[kind].reason
-    return None
-
-
-def _pod_sort_key(pod: Any) -> tuple[float, str]:
-    created = getattr(pod.metadata, "creation_timestamp", None)
-    stamp = created.timestamp() if created is not None and hasattr(created, "timestamp") else 0.0
-    return stamp, pod.metadata.name or ""
-
-
-def _disrupted(pod: Any) -> bool:
-    conditions = getattr(pod.status, "conditions", None) or []
-    return any(c.type == "DisruptionTarget" and c.status == "True" for c in conditions)
-
-
-def _statuses(pod: Any, init: bool = False) -> list[Any]:
-    status = pod.status
-    return list((status.init_container_statuses if init else status.container_statuses) or [])
-
-
-def pending_problem(pod: Any) -> tuple[str, str] | None:
-    """``(reason, message)`` when a Pending pod is stuck on an image, config or scheduling."""
-    if getattr(pod.status, "phase", None) != "Pending":
-        return None
-    for status in _statuses(pod, init=True) + _statuses(pod):
-        waiting = getattr(status.state, "waiting", None) if status.state else None
-        if waiting and waiting.reason in IMAGE_ERRORS | CONFIG_ERRORS:
-            return (
-                waiting.reason,
-                f"container {status.name}: {waiting.reason}: {waiting.message or ''}".strip(),
-            )
-    for condition in getattr(pod.status, "conditions", None) or []:
-        if (
-            condition.type == "PodScheduled"
-            and condition.status == "False"
-            and condition.reason == "Unschedulable"
-        ):
-            return "Unschedulable", f"Unschedulable: {condition.message or ''}".strip()
-    return None
 
 
 class KubernetesRunner:
@@ -844,7 +481,7 @@ class KubernetesRunner:
                     self.sleep(self.options.retry_base_s * 2**failures)
                     continue
                 raise api_error(err, "watch", "jobs.batch", conn.namespace) from err
-            except _connection_errors() as err:  # includes a watch that timed out client-side
+            except connection_errors() as err:  # includes a watch that timed out client-side
                 failures += 1
                 if failures > self.options.retries:
                     raise BackendError(f"lost the watch on probe jobs: {err}") from err
@@ -879,7 +516,7 @@ class KubernetesRunner:
         exit_code, term_reason = None, None
         if pod is not None:
             item.pod_name = pod.metadata.name
-            exit_code, term_reason = _terminated(pod, item.main)
+            exit_code, term_reason = terminated_state(pod, item.main)
         timed_out = reason == "DeadlineExceeded"
         if outcome == "succeeded" and exit_code is None:
             exit_code = 0
@@ -898,7 +535,7 @@ class KubernetesRunner:
         self._settle(pending, item, result)
 
     def _finish_from_pod(self, pending: dict[str, _Tracked], item: _Tracked, pod: Any) -> None:
-        exit_code, reason = _terminated(pod, item.main)
+        exit_code, reason = terminated_state(pod, item.main)
         result = RunResult(
             exit_code=exit_code,
             output=self._read_logs(item),
@@ -938,8 +575,8 @@ class KubernetesRunner:
         if not pods:
             return None
         # Disrupted pods are ignored by the Job (podFailurePolicy), so prefer the others.
-        kept = [p for p in pods if not _disrupted(p)] or pods
-        return sorted(kept, key=_pod_sort_key)[-1]
+        kept = [p for p in pods if not disrupted(p)] or pods
+        return sorted(kept, key=pod_sort_key)[-1]
 
     def _read_logs(self, item: _Tracked) -> str:
         """The main container's log tail, bounded, written to the probe's log file."""
@@ -985,7 +622,7 @@ class KubernetesRunner:
         for pod in pods:
             by_job.setdefault((pod.metadata.labels or {}).get(render.LABEL_JOB, ""), []).append(pod)
         for item in list(pending.values()):
-            mine = [p for p in by_job.get(item.name, []) if not _disrupted(p)]
+            mine = [p for p in by_job.get(item.name, []) if not disrupted(p)]
             if not mine:
                 if now - item.created >= self.options.pending_grace_s:
                     self._settle(
@@ -1000,9 +637,9 @@ class KubernetesRunner:
                         ),
                     )
                 continue
-            pod = sorted(mine, key=_pod_sort_key)[-1]
+            pod = sorted(mine, key=pod_sort_key)[-1]
             item.pod_name = pod.metadata.name
-            if _main_done_sidecars_running(pod, item.main):
+            if main_done_sidecars_running(pod, item.main):
                 # A plain sidecar (a log shipper) would keep the pod, and the Job,
                 # running forever: the main container's exit is the probe's result.
                 self._finish_from_pod(pending, item, pod)
@@ -1062,39 +699,6 @@ class KubernetesRunner:
         return deleted
 
 
-def _main_done_sidecars_running(pod: Any, main: str) -> bool:
-    """The main container has exited while other (non-native sidecar) containers run on."""
-    if getattr(pod.status, "phase", None) != "Running":
-        return False
-    main_done, others_running = False, False
-    for status in _statuses(pod):
-        state = status.state
-        if status.name == main:
-            main_done = bool(state and state.terminated)
-        elif state and state.running:
-            others_running = True
-    return main_done and others_running
-
-
-def _terminated(pod: Any, main: str) -> tuple[int | None, str | None]:
-    """Exit code and reason of the main container, or of a failed init container."""
-    for status in _statuses(pod):
-        if status.name == main:
-            state = status.state
-            term = getattr(state, "terminated", None) if state else None
-            if term is None:
-                last = getattr(status, "last_state", None)
-                term = getattr(last, "terminated", None) if last else None
-            if term is not None:
-                return term.exit_code, term.reason
-    for status in _statuses(pod, init=True):
-        term = getattr(status.state, "terminated", None) if status.state else None
-        if term is not None and term.exit_code:
-            return term.exit_code, f"init container {status.name}: {term.reason or 'Error'}"
-    reason = getattr(pod.status, "reason", None)
-    return None, reason
-
-
 def _redacted(manifests: list[dict[str, Any]], probe: Probe) -> list[dict[str, Any]]:
     """Copies of ``manifests`` for display: secret env values hidden."""
     names = secret_env_names(probe.changes)
@@ -1113,207 +717,6 @@ def _default_probes_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "probes"
 
 
-# --- factory, cleanup, live input --------------------------------------------------
-
-
 def make_runner(options: KubernetesOptions) -> KubernetesRunner:
     """The runner for ``options``; nothing connects until a probe is run or sent."""
     return KubernetesRunner(options)
-
-
-def cleanup(
-    session_id: str | None = None,
-    conn: Connection | None = None,
-    *,
-    options: KubernetesOptions | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-) -> dict[str, Any]:
-    """Delete everything clusterbisect left in the namespace (one session, or all).
-
-    Jobs go with propagationPolicy=Background (their pods with them); ConfigMaps and
-    orphaned probe pods are deleted too.
-    """
-    options = options or KubernetesOptions()
-    conn = conn or connect(options.kubeconfig, options.context, options.namespace)
-    api = Api(conn, options.retries, options.retry_base_s, sleep)
-    selector = render.session_selector(session_id)
-    jobs = _list_labelled(api, conn.batch.list_namespaced_job, conn, selector, "jobs.batch")
-    deleted_jobs = [j.metadata.name for j in jobs if api.delete_job(j.metadata.name)]
-    job_names = {j.metadata.name for j in jobs}
-    pods = _list_labelled(api, conn.core.list_namespaced_pod, conn, selector, "pods")
-    orphans = [
-        pod.metadata.name
-        for pod in pods
-        # a pod owned by one of those Jobs is garbage-collected with it
-        if not any(
-            o.kind == "Job" and o.name in job_names for o in pod.metadata.owner_references or []
-        )
-    ]
-    deleted_pods = _delete_each(api, conn.core.delete_namespaced_pod, conn, orphans, "pods")
-    maps = _list_labelled(api, conn.core.list_namespaced_config_map, conn, selector, "configmaps")
-    deleted_maps = _delete_each(
-        api,
-        conn.core.delete_namespaced_config_map,
-        conn,
-        [cm.metadata.name for cm in maps],
-        "configmaps",
-    )
-    return {
-        "namespace": conn.namespace,
-        "session": session_id,
-        "selector": selector,
-        "deleted": {"jobs": deleted_jobs, "pods": deleted_pods, "configmaps": deleted_maps},
-    }
-
-
-def _list_labelled(
-    api: Api, list_fn: Callable[..., Any], conn: Connection, selector: str, resource: str
-) -> list[Any]:
-    """The objects of one resource in the namespace that carry ``selector``."""
-    found = api.call(
-        list_fn, conn.namespace, label_selector=selector, verb="list", resource=resource
-    )
-    return list(found.items)
-
-
-def _delete_each(
-    api: Api, delete_fn: Callable[..., Any], conn: Connection, names: list[str], resource: str
-) -> list[str]:
-    """Delete each named object; the names actually deleted (one that fails is skipped)."""
-    from kubernetes.client.exceptions import ApiException
-
-    deleted = []
-    for name in names:
-        with contextlib.suppress(ApiException):
-            api.call(
-                delete_fn,
-                name,
-                conn.namespace,
-                verb="delete",
-                resource=resource,
-                passthrough=(404,),
-            )
-            deleted.append(name)
-    return deleted
-
-
-# Live input: KIND/NAME or k8s://NAMESPACE/KIND/NAME.
-_TYPED_KINDS: dict[str, tuple[str, str, str]] = {
-    # alias -> (API class, read method, resource for messages)
-    "job": ("BatchV1Api", "read_namespaced_job", "jobs.batch"),
-    "cronjob": ("BatchV1Api", "read_namespaced_cron_job", "cronjobs.batch"),
-    "pod": ("CoreV1Api", "read_namespaced_pod", "pods"),
-    "deployment": ("AppsV1Api", "read_namespaced_deployment", "deployments.apps"),
-    "statefulset": ("AppsV1Api", "read_namespaced_stateful_set", "statefulsets.apps"),
-    "daemonset": ("AppsV1Api", "read_namespaced_daemon_set", "daemonsets.apps"),
-    "replicaset": ("AppsV1Api", "read_namespaced_replica_set", "replicasets.apps"),
-}
-_CUSTOM_KINDS: dict[str, tuple[str, str, str]] = {
-    # alias -> (group, version, plural)
-    "pytorchjob": ("kubeflow.org", "v1", "pytorchjobs"),
-    "tfjob": ("kubeflow.org", "v1", "tfjobs"),
-    "mpijob": ("kubeflow.org", "v2beta1", "mpijobs"),
-    "xgboostjob": ("kubeflow.org", "v1", "xgboostjobs"),
-    "paddlejob": ("kubeflow.org", "v1", "paddlejobs"),
-    "jaxjob": ("kubeflow.org", "v1", "jaxjobs"),
-    "rayjob": ("ray.io", "v1", "rayjobs"),
-    "raycluster": ("ray.io", "v1", "rayclusters"),
-    "jobset": ("jobset.x-k8s.io", "v1alpha2", "jobsets"),
-}
-_ALIASES = {
-    "cj": "cronjob",
-    "po": "pod",
-    "deploy": "deployment",
-    "sts": "statefulset",
-    "ds": "daemonset",
-    "rs": "replicaset",
-}
-_REF = re.compile(
-    r"^(?:k8s://(?P<ns>[a-z0-9-]+)/)?(?P<kind>[A-Za-z.]+)/(?P<name>[a-z0-9][a-z0-9.-]*)$"
-)
-
-
-def _kind_alias(kind: str) -> str:
-    kind = kind.lower().split(".", 1)[0]  # jobs.batch -> jobs
-    kind = _ALIASES.get(kind, kind)
-    if kind not in _TYPED_KINDS and kind not in _CUSTOM_KINDS and kind.endswith("s"):
-        kind = kind[:-1]
-    return kind
-
-
-def is_live_ref(text: str) -> bool:
-    """True for ``k8s://NS/KIND/NAME``, and for ``KIND/NAME`` that is not a file on disk."""
-    match = _REF.match(text)
-    if not match:
-        return False
-    if text.startswith("k8s://"):
-        return True
-    if Path(text).exists():
-        return False
-    kind = _kind_alias(match["kind"])
-    return kind in _TYPED_KINDS or kind in _CUSTOM_KINDS
-
-
-def fetch_live_document(ref: str, conn: Connection) -> dict[str, Any]:
-    """The live object ``ref`` names, as a plain manifest (camelCase keys)."""
-    match = _REF.match(ref)
-    if not match:
-        raise InputError("expected KIND/NAME or k8s://NAMESPACE/KIND/NAME", source=ref)
-    namespace = match["ns"] or conn.namespace
-    kind, name = _kind_alias(match["kind"]), match["name"]
-    api = Api(conn)
-    if kind in _TYPED_KINDS:
-        cls, method, resource = _TYPED_KINDS[kind]
-        obj = _read(api, getattr(conn.api(cls), method), name, namespace, resource, ref)
-        document = conn.api_client.sanitize_for_serialization(obj)
-    elif kind in _CUSTOM_KINDS:
-        group, version, plural = _CUSTOM_KINDS[kind]
-        custom = conn.api("CustomObjectsApi").get_namespaced_custom_object
-        document = _read(
-            api, custom, name, namespace, f"{plural}.{group}", ref, group, version, plural
-        )
-    else:
-        known = ", ".join(sorted({*_TYPED_KINDS, *_CUSTOM_KINDS}))
-        raise InputError(f"unsupported kind {match['kind']!r} (supported: {known})", source=ref)
-    if not isinstance(document, dict):
-        raise BackendError(f"{ref}: the API server returned no object")
-    return document
-
-
-def _read(
-    api: Api,
-    fn: Callable[..., Any],
-    name: str,
-    namespace: str,
-    resource: str,
-    ref: str,
-    *prefix: str,
-) -> Any:
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        if prefix:
-            return api.call(
-                fn, *prefix, namespace, name, verb="get", resource=resource, passthrough=(404,)
-            )
-        return api.call(fn, name, namespace, verb="get", resource=resource, passthrough=(404,))
-    except ApiException as err:
-        raise InputError(f"not found in namespace {namespace!r}", source=ref) from err
-
-
-def live_spec_text(ref: str, conn: Connection) -> str:
-    """The live object as YAML, e.g. to store as a session input."""
-    return yaml.safe_dump(fetch_live_document(ref, conn), sort_keys=False)
-
-
-def load_live_spec(ref: str, conn: Connection) -> Spec:
-    """Fetch ``ref`` with ``conn`` and load it like a file, noise stripped by the spec loader."""
-    from clusterbisect.specs import load_spec
-
-    text = live_spec_text(ref, conn)
-    with tempfile.TemporaryDirectory(prefix="clusterbisect-live-") as tmp:
-        path = Path(tmp) / "live.yaml"
-        path.write_text(text, encoding="utf-8")
-        spec = load_spec(str(path))
-    spec.source = ref
-    return spec

@@ -1,0 +1,13 @@
+"""The Ray backend: probes run as Ray jobs through the Jobs API.
+
+- ``render``: probes as job submissions, and what Ray cannot apply (pure);
+- ``cluster``: the local Ray head started for a session when there is no address;
+- ``runner``: the runner that submits, watches and stops probe jobs.
+
+Importing this package does not import ``ray``.
+"""
+
+from clusterbisect.runners.ray.render import RayOptions, Submission, render_submission
+from clusterbisect.runners.ray.runner import RayRunner, make_runner
+
+__all__ = ["RayOptions", "RayRunner", "Submission", "make_runner", "render_submission"]
