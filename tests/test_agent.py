@@ -10,18 +10,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from conftest import EnvPair, culprit_keys
 
 from clusterbisect.agent import dispatch
 from clusterbisect.agent.tools import TOOLS, definitions
-from clusterbisect.cli import cli
-
-CLI = [sys.executable, "-m", "clusterbisect.cli"]
+from clusterbisect.cli import cli as cli_group
 
 # Fails with a CUDA-like error when TRIGGER_A and TRIGGER_B are both "bad", crashes
 # differently (exit 3, no signature) when ODD is set, passes otherwise.
@@ -35,31 +34,15 @@ print("training finished")
 """
 
 
-def write_inputs(tmp_path: Path, n: int = 12, trigger: int = 7) -> tuple[str, str, list[str]]:
+def write_inputs(
+    env_pair: Callable[..., EnvPair], n: int = 12, trigger: int = 7
+) -> tuple[str, str, list[str]]:
     good = [f"VAR_{i:02d}=good" for i in range(n)]
     bad = [f"VAR_{i:02d}=bad" for i in range(n)]
     bad[trigger] = "TRIGGER=bad"
     good[trigger] = "TRIGGER=good"
-    (tmp_path / "good.env").write_text("\n".join(good) + "\nREMOVED_LATER=1\n")
-    (tmp_path / "bad.env").write_text("\n".join(bad) + "\nADDED_LATER=1\n")
-    (tmp_path / "work.py").write_text(WORKLOAD)
-    command = [sys.executable, str(tmp_path / "work.py")]
-    return str(tmp_path / "good.env"), str(tmp_path / "bad.env"), command
-
-
-def call(tool: str, arguments: Any, cwd: Path, raw: str | None = None) -> tuple[int, Any]:
-    """One `clusterbisect call`: exactly one JSON document on stdout, nothing else."""
-    proc = subprocess.run(
-        [*CLI, "call", tool, "--input", "-"],
-        input=raw if raw is not None else json.dumps(arguments),
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=120,
-        check=False,
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.returncode, json.loads(proc.stdout)  # fails if stdout is not one document
+    pair = env_pair([*good, "REMOVED_LATER=1"], [*bad, "ADDED_LATER=1"], WORKLOAD)
+    return pair.good, pair.bad, pair.command
 
 
 def run_probe_myself(probe: dict[str, Any], tmp_path: Path) -> tuple[int, Path]:
@@ -76,33 +59,21 @@ def run_probe_myself(probe: dict[str, Any], tmp_path: Path) -> tuple[int, Path]:
     return proc.returncode, log
 
 
-def culprit_keys(result: dict[str, Any]) -> list[list[str]]:
-    return sorted(sorted(c["key"] for c in culprit["changes"]) for culprit in result["culprits"])
-
-
-def test_whole_bisection_through_call_matches_run(tmp_path):
-    good, bad, command = write_inputs(tmp_path)
+def test_whole_bisection_through_call_matches_run(tmp_path, cli, env_pair):
+    good, bad, command = write_inputs(env_pair)
     signature = {"fail_on": "CUDA error"}
 
     # The reference: one `run`.
-    proc = subprocess.run(
-        [*CLI, "run", good, bad, "--json", "--fail-on", "CUDA error"]
-        + ["--state-dir", str(tmp_path / "auto"), "--quiet", "--", *command],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    expected = json.loads(proc.stdout)
+    expected = cli.json(
+        "run", good, bad, "--fail-on", "CUDA error", "--state-dir", str(tmp_path / "auto"),
+        "--quiet", "--", *command,
+    )  # fmt: skip
     assert culprit_keys(expected) == [["env.TRIGGER"]]
 
     # The same bisection, driven by hand through `call`.
-    code, started = call(
+    code, started = cli.call(
         "start",
         {"good": good, "bad": bad, "command": command, "state_dir": "by-hand", **signature},
-        tmp_path,
     )
     assert code == 0, started
     assert started["changes_searched"] == expected["changes_searched"]
@@ -116,7 +87,7 @@ def test_whole_bisection_through_call_matches_run(tmp_path):
         assert probe["changes_applied"] == len(probe["changes"])
         exit_code, log = run_probe_myself(probe, tmp_path)
         # Report what was observed; the session's signature (fail_on) decides.
-        code, recorded = call("record", {"exit_code": exit_code, "log_file": str(log)}, tmp_path)
+        code, recorded = cli.call("record", {"exit_code": exit_code, "log_file": str(log)})
         assert code == 0, recorded
         assert recorded["recorded"]["probe"] == probe["id"]
         assert recorded["recorded"]["classified_by"] == "signature"
@@ -126,7 +97,7 @@ def test_whole_bisection_through_call_matches_run(tmp_path):
     assert seen[0] == ("baseline-good", "pass")
     assert seen[1] == ("baseline-bad", "fail")
 
-    code, result = call("result", {}, tmp_path)
+    code, result = cli.call("result", {})
     assert code == 0
     assert result["status"] == "found"
     assert culprit_keys(result) == culprit_keys(expected)
@@ -139,25 +110,24 @@ def test_whole_bisection_through_call_matches_run(tmp_path):
     assert (tmp_path / "by-hand" / proof["log"]).is_file()
     assert json.loads((tmp_path / "by-hand" / "result.json").read_text())["status"] == "found"
 
-    code, status = call("status", {}, tmp_path)
+    code, status = cli.call("status", {})
     assert status["done"] is True and status["manual_probes"] == result["probe_count"]
-    code, ended = call("reset", {}, tmp_path)
+    code, ended = cli.call("reset", {})
     assert ended["was_current"] is True
     assert not (tmp_path / ".clusterbisect" / "CURRENT").exists()
-    code, error = call("status", {}, tmp_path)
+    code, error = cli.call("status", {})
     assert code == 2 and error["error"]["code"] == "bad_input"
 
 
-def test_a_different_failure_reported_by_exit_code_is_unresolved(tmp_path):
-    good, bad, command = write_inputs(tmp_path, n=4, trigger=1)
-    code, started = call(
+def test_a_different_failure_reported_by_exit_code_is_unresolved(tmp_path, cli, env_pair):
+    good, bad, command = write_inputs(env_pair, n=4, trigger=1)
+    code, started = cli.call(
         "start",
         {"good": good, "bad": bad, "command": command, "fail_on": "CUDA error"},
-        tmp_path,
     )
     first = started["next"]["probe"]["id"]
-    code, recorded = call(
-        "record", {"exit_code": 3, "log_text": "Segmentation fault somewhere else\n"}, tmp_path
+    code, recorded = cli.call(
+        "record", {"exit_code": 3, "log_text": "Segmentation fault somewhere else\n"}
     )
     assert code == 0
     entry = recorded["recorded"]
@@ -168,32 +138,29 @@ def test_a_different_failure_reported_by_exit_code_is_unresolved(tmp_path):
     assert recorded["next"]["probe"]["changes"] == started["next"]["probe"]["changes"]
 
 
-def test_record_names_a_pending_probe_and_rejects_others(tmp_path):
-    good, bad, command = write_inputs(tmp_path, n=4, trigger=1)
-    code, started = call("start", {"good": good, "bad": bad, "command": command}, tmp_path)
+def test_record_names_a_pending_probe_and_rejects_others(tmp_path, cli, env_pair):
+    good, bad, command = write_inputs(env_pair, n=4, trigger=1)
+    code, started = cli.call("start", {"good": good, "bad": bad, "command": command})
     pending = started["next"]["pending"]
     assert [p["purpose"] for p in pending] == ["baseline-good", "baseline-bad"]
-    code, error = call("record", {"probe": "p099", "outcome": "pass"}, tmp_path)
+    code, error = cli.call("record", {"probe": "p099", "outcome": "pass"})
     assert code == 2
     assert error["error"]["details"]["pending"] == ["p001", "p002"]
-    code, shown = call("next", {"probe": "p002"}, tmp_path)
+    code, shown = cli.call("next", {"probe": "p002"})
     assert shown["probe"]["purpose"] == "baseline-bad"
-    code, recorded = call("record", {"probe": "p001", "outcome": "good"}, tmp_path)
+    code, recorded = cli.call("record", {"probe": "p001", "outcome": "good"})
     assert recorded["recorded"]["outcome"] == "pass"
-    code, error = call("record", {}, tmp_path)
+    code, error = cli.call("record", {})
     assert code == 2 and "outcome" in error["error"]["message"]
 
 
-def test_tools_formats(tmp_path):
+def test_tools_formats(tmp_path, cli):
     for fmt, name_of in (
         ("anthropic", lambda t: t["name"]),
         ("openai", lambda t: t["function"]["name"]),
         ("mcp", lambda t: t["name"]),
     ):
-        proc = subprocess.run(
-            [*CLI, "tools", "--format", fmt], capture_output=True, text=True, check=True
-        )
-        tools = json.loads(proc.stdout)
+        tools = cli.json("tools", "--format", fmt)
         names = [name_of(t) for t in tools]
         assert {"diff", "start", "next", "record", "status", "result", "run", "cleanup"} <= set(
             names
@@ -235,9 +202,9 @@ def malformed_inputs(tool) -> list[tuple[str, Any]]:
 
 
 @pytest.mark.parametrize("tool", TOOLS, ids=[t.name for t in TOOLS])
-def test_every_tool_rejects_malformed_input_with_exit_2(tool, tmp_path):
+def test_every_tool_rejects_malformed_input_with_exit_2(tool, cli):
     # Through a real process once per tool (stdout must hold exactly the JSON error) ...
-    code, document = call(tool.name, {"no_such_option": 1}, tmp_path)
+    code, document = cli.call(tool.name, {"no_such_option": 1})
     assert code == 2
     assert document["error"]["code"] == "invalid_input"
     assert document["error"]["details"]["errors"][0]["path"] == "/"
@@ -245,7 +212,7 @@ def test_every_tool_rejects_malformed_input_with_exit_2(tool, tmp_path):
     runner = CliRunner()
     for label, arguments in malformed_inputs(tool):
         result = runner.invoke(
-            cli, ["call", tool.name, "--input", "-"], input=json.dumps(arguments)
+            cli_group, ["call", tool.name, "--input", "-"], input=json.dumps(arguments)
         )
         assert result.exit_code == 2, (label, result.output)
         error = json.loads(result.stdout)["error"]
@@ -253,41 +220,37 @@ def test_every_tool_rejects_malformed_input_with_exit_2(tool, tmp_path):
         assert set(error) == {"code", "message", "details"}
 
 
-def test_bad_json_and_unknown_tools_are_json_errors(tmp_path):
-    code, document = call("diff", None, tmp_path, raw="{not json")
+def test_bad_json_and_unknown_tools_are_json_errors(tmp_path, cli):
+    code, document = cli.call("diff", None, raw="{not json")
     assert code == 2 and document["error"]["code"] == "bad_input"
-    code, document = call("frobnicate", {}, tmp_path)
+    code, document = cli.call("frobnicate", {})
     assert code == 2 and document["error"]["code"] == "unknown_tool"
     assert "diff" in document["error"]["details"]["tools"]
     # Valid by the schema but wrong on disk: still a JSON error naming the file.
-    code, document = call("diff", {"good": "missing.env", "bad": "missing.env"}, tmp_path)
+    code, document = cli.call("diff", {"good": "missing.env", "bad": "missing.env"})
     assert code == 2 and "missing.env" in document["error"]["message"]
     # A tool that launches jobs is refused read-only.
-    proc = subprocess.run(
-        [*CLI, "call", "run", "--read-only", "--input", "-"],
-        input=json.dumps({"good": "a", "bad": "b"}),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    proc = cli(
+        "call", "run", "--read-only", "--input", "-", input=json.dumps({"good": "a", "bad": "b"}),
+        expect=None,
+    )  # fmt: skip
     assert proc.returncode == 2
     assert json.loads(proc.stdout)["error"]["code"] == "unknown_tool"
 
 
-def test_run_tool_gives_the_contract_and_exit_codes(tmp_path):
-    good, bad, command = write_inputs(tmp_path, n=6, trigger=4)
-    code, result = call(
-        "run", {"good": good, "bad": bad, "command": command, "state_dir": "s1"}, tmp_path
+def test_run_tool_gives_the_contract_and_exit_codes(tmp_path, cli, env_pair):
+    good, bad, command = write_inputs(env_pair, n=6, trigger=4)
+    code, result = cli.call(
+        "run", {"good": good, "bad": bad, "command": command, "state_dir": "s1"}
     )
     assert code == 0
     assert result["status"] == "found"
     assert culprit_keys(result) == [["env.TRIGGER"]]
     assert {"probe_count", "rounds", "state_dir", "culprits"} <= set(result)
     # Nothing fails with an impossible signature: not reproducible, exit 1.
-    code, result = call(
+    code, result = cli.call(
         "run",
         {"good": good, "bad": bad, "command": command, "fail_on": "never printed"},
-        tmp_path,
     )
     assert code == 1 and result["status"] == "not_reproducible"
 
@@ -309,13 +272,13 @@ def test_long_payloads_are_bounded_with_a_marker_and_the_full_path(tmp_path):
     assert dispatch.bound({"small": "ok"}) == {"small": "ok"}
 
 
-def test_next_payload_is_bounded_for_many_changes(tmp_path):
+def test_next_payload_is_bounded_for_many_changes(tmp_path, cli):
     n = 600
     (tmp_path / "good.env").write_text("".join(f"V{i}=good\n" for i in range(n)))
     (tmp_path / "bad.env").write_text("".join(f"V{i}=bad\n" for i in range(n)))
-    code, _ = call("start", {"good": "good.env", "bad": "bad.env", "command": ["true"]}, tmp_path)
+    code, _ = cli.call("start", {"good": "good.env", "bad": "bad.env", "command": ["true"]})
     assert code == 0
-    code, view = call("next", {"probe": "p002"}, tmp_path)
+    code, view = cli.call("next", {"probe": "p002"})
     probe = view["probe"]
     assert probe["changes_applied"] == n
     assert len(probe["changes"]) == dispatch.MAX_ITEMS
@@ -323,19 +286,14 @@ def test_next_payload_is_bounded_for_many_changes(tmp_path):
     assert Path(probe["rendered_file"]).read_text().count("V599") >= 1
 
 
-def test_cleanup_needs_a_session_or_all_and_reports_a_missing_cluster(tmp_path):
-    code, document = call("cleanup", {}, tmp_path)
+def test_cleanup_needs_a_session_or_all_and_reports_a_missing_cluster(tmp_path, cli):
+    code, document = cli.call("cleanup", {})
     assert code == 2 and "all=true" in document["error"]["message"]
     env = {**os.environ, "HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")}
     env.pop("KUBERNETES_SERVICE_HOST", None)
-    proc = subprocess.run(
-        [*CLI, "call", "cleanup", "--input", "-"],
+    proc = cli(
+        "call", "cleanup", "--input", "-", env=env, expect=None,
         input=json.dumps({"session_id": "20261127-000000-abcdef"}),
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env=env,
-        check=False,
-    )
+    )  # fmt: skip
     assert proc.returncode == 3, proc.stderr
     assert json.loads(proc.stdout)["error"]["code"] == "backend_error"

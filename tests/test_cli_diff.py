@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import CLI, EXAMPLES, FIXTURES
 
 from clusterbisect.cli import main
 
-FIXTURES = Path(__file__).parent / "fixtures"
 JOB_V1 = str(FIXTURES / "job_v1.yaml")
 JOB_V2 = str(FIXTURES / "job_v2.yaml")
 
@@ -122,7 +122,7 @@ def test_bad_input_exit_2_one_line(
 
 def test_as_a_real_process(tmp_path: Path) -> None:
     """The console script, start to finish: exit codes and streams."""
-    cmd = [sys.executable, "-m", "clusterbisect.cli", "diff"]
+    cmd = [*CLI, "diff"]
     ok = subprocess.run([*cmd, JOB_V1, JOB_V2, "--json"], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["count"] == 7
@@ -155,7 +155,7 @@ def test_a_missing_extra_is_a_usage_error_that_says_what_to_install(
 ) -> None:
     (tmp_path / "good.env").write_text("A=1\n")
     (tmp_path / "bad.env").write_text("A=2\n")
-    job = Path(__file__).parent.parent / "examples" / "training-upgrade"
+    job = EXAMPLES / "training-upgrade"
     for name in ("good.yaml", "bad.yaml"):
         (tmp_path / name).write_text((job / name).read_text())
     (tmp_path / "kubeconfig").write_text("apiVersion: v1\nkind: Config\n")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import FIXTURES
 
 from clusterbisect.diff import diff, render_table
 from clusterbisect.errors import InputError
@@ -15,8 +15,6 @@ from clusterbisect.redact import REDACTED, looks_secret
 from clusterbisect.settings import apply_changes, flatten
 from clusterbisect.specs import load_spec, parse_spec
 from clusterbisect.specs.model import Spec
-
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def load(name: str) -> Spec:

@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import EXAMPLES, ROOT, Cli
 
 from clusterbisect.specs import load_spec
 from clusterbisect.specs.workload import spec_env
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
 UPGRADE = EXAMPLES / "training-upgrade"
 INTERACTION = EXAMPLES / "interaction"
 FLAKY = EXAMPLES / "flaky"
@@ -33,29 +32,15 @@ FLAKY_CULPRIT = "containers[trainer].env.DATALOADER_TIMEOUT"
 FLAKY_SIGNATURE = "RuntimeError: DataLoader timed out"
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run the real command line in ``cwd``."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    return subprocess.run(
-        [sys.executable, "-m", "clusterbisect.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
-def bisect(cwd: Path, good: str, bad: str, state_dir: Path, *options: str) -> dict[str, Any]:
+def bisect(
+    cli: Cli, cwd: Path, good: str, bad: str, state_dir: Path, *options: str
+) -> dict[str, Any]:
     """``clusterbisect run ... --json``; return the parsed result (exit code 0 required)."""
     args = ["run", good, bad, "--state-dir", str(state_dir), "--json", "--quiet", *options]
-    done = cli(*args, cwd=cwd)
-    assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout}\n{done.stderr[-3000:]}"
-    return json.loads(done.stdout)
+    return json.loads(cli(*args, cwd=cwd).stdout)
 
 
-def culprit_keys(result: dict[str, Any]) -> list[set[str]]:
+def culprit_sets(result: dict[str, Any]) -> list[set[str]]:
     return [{c["key"] for c in culprit["changes"]} for culprit in result["culprits"]]
 
 
@@ -75,7 +60,7 @@ def workload(script: Path, env: dict[str, str]) -> subprocess.CompletedProcess[s
 # --- training-upgrade -----------------------------------------------------------------
 
 
-def test_training_upgrade_diff_is_the_realistic_incident() -> None:
+def test_training_upgrade_diff_is_the_realistic_incident(cli: Cli) -> None:
     done = cli("diff", "good.yaml", "bad.yaml", "--json", cwd=UPGRADE)
     assert done.returncode == 0, done.stderr
     changes = {c["key"]: c for c in json.loads(done.stdout)["changes"]}
@@ -117,8 +102,9 @@ def test_training_job_crashes_at_the_final_checkpoint_load_with_the_culprit() ->
     assert "final_eval" not in done.stdout
 
 
-def test_training_upgrade_bisection_finds_the_culprit(tmp_path: Path) -> None:
+def test_training_upgrade_bisection_finds_the_culprit(tmp_path: Path, cli: Cli) -> None:
     result = bisect(
+        cli,
         UPGRADE,
         "good.yaml",
         "bad.yaml",
@@ -130,7 +116,7 @@ def test_training_upgrade_bisection_finds_the_culprit(tmp_path: Path) -> None:
         "train.py",
     )
     assert result["status"] == "found"
-    assert culprit_keys(result) == [{UPGRADE_CULPRIT}]
+    assert culprit_sets(result) == [{UPGRADE_CULPRIT}]
     assert result["culprits"][0]["changes"][0]["bad"] == "1"
     searched = result["changes_searched"]
     assert searched >= 30
@@ -142,8 +128,9 @@ def test_training_upgrade_bisection_finds_the_culprit(tmp_path: Path) -> None:
     assert result["state_dir"] == str(tmp_path / "state")
 
 
-def test_training_upgrade_bisection_in_parallel(tmp_path: Path) -> None:
+def test_training_upgrade_bisection_in_parallel(tmp_path: Path, cli: Cli) -> None:
     result = bisect(
+        cli,
         UPGRADE,
         "good.yaml",
         "bad.yaml",
@@ -156,7 +143,7 @@ def test_training_upgrade_bisection_in_parallel(tmp_path: Path) -> None:
         sys.executable,
         "train.py",
     )
-    assert culprit_keys(result) == [{UPGRADE_CULPRIT}]
+    assert culprit_sets(result) == [{UPGRADE_CULPRIT}]
     assert result["rounds"] < result["probe_count"]
 
 
@@ -193,8 +180,9 @@ def test_interaction_each_change_alone_is_harmless_together_they_crash() -> None
     assert "LocalEntryNotFoundError" in both.stderr
 
 
-def test_interaction_bisection_reports_one_culprit_of_two_changes(tmp_path: Path) -> None:
+def test_interaction_bisection_reports_one_culprit_of_two_changes(tmp_path: Path, cli: Cli) -> None:
     result = bisect(
+        cli,
         INTERACTION,
         "good.env",
         "bad.env",
@@ -206,7 +194,7 @@ def test_interaction_bisection_reports_one_culprit_of_two_changes(tmp_path: Path
         "finetune.py",
     )
     assert result["status"] == "found"
-    assert culprit_keys(result) == [INTERACTION_CULPRIT]
+    assert culprit_sets(result) == [INTERACTION_CULPRIT]
     assert result["untestable"] in ([], {})
 
 
@@ -233,8 +221,11 @@ def test_flaky_workload_replays_with_a_seed() -> None:
     assert reads[0] == reads[1] and len(reads[0]) == 8
 
 
-def test_flaky_bisection_finds_the_culprit_with_the_flake_aware_strategy(tmp_path: Path) -> None:
+def test_flaky_bisection_finds_the_culprit_with_the_flake_aware_strategy(
+    tmp_path: Path, cli: Cli
+) -> None:
     result = bisect(
+        cli,
         FLAKY,
         "good.yaml",
         "bad.yaml",
@@ -251,7 +242,7 @@ def test_flaky_bisection_finds_the_culprit_with_the_flake_aware_strategy(tmp_pat
         "stream_train.py",
     )
     assert result["status"] == "found"
-    assert culprit_keys(result) == [{FLAKY_CULPRIT}]
+    assert culprit_sets(result) == [{FLAKY_CULPRIT}]
     assert result["culprits"][0]["confidence"] >= 0.99
     assert result["culprits"][0]["changes"][0]["bad"] == "30"
     # The report states the rates it learned: about one run in two with the culprit.

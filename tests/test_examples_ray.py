@@ -10,19 +10,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+from conftest import CLI, EXAMPLES
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "ray-upgrade"
+EXAMPLE = EXAMPLES / "ray-upgrade"
 
 
 @pytest.mark.ray
 def test_ray_upgrade_example_finds_the_semver_pin(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     proc = subprocess.run(
-        [sys.executable, "-m", "clusterbisect.cli", "run", "good.yaml", "bad.yaml"]
+        [*CLI, "run", "good.yaml", "bad.yaml"]
         + ["--backend", "ray", "--parallel", "2", "--fail-on", "AttributeError"]
         + ["--state-dir", str(tmp_path / "state"), "--json"],
         cwd=EXAMPLE,

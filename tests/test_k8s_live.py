@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "training-upgrade"
 KUBECONFIG = os.environ.get("CLUSTERBISECT_KUBECONFIG")
 CONTEXT = os.environ.get("CLUSTERBISECT_CONTEXT", "kind-clusterbisect")

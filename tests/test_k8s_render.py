@@ -14,6 +14,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from conftest import EXAMPLES, FIXTURES, ROOT
 
 from clusterbisect.diff import Change
 from clusterbisect.errors import InputError
@@ -23,8 +24,8 @@ from clusterbisect.settings import apply_changes, flatten
 from clusterbisect.specs import load_spec
 from clusterbisect.specs.model import Spec
 
-FIXTURES = Path(__file__).parent / "fixtures" / "k8s"
-EXAMPLE = Path(__file__).parent.parent / "examples" / "training-upgrade"
+K8S_FIXTURES = FIXTURES / "k8s"
+EXAMPLE = EXAMPLES / "training-upgrade"
 VERSIONS = ("1.29.0", "1.33.0")
 SECRET_VALUE = "hf_live_9f8e7d6c5b4a"  # in every fixture, as a literal env value
 
@@ -53,7 +54,7 @@ KINDS = {
 def load(kind: str) -> Spec:
     if kind == "job":
         return load_spec(str(EXAMPLE / "good.yaml"))
-    return load_spec(str(FIXTURES / f"{kind}.yaml"))
+    return load_spec(str(K8S_FIXTURES / f"{kind}.yaml"))
 
 
 def change(spec: Spec, key: str, bad: Any, *, secret: bool = False) -> Change:
@@ -426,7 +427,7 @@ def test_client_dry_run_takes_the_namespace_from_the_kubeconfig_context(tmp_path
     assert job["metadata"]["namespace"] == "probes"
 
 
-MANIFESTS = Path(__file__).parent.parent / "manifests"
+MANIFESTS = ROOT / "manifests"
 
 
 @pytest.mark.parametrize("name", ["namespace.yaml", "rbac.yaml", "example/training-upgrade.yaml"])

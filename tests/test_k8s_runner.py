@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import EXAMPLES
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -36,7 +37,7 @@ from clusterbisect.runners.kubernetes import (
 from clusterbisect.specs import load_spec
 from clusterbisect.specs.live import is_live_ref, load_live_spec
 
-EXAMPLE = Path(__file__).parent.parent / "examples" / "training-upgrade"
+EXAMPLE = EXAMPLES / "training-upgrade"
 SESSION = "20261127-023012-a1b2c3"
 T0 = dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.timezone.utc)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import anyio
 import pytest
+from conftest import CLI
 
 mcp = pytest.importorskip("mcp")
 
@@ -44,7 +45,7 @@ def as_dict(model: Any) -> dict[str, Any]:
 async def with_session(tmp_path: Path, args: list[str], body: Any) -> Any:
     params = StdioServerParameters(
         command=sys.executable,
-        args=["-m", "clusterbisect.cli", "mcp", *args],
+        args=[*CLI[1:], "mcp", *args],
         env=dict(os.environ),
         cwd=str(tmp_path),
     )

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ROOT
 
-PROBES = Path(__file__).resolve().parent.parent / "probes"
+PROBES = ROOT / "probes"
 
 
 def probe(

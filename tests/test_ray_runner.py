@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import CLI, EXAMPLES
 
 from clusterbisect.diff import diff
 from clusterbisect.errors import Interrupted
@@ -32,9 +33,7 @@ from clusterbisect.runners.ray.runner import strip_preamble
 from clusterbisect.specs import parse_spec
 from clusterbisect.specs.model import RAY_JOB, Spec
 
-CLI = [sys.executable, "-m", "clusterbisect.cli"]
-FIXTURES = Path(__file__).parent / "fixtures"
-TRAINING = Path(__file__).parent.parent / "examples" / "training-upgrade"
+TRAINING = EXAMPLES / "training-upgrade"
 
 K8S_JOB_TEMPLATE = """\
 apiVersion: batch/v1
@@ -453,7 +452,6 @@ finally:
 # --- end to end through the CLI --------------------------------------------------------
 
 
-@pytest.mark.ray
 def bisect_on_test_ray(runner, tmp_path: Path, good_text: str, bad_text: str) -> dict:
     """`clusterbisect run --backend ray --ray-address ...` against the module's Ray, the
     way a user points it at an existing (token) cluster; the JSON result."""
@@ -486,6 +484,7 @@ def culprit_keys(result: dict) -> list[list[str]]:
     return [[c["key"] for c in culprit["changes"]] for culprit in result["culprits"]]
 
 
+@pytest.mark.ray
 def test_env_var_culprit_in_a_kuberay_rayjob(runner, tmp_path):
     result = bisect_on_test_ray(
         runner,
@@ -498,6 +497,7 @@ def test_env_var_culprit_in_a_kuberay_rayjob(runner, tmp_path):
     assert "head.containers[ray-head].image" in json.dumps(result)
 
 
+@pytest.mark.ray
 def test_env_var_culprit_in_a_kubernetes_job(runner, tmp_path):
     """A plain Kubernetes Job on Ray: its container's env and command make the Ray job."""
     result = bisect_on_test_ray(

@@ -8,9 +8,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-CLI = [sys.executable, "-m", "clusterbisect.cli"]
+from conftest import CLI, EXAMPLES, Cli, EnvPair, culprit_keys
 
 # The workload: fails (exit 1, "CUDA error") when every variable of one culprit set has
 # the bad value; otherwise exits 3 with another message when ODD_SETTING is set (a
@@ -27,42 +28,29 @@ print("training finished")
 """
 
 
-def write_env_pair(tmp_path: Path, n: int, extra_bad: dict[str, str] | None = None):
+def write_env_pair(
+    env_pair: Callable[..., EnvPair], n: int, extra_bad: dict[str, str] | None = None
+):
     good = [f"VAR_{i:03d}=good" for i in range(n)]
     bad = [f"VAR_{i:03d}=bad" for i in range(n)]
-    for key, value in (extra_bad or {}).items():
-        bad.append(f"{key}={value}")
-    (tmp_path / "good.env").write_text("\n".join(good) + "\n")
-    (tmp_path / "bad.env").write_text("\n".join(bad) + "\n")
-    (tmp_path / "work.py").write_text(WORKLOAD)
-    return str(tmp_path / "good.env"), str(tmp_path / "bad.env")
+    bad += [f"{key}={value}" for key, value in (extra_bad or {}).items()]
+    pair = env_pair(good, bad, WORKLOAD)
+    return pair.good, pair.bad
 
 
-def run_cli(args, env_extra=None, timeout=120):
-    env = {**os.environ, **(env_extra or {})}
-    return subprocess.run(
-        CLI + args, capture_output=True, text=True, env=env, timeout=timeout, check=False
-    )
-
-
-def bisect(tmp_path, good, bad, culprits, *options, env_extra=None):
-    state = tmp_path / "state"
-    proc = run_cli(
-        ["run", good, bad, "--json", "--state-dir", str(state), *options, "--"]
-        + [sys.executable, str(tmp_path / "work.py")],
-        env_extra={"CULPRITS": culprits, **(env_extra or {})},
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
+def bisect(cli: Cli, good, bad, culprits, *options, env_extra=None):
+    state = cli.cwd / "state"
+    proc = cli(
+        "run", good, bad, "--json", "--state-dir", str(state), *options, "--",
+        sys.executable, str(cli.cwd / "work.py"),
+        extra_env={"CULPRITS": culprits, **(env_extra or {})}, timeout=120, expect=None,
+    )  # fmt: skip
     return proc, json.loads(proc.stdout)
 
 
-def culprit_keys(result):
-    return sorted(sorted(c["key"] for c in culprit["changes"]) for culprit in result["culprits"])
-
-
-def test_one_culprit_among_200_in_at_most_12_probes(tmp_path):
-    good, bad = write_env_pair(tmp_path, 200)
-    proc, result = bisect(tmp_path, good, bad, "VAR_137")
+def test_one_culprit_among_200_in_at_most_12_probes(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 200)
+    proc, result = bisect(cli, good, bad, "VAR_137")
     assert proc.returncode == 0
     assert result["status"] == "found"
     assert culprit_keys(result) == [["env.VAR_137"]]
@@ -83,41 +71,41 @@ def test_one_culprit_among_200_in_at_most_12_probes(tmp_path):
     assert len(journal) == result["probe_count"]
 
 
-def test_parallel_4_needs_at_most_6_rounds(tmp_path):
-    good, bad = write_env_pair(tmp_path, 200)
-    proc, result = bisect(tmp_path, good, bad, "VAR_042", "--parallel", "4")
+def test_parallel_4_needs_at_most_6_rounds(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 200)
+    proc, result = bisect(cli, good, bad, "VAR_042", "--parallel", "4")
     assert proc.returncode == 0
     assert culprit_keys(result) == [["env.VAR_042"]]
     assert result["rounds"] <= 6
 
 
-def test_interacting_pair_is_reported_as_one_culprit(tmp_path):
-    good, bad = write_env_pair(tmp_path, 40)
-    proc, result = bisect(tmp_path, good, bad, "VAR_003+VAR_031")
+def test_interacting_pair_is_reported_as_one_culprit(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 40)
+    proc, result = bisect(cli, good, bad, "VAR_003+VAR_031")
     assert proc.returncode == 0
     assert culprit_keys(result) == [["env.VAR_003", "env.VAR_031"]]
 
 
-def test_two_independent_culprits_are_both_reported(tmp_path):
-    good, bad = write_env_pair(tmp_path, 40)
-    proc, result = bisect(tmp_path, good, bad, "VAR_005,VAR_033")
+def test_two_independent_culprits_are_both_reported(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 40)
+    proc, result = bisect(cli, good, bad, "VAR_005,VAR_033")
     assert proc.returncode == 0
     assert culprit_keys(result) == [["env.VAR_005"], ["env.VAR_033"]]
     assert all(c["confirmed"] for c in result["culprits"])
 
 
-def test_a_probe_that_fails_differently_does_not_mislead(tmp_path):
-    good, bad = write_env_pair(tmp_path, 30, extra_bad={"ODD_SETTING": "bad"})
-    proc, result = bisect(tmp_path, good, bad, "VAR_011", "--fail-on", "CUDA error")
+def test_a_probe_that_fails_differently_does_not_mislead(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 30, extra_bad={"ODD_SETTING": "bad"})
+    proc, result = bisect(cli, good, bad, "VAR_011", "--fail-on", "CUDA error")
     assert proc.returncode == 0, proc.stderr
     assert culprit_keys(result) == [["env.VAR_011"]]
     outcomes = {p["outcome"] for p in result["probes"]}
     assert "unresolved" in outcomes  # the odd setting was seen and routed around
 
 
-def test_budget_cut_short_is_inconclusive_with_candidates(tmp_path):
-    good, bad = write_env_pair(tmp_path, 64)
-    proc, result = bisect(tmp_path, good, bad, "VAR_050", "--max-probes", "4")
+def test_budget_cut_short_is_inconclusive_with_candidates(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 64)
+    proc, result = bisect(cli, good, bad, "VAR_050", "--max-probes", "4")
     assert proc.returncode == 1
     assert result["status"] == "inconclusive"
     assert result["probe_count"] == 4
@@ -127,71 +115,74 @@ def test_budget_cut_short_is_inconclusive_with_candidates(tmp_path):
     assert any("budget" in note for note in result["notes"])
 
 
-def test_baseline_failed_and_not_reproducible(tmp_path):
-    good, bad = write_env_pair(tmp_path, 4)
-    proc, result = bisect(tmp_path, good, bad, "", env_extra={"ODD_SETTING": "bad"})
+def test_baseline_failed_and_not_reproducible(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 4)
+    proc, result = bisect(cli, good, bad, "", env_extra={"ODD_SETTING": "bad"})
     assert proc.returncode == 1
     assert result["status"] == "baseline_failed"
     assert any("Segmentation fault" in note for note in result["notes"])
     state = tmp_path / "state2"
-    proc = run_cli(
-        ["run", good, bad, "--json", "--state-dir", str(state), "--"]
+    proc = cli(
+        *["run", good, bad, "--json", "--state-dir", str(state), "--"]
         + [sys.executable, str(tmp_path / "work.py")],
-        env_extra={"CULPRITS": "NOT_A_VAR"},
+        extra_env={"CULPRITS": "NOT_A_VAR"},
+        expect=None,
     )
     assert proc.returncode == 1
     assert json.loads(proc.stdout)["status"] == "not_reproducible"
 
 
-def test_timeouts_are_unresolved_unless_hangs_are_the_failure(tmp_path):
-    good, bad = write_env_pair(tmp_path, 2)
+def test_timeouts_are_unresolved_unless_hangs_are_the_failure(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 2)
     (tmp_path / "work.py").write_text(
         "import os, time\nif os.environ.get('VAR_001') == 'bad':\n    time.sleep(30)\n"
     )
     state = tmp_path / "hang"
     started = time.monotonic()
-    proc = run_cli(
-        ["run", good, bad, "--json", "--state-dir", str(state), "--timeout", "1"]
-        + ["--hang-is-failure", "--", sys.executable, str(tmp_path / "work.py")]
+    proc = cli(
+        *["run", good, bad, "--json", "--state-dir", str(state), "--timeout", "1"]
+        + ["--hang-is-failure", "--", sys.executable, str(tmp_path / "work.py")],
+        expect=None,
     )
     result = json.loads(proc.stdout)
     assert culprit_keys(result) == [["env.VAR_001"]]
     assert time.monotonic() - started < 25
-    proc = run_cli(
-        ["run", good, bad, "--json", "--state-dir", str(tmp_path / "hang2"), "--timeout", "1"]
-        + ["--", sys.executable, str(tmp_path / "work.py")]
+    proc = cli(
+        *["run", good, bad, "--json", "--state-dir", str(tmp_path / "hang2"), "--timeout", "1"]
+        + ["--", sys.executable, str(tmp_path / "work.py")],
+        expect=None,
     )
     assert json.loads(proc.stdout)["status"] == "not_reproducible"
 
 
-def test_secret_values_never_reach_output(tmp_path):
-    good, bad = write_env_pair(tmp_path, 6)
+def test_secret_values_never_reach_output(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 6)
     for name, value in (("good.env", "good-s3cr3t-value"), ("bad.env", "bad-s3cr3t-value")):
         with open(tmp_path / name, "a") as spec:
             spec.write(f"HF_API_TOKEN={value}\n")
-    proc, result = bisect(tmp_path, good, bad, "HF_API_TOKEN")
+    proc, result = bisect(cli, good, bad, "HF_API_TOKEN")
     assert "s3cr3t" not in proc.stdout + proc.stderr
-    report = run_cli(["report", result["state_dir"], "--format", "markdown"])
+    report = cli("report", result["state_dir"], "--format", "markdown", expect=None)
     assert "s3cr3t" not in report.stdout
     assert culprit_keys(result) == [["env.HF_API_TOKEN"]]
 
 
-def test_local_backend_without_command_is_a_usage_error(tmp_path):
-    good, bad = write_env_pair(tmp_path, 2)
-    proc = run_cli(["run", good, bad])
+def test_local_backend_without_command_is_a_usage_error(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 2)
+    proc = cli("run", good, bad, expect=None)
     assert proc.returncode == 2
     assert "after `--`" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_report_renders_text_markdown_and_json(tmp_path):
-    good, bad = write_env_pair(tmp_path, 16)
-    _, result = bisect(tmp_path, good, bad, "VAR_009")
+def test_report_renders_text_markdown_and_json(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 16)
+    _, result = bisect(cli, good, bad, "VAR_009")
     state = result["state_dir"]
-    text = run_cli(["report", state]).stdout
+    text = cli("report", state, expect=None).stdout
     assert "FOUND: env.VAR_009" in text and "Proved by probe" in text
-    markdown = run_cli(["report", state, "--format", "markdown"]).stdout
+    markdown = cli("report", state, "--format", "markdown", expect=None).stdout
     assert "```mermaid" in markdown and "flowchart TD" in markdown
-    again = json.loads(run_cli(["report", state, "--format", "json"]).stdout)
+    again = json.loads(cli("report", state, "--format", "json", expect=None).stdout)
     assert again["culprits"] == result["culprits"]
 
 
@@ -209,8 +200,8 @@ def _journal(state: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def test_sigkill_then_resume_reaches_the_same_answer_without_repeats(tmp_path):
-    good, bad = write_env_pair(tmp_path, 64)
+def test_sigkill_then_resume_reaches_the_same_answer_without_repeats(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 64)
     state = tmp_path / "state"
     env = {**os.environ, "CULPRITS": "VAR_021", "PROBE_SLEEP": "0.3"}
     proc = subprocess.Popen(
@@ -228,7 +219,7 @@ def test_sigkill_then_resume_reaches_the_same_answer_without_repeats(tmp_path):
     proc.wait()
     before = _journal(state)
     assert 4 <= len(before) < 10
-    resumed = run_cli(["resume", str(state), "--json"], env_extra=env)
+    resumed = cli("resume", str(state), "--json", env=env, expect=None)
     result = json.loads(resumed.stdout)
     assert culprit_keys(result) == [["env.VAR_021"]]
     after = _journal(state)
@@ -236,12 +227,12 @@ def test_sigkill_then_resume_reaches_the_same_answer_without_repeats(tmp_path):
     subsets = [tuple(r["subset"]) for r in after]
     assert len(subsets) == len(set(subsets)), "a finished probe was run again"
     # The same answer as an uninterrupted run, with the same number of probes.
-    _, fresh = bisect(tmp_path, good, bad, "VAR_021", "--state-dir", str(tmp_path / "fresh"))
+    _, fresh = bisect(cli, good, bad, "VAR_021", "--state-dir", str(tmp_path / "fresh"))
     assert fresh["probe_count"] == result["probe_count"]
 
 
-def test_ctrl_c_stops_probes_and_exits_130(tmp_path):
-    good, bad = write_env_pair(tmp_path, 8)
+def test_ctrl_c_stops_probes_and_exits_130(tmp_path, env_pair):
+    good, bad = write_env_pair(env_pair, 8)
     marker = tmp_path / "child.pid"
     (tmp_path / "work.py").write_text(
         "import os, subprocess, sys, time\n"
@@ -272,13 +263,13 @@ def test_ctrl_c_stops_probes_and_exits_130(tmp_path):
     assert "resume" in err
 
 
-def test_dry_run_renders_the_plan_without_secrets(tmp_path):
-    good, bad = write_env_pair(tmp_path, 8)
+def test_dry_run_renders_the_plan_without_secrets(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 8)
     for name in ("good.env", "bad.env"):
         with open(tmp_path / name, "a") as spec:
             spec.write("HF_TOKEN=hf_unchanged_s3cr3t\n")
     state = tmp_path / "dry"
-    proc = run_cli(["run", good, bad, "--dry-run", "--json", "--state-dir", str(state)])
+    proc = cli("run", good, bad, "--dry-run", "--json", "--state-dir", str(state), expect=None)
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     assert [p["purpose"] for p in plan["plan"][:2]] == ["baseline-good", "baseline-bad"]
@@ -289,8 +280,8 @@ def test_dry_run_renders_the_plan_without_secrets(tmp_path):
     assert "s3cr3t" not in proc.stdout + proc.stderr + written
 
 
-def test_disagreeing_baselines_switch_to_the_flaky_strategy(tmp_path):
-    good, bad = write_env_pair(tmp_path, 12)
+def test_disagreeing_baselines_switch_to_the_flaky_strategy(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 12)
     # Fails every other run when VAR_005 is bad: a flaky crash, but a deterministic test.
     (tmp_path / "work.py").write_text(
         "import os, sys, pathlib\n"
@@ -300,7 +291,7 @@ def test_disagreeing_baselines_switch_to_the_flaky_strategy(tmp_path):
         "if os.environ.get('VAR_005') == 'bad' and n % 2 == 0:\n"
         "    print('RuntimeError: CUDA error'); sys.exit(1)\n"
     )
-    proc, result = bisect(tmp_path, good, bad, "", "--baseline-runs", "4")
+    proc, result = bisect(cli, good, bad, "", "--baseline-runs", "4")
     assert result["strategy"] == "flaky"
     baselines = [p for p in result["probes"] if p["purpose"].startswith("baseline")]
     assert len(baselines) == 8
@@ -310,9 +301,9 @@ def test_disagreeing_baselines_switch_to_the_flaky_strategy(tmp_path):
     assert proc.returncode == 0
 
 
-def test_steady_baselines_keep_the_deterministic_strategy(tmp_path):
-    good, bad = write_env_pair(tmp_path, 12)
-    proc, result = bisect(tmp_path, good, bad, "VAR_007", "--baseline-runs", "3")
+def test_steady_baselines_keep_the_deterministic_strategy(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 12)
+    proc, result = bisect(cli, good, bad, "VAR_007", "--baseline-runs", "3")
     assert result["strategy"] == "bisection"
     assert culprit_keys(result) == [["env.VAR_007"]]
     assert proc.returncode == 0
@@ -320,24 +311,26 @@ def test_steady_baselines_keep_the_deterministic_strategy(tmp_path):
     assert result["probe_count"] <= 6 + 4 + 2
 
 
-def test_nothing_testable_on_the_backend_is_a_clear_usage_error(tmp_path):
-    job = Path(__file__).parent.parent / "examples" / "training-upgrade" / "good.yaml"
+def test_nothing_testable_on_the_backend_is_a_clear_usage_error(tmp_path, cli):
+    job = EXAMPLES / "training-upgrade" / "good.yaml"
     bad = tmp_path / "bad.yaml"
     bad.write_text(job.read_text().replace('cpu: "8"', 'cpu: "12"'))
-    proc = run_cli(["run", str(job), str(bad), "--state-dir", str(tmp_path / "s"), "--", "true"])
+    proc = cli(
+        "run", str(job), str(bad), "--state-dir", str(tmp_path / "s"), "--", "true", expect=None
+    )
     assert proc.returncode == 2, proc.stderr
     assert "can be applied on the local backend" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "s").exists()  # a usage error leaves no session behind
 
 
-def test_a_usage_error_keeps_the_other_files_of_a_given_state_dir(tmp_path):
-    job = Path(__file__).parent.parent / "examples" / "training-upgrade" / "good.yaml"
+def test_a_usage_error_keeps_the_other_files_of_a_given_state_dir(tmp_path, cli):
+    job = EXAMPLES / "training-upgrade" / "good.yaml"
     bad = tmp_path / "bad.yaml"
     bad.write_text(job.read_text().replace('cpu: "8"', 'cpu: "12"'))
     state = tmp_path / "s"
     state.mkdir()
     (state / "notes.txt").write_text("mine")
-    proc = run_cli(["run", str(job), str(bad), "--state-dir", str(state), "--", "true"])
+    proc = cli("run", str(job), str(bad), "--state-dir", str(state), "--", "true", expect=None)
     assert proc.returncode == 2, proc.stderr
     assert sorted(p.name for p in state.iterdir()) == ["notes.txt"]

@@ -10,6 +10,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
+from conftest import FIXTURES
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,7 +25,6 @@ from clusterbisect.specs import load_spec, parse_spec
 from clusterbisect.specs.model import Spec
 from clusterbisect.specs.workload import main_container, spec_env
 
-FIXTURES = Path(__file__).parent / "fixtures"
 K8S_VERSION = kubernetes_validate.latest_version()
 
 

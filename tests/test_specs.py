@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import FIXTURES, ROOT
 
 from clusterbisect.errors import InputError
 from clusterbisect.settings import flatten
 from clusterbisect.specs import load_spec, parse_spec
 from clusterbisect.specs.kubernetes import pod_templates, resolve
-
-FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def fixture(name: str) -> str:
@@ -416,7 +415,7 @@ def test_snapshot_probe_output_loads_and_diffs(tmp_path: Path) -> None:
 
     from clusterbisect.diff import diff
 
-    probe = Path(__file__).parent.parent / "probes" / "snapshot.py"
+    probe = ROOT / "probes" / "snapshot.py"
     outputs = []
     for value in ("1", "2"):
         out = tmp_path / f"snap{value}.json"

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-CLI = [sys.executable, "-m", "clusterbisect.cli"]
+from conftest import EXAMPLES, EnvPair, culprit_keys
 
 WORKLOAD = r"""
 import os, sys
@@ -25,29 +25,10 @@ print("step 100, loss 0.12")
 """
 
 
-def write_inputs(tmp_path: Path, n: int = 10) -> list[str]:
+def write_inputs(env_pair: Callable[..., EnvPair], n: int = 10) -> list[str]:
     names = [f"SETTING_{i}" for i in range(n - 1)] + ["NCCL_ALGO"]
-    (tmp_path / "good.env").write_text("".join(f"{k}=good\n" for k in names))
-    (tmp_path / "bad.env").write_text("".join(f"{k}=bad\n" for k in names))
-    (tmp_path / "work.py").write_text(WORKLOAD)
-    return [sys.executable, str(tmp_path / "work.py")]
-
-
-def cb(tmp_path: Path, *args: str, expect: int | None = 0) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [*CLI, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120, check=False
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    if expect is not None:
-        assert proc.returncode == expect, (args, proc.stdout, proc.stderr)
-    return proc
-
-
-def cb_json(tmp_path: Path, *args: str, expect: int | None = 0) -> Any:
-    """The command with --json (before the workload after `--`), its one document."""
-    at = args.index("--") if "--" in args else len(args)
-    argv = [*args[:at], "--json", *args[at:]]
-    return json.loads(cb(tmp_path, *argv, expect=expect).stdout)
+    pair = env_pair([f"{k}=good" for k in names], [f"{k}=bad" for k in names], WORKLOAD)
+    return pair.command
 
 
 def run_probe(probe: dict[str, Any], tmp_path: Path) -> tuple[int, Path]:
@@ -59,32 +40,28 @@ def run_probe(probe: dict[str, Any], tmp_path: Path) -> tuple[int, Path]:
     return code, log
 
 
-def culprits(result: dict[str, Any]) -> list[list[str]]:
-    return sorted(sorted(c["key"] for c in culprit["changes"]) for culprit in result["culprits"])
-
-
-def test_start_next_good_bad_status_reset(tmp_path):
-    command = write_inputs(tmp_path)
-    out = cb(tmp_path, "start", "good.env", "bad.env", "--", *command).stdout
+def test_start_next_good_bad_status_reset(tmp_path, cli, env_pair):
+    command = write_inputs(env_pair)
+    out = cli("start", "good.env", "bad.env", "--", *command).stdout
     assert "Bisecting 10 changes" in out
     assert "Next probe p001 (baseline-good): apply 0 of 10 changes" in out
     assert "clusterbisect good | bad | skip" in out
 
     steps = 0
     while True:
-        view = cb_json(tmp_path, "next")
+        view = cli.json("next")
         if view["done"]:
             break
         probe = view["probe"]
         code, log = run_probe(probe, tmp_path)
         verb = "good" if code == 0 else "bad"
-        out = cb(tmp_path, verb, "--log", str(log)).stdout
+        out = cli(verb, "--log", str(log)).stdout
         assert f"Recorded {probe['id']} ({probe['purpose']})" in out
         steps += 1
         assert steps < 20
     result = view["result"]
     assert result["status"] == "found"
-    assert culprits(result) == [["env.NCCL_ALGO"]]
+    assert culprit_keys(result) == [["env.NCCL_ALGO"]]
     assert result["probe_count"] == steps
     state = Path(view["state_dir"])
     assert json.loads((state / "result.json").read_text())["status"] == "found"
@@ -92,100 +69,100 @@ def test_start_next_good_bad_status_reset(tmp_path):
     assert "NCCL error" in result["culprits"][0]["proof"]["excerpt"]
     assert len(list((state / "logs").glob("p*.log"))) == steps
 
-    status = cb(tmp_path, "status").stdout
+    status = cli("status").stdout
     assert "(current)" in status and "FOUND: env.NCCL_ALGO" in status
     # Nothing is pending any more.
-    error = cb(tmp_path, "bad", expect=2).stderr
+    error = cli("bad", expect=2).stderr
     assert "complete" in error
-    log = cb(tmp_path, "log").stdout
+    log = cli("log").stdout
     assert log.count("\nmark ") == steps
     assert "reset" not in log
 
-    assert "Ended the session" in cb(tmp_path, "reset").stdout
+    assert "Ended the session" in cli("reset").stdout
     assert not (tmp_path / ".clusterbisect" / "CURRENT").exists()
-    assert "no bisection in progress" in cb(tmp_path, "next", expect=2).stderr
+    assert "no bisection in progress" in cli("next", expect=2).stderr
     assert (state / "journal.jsonl").exists()  # the evidence stays
 
 
-def test_skip_and_mark_by_exit_code_use_the_signature(tmp_path):
-    command = write_inputs(tmp_path, n=4)
-    cb(tmp_path, "start", "good.env", "bad.env", "--fail-on", "NCCL error", "--", *command)
-    recorded = cb_json(tmp_path, "skip")
+def test_skip_and_mark_by_exit_code_use_the_signature(tmp_path, cli, env_pair):
+    command = write_inputs(env_pair, n=4)
+    cli("start", "good.env", "bad.env", "--fail-on", "NCCL error", "--", *command)
+    recorded = cli.json("skip")
     assert recorded["recorded"]["outcome"] == "unresolved"
     # The retry of the same probe, reported as an exit code and a log that does not
     # show the signature: unresolved again, decided by the signature, not the reporter.
     other = tmp_path / "other.log"
     other.write_text("ImportError: something unrelated\n")
-    recorded = cb_json(tmp_path, "mark", "--exit-code", "2", "--log", str(other))
+    recorded = cli.json("mark", "--exit-code", "2", "--log", str(other))
     assert recorded["recorded"]["classified_by"] == "signature"
     assert recorded["recorded"]["outcome"] == "unresolved"
     assert recorded["recorded"]["observed"] == "exit code 2"
     # The bad baseline, with the signature in its log: fail.
     crash = tmp_path / "crash.log"
     crash.write_text("RuntimeError: NCCL error: unhandled system error\n")
-    view = cb_json(tmp_path, "next")
+    view = cli.json("next")
     assert view["probe"]["purpose"] == "baseline-bad"
-    recorded = cb_json(tmp_path, "mark", "--exit-code", "1", "--log", str(crash))
+    recorded = cli.json("mark", "--exit-code", "1", "--log", str(crash))
     assert recorded["recorded"]["outcome"] == "fail"
     assert "matched: RuntimeError: NCCL error" in recorded["recorded"]["observed"]
-    assert "give --outcome or --exit-code" in cb(tmp_path, "mark", expect=2).stderr
+    assert "give --outcome or --exit-code" in cli("mark", expect=2).stderr
 
 
-def test_resume_finishes_a_session_started_by_hand(tmp_path):
-    command = write_inputs(tmp_path, n=16)
-    started = cb_json(tmp_path, "start", "good.env", "bad.env", "--state-dir", "s", "--", *command)
+def test_resume_finishes_a_session_started_by_hand(tmp_path, cli, env_pair):
+    command = write_inputs(env_pair, n=16)
+    started = cli.json("start", "good.env", "bad.env", "--state-dir", "s", "--", *command)
     view = started["next"]
     for _ in range(3):  # the baselines and one search probe, by hand
         code, log = run_probe(view["probe"], tmp_path)
-        view = cb_json(tmp_path, "good" if code == 0 else "bad", "--log", str(log))["next"]
-    proc = cb(tmp_path, "resume", "s", "--json", "--quiet")
+        view = cli.json("good" if code == 0 else "bad", "--log", str(log))["next"]
+    proc = cli("resume", "s", "--json", "--quiet")
     result = json.loads(proc.stdout)
     assert result["status"] == "found"
-    assert culprits(result) == [["env.NCCL_ALGO"]]
+    assert culprit_keys(result) == [["env.NCCL_ALGO"]]
     sources = [p["source"] for p in result["probes"]]
     assert sources[:3] == ["manual"] * 3 and set(sources[3:]) == {"runner"}
     subsets = [tuple(p["subset"]) for p in result["probes"]]
     assert len(subsets) == len(set(subsets)), "a probe was run twice"
     # The same answer and probe count as a run from scratch.
-    fresh = cb_json(tmp_path, "run", "good.env", "bad.env", "--quiet", "--", *command)
-    assert culprits(fresh) == culprits(result)
+    fresh = cli.json("run", "good.env", "bad.env", "--quiet", "--", *command)
+    assert culprit_keys(fresh) == culprit_keys(result)
     assert fresh["probe_count"] == result["probe_count"]
     # `status` on the finished session shows the result.
-    assert cb_json(tmp_path, "status")["result"]["status"] == "found"
+    assert cli.json("status")["result"]["status"] == "found"
 
 
-def test_an_interrupted_run_is_finished_by_hand(tmp_path):
-    command = write_inputs(tmp_path, n=16)
-    cut = cb_json(
-        tmp_path, "run", "good.env", "bad.env", "--state-dir", "r", "--max-probes", "3",
+def test_an_interrupted_run_is_finished_by_hand(tmp_path, cli, env_pair):
+    command = write_inputs(env_pair, n=16)
+    cut = cli.json(
+        "run", "good.env", "bad.env", "--state-dir", "r", "--max-probes", "3",
         "--quiet", "--", *command, expect=1,
     )  # fmt: skip
     assert cut["status"] == "inconclusive" and cut["probe_count"] == 3
     steps = 0
-    view = cb_json(tmp_path, "next", "--state-dir", "r")
+    view = cli.json("next", "--state-dir", "r")
     while not view["done"]:
         assert view["probe"]["id"] == f"p{4 + steps:03d}"
         code, log = run_probe(view["probe"], tmp_path)
         verb = "good" if code == 0 else "bad"
-        view = cb_json(tmp_path, verb, "--state-dir", "r", "--log", str(log))["next"]
+        view = cli.json(verb, "--state-dir", "r", "--log", str(log))["next"]
         steps += 1
     assert view["result"]["status"] == "found"
-    assert culprits(view["result"]) == [["env.NCCL_ALGO"]]
+    assert culprit_keys(view["result"]) == [["env.NCCL_ALGO"]]
     assert view["result"]["probe_count"] == 3 + steps
     # `run` never made it current: the current-session pointer is untouched.
     assert not (tmp_path / ".clusterbisect" / "CURRENT").exists()
 
 
-def test_log_and_replay_correct_a_wrong_mark(tmp_path):
-    command = write_inputs(tmp_path, n=8)
-    cb(tmp_path, "start", "good.env", "bad.env", "--state-dir", "first", "--", *command)
-    cb(tmp_path, "good")
-    cb(tmp_path, "bad")
-    probe = cb_json(tmp_path, "next")["probe"]
+def test_log_and_replay_correct_a_wrong_mark(tmp_path, cli, env_pair):
+    command = write_inputs(env_pair, n=8)
+    cli("start", "good.env", "bad.env", "--state-dir", "first", "--", *command)
+    cli("good")
+    cli("bad")
+    probe = cli.json("next")["probe"]
     code, _ = run_probe(probe, tmp_path)
     wrong = "good" if code != 0 else "bad"  # a mistake, as people make
-    cb(tmp_path, wrong)
-    log = cb(tmp_path, "log").stdout
+    cli(wrong)
+    log = cli("log").stdout
     assert log.count("\nmark ") == 3
     lines = log.splitlines()
     last = json.loads(lines[-1].split(" ", 1)[1])
@@ -194,27 +171,27 @@ def test_log_and_replay_correct_a_wrong_mark(tmp_path):
     lines[-1] = "mark " + json.dumps({**last, "outcome": right})
     (tmp_path / "fixed.log").write_text("\n".join(lines) + "\n")
 
-    replayed = cb_json(tmp_path, "replay", "fixed.log", "--state-dir", "second")
+    replayed = cli.json("replay", "fixed.log", "--state-dir", "second")
     assert replayed["replayed"] == 3
     assert replayed["state_dir"] == str(tmp_path / "second")
     # The replayed session is now current and continues to the right culprit.
     view = replayed["next"]
     while not view["done"]:
         code, _ = run_probe(view["probe"], tmp_path)
-        view = cb_json(tmp_path, "good" if code == 0 else "bad")["next"]
-    assert culprits(view["result"]) == [["env.NCCL_ALGO"]]
+        view = cli.json("good" if code == 0 else "bad")["next"]
+    assert culprit_keys(view["result"]) == [["env.NCCL_ALGO"]]
     # A malformed log is bad input.
     (tmp_path / "junk.log").write_text("hello\n")
-    assert "expected `start" in cb(tmp_path, "replay", "junk.log", expect=2).stderr
+    assert "expected `start" in cli("replay", "junk.log", expect=2).stderr
 
 
-def test_kubernetes_probes_render_without_a_cluster(tmp_path):
-    example = Path(__file__).resolve().parents[1] / "examples" / "training-upgrade"
-    start = cb_json(
-        tmp_path, "start", str(example / "good.yaml"), str(example / "bad.yaml"),
+def test_kubernetes_probes_render_without_a_cluster(tmp_path, cli):
+    example = EXAMPLES / "training-upgrade"
+    start = cli.json(
+        "start", str(example / "good.yaml"), str(example / "bad.yaml"),
         "--backend", "kubernetes", "-n", "ml-training", "--state-dir", "k",
     )  # fmt: skip
-    view = cb_json(tmp_path, "next", "--probe", "p002")
+    view = cli.json("next", "--probe", "p002")
     probe = view["probe"]
     assert start["backend"] == "kubernetes" and probe["purpose"] == "baseline-bad"
     job = probe["rendered"]
@@ -225,17 +202,17 @@ def test_kubernetes_probes_render_without_a_cluster(tmp_path):
     assert Path(probe["rendered_file"]).is_file()
 
 
-def test_probe_ids_stay_put_when_recorded_out_of_order(tmp_path):
-    command = write_inputs(tmp_path)
-    start = cb_json(tmp_path, "start", "good.env", "bad.env", "--", *command)
+def test_probe_ids_stay_put_when_recorded_out_of_order(tmp_path, cli, env_pair):
+    command = write_inputs(env_pair)
+    start = cli.json("start", "good.env", "bad.env", "--", *command)
     assert [p["probe"] for p in start["next"]["pending"]] == ["p001", "p002"]  # both baselines
     # Record the bad baseline first: the good one is still p001, not renumbered.
-    recorded = cb_json(tmp_path, "bad", "--probe", "p002")
+    recorded = cli.json("bad", "--probe", "p002")
     assert recorded["recorded"]["probe"] == "p002"
-    view = cb_json(tmp_path, "next")
+    view = cli.json("next")
     assert view["probe"]["id"] == "p001" and view["probe"]["purpose"] == "baseline-good"
-    assert cb_json(tmp_path, "good")["recorded"]["probe"] == "p001"
+    assert cli.json("good")["recorded"]["probe"] == "p001"
     # The search goes on from p003, and the log shows the ids as they were recorded.
-    assert cb_json(tmp_path, "next")["probe"]["id"] == "p003"
-    log = cb(tmp_path, "log").stdout
+    assert cli.json("next")["probe"]["id"] == "p003"
+    log = cli("log").stdout
     assert log.index("p002") < log.index("p001")
