@@ -25,11 +25,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.baselines import Ddmin, OneAtATime
+from clusterbisect.search.auto import AutoStrategy
 from clusterbisect.search.base import Strategy, Subset
 from clusterbisect.search.bisection import BisectionStrategy
 from clusterbisect.search.oracle import SimOracle, found_exactly, ideal_rounds, simulate
 
 STRATEGIES: dict[str, Callable[[int], Strategy]] = {
+    # What `run` does by default: the bisection, watched for contradictions.
+    "run (auto)": lambda k: AutoStrategy(parallel=k),
     "bisection": lambda k: BisectionStrategy(parallel=k),
     "one-at-a-time": lambda k: OneAtATime(parallel=k),
     "ddmin": lambda k: Ddmin(parallel=k, repeats=1),

@@ -23,7 +23,7 @@ from clusterbisect.outcome import FailureSignature, Outcome
 from clusterbisect.report import build_result
 from clusterbisect.runners import make_runner
 from clusterbisect.runners.base import Runner
-from clusterbisect.search.base import ProbeAnswer, ProbeRequest, Strategy
+from clusterbisect.search.base import ProbeAnswer, ProbeRequest, Strategy, Subset
 from clusterbisect.session import Session, SessionConfig
 from clusterbisect.specs import load_spec, parse_spec
 
@@ -284,10 +284,15 @@ def _first_batches(strategy: Strategy, n: int) -> list[list[ProbeRequest]]:
     """The baselines and the first round, assuming good passes and everything else fails."""
     search = strategy.search(n)
     batches: list[list[ProbeRequest]] = []
+    planned: set[tuple[Subset, int]] = set()
     try:
         batch = next(search)
         while len(batches) < 2:
-            batches.append(batch)
+            # A batch that asks again for what is planned costs nothing: not a round.
+            new = [r for r in batch if (r.subset, r.runs or 1) not in planned]
+            if new:
+                batches.append(new)
+                planned.update((r.subset, r.runs or 1) for r in new)
             answers = []
             for request in batch:
                 outcome = Outcome.PASS if not request.subset else Outcome.FAIL

@@ -113,17 +113,24 @@ UNRESOLVED_RETRIES = 1
 
 
 def answer_from(request: ProbeRequest, outcomes: Sequence[Outcome]) -> ProbeAnswer | None:
-    """The answer ``outcomes`` (the runs of the request's subset so far) give, if any."""
+    """The answer ``outcomes`` (the runs of the request's subset so far) give, if any.
+
+    The answer holds exactly the runs that decided it: the first ``runs`` of them, or
+    the runs up to the first pass or fail. Later runs of the same subset (asked for by
+    a later request) are not shown, so replaying a journal gives every request the
+    answer it had when it was first answered, and a resumed search retraces its steps.
+    """
     runs = tuple(outcomes)
     if request.runs is not None:
         if len(runs) < request.runs:
             return None
+        runs = runs[: request.runs]
         return ProbeAnswer(summary(runs), runs)
-    definite = [o for o in runs if o is not Outcome.UNRESOLVED]
-    if definite:
-        return ProbeAnswer(definite[0], runs)
+    for index, outcome in enumerate(runs):
+        if outcome is not Outcome.UNRESOLVED:
+            return ProbeAnswer(outcome, runs[: index + 1])
     if len(runs) > UNRESOLVED_RETRIES:
-        return ProbeAnswer(Outcome.UNRESOLVED, runs)
+        return ProbeAnswer(Outcome.UNRESOLVED, runs[: UNRESOLVED_RETRIES + 1])
     return None
 
 

@@ -50,7 +50,9 @@ class FlakyStrategy:
     ``parallel`` is K, the probe runs per batch. ``p`` and ``q`` are the reproduction
     and background failure rates if known (else learned). ``baseline_runs`` repeats
     both baselines up front. ``max_probes`` bounds the runs (baselines included); by
-    default a generous bound that grows with log n.
+    default a generous bound that grows with log n. ``evidence`` holds runs already
+    seen (subset -> outcomes, in order), e.g. by a search that handed over to this
+    one: they count wherever a probe of this search is the same subset.
     """
 
     name = "flaky"
@@ -63,6 +65,7 @@ class FlakyStrategy:
         q: float | None = None,
         baseline_runs: int = 1,
         max_probes: int | None = None,
+        evidence: dict[Subset, tuple[Outcome, ...]] | None = None,
     ) -> None:
         if not 0.5 <= confidence < 1.0:
             raise ValueError("confidence must be in [0.5, 1)")
@@ -74,6 +77,7 @@ class FlakyStrategy:
             raise ValueError("the background rate q must be below the reproduction rate p")
         self.baseline_runs = max(1, baseline_runs)
         self.max_probes = max_probes
+        self._evidence = dict(evidence or {})
         self._line: Line | None = None
         self._runs: dict[Subset, tuple[Outcome, ...]] = {}
         self._used = 0
@@ -132,7 +136,7 @@ class FlakyStrategy:
         return math.ceil(bits / max(0.01, per_run)) + check
 
     def search(self, n: int) -> Search:
-        self._runs, self._used, self._culprits, self._line = {}, 0, [], None
+        self._runs, self._used, self._culprits, self._line = dict(self._evidence), 0, [], None
         if n == 0:
             return SearchResult(NO_DIFFERENCES)
         limit = self.max_probes if self.max_probes is not None else _default_budget(n)
@@ -258,10 +262,14 @@ class FlakyStrategy:
 
     def _search(self, n: int, limit: int) -> Search:
         everything = frozenset(range(n))
+        # Runs already seen (the evidence handed over) count towards the baselines.
         yield from self._ask(
             {
-                frozenset(): (self.baseline_runs, "baseline-good"),
-                everything: (self.baseline_runs, "baseline-bad"),
+                subset: (max(0, self.baseline_runs - len(self._runs.get(subset, ()))), purpose)
+                for subset, purpose in (
+                    (frozenset(), "baseline-good"),
+                    (everything, "baseline-bad"),
+                )
             },
             limit,
         )
