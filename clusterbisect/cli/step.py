@@ -1,0 +1,332 @@
+"""The step-by-step commands, like git bisect: start, next, good/bad/skip/mark, status,
+log, replay and reset."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from clusterbisect.cli.common import (
+    backend_options,
+    clean_env_option,
+    emit_json,
+    json_option,
+    kube_options,
+    new_state_dir_option,
+    parallel_option,
+    ray_address_option,
+    signature_options,
+)
+
+
+def _state_dir_option(func: Any) -> Any:
+    return click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False),
+        help="The session (default: the current one, in .clusterbisect/CURRENT).",
+    )(func)
+
+
+@click.command("start")
+@click.argument("good")
+@click.argument("bad")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.option(
+    "--backend",
+    type=click.Choice(["local", "ray", "kubernetes"]),
+    default="local",
+    show_default=True,
+    help="Whose probes `next` renders, and where `resume` would run them.",
+)
+@signature_options
+@parallel_option
+@new_state_dir_option
+@clean_env_option
+@ray_address_option
+@kube_options
+@json_option
+def step_start(
+    good: str,
+    bad: str,
+    command: tuple[str, ...],
+    backend: str,
+    fail_on: str | None,
+    fail_exit_code: int | None,
+    fail_reason: str | None,
+    timeout: float | None,
+    hang_is_failure: bool,
+    ignore: tuple[str, ...],
+    container: str | None,
+    parallel: int,
+    state_dir: str | None,
+    clean_env: bool,
+    ray_address: str | None,
+    kubeconfig: str | None,
+    kube_context: str | None,
+    namespace: str | None,
+    as_json: bool,
+) -> None:
+    """Start a step-by-step bisection of GOOD and BAD and show the first probe.
+
+    You run each probe your own way and report it with good, bad or skip. The
+    workload after `--` is optional; with it, `clusterbisect resume` can finish the
+    session automatically.
+    """
+    from pathlib import Path
+
+    from clusterbisect import stepmode, workflow
+
+    config = workflow.new_config(
+        good=good,
+        bad=bad,
+        backend=backend,
+        command=list(command) or None,
+        fail_on=fail_on,
+        fail_exit_code=fail_exit_code,
+        fail_reason=fail_reason,
+        timeout=timeout,
+        hang_is_failure=hang_is_failure,
+        ignore=list(ignore),
+        container=container,
+        parallel=parallel,
+        clean_env=clean_env,
+        backend_options=backend_options(
+            backend,
+            address=ray_address,
+            kubeconfig=kubeconfig,
+            context=kube_context,
+            namespace=namespace,
+        ),
+    )
+    started = stepmode.start(config, Path(state_dir) if state_dir else None)
+    if as_json:
+        emit_json(started)
+        return
+    click.echo(
+        f"Bisecting {started['changes_searched']} changes "
+        f"({started['changes_total']} in all) on the {started['backend']} backend."
+    )
+    click.echo(f"State: {started['state_dir']}")
+    _print_step(started["next"])
+
+
+@click.command("next")
+@_state_dir_option
+@click.option("--probe", metavar="ID", help="Show this pending probe instead of the first.")
+@json_option
+def step_next(state_dir: str | None, probe: str | None, as_json: bool) -> None:
+    """Show the next probe: the changes to apply and what to run (or the result)."""
+    from clusterbisect import stepmode
+
+    view = stepmode.next_view(stepmode.open_session(state_dir), probe)
+    if as_json:
+        emit_json(view)
+    else:
+        _print_step(view)
+
+
+def _step_mark(
+    outcome: str | None,
+    state_dir: str | None,
+    probe: str | None,
+    log_file: str | None,
+    exit_code: int | None,
+    as_json: bool,
+) -> None:
+    from clusterbisect import stepmode
+    from clusterbisect.outcome import RunResult
+
+    session = stepmode.open_session(state_dir)
+    run = RunResult(exit_code=exit_code) if exit_code is not None else None
+    recorded = stepmode.record(
+        session,
+        stepmode.parse_outcome(outcome) if outcome else None,
+        probe=probe,
+        run=run,
+        log_file=log_file,
+    )
+    if as_json:
+        emit_json(recorded)
+        return
+    entry = recorded["recorded"]
+    observed = f" ({entry['observed']})" if entry["observed"] else ""
+    click.echo(f"Recorded {entry['probe']} ({entry['purpose']}): {entry['outcome']}{observed}")
+    _print_step(recorded["next"])
+
+
+def _mark_options(func: Any) -> Any:
+    func = json_option(func)
+    func = click.option(
+        "--log",
+        "log_file",
+        type=click.Path(exists=True, dir_okay=False),
+        help="The probe's output, kept as evidence in the state directory.",
+    )(func)
+    func = click.option("--probe", metavar="ID", help="A pending probe other than the first.")(func)
+    return _state_dir_option(func)
+
+
+@click.command("good")
+@_mark_options
+def step_good(
+    state_dir: str | None, probe: str | None, log_file: str | None, as_json: bool
+) -> None:
+    """The probe passed (no failure)."""
+    _step_mark("pass", state_dir, probe, log_file, None, as_json)
+
+
+@click.command("bad")
+@_mark_options
+def step_bad(state_dir: str | None, probe: str | None, log_file: str | None, as_json: bool) -> None:
+    """The probe showed the failure."""
+    _step_mark("fail", state_dir, probe, log_file, None, as_json)
+
+
+@click.command("skip")
+@_mark_options
+def step_skip(
+    state_dir: str | None, probe: str | None, log_file: str | None, as_json: bool
+) -> None:
+    """The probe could not be judged (it did not run, or failed differently)."""
+    _step_mark("unresolved", state_dir, probe, log_file, None, as_json)
+
+
+@click.command("mark")
+@_mark_options
+@click.option(
+    "--outcome",
+    type=click.Choice(["pass", "fail", "unresolved", "good", "bad", "skip"]),
+    help="The outcome; or give --exit-code (and --log) for the failure signature to decide.",
+)
+@click.option("--exit-code", type=int, help="The probe's exit code, classified by the signature.")
+def step_mark(
+    state_dir: str | None,
+    probe: str | None,
+    log_file: str | None,
+    as_json: bool,
+    outcome: str | None,
+    exit_code: int | None,
+) -> None:
+    """Record the probe's outcome (pass, fail, unresolved) or its exit code."""
+    if outcome is None and exit_code is None:
+        raise click.UsageError("give --outcome or --exit-code")
+    _step_mark(outcome, state_dir, probe, log_file, exit_code, as_json)
+
+
+@click.command("status")
+@_state_dir_option
+@json_option
+def step_status(state_dir: str | None, as_json: bool) -> None:
+    """Where the session stands (the result when the search is complete)."""
+    from clusterbisect import stepmode
+    from clusterbisect.report import render_text
+
+    view = stepmode.status(stepmode.open_session(state_dir))
+    if as_json:
+        emit_json(view)
+        return
+    current = " (current)" if view["current"] else ""
+    click.echo(f"Session {view['session_id']}{current}: {view['state_dir']}")
+    click.echo(
+        f"{view['changes_searched']} of {view['changes_total']} changes searched on the "
+        f"{view['backend']} backend; {view['probes_done']} probes done "
+        f"({view['manual_probes']} reported by hand)"
+    )
+    if view["done"]:
+        click.echo(render_text(view["result"]))
+        return
+    last = view["last"]
+    if last:
+        click.echo(f"Last: {last['probe']} {last['outcome']}")
+    to_go = view["estimated_probes_to_go"]
+    click.echo(
+        f"Pending: {', '.join(view['pending'])}; {view['candidates_left']} candidate changes "
+        f"left" + (f", ~{to_go} probes to go" if to_go is not None else "")
+    )
+
+
+@click.command("log")
+@_state_dir_option
+@json_option
+def step_log(state_dir: str | None, as_json: bool) -> None:
+    """Print the session's journal as a replayable log (like git bisect log)."""
+    from clusterbisect import stepmode
+
+    session = stepmode.open_session(state_dir)
+    text = stepmode.log_text(session)
+    if as_json:
+        emit_json({"state_dir": str(session.state_dir), "log": text})
+    else:
+        click.echo(text, nl=False)
+
+
+@click.command("replay")
+@click.argument("logfile", type=click.Path(exists=True, dir_okay=False))
+@click.option("--state-dir", type=click.Path(file_okay=False), help="Where the new session lives.")
+@json_option
+def step_replay(logfile: str, state_dir: str | None, as_json: bool) -> None:
+    """Start a new session from a `log` output and re-apply its marks."""
+    from pathlib import Path
+
+    from clusterbisect import stepmode
+
+    text = Path(logfile).read_text(encoding="utf-8")
+    replayed = stepmode.replay(text, logfile, Path(state_dir) if state_dir else None)
+    if as_json:
+        emit_json(replayed)
+        return
+    click.echo(f"Replayed {replayed['replayed']} marks into {replayed['state_dir']}")
+    _print_step(replayed["next"])
+
+
+@click.command("reset")
+@_state_dir_option
+@json_option
+def step_reset(state_dir: str | None, as_json: bool) -> None:
+    """End the session (its state directory is kept)."""
+    from clusterbisect import stepmode
+
+    ended = stepmode.reset(state_dir)
+    if as_json:
+        emit_json(ended)
+    else:
+        click.echo(
+            f"Ended the session in {ended['state_dir']} ({ended['status']}, "
+            f"{ended['probes']} probes)."
+        )
+
+
+def _short(value: Any) -> str:
+    if value is None:
+        return "(unset)"
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 50 else text[:47] + "..."
+
+
+def _print_step(view: dict[str, Any]) -> None:
+    """A step-mode view for people: the next probe, or the result."""
+    from clusterbisect.report import render_text
+
+    if view["done"]:
+        click.echo("The search is complete.")
+        click.echo(render_text(view["result"]))
+        return
+    probe = view["probe"]
+    click.echo(
+        f"Next probe {probe['id']} ({probe['purpose']}): apply {probe['changes_applied']} of "
+        f"{view['changes_searched']} changes to the good spec"
+    )
+    for change in probe["changes"][:20]:
+        click.echo(f"  {change['key']}: {_short(change['good'])} -> {_short(change['bad'])}")
+    if len(probe["changes"]) > 20:
+        click.echo(f"  ... and {len(probe['changes']) - 20} more")
+    if probe.get("shell") and len(probe["shell"]) <= 2000:
+        click.echo("Run it:")
+        click.echo(f"  {probe['shell']}")
+    click.echo(f"Rendered for the {view['backend']} backend: {probe['rendered_file']}")
+    others = [p["probe"] for p in view["pending"][1:]]
+    if others:
+        click.echo(f"Also pending (may run in parallel): {', '.join(others)}")
+    click.echo("Then: clusterbisect good | bad | skip  [--log FILE]")
