@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from clusterbisect.runners.base import Probe
+from clusterbisect.runners.base import Probe, RunnerContext
 from clusterbisect.runners.local import LocalRunner
-from clusterbisect.runners.ray import RayOptions, RayRunner
+from clusterbisect.runners.ray import RayRunner
 from clusterbisect.specs.model import RAY_JOB, Spec
 
 WORKLOAD = [sys.executable, "-c", "pass"]
@@ -79,7 +79,7 @@ def main() -> None:
         local_serial = per_probe(local, make_probes(state, "l", args.probes, True), 1)
         local_parallel = per_probe(local, make_probes(state, "m", args.probes, True), args.parallel)
 
-        ray = RayRunner(RayOptions(state_dir=state, parallel=args.parallel))
+        ray = RayRunner(RunnerContext(parallel=args.parallel, private_dir=state / "ray"))
         began = time.perf_counter()
         ray.client()
         startup = time.perf_counter() - began

@@ -285,3 +285,17 @@ def render_table(changes: list[Change], good: str, bad: str, *, kind: str = "") 
         lines.append("")
     lines.append("~ modified  + added  - removed")
     return "\n".join(lines) + "\n"
+
+
+def diff_document(
+    good: str, bad: str, kind: str, fmt: str, changes: list[Change]
+) -> dict[str, Any]:
+    """What ``diff --json`` prints (and the ``diff`` tool returns) for two spec files."""
+    return {
+        "changes": [c.to_dict() for c in changes],
+        "good": good,
+        "bad": bad,
+        "count": len(changes),
+        "kind": kind,
+        "format": fmt,
+    }

@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-from clusterbisect.diff import Change, diff
-from clusterbisect.errors import InputError
+from clusterbisect.journal import ProbeRecord
 from clusterbisect.outcome import FailureSignature, Outcome, RunResult
+from clusterbisect.problem import Problem
 from clusterbisect.runners.base import Probe, Runner
 from clusterbisect.search.base import (
     INCONCLUSIVE,
@@ -28,45 +28,8 @@ from clusterbisect.search.base import (
     runs_needed,
     runs_to_start,
 )
-from clusterbisect.session import ProbeRecord, Session
+from clusterbisect.session import Session
 from clusterbisect.settings import apply_changes
-from clusterbisect.specs.model import Spec
-
-
-@dataclass
-class Problem:
-    """The bisection problem of a session: the specs and the changes to search."""
-
-    good: Spec
-    bad: Spec
-    changes: list[Change]  # every change, sorted by key
-    testable: list[Change]  # the ones searched; strategy indices refer to this list
-    untestable: dict[str, str]  # key -> why this backend cannot apply it
-
-    def subset_keys(self, subset: Subset) -> list[str]:
-        return sorted(self.testable[i].key for i in subset)
-
-    def subset_changes(self, subset: Subset) -> list[Change]:
-        return [self.testable[i] for i in sorted(subset)]
-
-
-def prepare(session: Session, runner: Runner | None) -> Problem:
-    """Load the session's inputs, diff them and split off what the backend cannot test."""
-    config = session.config
-    good, bad = session.spec("good"), session.spec("bad")
-    good.source, bad.source = config.good_source, config.bad_source
-    changes = diff(good, bad, ignore=config.ignore, container=config.container)
-    untestable = runner.untestable(changes) if runner else {}
-    testable = [c for c in changes if c.key not in untestable]
-    if changes and not testable and runner is not None:
-        # Searching nothing would read as "no differences": say what is wrong instead.
-        first = next(iter(untestable.items()))
-        raise InputError(
-            f"none of the {len(changes)} changes can be applied on the {runner.name} "
-            f"backend (e.g. {first[0]}: {first[1]}); choose another --backend",
-            source=config.good_source,
-        )
-    return Problem(good, bad, changes, testable, untestable)
 
 
 class Progress(Protocol):
@@ -193,7 +156,7 @@ class Engine:
         if self.runner is None:
             raise RuntimeError("the engine needs a runner to execute probes")
         wanted = runs_to_start(pending, self.outcomes_of)
-        parallel = max(1, self.session.config.parallel)
+        parallel = max(1, self.session.config.search.parallel)
         if max_probes is not None:
             wanted = wanted[: max(0, max_probes - len(self.records))]
         for start in range(0, len(wanted), parallel):
@@ -214,9 +177,7 @@ class Engine:
             if self.progress:
                 self.progress.probe_finished(record)
 
-    def make_probe(
-        self, request: ProbeRequest, number: int, extra: dict[str, Any] | None = None
-    ) -> Probe:
+    def make_probe(self, request: ProbeRequest, number: int) -> Probe:
         """Render the probe for ``request``: the good spec with its subset applied."""
         probe_id = f"p{number:03d}"
         changes = self.problem.subset_changes(request.subset)
@@ -227,13 +188,10 @@ class Engine:
             spec=apply_changes(self.problem.good, changes),
             changes=changes,
             log_path=self.session.log_path(probe_id),
-            timeout_s=config.timeout_s,
+            timeout_s=config.limits.timeout,
             command=config.command,
-            extra={
-                "purpose": request.purpose,
-                "env_names": sorted({c.env_name for c in self.problem.changes if c.env_name}),
-                **(extra or {}),
-            },
+            purpose=request.purpose,
+            env_names=self.problem.env_names,
         )
 
     def _record(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from clusterbisect.journal import ProbeRecord
 from clusterbisect.runners.base import Probe
-from clusterbisect.session import ProbeRecord
 
 
 class TerminalProgress:
@@ -23,7 +23,7 @@ class TerminalProgress:
     def round_started(
         self, round_no: int, probes: list[Probe], left: int, to_go: int | None
     ) -> None:
-        purposes = sorted({str(p.extra.get("purpose", "search")) for p in probes})
+        purposes = sorted({p.purpose for p in probes})
         eta = f", ~{to_go} probes to go" if to_go is not None and "search" in purposes else ""
         self._write(
             f"round {round_no}: {len(probes)} probe{'s' if len(probes) != 1 else ''} in flight "

@@ -1,87 +1,121 @@
 """The result of a bisection, as a JSON document and as text or Markdown.
 
-``build_result`` makes the one document every form is rendered from; it is what
-``run --json`` prints and what ``result.json`` in the state directory holds, so
-``clusterbisect report`` can render it again later.
+``build_result`` makes the one document every form is rendered from, out of an
+:class:`Evidence` (data: the search's result, the problem, the journal, how to read a
+probe's log). It is what ``run --json`` prints and what ``result.json`` in the state
+directory holds, so ``clusterbisect report`` can render it again later.
 """
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from clusterbisect.engine import Engine, Problem
+from clusterbisect.journal import ProbeRecord
+from clusterbisect.problem import Problem
 from clusterbisect.redact import redact_text, secret_values
 from clusterbisect.search.base import SearchResult, Subset
-from clusterbisect.session import ProbeRecord
 
 EXCERPT_LINES = 12
 EXCERPT_CHARS = 1500
 EXCERPT_LINE_CHARS = 160
 
 
-def build_result(engine: Engine, search: SearchResult, elapsed_s: float) -> dict[str, Any]:
+@dataclass
+class Evidence:
+    """Everything a report is made of, as data.
+
+    ``records`` are the session's probes (those of the changes it searches), ``rounds``
+    how many batches they ran in; ``session`` names the session (``state_dir``,
+    ``session_id``, ``backend``, ``good``, ``bad``); ``signature`` describes the failure
+    signature. ``read_log`` gives a probe log's text by its journaled (relative) path:
+    the session reads its files, the report only quotes them.
+    """
+
+    search: SearchResult
+    problem: Problem
+    records: list[ProbeRecord]
+    rounds: int
+    strategy: str
+    signature: str
+    session: dict[str, str]
+    elapsed_s: float
+    read_log: Callable[[str], str]
+
+    def runs_of(self, subset: Subset) -> list[ProbeRecord]:
+        """The journaled runs of ``subset``, in order."""
+        keys = self.problem.subset_keys(subset)
+        return [r for r in self.records if sorted(r.subset) == keys]
+
+    def excerpt(self, record: ProbeRecord, secrets: list[str]) -> str:
+        """The last lines of a probe's log, secrets redacted."""
+        if not record.log:
+            return ""
+        lines = [_clip(line) for line in self.read_log(record.log).splitlines() if line.strip()]
+        excerpt = "\n".join(lines[-EXCERPT_LINES:])[-EXCERPT_CHARS:]
+        return redact_text(excerpt, secrets)
+
+
+def build_result(evidence: Evidence) -> dict[str, Any]:
     """The whole report of a session as one JSON-ready document."""
-    problem, session = engine.problem, engine.session
+    problem, records = evidence.problem, evidence.records
+    search = evidence.search
     secrets = secret_values(problem.changes)
-    records = engine.records
     n = len(problem.testable)
     return {
         "status": search.status,
         "culprits": [
-            _culprit(engine, c.changes, c.confidence, c.confirmed, c.evidence, secrets)
+            _culprit(evidence, c.changes, c.confidence, c.confirmed, c.evidence, secrets)
             for c in search.culprits
         ],
         "probe_count": len(records),
-        "rounds": engine.rounds,
-        "state_dir": str(session.state_dir),
-        "session_id": session.session_id,
-        "backend": session.config.backend,
-        "strategy": engine.strategy.name,
-        "good": session.config.good_source,
-        "bad": session.config.bad_source,
+        "rounds": evidence.rounds,
+        "state_dir": evidence.session["state_dir"],
+        "session_id": evidence.session["session_id"],
+        "backend": evidence.session["backend"],
+        "strategy": evidence.strategy,
+        "good": evidence.session["good"],
+        "bad": evidence.session["bad"],
         "changes_total": len(problem.changes),
         "changes_searched": n,
         "best_possible_probes": math.ceil(math.log2(n)) if n > 1 else 0,
-        "untestable": [
-            {"key": key, "reason": reason} for key, reason in sorted(problem.untestable.items())
-        ],
+        "untestable": problem.untestable_list(),
         "signature": {
-            "expected": engine.signature.describe(),
-            "observed": _observed_in_bad_baseline(records, n, problem),
+            "expected": evidence.signature,
+            "observed": _observed_in_bad_baseline(records, n),
         },
         "candidates": [
             [c.to_dict() for c in problem.subset_changes(subset)] for subset in search.candidates
         ],
         "estimates": search.estimates,
-        "notes": search.notes + _baseline_notes(search, records, session.state_dir, secrets),
-        "elapsed_s": round(elapsed_s, 3),
+        "notes": search.notes + _baseline_notes(evidence, secrets),
+        "elapsed_s": round(evidence.elapsed_s, 3),
         "probes": [_probe(r) for r in records],
     }
 
 
 def _culprit(
-    engine: Engine,
+    evidence: Evidence,
     subset: Subset,
     confidence: float,
     confirmed: bool,
-    evidence: dict[str, object],
+    proofs: dict[str, object],
     secrets: list[str],
 ) -> dict[str, Any]:
-    problem = engine.problem
-    proof = _decisive_record(engine, subset, "fail")
-    rest = evidence.get("bad_minus_culprits")
-    rest_record = _decisive_record(engine, rest, None) if isinstance(rest, frozenset) else None
+    proof = _decisive_record(evidence, subset, "fail")
+    rest = proofs.get("bad_minus_culprits")
+    rest_record = _decisive_record(evidence, rest, None) if isinstance(rest, frozenset) else None
     return {
-        "changes": [c.to_dict() for c in problem.subset_changes(subset)],
+        "changes": [c.to_dict() for c in evidence.problem.subset_changes(subset)],
         "confidence": round(confidence, 4),
         "confirmed": confirmed,
         "proof": {
             "probe": proof.probe_id if proof else None,
             "observed": proof.observed if proof else None,
             "log": proof.log if proof else None,
-            "excerpt": _excerpt(engine.session.state_dir, proof, secrets) if proof else "",
+            "excerpt": evidence.excerpt(proof, secrets) if proof else "",
         },
         "confirmation": {
             "good_plus_culprit": _brief(proof),
@@ -90,8 +124,8 @@ def _culprit(
     }
 
 
-def _decisive_record(engine: Engine, subset: Subset, outcome: str | None) -> ProbeRecord | None:
-    runs = engine.runs_of(subset)
+def _decisive_record(evidence: Evidence, subset: Subset, outcome: str | None) -> ProbeRecord | None:
+    runs = evidence.runs_of(subset)
     for record in runs:
         if outcome is None and record.outcome != "unresolved":
             return record
@@ -124,7 +158,7 @@ def _probe(record: ProbeRecord) -> dict[str, Any]:
     }
 
 
-def _observed_in_bad_baseline(records: list[ProbeRecord], n: int, problem: Problem) -> str | None:
+def _observed_in_bad_baseline(records: list[ProbeRecord], n: int) -> str | None:
     for record in records:
         if (
             record.purpose == "baseline-bad"
@@ -135,17 +169,16 @@ def _observed_in_bad_baseline(records: list[ProbeRecord], n: int, problem: Probl
     return None
 
 
-def _baseline_notes(
-    search: SearchResult, records: list[ProbeRecord], state_dir: Path, secrets: list[str]
-) -> list[str]:
+def _baseline_notes(evidence: Evidence, secrets: list[str]) -> list[str]:
     """When a baseline did not behave, show its log: that is what the user must look at."""
-    if search.status not in ("baseline_failed", "not_reproducible"):
+    status = evidence.search.status
+    if status not in ("baseline_failed", "not_reproducible"):
         return []
-    wanted = "baseline-good" if search.status == "baseline_failed" else "baseline-bad"
+    wanted = "baseline-good" if status == "baseline_failed" else "baseline-bad"
     notes = []
-    for record in records:
+    for record in evidence.records:
         if record.purpose == wanted:
-            excerpt = _excerpt(state_dir, record, secrets)
+            excerpt = evidence.excerpt(record, secrets)
             notes.append(
                 f"{wanted} probe {record.probe_id}: {record.outcome}"
                 + (f" ({record.observed})" if record.observed else "")
@@ -157,20 +190,6 @@ def _baseline_notes(
 
 def _clip(line: str, width: int = EXCERPT_LINE_CHARS) -> str:
     return line if len(line) <= width else line[: width - 3] + "..."
-
-
-def _excerpt(state_dir: Path, record: ProbeRecord, secrets: list[str]) -> str:
-    """The last lines of a probe's log, secrets redacted."""
-    if not record.log:
-        return ""
-    path = state_dir / record.log
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    lines = [_clip(line) for line in text.splitlines() if line.strip()]
-    excerpt = "\n".join(lines[-EXCERPT_LINES:])[-EXCERPT_CHARS:]
-    return redact_text(excerpt, secrets)
 
 
 # --- rendering --------------------------------------------------------------------------

@@ -1,16 +1,22 @@
-"""The session's state directory: inputs, an append-only journal, logs and the result.
+"""The session's state directory: every file a session writes, and nothing else.
 
 Layout::
 
     STATE_DIR/
-      session.json      what was asked: inputs, backend, signature, options
+      session.json      what was asked: inputs, backend, options (config.SessionConfig)
       inputs/           copies of the good and bad specs
       journal.jsonl     one record per finished probe, fsynced before the next starts
       logs/p001.log     each probe's combined output, bounded in size
       result.json       the last result
+      dry-run/          probes rendered by ``run --dry-run``
+      probes/           probes rendered by step mode's ``next``
+      manifests/        manifests a Kubernetes dry run writes
+      ray/              a session-local Ray's token and start log (a backend's own files)
+      bisect.log        the journal as a replayable log (the ``log`` tool)
 
-The journal names changes by their keys, not by index, so it stays readable and a
-resumed session maps it back onto the (recomputed) change list.
+Step mode's current session is recorded in ``.clusterbisect/CURRENT`` (relative to the
+working directory), as git keeps its bisect state in ``.git``: :func:`set_current`,
+:func:`resolve_state_dir`, :func:`is_current` and :func:`clear_current`.
 """
 
 from __future__ import annotations
@@ -21,69 +27,39 @@ import os
 import shutil
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from clusterbisect.config import SessionConfig
 from clusterbisect.errors import InputError
+from clusterbisect.journal import ProbeRecord
 from clusterbisect.specs.model import Spec
 
 SESSION_FILE = "session.json"
 JOURNAL_FILE = "journal.jsonl"
 RESULT_FILE = "result.json"
+BISECT_LOG_FILE = "bisect.log"
 DEFAULT_ROOT = ".clusterbisect"
+CURRENT_FILE = "CURRENT"
 
-
-@dataclass
-class SessionConfig:
-    """Everything needed to recompute the changes and rerun the search."""
-
-    good: str  # path of the copy under inputs/ (relative to the state dir)
-    bad: str
-    good_source: str  # what the user gave
-    bad_source: str
-    backend: str = "local"
-    command: list[str] | None = None
-    signature: dict[str, Any] = field(default_factory=dict)
-    parallel: int = 1
-    timeout_s: float | None = None
-    ignore: list[str] = field(default_factory=list)
-    container: str | None = None
-    clean_env: bool = False
-    max_probes: int | None = None
-    max_time_s: float | None = None
-    strategy: str = "bisection"
-    strategy_options: dict[str, Any] = field(default_factory=dict)
-    backend_options: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class ProbeRecord:
-    """One finished probe, as journaled."""
-
-    probe_id: str
-    round: int
-    subset: list[str]  # change keys applied
-    outcome: str
-    purpose: str = "search"
-    exit_code: int | None = None
-    timed_out: bool = False
-    reason: str | None = None
-    infra_error: str | None = None
-    duration_s: float = 0.0
-    log: str | None = None  # relative to the state dir
-    observed: str = ""
-    finished_at: float = 0.0
-    source: str = "runner"  # runner | manual (step-by-step mode)
+# Folders of rendered probes: what `run --dry-run` plans, what `next` shows.
+DRY_RUN_DIR = "dry-run"
+PROBES_DIR = "probes"
+MANIFESTS_DIR = "manifests"
 
 
 class Session:
     """A state directory on disk."""
 
-    def __init__(self, state_dir: Path, session_id: str, config: SessionConfig) -> None:
+    def __init__(
+        self, state_dir: Path, session_id: str, config: SessionConfig, created: float = 0.0
+    ) -> None:
         self.state_dir = state_dir
         self.session_id = session_id
         self.config = config
+        self.created = created  # when the session was made (epoch seconds)
 
     # --- creation and opening -------------------------------------------------------
 
@@ -112,10 +88,11 @@ class Session:
         (state_dir / "logs").mkdir(exist_ok=True)
         config.good = _store_input(state_dir, "good", config.good_source, good_text)
         config.bad = _store_input(state_dir, "bad", config.bad_source, bad_text)
-        session = cls(state_dir, session_id, config)
+        created = time.time()
+        session = cls(state_dir, session_id, config, created)
         _write_json_atomic(
             state_dir / SESSION_FILE,
-            {"session_id": session_id, "created": time.time(), "config": asdict(config)},
+            {"session_id": session_id, "created": created, "config": config.to_dict()},
         )
         return session
 
@@ -127,41 +104,77 @@ class Session:
             raise InputError("is not a clusterbisect state directory", source=str(state_dir))
         try:
             data = json.loads(path.read_text())
-            config = SessionConfig(**data["config"])
+            config = SessionConfig.from_dict(data["config"])
             session_id = str(data["session_id"])
+            created = float(data.get("created") or 0.0)
         except (ValueError, KeyError, TypeError) as err:
             raise InputError(f"unreadable session file ({err})", source=str(path)) from err
-        return cls(state_dir.resolve(), session_id, config)
+        return cls(state_dir.resolve(), session_id, config, created)
 
-    @classmethod
-    def find(cls, state_dir: Path | None) -> Session | None:
-        """The session in ``state_dir``, or None when it holds none (a runner built
-        outside a session)."""
-        if state_dir is None or not (state_dir / SESSION_FILE).is_file():
-            return None
-        return cls.open(state_dir)
-
-    # --- paths ----------------------------------------------------------------------
+    # --- inputs ---------------------------------------------------------------------
 
     def input_path(self, which: str) -> Path:
         return self.state_dir / (self.config.good if which == "good" else self.config.bad)
 
     def spec(self, which: str) -> Spec:
-        """The stored ``good`` or ``bad`` spec, loaded."""
+        """The stored ``good`` or ``bad`` spec, loaded (its source is what the user gave)."""
         from clusterbisect.specs import load_spec
 
-        return load_spec(str(self.input_path(which)))
+        spec = load_spec(str(self.input_path(which)))
+        spec.source = self.config.good_source if which == "good" else self.config.bad_source
+        return spec
+
+    # --- paths ----------------------------------------------------------------------
 
     def log_path(self, probe_id: str) -> Path:
         return self.state_dir / "logs" / f"{probe_id}.log"
+
+    def read_log(self, relative: str) -> str:
+        """A probe log named as the journal names it (relative); "" if it is unreadable."""
+        try:
+            return (self.state_dir / relative).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+
+    def write_log(self, probe_id: str, text: str) -> str:
+        """Keep ``text`` as the probe's log (a log reported by hand); its relative path."""
+        path = self.log_path(probe_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        return str(path.relative_to(self.state_dir))
+
+    @property
+    def manifests_dir(self) -> Path:
+        """Where a backend writes rendered manifests (made by whoever writes first)."""
+        return self.state_dir / MANIFESTS_DIR
+
+    def private_dir(self, backend: str) -> Path:
+        """A backend's own files (a local Ray's token and log), made on first use."""
+        return self.state_dir / backend
+
+    def save_rendered(self, folder: str, probe_id: str, rendered: dict[str, Any]) -> Path:
+        """Write a rendered probe as YAML under ``folder`` (``dry-run`` or ``probes``)."""
+        out = self.state_dir / folder
+        out.mkdir(exist_ok=True)
+        path = out / f"{probe_id}.yaml"
+        path.write_text(yaml.safe_dump(rendered, sort_keys=False))
+        return path
+
+    def write_bisect_log(self, text: str) -> Path:
+        path = self.state_dir / BISECT_LOG_FILE
+        path.write_text(text)
+        return path
+
+    @property
+    def result_path(self) -> Path:
+        return self.state_dir / RESULT_FILE
 
     # --- the journal ----------------------------------------------------------------
 
     def append(self, record: ProbeRecord) -> None:
         """Append one record and fsync, so no finished probe is ever lost."""
-        line = json.dumps(asdict(record), sort_keys=True) + "\n"
         with open(self.state_dir / JOURNAL_FILE, "a", encoding="utf-8") as journal:
-            journal.write(line)
+            journal.write(record.to_line())
             journal.flush()
             os.fsync(journal.fileno())
 
@@ -173,18 +186,10 @@ class Session:
         records = []
         for line in path.read_text(encoding="utf-8").splitlines():
             try:
-                records.append(ProbeRecord(**json.loads(line)))
+                records.append(ProbeRecord.from_line(line))
             except (ValueError, TypeError):
                 continue
         return records
-
-    def truncate_journal(self, keep: int) -> None:
-        """Keep only the first ``keep`` records (used by ``reset``-like operations)."""
-        kept = self.records()[:keep]
-        path = self.state_dir / JOURNAL_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(json.dumps(asdict(r), sort_keys=True) + "\n" for r in kept))
-        os.replace(tmp, path)
 
     def discard(self) -> None:
         """Remove a session that never ran a probe: what :meth:`create` made, and the
@@ -198,14 +203,54 @@ class Session:
     # --- the result -----------------------------------------------------------------
 
     def write_result(self, result: dict[str, Any]) -> None:
-        _write_json_atomic(self.state_dir / RESULT_FILE, result)
+        _write_json_atomic(self.result_path, result)
 
     def read_result(self) -> dict[str, Any] | None:
-        path = self.state_dir / RESULT_FILE
-        if not path.exists():
+        if not self.result_path.exists():
             return None
-        data: dict[str, Any] = json.loads(path.read_text())
+        data: dict[str, Any] = json.loads(self.result_path.read_text())
         return data
+
+
+# --- the current session (step mode) ------------------------------------------------------
+
+
+def current_file(root: Path | None = None) -> Path:
+    return (root or Path(DEFAULT_ROOT)) / CURRENT_FILE
+
+
+def set_current(state_dir: Path) -> None:
+    """Make ``state_dir`` the session later step commands act on."""
+    path = current_file()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(str(state_dir.resolve()) + "\n")
+    os.replace(tmp, path)
+
+
+def resolve_state_dir(explicit: str | os.PathLike[str] | None) -> Path:
+    """The explicit state directory, else the current session's."""
+    if explicit:
+        return Path(explicit)
+    path = current_file()
+    if path.is_file():
+        text = path.read_text().strip()
+        if text:
+            return Path(text)
+    raise InputError(
+        "no bisection in progress: start one with `clusterbisect start GOOD BAD`, "
+        "or name a session with --state-dir",
+        source=str(path),
+    )
+
+
+def is_current(session: Session) -> bool:
+    path = current_file()
+    return path.is_file() and Path(path.read_text().strip()) == session.state_dir
+
+
+def clear_current() -> None:
+    current_file().unlink(missing_ok=True)
 
 
 def _store_input(state_dir: Path, which: str, source: str, text: str | None) -> str:

@@ -18,12 +18,12 @@ import json
 import os
 import shlex
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from clusterbisect import backends
+from clusterbisect.config import SessionConfig
 from clusterbisect.engine import Engine, EngineOutcome
 from clusterbisect.errors import InputError
 from clusterbisect.outcome import Outcome, RunResult
@@ -31,9 +31,23 @@ from clusterbisect.redact import REDACTED, redact_env, secret_env_names
 from clusterbisect.report import build_result
 from clusterbisect.runners.base import Runner
 from clusterbisect.search.base import ProbeRequest
-from clusterbisect.session import DEFAULT_ROOT, SESSION_FILE, Session, SessionConfig
+from clusterbisect.session import (
+    PROBES_DIR,
+    Session,
+    clear_current,
+    is_current,
+    resolve_state_dir,
+    set_current,
+)
+from clusterbisect.workflow import (
+    Bisection,
+    create_session,
+    engine_for,
+    evidence,
+    new_session,
+    runner_for,
+)
 
-CURRENT_FILE = "CURRENT"
 MAX_EVIDENCE_BYTES = 1 << 20  # a reported log is kept up to this size (its tail)
 LOG_HEADER = "# clusterbisect log"
 
@@ -41,45 +55,14 @@ LOG_HEADER = "# clusterbisect log"
 ALIASES = {"good": Outcome.PASS, "bad": Outcome.FAIL, "skip": Outcome.UNRESOLVED}
 
 
-# --- the current session --------------------------------------------------------------
+def open_session(explicit: str | os.PathLike[str] | None) -> Bisection:
+    """The named session, else the current one, opened for work."""
+    return Bisection.open(resolve_state_dir(explicit))
 
 
-def current_file(root: Path | None = None) -> Path:
-    return (root or Path(DEFAULT_ROOT)) / CURRENT_FILE
-
-
-def set_current(state_dir: Path) -> None:
-    """Make ``state_dir`` the session later commands act on."""
-    path = current_file()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(str(state_dir.resolve()) + "\n")
-    os.replace(tmp, path)
-
-
-def resolve_state_dir(explicit: str | os.PathLike[str] | None) -> Path:
-    """The explicit state directory, else the current session's."""
-    if explicit:
-        return Path(explicit)
-    path = current_file()
-    if path.is_file():
-        text = path.read_text().strip()
-        if text:
-            return Path(text)
-    raise InputError(
-        "no bisection in progress: start one with `clusterbisect start GOOD BAD`, "
-        "or name a session with --state-dir",
-        source=str(path),
-    )
-
-
-def open_session(explicit: str | os.PathLike[str] | None) -> Session:
+def open_state(explicit: str | os.PathLike[str] | None) -> Session:
+    """The named session's state directory, else the current one's (nothing diffed)."""
     return Session.open(resolve_state_dir(explicit))
-
-
-def is_current(session: Session) -> bool:
-    path = current_file()
-    return path.is_file() and Path(path.read_text().strip()) == session.state_dir
 
 
 # --- loading a session's position ----------------------------------------------------
@@ -89,10 +72,14 @@ def is_current(session: Session) -> bool:
 class Position:
     """Where a session stands: the engine over its journal and what the search wants."""
 
-    session: Session
+    bisection: Bisection
     engine: Engine
     runner: Runner
     outcome: EngineOutcome
+
+    @property
+    def session(self) -> Session:
+        return self.bisection.session
 
     @property
     def done(self) -> bool:
@@ -119,22 +106,20 @@ class Position:
         return [f"p{number:03d}" for number in self.pending_numbers()]
 
 
-def locate(session: Session) -> Position:
+def locate(bisection: Bisection) -> Position:
     """Replay the journal and stop at the first probe without an answer."""
-    from clusterbisect import workflow
-
-    runner = workflow.runner_for(session, render_only=True)
+    runner = runner_for(bisection, render_only=True)
     try:
-        engine = workflow.engine_for(session, runner)
+        engine = engine_for(bisection, runner)
         outcome = engine.drive(execute=False)
     except BaseException:
         runner.close()
         raise
-    return Position(session, engine, runner, outcome)
+    return Position(bisection, engine, runner, outcome)
 
 
-def _with_position(session: Session, func: Any) -> Any:
-    position = locate(session)
+def _with_position(bisection: Bisection, func: Any) -> Any:
+    position = locate(bisection)
     try:
         return func(position)
     finally:
@@ -146,10 +131,9 @@ def _with_position(session: Session, func: Any) -> Any:
 
 def start(config: SessionConfig, state_dir: Path | None) -> dict[str, Any]:
     """Create a session, make it current and show the first probe."""
-    from clusterbisect import workflow
-
-    with workflow.new_session(config, state_dir) as session:
-        view = next_view(session)
+    with new_session(config, state_dir) as bisection:
+        view = next_view(bisection)
+    session = bisection.session
     set_current(session.state_dir)
     return {
         "state_dir": str(session.state_dir),
@@ -163,9 +147,9 @@ def start(config: SessionConfig, state_dir: Path | None) -> dict[str, Any]:
 # --- next -------------------------------------------------------------------------------
 
 
-def next_view(session: Session, probe: str | None = None) -> dict[str, Any]:
+def next_view(bisection: Bisection, probe: str | None = None) -> dict[str, Any]:
     """The next probe to run (or the result when the search is complete)."""
-    return _with_position(session, lambda position: _next(position, probe))
+    return _with_position(bisection, lambda position: _next(position, probe))
 
 
 def _summary(position: Position) -> dict[str, Any]:
@@ -177,7 +161,7 @@ def _summary(position: Position) -> dict[str, Any]:
         "backend": position.session.config.backend,
         "changes_total": len(problem.changes),
         "changes_searched": len(problem.testable),
-        "untestable": [{"key": k, "reason": r} for k, r in sorted(problem.untestable.items())],
+        "untestable": problem.untestable_list(),
         "probes_done": len(engine.records),
     }
 
@@ -234,7 +218,7 @@ def describe_probe(position: Position, request: ProbeRequest, number: int) -> di
     engine, runner, session = position.engine, position.runner, position.session
     probe = engine.make_probe(request, number)
     changes = engine.problem.subset_changes(request.subset)
-    rendered = _render(runner, probe)
+    rendered = runner.render(probe)
     described: dict[str, Any] = {
         "id": probe.probe_id,
         "purpose": request.purpose,
@@ -243,29 +227,16 @@ def describe_probe(position: Position, request: ProbeRequest, number: int) -> di
         "changes": [c.to_dict() for c in changes],
         "rendered": rendered,
     }
-    if session.config.backend == "local":
+    if backends.get(session.config.backend).capabilities.local_process:
         env = redact_env(rendered.get("env", {}), secret_env_names(engine.problem.changes))
-        described["unset"] = sorted(set(probe.extra.get("env_names", [])) - set(env))
+        described["unset"] = sorted(set(probe.env_names) - set(env))
         # Secret values are never shown: the caller supplies its own for these.
         described["redacted"] = sorted(k for k, v in env.items() if v == REDACTED)
         if rendered.get("argv"):
             described["shell"] = _shell_line(env, described["unset"], rendered["argv"])
-    out_dir = session.state_dir / "probes"
-    out_dir.mkdir(exist_ok=True)
-    path = out_dir / f"{probe.probe_id}.yaml"
-    path.write_text(yaml.safe_dump(rendered, sort_keys=False))
+    path = session.save_rendered(PROBES_DIR, probe.probe_id, rendered)
     described["rendered_file"] = str(path)
     return described
-
-
-def _render(runner: Runner, probe: Any) -> dict[str, Any]:
-    """``runner.render``; a local session without a workload still shows its env."""
-    if probe.command is None and runner.name == "local":
-        probe.command = ["<your workload>"]
-        rendered = runner.render(probe)
-        rendered["argv"] = None
-        return rendered
-    return runner.render(probe)
 
 
 def _shell_line(env: dict[str, str], unset: list[str], argv: list[str]) -> str:
@@ -293,7 +264,7 @@ def parse_outcome(word: str) -> Outcome:
 
 
 def record(
-    session: Session,
+    bisection: Bisection,
     outcome: Outcome | None,
     *,
     probe: str | None = None,
@@ -315,13 +286,14 @@ def record(
         if position.done:
             raise InputError(
                 "the bisection is complete; nothing is pending (see `clusterbisect status`)",
-                source=str(session.state_dir),
+                source=str(position.session.state_dir),
             )
         index = _pending_index(position, probe)
         request = position.pending[index]
         number = position.pending_numbers()[index]
         text = _read_log(log_file) if log_file is not None else log_text
-        log_rel = _store_evidence(session, f"p{number:03d}", text) if text is not None else None
+        session = position.session
+        log_rel = session.write_log(f"p{number:03d}", text) if text is not None else None
         if run is not None and text is not None:
             run.output = text  # a --fail-on regex is matched against the log
         if outcome is not None:
@@ -344,8 +316,8 @@ def record(
             }
         }
 
-    recorded = _with_position(session, _record)
-    return {**recorded, "next": next_view(session)}
+    recorded = _with_position(bisection, _record)
+    return {**recorded, "next": next_view(bisection)}
 
 
 def _read_log(path: str) -> str:
@@ -365,24 +337,16 @@ def _read_log(path: str) -> str:
     return text
 
 
-def _store_evidence(session: Session, probe_id: str, text: str) -> str:
-    """Copy a reported log into the state directory, where the report looks for it."""
-    path = session.log_path(probe_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-    return str(path.relative_to(session.state_dir))
-
-
 # --- status, result, log ----------------------------------------------------------------
 
 
-def status(session: Session) -> dict[str, Any]:
+def status(bisection: Bisection) -> dict[str, Any]:
     """Where the session stands; the result when the search is complete."""
 
     def _status(position: Position) -> dict[str, Any]:
         view = _summary(position)
         records = position.engine.records
-        view["current"] = is_current(session)
+        view["current"] = is_current(position.session)
         view["manual_probes"] = sum(1 for r in records if r.source == "manual")
         view["rounds"] = position.engine.rounds
         view["last"] = (
@@ -398,10 +362,10 @@ def status(session: Session) -> dict[str, Any]:
             view["estimated_probes_to_go"] = position.engine.strategy.remaining_estimate()
         return view
 
-    return _with_position(session, _status)
+    return _with_position(bisection, _status)
 
 
-def result(session: Session) -> dict[str, Any]:
+def result(bisection: Bisection) -> dict[str, Any]:
     """The finished result, or where the search stands if it is not finished."""
 
     def _result(position: Position) -> dict[str, Any]:
@@ -418,7 +382,7 @@ def result(session: Session) -> dict[str, Any]:
             "probe_count": len(position.engine.records),
         }
 
-    return _with_position(session, _result)
+    return _with_position(bisection, _result)
 
 
 def finish(position: Position) -> dict[str, Any]:
@@ -428,24 +392,23 @@ def finish(position: Position) -> dict[str, Any]:
     if stored and stored.get("probe_count") == len(engine.records):
         return stored
     assert position.outcome.result is not None
-    document = build_result(engine, position.outcome.result, _elapsed(session, engine))
+    elapsed = _elapsed(session, engine)
+    document = build_result(evidence(engine, position.outcome.result, elapsed))
     session.write_result(document)
     return document
 
 
 def _elapsed(session: Session, engine: Engine) -> float:
     """Wall-clock time from the session's creation to its last probe."""
-    try:
-        created = float(json.loads((session.state_dir / SESSION_FILE).read_text())["created"])
-    except (OSError, ValueError, KeyError, TypeError):
+    if not session.created:
         return sum(r.duration_s for r in engine.records)
     last = max((r.finished_at for r in engine.records), default=time.time())
-    return max(0.0, last - created)
+    return max(0.0, last - session.created)
 
 
 def log_text(session: Session) -> str:
     """The journal as a replayable log, like `git bisect log`."""
-    config = asdict(session.config)
+    config = session.config.to_dict()
     for which in ("good", "bad"):
         source = config[f"{which}_source"]
         config[f"{which}_copy"] = str(session.input_path(which))
@@ -480,11 +443,9 @@ def replay(text: str, source: str, state_dir: Path | None) -> dict[str, Any]:
     then replay it. Marks are journaled as reported outcomes; a mark the search does
     not ask for is still kept as a cached answer.
     """
-    from clusterbisect import workflow
-
     config, marks = parse_log(text, source)
-    session = workflow.create_session(config, state_dir)
-    set_current(session.state_dir)
+    bisection = create_session(config, state_dir)
+    set_current(bisection.session.state_dir)
 
     def _apply(position: Position) -> int:
         engine = position.engine
@@ -507,8 +468,9 @@ def replay(text: str, source: str, state_dir: Path | None) -> dict[str, Any]:
             )
         return len(marks)
 
-    applied = _with_position(session, _apply)
-    return {"replayed": applied, "state_dir": str(session.state_dir), "next": next_view(session)}
+    applied = _with_position(bisection, _apply)
+    state = str(bisection.session.state_dir)
+    return {"replayed": applied, "state_dir": state, "next": next_view(bisection)}
 
 
 def parse_log(text: str, source: str) -> tuple[SessionConfig, list[dict[str, Any]]]:
@@ -556,8 +518,8 @@ def _config_from_log(data: dict[str, Any], source: str, number: int) -> SessionC
         if (not original or not Path(original).exists()) and copy and Path(copy).exists():
             data[f"{which}_source"] = copy  # the original moved: use the session's copy
     try:
-        return SessionConfig(good="", bad="", **data)
-    except TypeError as err:
+        return SessionConfig.from_dict({**data, "good": "", "bad": ""})
+    except (TypeError, KeyError, ValueError, InputError) as err:
         raise InputError(f"line {number}: bad start line ({err})", source=source) from None
 
 
@@ -567,7 +529,7 @@ def reset(explicit: str | None) -> dict[str, Any]:
     session = Session.open(state_dir)
     was_current = is_current(session)
     if was_current:
-        current_file().unlink()
+        clear_current()
     result = session.read_result()
     return {
         "ended": True,

@@ -1,7 +1,17 @@
-"""Whole bisections: create or open a session, build its runner and strategy, drive it.
+"""Whole bisections: create or open a session, build its runner and engine, drive them.
 
 The CLI commands and the agent tools are thin shells over these functions, so a
-session started one way can be finished the other.
+session started one way can be finished the other. Following ``run``:
+
+1. :func:`new_session` checks the inputs (they load and can be compared), makes the
+   state directory (``session.py``) and keeps the specs and their changes: a
+   :class:`Bisection`. The diff is computed once and passed along from here.
+2. :func:`runner_for` asks the registry (``backends.py``) for the backend's runner,
+   handing it a ``RunnerContext``: the good spec, the changes, the session's paths.
+3. :func:`engine_for` splits off what the runner cannot apply (``problem.py``) and
+   sets up the engine with the search strategy (``engine.py``, ``search/``).
+4. :func:`run_session` drives the engine, which runs probes through the runner and
+   journals each; the report (``report.py``) is built from the evidence, as data.
 """
 
 from __future__ import annotations
@@ -13,134 +23,84 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from clusterbisect.diff import diff
-from clusterbisect.engine import Engine, Progress, prepare
+from clusterbisect import backends
+from clusterbisect.config import KubeConnection, SessionConfig
+from clusterbisect.diff import Change, diff
+from clusterbisect.engine import Engine, Progress
 from clusterbisect.errors import InputError, Interrupted
 from clusterbisect.interrupts import sigterm_as_interrupt
-from clusterbisect.outcome import FailureSignature, Outcome
-from clusterbisect.report import build_result
-from clusterbisect.runners import make_runner
-from clusterbisect.runners.base import Runner
-from clusterbisect.search.base import ProbeAnswer, ProbeRequest, Strategy, Subset
-from clusterbisect.session import Session, SessionConfig
+from clusterbisect.outcome import Outcome
+from clusterbisect.problem import Problem
+from clusterbisect.report import Evidence, build_result
+from clusterbisect.runners.base import RunnerContext
+from clusterbisect.search import make_strategy
+from clusterbisect.search.base import ProbeAnswer, ProbeRequest, SearchResult, Strategy, Subset
+from clusterbisect.session import DRY_RUN_DIR, Session
 from clusterbisect.specs import load_spec, parse_spec
+from clusterbisect.specs.model import Spec
 
 
-def make_strategy(config: SessionConfig) -> Strategy:
-    """The search strategy a session asked for."""
-    options = config.strategy_options
-    if config.strategy == "flaky":
-        from clusterbisect.search.flaky import FlakyStrategy
+@dataclass
+class Bisection:
+    """A session opened for work: its state directory, its specs and their changes.
 
-        return FlakyStrategy(parallel=config.parallel, **options)
-    from clusterbisect.search.auto import AutoStrategy
+    The changes are computed once, when the session is created or opened; every
+    runner, engine and report of this process reuses them.
+    """
 
-    return AutoStrategy(parallel=config.parallel, **options)
+    session: Session
+    good: Spec
+    bad: Spec
+    changes: list[Change]
 
+    @classmethod
+    def open(cls, state_dir: Path) -> Bisection:
+        """Open an existing session and diff its stored inputs."""
+        session = Session.open(state_dir)
+        return cls.of(session, session.spec("good"), session.spec("bad"))
 
-def new_config(
-    *,
-    good: str,
-    bad: str,
-    backend: str = "local",
-    command: list[str] | None = None,
-    fail_on: str | None = None,
-    fail_exit_code: int | None = None,
-    fail_reason: str | None = None,
-    timeout: float | None = None,
-    hang_is_failure: bool = False,
-    ignore: list[str] | tuple[str, ...] = (),
-    container: str | None = None,
-    parallel: int = 1,
-    clean_env: bool = False,
-    max_probes: int | None = None,
-    max_time: float | None = None,
-    flaky: bool = False,
-    confidence: float = 0.99,
-    baseline_runs: int = 1,
-    repro_rate: float | None = None,
-    background_rate: float | None = None,
-    backend_options: dict[str, Any] | None = None,
-    dry_run: str | None = None,
-) -> SessionConfig:
-    """A session's configuration from the options of ``run`` and ``start`` (and their tools)."""
-    import re
-
-    from clusterbisect.runners import BACKENDS
-
-    if backend not in BACKENDS:
-        raise InputError(f"unknown backend {backend!r}; expected {', '.join(BACKENDS)}")
-    if hang_is_failure and not timeout:
-        raise InputError("hang_is_failure needs a timeout", field="timeout")
-    if fail_on:
-        try:
-            re.compile(fail_on)
-        except re.error as err:
-            raise InputError(f"not a valid regular expression: {err}", field="fail_on") from None
-    strategy_options: dict[str, Any] = {"confidence": confidence, "baseline_runs": baseline_runs}
-    if repro_rate is not None:
-        strategy_options["p"] = repro_rate
-    if background_rate is not None:
-        strategy_options["q"] = background_rate
-    if repro_rate is not None and background_rate is not None and background_rate >= repro_rate:
-        raise InputError(
-            f"must be below the reproduction rate {repro_rate:g}, got {background_rate:g}",
-            field="background_rate",
+    @classmethod
+    def of(cls, session: Session, good: Spec, bad: Spec) -> Bisection:
+        scope = session.config.scope
+        return cls(
+            session, good, bad, diff(good, bad, ignore=scope.ignore, container=scope.container)
         )
-    options = dict(backend_options or {})
-    if backend == "kubernetes":
-        options["dry_run"] = dry_run or "none"
-    return SessionConfig(
-        good="",
-        bad="",
-        good_source=good,
-        bad_source=bad,
-        backend=backend,
-        command=list(command) if command else None,
-        signature=FailureSignature(fail_on, fail_exit_code, fail_reason, hang_is_failure).to_dict(),
-        parallel=parallel,
-        timeout_s=timeout,
-        ignore=list(ignore),
-        container=container,
-        clean_env=clean_env,
-        max_probes=max_probes,
-        max_time_s=max_time,
-        # Without flaky, repeated baselines that disagree switch to the flaky strategy.
-        strategy="flaky" if flaky else "auto",
-        strategy_options=strategy_options,
-        backend_options=options,
-    )
 
 
-def create_session(config: SessionConfig, state_dir: Path | None) -> Session:
+# --- creating a session -------------------------------------------------------------------
+
+
+def create_session(config: SessionConfig, state_dir: Path | None) -> Bisection:
     """Validate the inputs (they must load and be comparable), then make the state dir.
 
     A source naming a live object (``job/NAME``, ``k8s://NS/job/NAME``) is fetched with
     the session's kubeconfig and stored as YAML, so a resume never depends on the
     cluster still holding it.
     """
-    texts = [_live_text(source, config) for source in (config.good_source, config.bad_source)]
-    specs = [
+    config.validate()
+    sources = (config.good_source, config.bad_source)
+    texts = [_live_text(source, config) for source in sources]
+    good, bad = (
         parse_spec(text, source) if text is not None else load_spec(source)
-        for text, source in zip(texts, (config.good_source, config.bad_source))
-    ]
-    diff(specs[0], specs[1], ignore=config.ignore, container=config.container)
-    return Session.create(config, state_dir, good_text=texts[0], bad_text=texts[1])
+        for text, source in zip(texts, sources, strict=True)
+    )
+    scope = config.scope
+    changes = diff(good, bad, ignore=scope.ignore, container=scope.container)
+    session = Session.create(config, state_dir, good_text=texts[0], bad_text=texts[1])
+    return Bisection(session, good, bad, changes)
 
 
 @contextmanager
-def new_session(config: SessionConfig, state_dir: Path | None) -> Iterator[Session]:
+def new_session(config: SessionConfig, state_dir: Path | None) -> Iterator[Bisection]:
     """Create a session for one command. If the command then fails on its input before
     any probe ran (say, no change can be applied on the backend), the session is
     removed again: a usage error leaves no half-made state directory behind."""
-    session = create_session(config, state_dir)
+    bisection = create_session(config, state_dir)
     try:
-        yield session
+        yield bisection
     except InputError:
-        if not session.records():
-            session.discard()
+        if not bisection.session.records():
+            bisection.session.discard()
         raise
 
 
@@ -148,64 +108,96 @@ def _live_text(source: str, config: SessionConfig) -> str | None:
     """The YAML of a live Kubernetes object, or None when ``source`` is a file."""
     if Path(source).exists() or "/" not in source:
         return None
-    from clusterbisect.runners.kubernetes.client import connect
     from clusterbisect.specs import live
 
-    if not live.is_live_ref(source):
-        return None
     options = config.backend_options
-    connection = connect(
-        options.get("kubeconfig"), options.get("context"), options.get("namespace")
-    )
-    return live.live_spec_text(source, connection)
+    connection = options if isinstance(options, KubeConnection) else KubeConnection()
+    return live.source_text(source, connection)
 
 
-def runner_for(session: Session, render_only: bool = False) -> Runner:
+# --- the runner and the engine --------------------------------------------------------------
+
+
+def runner_for(bisection: Bisection, render_only: bool = False) -> Any:
     """The session's runner. ``render_only`` (the step mode, which launches nothing)
-    makes a Kubernetes runner render as in a client dry run, so no cluster is needed.
-    """
-    config = session.config
-    options = dict(config.backend_options)
-    if render_only and config.backend == "kubernetes":
-        options["dry_run"] = "client"
-    return make_runner(
-        config.backend,
-        state_dir=session.state_dir,
-        parallel=config.parallel,
-        container=config.container,
-        clean_env=config.clean_env,
-        timeout_s=config.timeout_s,
-        options=options,
+    renders every probe as a client dry run does, so no cluster is needed."""
+    session, config = bisection.session, bisection.session.config
+    context = RunnerContext(
+        session_id=session.session_id,
+        good=bisection.good,
+        changes=tuple(bisection.changes),
+        command=config.command,
+        container=config.scope.container,
+        parallel=config.search.parallel,
+        timeout_s=config.limits.timeout,
+        dry_run="client" if render_only else config.dry_run,
+        manifests_dir=session.manifests_dir,
+        private_dir=session.private_dir(config.backend),
     )
+    return backends.make_runner(config.backend, context, config.backend_options)
 
 
-def engine_for(session: Session, runner: Runner | None, progress: Progress | None = None) -> Engine:
-    """An engine over the session's journal; ``runner`` only decides what is testable."""
-    problem = prepare(session, runner)
+def engine_for(bisection: Bisection, runner: Any, progress: Progress | None = None) -> Engine:
+    """An engine over the session's journal; ``runner`` decides what is testable."""
+    problem = Problem.split(
+        bisection.good,
+        bisection.bad,
+        bisection.changes,
+        runner.untestable(bisection.changes),
+        runner.name,
+    )
+    config = bisection.session.config
     return Engine(
-        session=session,
+        session=bisection.session,
         problem=problem,
-        strategy=make_strategy(session.config),
+        strategy=make_strategy(config.search),
         runner=runner,
-        signature=FailureSignature.from_dict(session.config.signature),
+        signature=config.signature.failure_signature(),
         progress=progress,
     )
 
 
-def run_session(session: Session, progress: Progress | None = None) -> dict[str, Any]:
+def evidence(engine: Engine, search: SearchResult, elapsed_s: float) -> Evidence:
+    """What the report is built from: the engine's journal and problem, as data."""
+    session = engine.session
+    config = session.config
+    return Evidence(
+        search=search,
+        problem=engine.problem,
+        records=list(engine.records),
+        rounds=engine.rounds,
+        strategy=engine.strategy.name,
+        signature=engine.signature.describe(),
+        session={
+            "state_dir": str(session.state_dir),
+            "session_id": session.session_id,
+            "backend": config.backend,
+            "good": config.good_source,
+            "bad": config.bad_source,
+        },
+        elapsed_s=elapsed_s,
+        read_log=session.read_log,
+    )
+
+
+# --- running ------------------------------------------------------------------------------------
+
+
+def run_session(bisection: Bisection, progress: Progress | None = None) -> dict[str, Any]:
     """Drive the session to a result with its backend; always release the runner.
 
     The journal is written as probes finish, so an interruption loses nothing: the
     session can be resumed and reaches the same answer.
     """
     started = time.monotonic()
-    runner = runner_for(session)
+    session = bisection.session
+    runner = runner_for(bisection)
     try:
         with sigterm_as_interrupt():
-            engine = engine_for(session, runner, progress)
-            config = session.config
+            engine = engine_for(bisection, runner, progress)
+            limits = session.config.limits
             outcome = engine.drive(
-                execute=True, max_probes=config.max_probes, max_time_s=config.max_time_s
+                execute=True, max_probes=limits.max_probes, max_time_s=limits.max_time
             )
     except (Interrupted, KeyboardInterrupt) as interrupt:
         raise Interrupted(
@@ -216,47 +208,34 @@ def run_session(session: Session, progress: Progress | None = None) -> dict[str,
     finally:
         runner.close()
     assert outcome.result is not None
-    result = build_result(engine, outcome.result, time.monotonic() - started)
+    result = build_result(evidence(engine, outcome.result, time.monotonic() - started))
     session.write_result(result)
     return result
 
 
-@dataclass
-class PlannedProbe:
-    probe_id: str
-    purpose: str
-    changes: list[str]
-    rendered: dict[str, Any]
-    manifest: str | None = None
-
-
-def dry_run(session: Session) -> dict[str, Any]:
+def dry_run(bisection: Bisection) -> dict[str, Any]:
     """Render the baselines and the first search round without launching anything.
 
     The first round depends on the baselines, so the plan assumes they behave as
     expected (good passes, bad fails). Each rendered probe is written under
     ``STATE_DIR/dry-run/``.
     """
-    runner = runner_for(session)
+    session = bisection.session
+    runner = runner_for(bisection)
     try:
-        engine = engine_for(session, runner)
+        engine = engine_for(bisection, runner)
         batches = _first_batches(engine.strategy, len(engine.problem.testable))
-        out_dir = session.state_dir / "dry-run"
-        out_dir.mkdir(exist_ok=True)
-        planned: list[PlannedProbe] = []
+        plan: list[dict[str, Any]] = []
         for request in [r for batch in batches for r in batch]:
-            probe = engine.make_probe(request, len(planned) + 1)
-            rendered = runner.render(probe)
-            path = out_dir / f"{probe.probe_id}.yaml"
-            path.write_text(yaml.safe_dump(rendered, sort_keys=False))
-            planned.append(
-                PlannedProbe(
-                    probe.probe_id,
-                    request.purpose,
-                    engine.problem.subset_keys(request.subset),
-                    rendered,
-                    str(path),
-                )
+            probe = engine.make_probe(request, len(plan) + 1)
+            path = session.save_rendered(DRY_RUN_DIR, probe.probe_id, runner.render(probe))
+            plan.append(
+                {
+                    "id": probe.probe_id,
+                    "purpose": request.purpose,
+                    "subset": engine.problem.subset_keys(request.subset),
+                    "manifest": str(path),
+                }
             )
     finally:
         runner.close()
@@ -267,13 +246,8 @@ def dry_run(session: Session) -> dict[str, Any]:
         "backend": session.config.backend,
         "changes_total": len(engine.problem.changes),
         "changes_searched": len(engine.problem.testable),
-        "untestable": [
-            {"key": k, "reason": r} for k, r in sorted(engine.problem.untestable.items())
-        ],
-        "plan": [
-            {"id": p.probe_id, "purpose": p.purpose, "subset": p.changes, "manifest": p.manifest}
-            for p in planned
-        ],
+        "untestable": engine.problem.untestable_list(),
+        "plan": plan,
         "probe_count": 0,
         "rounds": 0,
         "culprits": [],

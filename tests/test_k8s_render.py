@@ -18,8 +18,8 @@ from conftest import EXAMPLES, FIXTURES, ROOT
 
 from clusterbisect.diff import Change
 from clusterbisect.errors import InputError
-from clusterbisect.runners.base import Probe
-from clusterbisect.runners.kubernetes import KubernetesOptions, KubernetesRunner, render
+from clusterbisect.runners.base import Probe, RunnerContext
+from clusterbisect.runners.kubernetes import KubernetesRunner, KubernetesSettings, render
 from clusterbisect.settings import apply_changes, flatten
 from clusterbisect.specs import load_spec
 from clusterbisect.specs.model import Spec
@@ -87,7 +87,7 @@ def probe_for(
         changes=changes,
         log_path=root / "logs" / f"{probe_id}.log",
         timeout_s=900,
-        extra={"purpose": "search"},
+        purpose="search",
     )
 
 
@@ -118,9 +118,17 @@ def env_of(container: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container.get("env", [])}
 
 
+def client_runner(
+    good: Spec | None = None, manifests_dir: Path | None = None, **options: Any
+) -> KubernetesRunner:
+    """A runner that renders as a client dry run does (no cluster)."""
+    context = RunnerContext(dry_run="client", good=good, manifests_dir=manifests_dir)
+    return KubernetesRunner(context, KubernetesSettings(**options))
+
+
 @pytest.fixture
 def runner() -> KubernetesRunner:
-    return KubernetesRunner(KubernetesOptions(dry_run="client", namespace="clusterbisect"))
+    return client_runner(namespace="clusterbisect")
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -274,17 +282,15 @@ def test_controller_and_selector_labels_stay_off_probe_pods(runner: KubernetesRu
 
 def test_command_and_args_overrides_replace_the_main_workload() -> None:
     spec = load("job")
-    smoke = KubernetesRunner(
-        KubernetesOptions(dry_run="client", command=["python", "-c", "print(1)"])
-    )
+    smoke = client_runner(command=["python", "-c", "print(1)"])
     job = smoke.manifests(probe_for(spec, []))[-1]
     trainer = containers(job)["trainer"]
     assert trainer["command"] == ["python", "-c", "print(1)"] and "args" not in trainer
     validate(job)
-    with_args = KubernetesRunner(KubernetesOptions(dry_run="client", args=["--max-steps=5"]))
+    with_args = client_runner(args=["--max-steps=5"])
     trainer = containers(with_args.manifests(probe_for(spec, []))[-1])["trainer"]
     assert trainer["command"] == ["python", "train.py"] and trainer["args"] == ["--max-steps=5"]
-    from_argv = KubernetesRunner(KubernetesOptions(dry_run="client"))
+    from_argv = client_runner()
     probe = probe_for(spec, [])
     probe.command = ["python", "train.py", "--smoke"]
     trainer = containers(from_argv.manifests(probe)[-1])["trainer"]
@@ -295,9 +301,7 @@ def test_probe_workload_is_mounted_from_a_configmap(tmp_path: Path) -> None:
     probes = tmp_path / "probes"
     probes.mkdir()
     (probes / "smoke.py").write_text("print('smoke ok')\n")
-    runner = KubernetesRunner(
-        KubernetesOptions(dry_run="client", namespace="ns1", probe="smoke", probes_dir=str(probes))
-    )
+    runner = client_runner(namespace="ns1", probe="smoke", probes_dir=str(probes))
     configmap, job = runner.manifests(probe_for(load("pod"), []))
     validate(configmap)
     validate(job)
@@ -316,17 +320,14 @@ def test_probe_workload_is_mounted_from_a_configmap(tmp_path: Path) -> None:
     } in trainer["volumeMounts"]
     shown = runner.render(probe_for(load("pod"), []))
     assert shown["kind"] == "List" and [i["kind"] for i in shown["items"]] == ["ConfigMap", "Job"]
-    missing = KubernetesRunner(
-        KubernetesOptions(dry_run="client", probe="nope", probes_dir=str(probes))
-    )
+    missing = client_runner(probe="nope", probes_dir=str(probes))
     with pytest.raises(InputError, match=r"no probe 'nope'.*smoke"):
         missing.manifests(probe_for(load("pod"), []))
 
 
 def test_untestable_changes_are_outside_the_probed_template() -> None:
     spec = load("pytorchjob")
-    runner = KubernetesRunner(KubernetesOptions(dry_run="client"))
-    runner.bind(spec)
+    runner = client_runner(spec)
     master = change(spec, "replicas[Master].containers[pytorch].env.LR", "0.1")
     worker = change(spec, "replicas[Worker].containers[pytorch].env.LR", "0.1")
     object_label = change(spec, "metadata.labels.app", "other")
@@ -339,8 +340,7 @@ def test_untestable_changes_are_outside_the_probed_template() -> None:
 
 def test_untestable_job_level_fields_and_overridden_settings() -> None:
     spec = load("job")
-    runner = KubernetesRunner(KubernetesOptions(dry_run="client", command=["python", "-c", "pass"]))
-    runner.bind(spec)
+    runner = client_runner(spec, command=["python", "-c", "pass"])
     backoff = change(spec, "spec.backoffLimit", 3)
     restart = change(spec, "restartPolicy", "OnFailure")
     command = change(spec, "containers[trainer].command", ["python", "other.py"])
@@ -353,11 +353,10 @@ def test_untestable_job_level_fields_and_overridden_settings() -> None:
 
 def test_pod_metadata_reaches_the_probe_but_a_deployment_selector_label_does_not() -> None:
     pod_spec = load("pod")
-    runner = KubernetesRunner(KubernetesOptions(dry_run="client"))
-    runner.bind(pod_spec)
+    runner = client_runner(pod_spec)
     assert runner.untestable([change(pod_spec, "metadata.labels.team", "infra")]) == {}
     deployment = load("deployment")
-    runner.bind(deployment)
+    runner = client_runner(deployment)
     reasons = runner.untestable(
         [
             change(deployment, "template.labels.app", "ranker-v2"),
@@ -370,9 +369,8 @@ def test_pod_metadata_reaches_the_probe_but_a_deployment_selector_label_does_not
 def test_a_non_kubernetes_spec_is_bad_input(tmp_path: Path) -> None:
     env = tmp_path / "good.env"
     env.write_text("A=1\n")
-    runner = KubernetesRunner(KubernetesOptions(dry_run="client"))
     with pytest.raises(InputError, match="Kubernetes objects"):
-        runner.bind(load_spec(str(env)))
+        client_runner(load_spec(str(env)))
 
 
 def test_client_dry_run_writes_manifests_without_a_cluster(
@@ -380,7 +378,7 @@ def test_client_dry_run_writes_manifests_without_a_cluster(
 ) -> None:
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "does-not-exist"))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    runner = KubernetesRunner(KubernetesOptions(dry_run="client", state_dir=tmp_path))
+    runner = client_runner(manifests_dir=tmp_path / "manifests")
     spec = load("job")
     probes = [
         probe_for(spec, [], "p001", tmp_path),
@@ -422,7 +420,7 @@ def test_client_dry_run_takes_the_namespace_from_the_kubeconfig_context(tmp_path
             }
         )
     )
-    runner = KubernetesRunner(KubernetesOptions(dry_run="client", kubeconfig=str(config)))
+    runner = client_runner(kubeconfig=str(config))
     job = runner.manifests(probe_for(load("job"), []))[-1]
     assert job["metadata"]["namespace"] == "probes"
 

@@ -23,12 +23,13 @@ from conftest import EXAMPLES
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from clusterbisect.config import KubeConnection, KubernetesOptions
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.outcome import FailureSignature, Outcome
-from clusterbisect.runners.base import Probe
+from clusterbisect.runners.base import Probe, RunnerContext
 from clusterbisect.runners.kubernetes import (
-    KubernetesOptions,
     KubernetesRunner,
+    KubernetesSettings,
     cleanup,
     connect,
     make_runner,
@@ -303,21 +304,27 @@ def kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def make(
-    kubeconfig: Path, tmp_path: Path, clock: list[float] | None = None, **options: Any
+    kubeconfig: Path,
+    tmp_path: Path,
+    clock: list[float] | None = None,
+    dry_run: str | None = None,
+    **options: Any,
 ) -> KubernetesRunner:
     settings = {
         "kubeconfig": str(kubeconfig),
-        "state_dir": tmp_path,
         "poll_s": 0.0,
         "retry_base_s": 0.0,
         "pending_grace_s": 0.0,
         "image_pull_grace_s": 0.0,
         **options,
     }
+    context = RunnerContext(
+        session_id=SESSION, dry_run=dry_run, manifests_dir=tmp_path / "manifests"
+    )
     if clock is None:
-        return KubernetesRunner(KubernetesOptions(**settings), sleep=lambda s: None)
+        return KubernetesRunner(context, KubernetesSettings(**settings), sleep=lambda s: None)
     return KubernetesRunner(
-        KubernetesOptions(**settings), clock=lambda: clock[0], sleep=lambda s: None
+        context, KubernetesSettings(**settings), clock=lambda: clock[0], sleep=lambda s: None
     )
 
 
@@ -664,7 +671,7 @@ def test_cleanup_deletes_leftovers_by_label(mocker: Any, kubeconfig: Path) -> No
         ],
         metadata=client.V1ListMeta(),
     )
-    options = KubernetesOptions(kubeconfig=str(kubeconfig), retry_base_s=0.0)
+    options = KubernetesSettings(kubeconfig=str(kubeconfig), retry_base_s=0.0)
     report = cleanup(SESSION, options=options)
 
     selector = f"app.kubernetes.io/managed-by=clusterbisect,clusterbisect.io/session={SESSION}"
@@ -757,11 +764,13 @@ def test_make_runner_never_connects_for_a_client_dry_run(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
-    runner = make_runner(KubernetesOptions(dry_run=True, state_dir=str(tmp_path)))  # type: ignore[arg-type]
-    assert runner.options.dry_run == "client" and runner.options.state_dir == tmp_path
+    runner = make_runner(RunnerContext(dry_run="client"), KubernetesOptions())
+    assert runner.mode == "client"
     runner.close()
     with pytest.raises(InputError, match="--dry-run"):
-        KubernetesOptions(dry_run="maybe")
+        make_runner(RunnerContext(dry_run="maybe"), KubernetesOptions())
+    # The connection part of the options is what cleanup needs; tuning gets defaults.
+    assert make_runner(RunnerContext(), KubeConnection(namespace="x")).options.retries == 5
 
 
 def test_live_input_is_fetched_and_normalised(

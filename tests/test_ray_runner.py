@@ -23,11 +23,17 @@ import pytest
 import yaml
 from conftest import CLI, EXAMPLES
 
+from clusterbisect.config import RayOptions
 from clusterbisect.diff import diff
 from clusterbisect.errors import Interrupted
 from clusterbisect.outcome import FailureSignature, Outcome
-from clusterbisect.runners.base import Probe
-from clusterbisect.runners.ray import RayOptions, RayRunner, make_runner, render_submission
+from clusterbisect.runners.base import Probe, RunnerContext
+from clusterbisect.runners.ray import (
+    LocalRayOptions,
+    RayRunner,
+    RaySettings,
+    render_submission,
+)
 from clusterbisect.runners.ray.render import why_untestable, why_untestable_in_workload
 from clusterbisect.runners.ray.runner import strip_preamble
 from clusterbisect.specs import parse_spec
@@ -132,7 +138,7 @@ def test_untestable_rayjob_pod_settings_and_overridden_entrypoint():
     good = parse_spec(RAYJOB_TEMPLATE.format(ckpt="v2", threads=2, level="info", ray="2.60.0"), "g")
     bad = parse_spec(RAYJOB_TEMPLATE.format(ckpt="v3", threads=4, level="info", ray="2.61.0"), "b")
     changes = diff(good, bad)
-    reasons = RayRunner(RayOptions()).untestable(changes)
+    reasons = RayRunner().untestable(changes)
     assert set(reasons) == {"head.containers[ray-head].image"}
     assert "Kubernetes" in reasons["head.containers[ray-head].image"]
     entry = next(c for c in diff(ray_job({"entrypoint": "a"}), ray_job({"entrypoint": "b"})))
@@ -162,7 +168,7 @@ def test_render_kubernetes_job_maps_its_main_container():
         "import os, sys; sys.exit(7 if os.environ['CKPT_FORMAT'] == 'v3' else 0)",
     ]
     assert sub.runtime_env == {"env_vars": {"CKPT_FORMAT": "v2", "OMP_NUM_THREADS": "2"}}
-    sub = render_submission(spec, ["python", "x.py"], RayOptions(container="sidecar"))
+    sub = render_submission(spec, ["python", "x.py"], container="sidecar")
     assert sub.entrypoint == "python x.py"
     assert sub.runtime_env == {"env_vars": {"SIDE": "1"}}
 
@@ -227,7 +233,7 @@ def test_render_redacts_secret_env_vars_and_needs_no_ray(tmp_path):
     bad = ray_job({"entrypoint": "x", "runtime_env": {"env_vars": {"HF_TOKEN": "hf_1", "A": "2"}}})
     changes = diff(good, bad)
     probe = Probe("p1", "s", bad, changes, tmp_path / "p1.log")
-    rendered = RayRunner(RayOptions()).render(probe)
+    rendered = RayRunner().render(probe)
     assert rendered["submission"]["runtime_env"]["env_vars"] == {"HF_TOKEN": "<redacted>", "A": "2"}
     assert "hf_1" not in json.dumps(rendered)
 
@@ -259,8 +265,9 @@ def runner(tmp_path_factory):
     state = tmp_path_factory.mktemp("ray-state")
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("RAY_ADDRESS", raising=False)
-        options = RayOptions(state_dir=state, parallel=4, local_runtime_env_retries=1)
-        ray_runner = make_runner(options)
+        context = RunnerContext(parallel=4, private_dir=state / "ray")
+        settings = RaySettings(local=LocalRayOptions(runtime_env_retries=1))
+        ray_runner = RayRunner(context, settings)
         ray_runner.client()  # start the local Ray now
         assert ray_runner.local is not None
         yield ray_runner
@@ -279,8 +286,8 @@ def _alive(pid: int) -> bool:
 
 
 def _state(runner: RayRunner) -> Path:
-    assert runner.options.state_dir is not None
-    return runner.options.state_dir
+    assert runner.context.private_dir is not None
+    return runner.context.private_dir.parent
 
 
 @pytest.mark.ray
@@ -325,7 +332,7 @@ def test_command_argv_reaches_the_workload_unchanged(runner):
 def test_timeout_stops_the_job_and_pending_is_unschedulable(runner):
     """Both need a CPU-hungry job: the second cannot start while the first runs."""
     state = _state(runner)
-    cpus = runner.local.options.local_num_cpus or os.cpu_count()
+    cpus = runner.local.options.num_cpus or os.cpu_count()
     hog = {"entrypoint": "sleep 120", "entrypoint_num_cpus": cpus}
     started = time.monotonic()
     runner.options.pending_timeout = 4
@@ -337,7 +344,7 @@ def test_timeout_stops_the_job_and_pending_is_unschedulable(runner):
             ]
         )
     finally:
-        runner.options.pending_timeout = RayOptions.pending_timeout
+        runner.options.pending_timeout = RaySettings.pending_timeout
     assert time.monotonic() - started < 60
     assert hung.timed_out and hung.exit_code is None and hung.reason == "Timeout"
     assert runner.client().get_job_status(hung.details["ray_submission_id"]).value == "STOPPED"
@@ -407,11 +414,14 @@ def test_interrupted_session_stops_jobs_and_its_ray(tmp_path):
 import json, pathlib, shlex, sys
 from clusterbisect.errors import Interrupted
 from clusterbisect.runners.base import Probe
-from clusterbisect.runners.ray import RayOptions, make_runner
+from clusterbisect.config import RayOptions
+from clusterbisect.runners.base import RunnerContext
+from clusterbisect.runners.ray import make_runner
 from clusterbisect.specs.model import RAY_JOB, Spec
 code = "import pathlib, time; pathlib.Path({str(marker)!r}).touch(); time.sleep(120)"
 spec = Spec(RAY_JOB, "RayJobSpec", "job.yaml", {{"entrypoint": "python -c " + shlex.quote(code)}})
-runner = make_runner(RayOptions(state_dir=pathlib.Path({str(tmp_path)!r})))
+context = RunnerContext(private_dir=pathlib.Path({str(tmp_path)!r}) / "ray")
+runner = make_runner(context, RayOptions())
 probe = Probe("p1", "s", spec, [], pathlib.Path({str(tmp_path)!r}) / "p1.log")
 runner.client()
 token_mode = runner.local.token_path.stat().st_mode & 0o777

@@ -17,12 +17,18 @@ Handlers take the validated arguments and return a :class:`Reply`; they raise
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clusterbisect import backends, config
 from clusterbisect.errors import EXIT_NO_CULPRIT, EXIT_OK, InputError
+
+# The backends whose leftovers `cleanup` deletes, and what it needs to reach them.
+CLEANABLE = [b.name for b in backends.with_cleanup()]
+CLEANUP_OPTIONS = tuple({b.cleanup_options for b in backends.with_cleanup() if b.cleanup_options})
 
 READ_ONLY = "read_only"
 WRITES_STATE = "writes_state"
@@ -114,19 +120,9 @@ SPEC = (
 SPEC_PAIR = {
     "good": _str("The working job's spec. " + SPEC),
     "bad": _str("The failing job's spec, same format as good."),
-    "ignore": _strings("Glob patterns (fnmatch) of setting keys to leave out."),
-    "container": _str("Only this container's settings (and the pod-level ones)."),
 }
 
-SESSION = {
-    **SPEC_PAIR,
-    "backend": {
-        "type": "string",
-        "enum": ["local", "ray", "kubernetes"],
-        "default": "local",
-        "description": "Where probes run. local: a subprocess on this machine (only "
-        "environment variables are testable); ray: Ray jobs; kubernetes: Jobs.",
-    },
+WORKLOAD = {
     "command": {
         **_strings(
             'The probe workload as an argv list, e.g. ["python", "train.py"]. Needed '
@@ -134,90 +130,36 @@ SESSION = {
         ),
         "minItems": 1,
     },
-    "fail_on": _str(
-        "A regular expression: a probe fails only if its output matches.", format="regex"
-    ),
-    "fail_exit_code": {"type": "integer", "description": "A probe fails only with this code."},
-    "fail_reason": _str("A probe fails only with this termination reason, e.g. OOMKilled."),
-    "timeout": {"type": "number", "exclusiveMinimum": 0, "description": "Per-probe seconds."},
-    "hang_is_failure": {
-        "type": "boolean",
-        "description": "A probe that times out shows the failure (needs timeout).",
-    },
-    "parallel": {"type": "integer", "minimum": 1, "maximum": 256, "default": 1},
-    "state_dir": _str("Where the new session lives (default: a new .clusterbisect/ID)."),
-    "clean_env": {"type": "boolean", "description": "Local: start from a minimal environment."},
-    "max_probes": {"type": "integer", "minimum": 1, "description": "Stop after this many."},
-    "max_time": {"type": "number", "exclusiveMinimum": 0, "description": "Stop after seconds."},
-    "flaky": {"type": "boolean", "description": "Use the flake-aware strategy."},
-    "confidence": {"type": "number", "minimum": 0.5, "maximum": 0.99999},
-    "baseline_runs": {"type": "integer", "minimum": 1, "maximum": 100},
-    "ray": _obj(
-        {
-            "address": _str("An existing Ray cluster (default: start a local one)."),
-            "entrypoint_num_cpus": {"type": "number", "minimum": 0},
-            "entrypoint_num_gpus": {"type": "number", "minimum": 0},
-            "entrypoint_memory": {"type": "integer", "minimum": 0},
-        }
-    ),
-    "kubernetes": _obj(
-        {
-            "kubeconfig": _str("Path of a kubeconfig file."),
-            "context": _str("kubeconfig context."),
-            "namespace": _str("Namespace (default: the context's)."),
-            "command": _strings("Replace the main container's command."),
-            "args": _strings("Replace the main container's args."),
-            "probe": _str(
-                "Run probes/NAME.py from a ConfigMap.", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
-            ),
-        }
-    ),
 }
 
-RUN_INPUT = _obj(
-    {
-        **SESSION,
-        "dry_run": {
-            "type": "string",
-            "enum": ["client", "server"],
-            "description": "Render the probes without launching them (server: validate "
-            "them with the Kubernetes API).",
-        },
-    },
-    ("good", "bad"),
-)
-START_INPUT = _obj(SESSION, ("good", "bad"))
+
+def _session_input(groups: tuple[type, ...]) -> dict[str, Any]:
+    """The input of `start` or `run`: the specs, the workload, and the option groups
+    (every backend's options under its name), generated from config.py as the CLI's."""
+    properties = {
+        **SPEC_PAIR,
+        **WORKLOAD,
+        **config.schema_properties(*groups, *backends.option_classes()),
+    }
+    return _obj(properties, ("good", "bad"))
+
+
+RUN_INPUT = _session_input(config.RUN_GROUPS)
+START_INPUT = _session_input(config.START_GROUPS)
 
 
 # --- handlers ----------------------------------------------------------------------------
 
 
-def session_config(args: dict[str, Any]) -> Any:
-    """A SessionConfig from tool arguments (the same options as `run` and `start`)."""
-    from clusterbisect.workflow import new_config
-
-    return new_config(
-        good=args["good"],
-        bad=args["bad"],
-        backend=args.get("backend", "local"),
-        command=args.get("command"),
-        fail_on=args.get("fail_on"),
-        fail_exit_code=args.get("fail_exit_code"),
-        fail_reason=args.get("fail_reason"),
-        timeout=args.get("timeout"),
-        hang_is_failure=args.get("hang_is_failure", False),
-        ignore=args.get("ignore", []),
-        container=args.get("container"),
-        parallel=args.get("parallel", 1),
-        clean_env=args.get("clean_env", False),
-        max_probes=args.get("max_probes"),
-        max_time=args.get("max_time"),
-        flaky=args.get("flaky", False),
-        confidence=args.get("confidence", 0.99),
-        baseline_runs=args.get("baseline_runs", 1),
-        backend_options=args.get(args.get("backend", "local"), {}),
-        dry_run=args.get("dry_run"),
+def session_config(args: dict[str, Any]) -> tuple[config.SessionConfig, Path | None]:
+    """A new session's config and state directory from `run` or `start` arguments."""
+    session, state_dir = config.SessionConfig.from_options(
+        args["good"],
+        args["bad"],
+        args.get("command"),
+        lambda group: config.from_arguments(group, args),
     )
+    return session, Path(state_dir) if state_dir else None
 
 
 def _state_dir(args: dict[str, Any]) -> Path | None:
@@ -225,35 +167,27 @@ def _state_dir(args: dict[str, Any]) -> Path | None:
 
 
 def _diff(args: dict[str, Any]) -> Reply:
-    from clusterbisect.diff import diff
-    from clusterbisect.specs import load_spec
+    from clusterbisect.diff import diff, diff_document
+    from clusterbisect.specs import load_specs
 
-    good, bad = load_spec(args["good"]), load_spec(args["bad"])
-    changes = diff(good, bad, ignore=args.get("ignore", ()), container=args.get("container"))
-    return Reply(
-        {
-            "changes": [c.to_dict() for c in changes],
-            "good": args["good"],
-            "bad": args["bad"],
-            "count": len(changes),
-            "kind": good.kind,
-            "format": good.format,
-        }
-    )
+    scope = config.from_arguments(config.ScopeOptions, args)
+    good, bad = load_specs([args["good"], args["bad"]])
+    changes = diff(good, bad, ignore=scope.ignore, container=scope.container)
+    return Reply(diff_document(args["good"], args["bad"], good.kind, good.format, changes))
 
 
 def _start(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode
 
-    document = stepmode.start(session_config(args), _state_dir(args))
+    document = stepmode.start(*session_config(args))
     return Reply(document, full=document["next"].get("probe", {}).get("rendered_file"))
 
 
 def _next(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode
 
-    session = stepmode.open_session(args.get("state_dir"))
-    document = stepmode.next_view(session, args.get("probe"))
+    bisection = stepmode.open_session(args.get("state_dir"))
+    document = stepmode.next_view(bisection, args.get("probe"))
     return Reply(document, full=document.get("probe", {}).get("rendered_file"))
 
 
@@ -261,7 +195,7 @@ def _record(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode
     from clusterbisect.outcome import RunResult
 
-    session = stepmode.open_session(args.get("state_dir"))
+    bisection = stepmode.open_session(args.get("state_dir"))
     observed = ("exit_code", "timed_out", "reason", "infra_error")
     run = None
     if any(k in args for k in observed):
@@ -281,7 +215,7 @@ def _record(args: dict[str, Any]) -> Reply:
             field="outcome",
         )
     document = stepmode.record(
-        session,
+        bisection,
         outcome,
         probe=args.get("probe"),
         run=run,
@@ -300,9 +234,9 @@ def _status(args: dict[str, Any]) -> Reply:
 def _result(args: dict[str, Any]) -> Reply:
     from clusterbisect import report, stepmode
 
-    session = stepmode.open_session(args.get("state_dir"))
-    document = stepmode.result(session)
-    full = str(session.state_dir / "result.json")
+    bisection = stepmode.open_session(args.get("state_dir"))
+    document = stepmode.result(bisection)
+    full = str(bisection.session.result_path)
     fmt = args.get("format", "json")
     if fmt == "json" or document.get("status") == "in_progress":
         return Reply(document, full=full)
@@ -315,10 +249,9 @@ def _result(args: dict[str, Any]) -> Reply:
 def _log(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode
 
-    session = stepmode.open_session(args.get("state_dir"))
+    session = stepmode.open_state(args.get("state_dir"))
     text = stepmode.log_text(session)
-    path = session.state_dir / "bisect.log"
-    path.write_text(text)
+    path = session.write_bisect_log(text)
     return Reply(
         {"state_dir": str(session.state_dir), "log": text, "log_file": str(path)}, full=str(path)
     )
@@ -354,50 +287,51 @@ def _finished(result: dict[str, Any]) -> Reply:
 def _run(args: dict[str, Any]) -> Reply:
     from clusterbisect import workflow
 
-    config = session_config(args)
-    if config.backend == "local" and not config.command and not args.get("dry_run"):
+    backend = args.get("backend", "local")
+    needs_command = backends.get(backend).capabilities.needs_command
+    if needs_command and not args.get("command") and not args.get("dry_run"):
         raise InputError(
-            "the local backend needs `command`, the probe workload argv", field="command"
+            f"the {backend} backend needs `command`, the probe workload argv", field="command"
         )
-    with workflow.new_session(config, _state_dir(args)) as session:
-        if args.get("dry_run"):
-            return _finished(workflow.dry_run(session))
-        return _finished(workflow.run_session(session, None))
+    session_config_, state_dir = session_config(args)
+    with workflow.new_session(session_config_, state_dir) as bisection:
+        if session_config_.dry_run:
+            return _finished(workflow.dry_run(bisection))
+        return _finished(workflow.run_session(bisection, None))
 
 
 def _resume(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode, workflow
 
-    session = stepmode.open_session(args.get("state_dir"))
-    return _finished(workflow.run_session(session, None))
+    bisection = stepmode.open_session(args.get("state_dir"))
+    return _finished(workflow.run_session(bisection, None))
 
 
 def _cleanup(args: dict[str, Any]) -> Reply:
-    from clusterbisect.errors import BackendError
-    from clusterbisect.session import Session
+    from clusterbisect import stepmode
 
+    backend = backends.get(args.get("backend") or CLEANABLE[0])
+    assert backend.cleanup_options is not None
     session_id = args.get("session_id")
-    options: dict[str, Any] = {}
+    given = config.from_arguments(backend.cleanup_options, args, flat=True)
     if args.get("state_dir"):
-        session = Session.open(Path(args["state_dir"]))
+        session = stepmode.open_state(args["state_dir"])
         session_id = session.session_id
-        options = {
-            k: v
-            for k, v in session.config.backend_options.items()
-            if k in ("kubeconfig", "context", "namespace")
-        }
+        stored = config.narrow(session.config.backend_options, backend.cleanup_options)
+        # What the call gives wins over what the session was run with.
+        given = type(given)(
+            **{
+                **dataclasses.asdict(stored),
+                **{k: v for k, v in dataclasses.asdict(given).items() if v is not None},
+            }
+        )
     if not session_id and not args.get("all"):
         raise InputError(
             "name a session (state_dir or session_id), or set all=true to delete every "
             "clusterbisect probe in the namespace",
             field="all",
         )
-    options.update({k: args[k] for k in ("kubeconfig", "context", "namespace") if k in args})
-    try:
-        from clusterbisect.runners import kubernetes as k8s
-    except ImportError as err:  # the kubernetes extra is not installed
-        raise BackendError(f"the Kubernetes backend is not available: {err}") from err
-    return Reply(k8s.cleanup(session_id, options=k8s.KubernetesOptions(**options)))
+    return Reply(backends.cleanup(backend.name, session_id, given))
 
 
 # --- the tools -----------------------------------------------------------------------------
@@ -412,7 +346,7 @@ TOOLS: list[Tool] = [
         "spec: each change has a stable key (e.g. containers[trainer].env.NCCL_DEBUG), "
         "the kind of change (modified, added, removed) and both values. Secret values are "
         "redacted. Launches nothing.",
-        _obj(SPEC_PAIR, ("good", "bad")),
+        _obj({**SPEC_PAIR, **config.schema_properties(config.ScopeOptions)}, ("good", "bad")),
         READ_ONLY,
         _diff,
     ),
@@ -577,9 +511,13 @@ TOOLS: list[Tool] = [
                 "state_dir": _str("The session whose probes to delete."),
                 "session_id": _str("The session id (from a result or the labels)."),
                 "all": {"type": "boolean", "description": "Every clusterbisect probe."},
-                "kubeconfig": _str("Path of a kubeconfig file."),
-                "context": _str("kubeconfig context."),
-                "namespace": _str("Namespace (default: the context's)."),
+                "backend": {
+                    "type": "string",
+                    "enum": CLEANABLE,
+                    "default": CLEANABLE[0],
+                    "description": "Whose leftovers to delete.",
+                },
+                **config.schema_properties(*CLEANUP_OPTIONS, flat=True),
             }
         ),
         DESTRUCTIVE,

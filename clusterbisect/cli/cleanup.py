@@ -2,29 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
-from clusterbisect.cli.common import emit_json, json_option, kube_options
+from clusterbisect import backends
+from clusterbisect.cli.common import emit_json, json_option
+from clusterbisect.config import click_options, from_params
+
+_CLEANABLE = backends.with_cleanup()
 
 
 @click.command("cleanup")
 @click.option("--session", "session_id", help="Only this session's objects (default: all).")
-@kube_options
+@click.option(
+    "--backend",
+    type=click.Choice([b.name for b in _CLEANABLE]),
+    default=_CLEANABLE[0].name,
+    show_default=True,
+    help="Whose leftovers to delete.",
+)
+@click_options(*{b.cleanup_options for b in _CLEANABLE if b.cleanup_options})
 @json_option
-def cleanup_command(
-    session_id: str | None,
-    kubeconfig: str | None,
-    kube_context: str | None,
-    namespace: str | None,
-    as_json: bool,
-) -> None:
+def cleanup_command(session_id: str | None, backend: str, as_json: bool, **options: Any) -> None:
     """Delete probe Jobs, pods and ConfigMaps left behind (found by label)."""
-    from clusterbisect.runners import kubernetes as k8s
-
-    options = k8s.KubernetesOptions(
-        kubeconfig=kubeconfig, context=kube_context, namespace=namespace
-    )
-    report = k8s.cleanup(session_id, options=options)
+    chosen = backends.get(backend)
+    assert chosen.cleanup_options is not None
+    report = backends.cleanup(backend, session_id, from_params(chosen.cleanup_options, options))
     if as_json:
         emit_json(report)
         return

@@ -1,12 +1,22 @@
-"""What the commands share: one JSON document on stdout, the shared options, the result."""
+"""What the commands share: one JSON document on stdout, a few options, the result.
+
+The options of sessions (signature, search, limits, backends...) are not declared
+here: they are generated from the option groups of ``config.py``
+(:func:`session_options`), as the tools' schemas are.
+"""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import click
+
+from clusterbisect import backends
+from clusterbisect.config import SessionConfig, click_options, from_params
 
 
 def emit_json(document: Any) -> None:
@@ -14,66 +24,44 @@ def emit_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, sort_keys=False, default=str))
 
 
-# Options that several commands take, declared once.
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document on stdout."
 )
-parallel_option = click.option(
-    "--parallel", type=click.IntRange(1, 256), default=1, show_default=True, metavar="K"
-)
-new_state_dir_option = click.option(
-    "--state-dir", type=click.Path(file_okay=False), help="Where the session lives."
-)
-clean_env_option = click.option(
-    "--clean-env", is_flag=True, help="Local: start probes from a minimal environment."
-)
-ray_address_option = click.option(
-    "--ray-address", envvar="RAY_ADDRESS", help="Ray: an existing cluster."
-)
+quiet_option = click.option("--quiet", is_flag=True, help="No progress on stderr.")
 
 
-def kube_options(func: Any) -> Any:
-    """How to reach a Kubernetes cluster: kubeconfig, context and namespace."""
-    func = click.option(
-        "-n", "--namespace", help="Kubernetes: namespace (default: the context's)."
-    )(func)
-    func = click.option("--context", "kube_context", help="Kubernetes: kubeconfig context.")(func)
+def state_dir_option(func: Any) -> Any:
+    """``--state-dir`` of the step commands: an existing session (default: the current)."""
     return click.option(
-        "--kubeconfig", type=click.Path(dir_okay=False), help="Kubernetes: kubeconfig."
+        "--state-dir",
+        type=click.Path(file_okay=False),
+        help="The session (default: the current one, in .clusterbisect/CURRENT).",
     )(func)
 
 
-def signature_options(func: Any) -> Any:
-    """Options that define the failure signature (shared by run and start)."""
-    options = [
-        click.option("--fail-on", metavar="REGEX", help="The failure shows this in the output."),
-        click.option("--fail-exit-code", type=int, help="The failure exits with this code."),
-        click.option(
-            "--fail-reason", metavar="REASON", help="The failure ends with this reason (OOMKilled)."
-        ),
-        click.option("--timeout", type=float, metavar="SECONDS", help="Per-probe timeout."),
-        click.option(
-            "--hang-is-failure", is_flag=True, help="A probe that times out shows the failure."
-        ),
-        click.option("--ignore", multiple=True, metavar="GLOB", help="Setting keys to ignore."),
-        click.option("--container", metavar="NAME", help="Only this container's settings."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+def session_options(*groups: type) -> Callable[[Any], Any]:
+    """The options of a new session (``config.START_GROUPS`` or ``RUN_GROUPS``) and of
+    every backend, as click options."""
+    return click_options(*groups, *backends.option_classes())
 
 
-# Which CLI options belong to which backend's options dataclass.
-BACKEND_OPTION_NAMES = {
-    "ray": ("address", "entrypoint_num_cpus", "entrypoint_num_gpus", "entrypoint_memory"),
-    "kubernetes": ("kubeconfig", "context", "namespace", "command", "args", "probe"),
-}
+def session_config(
+    good: str, bad: str, command: tuple[str, ...], params: Mapping[str, Any]
+) -> tuple[SessionConfig, Path | None]:
+    """The new session's config and state directory from a command's parameters."""
+    config, state_dir = SessionConfig.from_options(
+        good, bad, command, lambda group: from_params(group, params)
+    )
+    return config, Path(state_dir) if state_dir else None
 
 
-def backend_options(backend: str, **values: Any) -> dict[str, Any]:
-    """The given options of ``backend`` (the others' options are ignored)."""
-    names = BACKEND_OPTION_NAMES.get(backend, ())
-    return {k: v for k, v in values.items() if k in names and v is not None}
+def require_workload(backend: str, command: tuple[str, ...], dry_run: str | None) -> None:
+    """A backend that runs the workload after `--` needs one (a dry run does not)."""
+    if backends.get(backend).capabilities.needs_command and not command and not dry_run:
+        raise click.UsageError(
+            f"the {backend} backend needs the probe workload after `--`, "
+            "e.g. clusterbisect run good.yaml bad.yaml -- python train.py"
+        )
 
 
 def progress(quiet: bool) -> Any:

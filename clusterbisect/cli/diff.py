@@ -2,47 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from clusterbisect.cli.common import emit_json, json_option
+from clusterbisect.config import ScopeOptions, click_options, from_params
 
 
 @click.command("diff")
 @click.argument("good", metavar="GOOD")
 @click.argument("bad", metavar="BAD")
 @json_option
-@click.option(
-    "--ignore",
-    "ignore",
-    multiple=True,
-    metavar="GLOB",
-    help="Leave out settings whose key matches GLOB (fnmatch; repeatable).",
-)
-@click.option("--container", metavar="NAME", help="Only this container's (and pod) settings.")
-def diff_command(
-    good: str, bad: str, as_json: bool, ignore: tuple[str, ...], container: str | None
-) -> None:
+@click_options(ScopeOptions)
+def diff_command(good: str, bad: str, as_json: bool, **options: Any) -> None:
     """List the settings that differ between a GOOD and a BAD job spec.
 
     Each spec is a Kubernetes object (kubectl get -o yaml works), a Ray job, an env
     dump or .env file, a pip freeze or a snapshot from probes/snapshot.py; the
     format is recognised from the content. Secret values are redacted.
     """
-    from clusterbisect.diff import diff, render_table
+    from clusterbisect.diff import diff, diff_document, render_table
     from clusterbisect.specs import load_specs
 
+    scope = from_params(ScopeOptions, options)
     good_spec, bad_spec = load_specs([good, bad])
-    changes = diff(good_spec, bad_spec, ignore=ignore, container=container)
+    changes = diff(good_spec, bad_spec, ignore=scope.ignore, container=scope.container)
     if as_json:
-        emit_json(
-            {
-                "changes": [c.to_dict() for c in changes],
-                "good": good,
-                "bad": bad,
-                "count": len(changes),
-                "kind": good_spec.kind,
-                "format": good_spec.format,
-            }
-        )
+        emit_json(diff_document(good, bad, good_spec.kind, good_spec.format, changes))
     else:
         click.echo(render_table(changes, good, bad, kind=good_spec.kind), nl=False)

@@ -9,64 +9,23 @@ from typing import Any
 import click
 
 from clusterbisect.cli.common import (
-    backend_options,
-    clean_env_option,
     emit_json,
     json_option,
-    kube_options,
-    new_state_dir_option,
-    parallel_option,
-    ray_address_option,
-    signature_options,
+    session_config,
+    session_options,
+    state_dir_option,
 )
-
-
-def _state_dir_option(func: Any) -> Any:
-    return click.option(
-        "--state-dir",
-        type=click.Path(file_okay=False),
-        help="The session (default: the current one, in .clusterbisect/CURRENT).",
-    )(func)
+from clusterbisect.config import START_GROUPS
 
 
 @click.command("start")
 @click.argument("good")
 @click.argument("bad")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-@click.option(
-    "--backend",
-    type=click.Choice(["local", "ray", "kubernetes"]),
-    default="local",
-    show_default=True,
-    help="Whose probes `next` renders, and where `resume` would run them.",
-)
-@signature_options
-@parallel_option
-@new_state_dir_option
-@clean_env_option
-@ray_address_option
-@kube_options
+@session_options(*START_GROUPS)
 @json_option
 def step_start(
-    good: str,
-    bad: str,
-    command: tuple[str, ...],
-    backend: str,
-    fail_on: str | None,
-    fail_exit_code: int | None,
-    fail_reason: str | None,
-    timeout: float | None,
-    hang_is_failure: bool,
-    ignore: tuple[str, ...],
-    container: str | None,
-    parallel: int,
-    state_dir: str | None,
-    clean_env: bool,
-    ray_address: str | None,
-    kubeconfig: str | None,
-    kube_context: str | None,
-    namespace: str | None,
-    as_json: bool,
+    good: str, bad: str, command: tuple[str, ...], as_json: bool, **options: Any
 ) -> None:
     """Start a step-by-step bisection of GOOD and BAD and show the first probe.
 
@@ -74,33 +33,9 @@ def step_start(
     workload after `--` is optional; with it, `clusterbisect resume` can finish the
     session automatically.
     """
-    from pathlib import Path
+    from clusterbisect import stepmode
 
-    from clusterbisect import stepmode, workflow
-
-    config = workflow.new_config(
-        good=good,
-        bad=bad,
-        backend=backend,
-        command=list(command) or None,
-        fail_on=fail_on,
-        fail_exit_code=fail_exit_code,
-        fail_reason=fail_reason,
-        timeout=timeout,
-        hang_is_failure=hang_is_failure,
-        ignore=list(ignore),
-        container=container,
-        parallel=parallel,
-        clean_env=clean_env,
-        backend_options=backend_options(
-            backend,
-            address=ray_address,
-            kubeconfig=kubeconfig,
-            context=kube_context,
-            namespace=namespace,
-        ),
-    )
-    started = stepmode.start(config, Path(state_dir) if state_dir else None)
+    started = stepmode.start(*session_config(good, bad, command, options))
     if as_json:
         emit_json(started)
         return
@@ -113,7 +48,7 @@ def step_start(
 
 
 @click.command("next")
-@_state_dir_option
+@state_dir_option
 @click.option("--probe", metavar="ID", help="Show this pending probe instead of the first.")
 @json_option
 def step_next(state_dir: str | None, probe: str | None, as_json: bool) -> None:
@@ -165,7 +100,7 @@ def _mark_options(func: Any) -> Any:
         help="The probe's output, kept as evidence in the state directory.",
     )(func)
     func = click.option("--probe", metavar="ID", help="A pending probe other than the first.")(func)
-    return _state_dir_option(func)
+    return state_dir_option(func)
 
 
 @click.command("good")
@@ -216,7 +151,7 @@ def step_mark(
 
 
 @click.command("status")
-@_state_dir_option
+@state_dir_option
 @json_option
 def step_status(state_dir: str | None, as_json: bool) -> None:
     """Where the session stands (the result when the search is complete)."""
@@ -248,13 +183,13 @@ def step_status(state_dir: str | None, as_json: bool) -> None:
 
 
 @click.command("log")
-@_state_dir_option
+@state_dir_option
 @json_option
 def step_log(state_dir: str | None, as_json: bool) -> None:
     """Print the session's journal as a replayable log (like git bisect log)."""
     from clusterbisect import stepmode
 
-    session = stepmode.open_session(state_dir)
+    session = stepmode.open_state(state_dir)
     text = stepmode.log_text(session)
     if as_json:
         emit_json({"state_dir": str(session.state_dir), "log": text})
@@ -282,7 +217,7 @@ def step_replay(logfile: str, state_dir: str | None, as_json: bool) -> None:
 
 
 @click.command("reset")
-@_state_dir_option
+@state_dir_option
 @json_option
 def step_reset(state_dir: str | None, as_json: bool) -> None:
     """End the session (its state directory is kept)."""

@@ -1,12 +1,18 @@
 """The runner contract: take rendered probes, run them, report what happened.
 
+A runner is made once per session use by its backend's factory (``backends.py``),
+with a :class:`RunnerContext` (everything it may need to know about the session, and
+where it may write) and the backend's options (``config.py``). It never opens the
+session itself.
+
 A runner owns the lifecycle of every job it starts: it must stop and clean up each
 one on success, failure, timeout, error and interruption.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -14,13 +20,46 @@ from clusterbisect.diff import Change
 from clusterbisect.outcome import RunResult
 from clusterbisect.specs.model import Spec
 
+# A render-only mode: probes are rendered (and, with "server", checked by the backend's
+# API), never launched. Step mode always renders this way ("client").
+DRY_RUN_MODES = ("client", "server")
+
+
+@dataclass(frozen=True)
+class RunnerContext:
+    """What a runner is given about its session.
+
+    ``good`` is the good spec (every probe is it plus some changes) and ``changes``
+    every change of the session; ``command`` is the workload after ``--``;
+    ``container`` the container whose settings are searched. ``dry_run`` ("client" or
+    "server") asks for rendering without launching. The paths belong to the session:
+    ``manifests_dir`` receives rendered manifests, ``private_dir`` the backend's own
+    files (a local Ray's token and log). Without a session (a test, a benchmark) the
+    defaults describe a runner that knows nothing and writes nowhere.
+    """
+
+    session_id: str = "standalone"
+    good: Spec | None = None
+    changes: Sequence[Change] = ()
+    command: list[str] | None = None
+    container: str | None = None
+    parallel: int = 1
+    timeout_s: float | None = None
+    dry_run: str | None = None
+    manifests_dir: Path | None = None
+    private_dir: Path | None = None
+
 
 @dataclass
 class Probe:
     """One probe to run: the good spec with ``changes`` applied.
 
     ``probe_id`` is unique within the session (``p007``); ``log_path`` is where the
-    runner writes the probe's combined output (bounded in size).
+    runner writes the probe's combined output (bounded in size). ``purpose`` says why
+    the search asked for it (``baseline-good``, ``search``, ``confirm-...``);
+    ``env_names`` are the variables that any change of the session touches, so a
+    backend that starts from an inherited environment can remove the ones the probe's
+    spec does not set.
     """
 
     probe_id: str
@@ -30,7 +69,8 @@ class Probe:
     log_path: Path
     timeout_s: float | None = None
     command: list[str] | None = None  # the workload argv, when given after `--`
-    extra: dict[str, Any] = field(default_factory=dict)
+    purpose: str = "search"
+    env_names: tuple[str, ...] = ()
 
 
 class Runner(Protocol):
@@ -43,7 +83,10 @@ class Runner(Protocol):
         ...
 
     def render(self, probe: Probe) -> dict[str, Any]:
-        """What would be launched for ``probe`` (for --dry-run and ``next``), as data."""
+        """What would be launched for ``probe`` (for --dry-run and ``next``), as data.
+
+        Secret values are redacted (``redact.py``): this is for people and models.
+        """
         ...
 
     def run(self, probes: list[Probe]) -> list[RunResult]:

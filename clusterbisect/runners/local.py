@@ -8,6 +8,7 @@ scheduling changes are reported as untestable and left out of the search.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -16,12 +17,13 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any
 
+from clusterbisect.config import LocalOptions
 from clusterbisect.diff import Change
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult, signal_reason
 from clusterbisect.redact import redact_env, secret_env_names
-from clusterbisect.runners.base import Probe
+from clusterbisect.runners.base import Probe, RunnerContext
 from clusterbisect.settings import ENV
 from clusterbisect.specs.workload import main_container, spec_env
 
@@ -34,11 +36,9 @@ log = get_logger(__name__)
 
 
 @dataclass
-class LocalOptions:
-    """How probes run on this machine."""
+class LocalSettings(LocalOptions):
+    """The user's options (``config.LocalOptions``) and the backend's own tuning."""
 
-    container: str | None = None  # whose env to use when the spec has several containers
-    clean_env: bool = False
     max_log_bytes: int = 1 << 20  # output kept per probe; the rest is counted, not stored
     cwd: str | None = None
 
@@ -61,8 +61,13 @@ class LocalRunner:
 
     name = "local"
 
-    def __init__(self, options: LocalOptions | None = None) -> None:
-        self.options = options or LocalOptions()
+    def __init__(
+        self, context: RunnerContext | None = None, options: LocalOptions | None = None
+    ) -> None:
+        self.context = context or RunnerContext()
+        if not isinstance(options, LocalSettings):
+            options = LocalSettings(**dataclasses.asdict(options or LocalOptions()))
+        self.options = options
 
     def untestable(self, changes: list[Change]) -> dict[str, str]:
         """Everything but plain environment variables of the main container."""
@@ -76,7 +81,7 @@ class LocalRunner:
     def _why_untestable(self, change: Change) -> str | None:
         if change.category != ENV or not change.env_name:
             return f"{change.category} settings cannot be applied to a local process"
-        wanted = self.options.container
+        wanted = self.context.container
         if change.container and wanted and change.container != wanted:
             return f"belongs to container {change.container!r}, not {wanted!r}"
         for value in (change.good, change.bad):
@@ -90,15 +95,15 @@ class LocalRunner:
             env = {k: v for k, v in os.environ.items() if k in CLEAN_ENV_KEEP}
         else:
             env = dict(os.environ)
-        for name in probe.extra.get("env_names", []):
+        for name in probe.env_names:
             env.pop(name, None)  # so a variable the spec removes is really absent
-        container = self.options.container or main_container(probe.spec)
+        container = self.context.container or main_container(probe.spec)
         env.update(spec_env(probe.spec, container))
         return env
 
     def render(self, probe: Probe) -> dict[str, Any]:
         """The argv and the environment variables the probe sets (secrets redacted)."""
-        env = spec_env(probe.spec, self.options.container or main_container(probe.spec))
+        env = spec_env(probe.spec, self.context.container or main_container(probe.spec))
         # Redact by name too: the good spec's own secrets are not among the changes.
         shown = redact_env(dict(sorted(env.items())), secret_env_names(probe.changes))
         return {
@@ -229,3 +234,8 @@ def _copy_bounded(
             sink.write(kept)
             sink.flush()
         dropped[0] += max(0, len(chunk) - max(room, 0))
+
+
+def make_runner(context: RunnerContext, options: LocalOptions) -> LocalRunner:
+    """The local backend's runner (the registry's factory)."""
+    return LocalRunner(context, options)

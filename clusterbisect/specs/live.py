@@ -10,8 +10,9 @@ from typing import Any
 
 import yaml
 
+from clusterbisect.config import KubeConnection
 from clusterbisect.errors import BackendError, InputError
-from clusterbisect.runners.kubernetes.client import Api, Connection
+from clusterbisect.runners.kubernetes.client import Api, Connection, connect
 from clusterbisect.specs.model import Spec
 
 # Live input: KIND/NAME or k8s://NAMESPACE/KIND/NAME.
@@ -140,3 +141,12 @@ def load_live_spec(ref: str, conn: Connection) -> Spec:
         spec = load_spec(str(path))
     spec.source = ref
     return spec
+
+
+def source_text(source: str, connection: KubeConnection) -> str | None:
+    """The YAML of the live object ``source`` names, fetched with ``connection``; None
+    when ``source`` is a file (or names nothing live)."""
+    if Path(source).exists() or "/" not in source or not is_live_ref(source):
+        return None
+    conn = connect(connection.kubeconfig, connection.context, connection.namespace)
+    return live_spec_text(source, conn)

@@ -10,13 +10,13 @@ Importing this package does not import the ``kubernetes`` client.
 """
 
 from clusterbisect.runners.kubernetes.cleanup import cleanup
-from clusterbisect.runners.kubernetes.client import Connection, KubernetesOptions, connect
+from clusterbisect.runners.kubernetes.client import Connection, KubernetesSettings, connect
 from clusterbisect.runners.kubernetes.runner import KubernetesRunner, make_runner
 
 __all__ = [
     "Connection",
-    "KubernetesOptions",
     "KubernetesRunner",
+    "KubernetesSettings",
     "cleanup",
     "connect",
     "make_runner",

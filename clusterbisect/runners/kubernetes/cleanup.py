@@ -7,23 +7,25 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from clusterbisect.config import KubeConnection
 from clusterbisect.runners.kubernetes import render
-from clusterbisect.runners.kubernetes.client import Api, Connection, KubernetesOptions, connect
+from clusterbisect.runners.kubernetes.client import Api, Connection, connect, settings_of
 
 
 def cleanup(
     session_id: str | None = None,
     conn: Connection | None = None,
     *,
-    options: KubernetesOptions | None = None,
+    options: KubeConnection | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Delete everything clusterbisect left in the namespace (one session, or all).
 
     Jobs go with propagationPolicy=Background (their pods with them); ConfigMaps and
-    orphaned probe pods are deleted too.
+    orphaned probe pods are deleted too. ``options`` say how to connect (the
+    registry's cleanup hook: ``cleanup(session_id, options=...)``).
     """
-    options = options or KubernetesOptions()
+    options = settings_of(options)
     conn = conn or connect(options.kubeconfig, options.context, options.namespace)
     api = Api(conn, options.retries, options.retry_base_s, sleep)
     selector = render.session_selector(session_id)

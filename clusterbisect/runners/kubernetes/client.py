@@ -7,9 +7,9 @@ The ``kubernetes`` package is imported inside functions only, so importing this 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,14 +18,12 @@ from typing import Any
 
 import yaml
 
+from clusterbisect.config import KubeConnection, KubernetesOptions
 from clusterbisect.errors import BackendError, InputError
 from clusterbisect.extras import require
 from clusterbisect.log import get_logger
 
 log = get_logger(__name__)
-
-DRY_RUN_MODES = ("none", "client", "server")
-
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
@@ -34,18 +32,9 @@ SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 
 
 @dataclass
-class KubernetesOptions:
-    """Connection and rendering options of the Kubernetes backend (JSON-serialisable)."""
+class KubernetesSettings(KubernetesOptions):
+    """The user's options (``config.KubernetesOptions``) and the backend's own tuning."""
 
-    state_dir: Path | None = None
-    container: str | None = None
-    kubeconfig: str | None = None
-    context: str | None = None
-    namespace: str | None = None
-    dry_run: str = "none"  # none | client | server
-    command: list[str] | None = None
-    args: list[str] | None = None
-    probe: str | None = None  # run probes/NAME.py, mounted from a ConfigMap
     probes_dir: str | None = None  # where probes/ lives (default: the repository's)
     ttl: int = 3600  # ttlSecondsAfterFinished: a backstop if cleanup never runs
     default_timeout_s: float = 3600.0  # activeDeadlineSeconds when the probe has no timeout
@@ -58,28 +47,12 @@ class KubernetesOptions:
     retries: int = 5
     retry_base_s: float = 0.5
 
-    def __post_init__(self) -> None:
-        if self.dry_run is True:
-            self.dry_run = "client"
-        elif not self.dry_run:
-            self.dry_run = "none"
-        if self.dry_run not in DRY_RUN_MODES:
-            raise InputError(
-                f"expected one of {', '.join(DRY_RUN_MODES)}, got {self.dry_run!r}",
-                field="--dry-run",
-            )
-        if self.state_dir is not None:
-            self.state_dir = Path(self.state_dir)
-        if isinstance(self.command, str):
-            import shlex
 
-            self.command = shlex.split(self.command)
-        if isinstance(self.args, str):
-            import shlex
-
-            self.args = shlex.split(self.args)
-        if self.probe is not None and not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", self.probe):
-            raise InputError(f"not a probe name: {self.probe!r}", field="--probe")
+def settings_of(options: KubeConnection | None) -> KubernetesSettings:
+    """``options`` with the backend's tuning (the defaults unless they are settings)."""
+    if isinstance(options, KubernetesSettings):
+        return options
+    return KubernetesSettings(**dataclasses.asdict(options or KubeConnection()))
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from clusterbisect.config import KubernetesOptions
 from clusterbisect.diff import Change
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.extras import require
@@ -26,17 +27,17 @@ from clusterbisect.interrupts import sigterm_as_interrupt
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult
 from clusterbisect.redact import redact_manifest, secret_env_names
-from clusterbisect.runners.base import Probe
+from clusterbisect.runners.base import DRY_RUN_MODES, Probe, RunnerContext
 from clusterbisect.runners.kubernetes import render
 from clusterbisect.runners.kubernetes.client import (
     RETRY_STATUSES,
     Api,
     Connection,
-    KubernetesOptions,
     api_error,
     connect,
     connection_errors,
     context_namespace,
+    settings_of,
 )
 from clusterbisect.runners.kubernetes.status import (
     PERMANENT_ERRORS,
@@ -47,7 +48,7 @@ from clusterbisect.runners.kubernetes.status import (
     pod_sort_key,
     terminated_state,
 )
-from clusterbisect.specs.model import Spec
+from clusterbisect.settings import flatten
 
 log = get_logger(__name__)
 
@@ -73,39 +74,33 @@ class KubernetesRunner:
 
     def __init__(
         self,
+        context: RunnerContext | None = None,
         options: KubernetesOptions | None = None,
         *,
         connection: Connection | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.options = options or KubernetesOptions()
+        self.context = context or RunnerContext()
+        self.options = settings_of(options)
+        self.mode = self.context.dry_run or "none"  # none | client | server
+        if self.mode not in ("none", *DRY_RUN_MODES):
+            raise InputError(
+                f"expected one of {', '.join(DRY_RUN_MODES)}, got {self.mode!r}",
+                field="--dry-run",
+            )
+        if self.context.good is not None:
+            render.primary_template(self.context.good)  # a spec without a pod template
         self._conn = connection
         self._api: Api | None = None
         self.clock = clock
         self.sleep = sleep
-        self.spec: Spec | None = None
         self._script: str | None = None
         self._configmap: str | None = None  # created in the cluster, to delete on close
         self._live: dict[str, _Tracked] = {}
         self._last_pod_check = float("-inf")
 
     # --- setup ----------------------------------------------------------------------
-
-    def bind(self, spec: Spec) -> None:
-        """Tell the runner the good spec, so ``untestable`` knows its pod templates."""
-        render.primary_template(spec)  # fails early on a spec without a pod template
-        self.spec = spec
-
-    def _good_spec(self) -> Spec | None:
-        if self.spec is None:
-            # Built by the generic runner factory: find the good spec in the session.
-            from clusterbisect.session import Session
-
-            session = Session.find(self.options.state_dir)
-            if session is not None:
-                self.spec = session.spec("good")
-        return self.spec
 
     def connection(self) -> Connection:
         """The cluster connection, made on first use (a client dry run never makes one)."""
@@ -129,7 +124,7 @@ class KubernetesRunner:
             return self.options.namespace
         if self._conn is not None:
             return self._conn.namespace
-        if self.options.dry_run == "client":
+        if self.mode == "client":
             return context_namespace(self.options.kubeconfig, self.options.context)
         return self.connection().namespace
 
@@ -157,7 +152,7 @@ class KubernetesRunner:
         script = self.probe_script()
         return render.RenderOptions(
             namespace=self.namespace(),
-            container=self.options.container,
+            container=self.context.container,
             command=self.options.command,
             args=self.options.args,
             probe_name=self.options.probe,
@@ -174,24 +169,19 @@ class KubernetesRunner:
 
     def untestable(self, changes: list[Change]) -> dict[str, str]:
         """Changes outside the probe's pod template (other roles, object-level fields)."""
-        spec = self._good_spec()
+        spec = self.context.good
         if spec is None:
             log.warning("k8s.untestable_without_spec", changes=len(changes))
             return {}
         paths: dict[str, Any] = {}
         if any(not c.path for c in changes):
-            import clusterbisect.settings as settings
-
-            flatten = getattr(settings, "flatten", None)
-            if flatten is not None:
-                with contextlib.suppress(NotImplementedError):
-                    paths = {k: s.path for k, s in flatten(spec).items()}
+            paths = {k: s.path for k, s in flatten(spec).items()}
         options = self._static_render_options()
         return render.untestable(spec, changes, options, paths)
 
     def _static_render_options(self) -> render.RenderOptions:
         return render.RenderOptions(
-            container=self.options.container,
+            container=self.context.container,
             command=self.options.command,
             args=self.options.args,
             probe_name=self.options.probe,
@@ -209,7 +199,7 @@ class KubernetesRunner:
             name=name,
             timeout_s=probe.timeout_s,
             workload=probe.command,
-            purpose=str(probe.extra.get("purpose")) if probe.extra.get("purpose") else None,
+            purpose=probe.purpose or None,
         )
         script = self.probe_script()
         if script is None or self.options.probe is None:
@@ -227,7 +217,7 @@ class KubernetesRunner:
         rejection raises ``BackendError`` with the API server's reason.
         """
         manifests = self.manifests(probe)
-        if self.options.dry_run == "server":
+        if self.mode == "server":
             # --dry-run=server: what is planned must also pass admission, quota and RBAC.
             verdict = self._server_dry_run(manifests)
             if not verdict["accepted"]:
@@ -244,9 +234,7 @@ class KubernetesRunner:
         """Create one Job per probe, watch them all, return results in order."""
         if not probes:
             return []
-        if self.spec is None:
-            self.spec = probes[0].spec
-        if self.options.dry_run != "none":
+        if self.mode != "none":
             plan = self.dry_run(probes)
             return [
                 RunResult(
@@ -289,8 +277,8 @@ class KubernetesRunner:
     def dry_run(self, probes: list[Probe]) -> dict[str, Any]:
         """Write each probe's manifest under the state dir; with ``server`` also send it
         with ``dryRun=All`` so admission, quota and RBAC are checked."""
-        mode = "server" if self.options.dry_run == "server" else "client"
-        out_dir = self._manifest_dir(probes[0] if probes else None)
+        mode = "server" if self.mode == "server" else "client"
+        out_dir = self._manifest_dir()
         entries: list[dict[str, Any]] = []
         for probe in probes:
             manifests = self.manifests(probe)
@@ -315,14 +303,11 @@ class KubernetesRunner:
             "probes": entries,
         }
 
-    def _manifest_dir(self, probe: Probe | None) -> Path | None:
-        root = self.options.state_dir
-        if root is None and probe is not None:
-            root = probe.log_path.parent.parent
-        if root is None:
-            return None
-        out = root / "manifests"
-        out.mkdir(parents=True, exist_ok=True)
+    def _manifest_dir(self) -> Path | None:
+        """The session's ``manifests/`` folder (made on first use), or None without one."""
+        out = self.context.manifests_dir
+        if out is not None:
+            out.mkdir(parents=True, exist_ok=True)
         return out
 
     def _server_dry_run(self, manifests: list[dict[str, Any]]) -> dict[str, Any]:
@@ -413,7 +398,7 @@ class KubernetesRunner:
     def _main_container(self, probe: Probe, job: dict[str, Any]) -> str:
         ref = render.primary_template(probe.spec)
         template = render.template_of(probe.spec, ref) or job["spec"]["template"]
-        return render.main_container_name(probe.spec, template, self.options.container)
+        return render.main_container_name(probe.spec, template, self.context.container)
 
     def _watch(self, tracked: list[_Tracked]) -> None:
         """Watch the session's Jobs until each probe has a result."""
@@ -717,6 +702,6 @@ def _default_probes_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "probes"
 
 
-def make_runner(options: KubernetesOptions) -> KubernetesRunner:
-    """The runner for ``options``; nothing connects until a probe is run or sent."""
-    return KubernetesRunner(options)
+def make_runner(context: RunnerContext, options: KubernetesOptions) -> KubernetesRunner:
+    """The runner (the registry's factory); nothing connects until a probe is run or sent."""
+    return KubernetesRunner(context, options)

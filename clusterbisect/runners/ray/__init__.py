@@ -7,7 +7,15 @@
 Importing this package does not import ``ray``.
 """
 
-from clusterbisect.runners.ray.render import RayOptions, Submission, render_submission
-from clusterbisect.runners.ray.runner import RayRunner, make_runner
+from clusterbisect.runners.ray.cluster import LocalRayOptions
+from clusterbisect.runners.ray.render import Submission, render_submission
+from clusterbisect.runners.ray.runner import RayRunner, RaySettings, make_runner
 
-__all__ = ["RayOptions", "RayRunner", "Submission", "make_runner", "render_submission"]
+__all__ = [
+    "LocalRayOptions",
+    "RayRunner",
+    "RaySettings",
+    "Submission",
+    "make_runner",
+    "render_submission",
+]

@@ -23,11 +23,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
-from clusterbisect.errors import BackendError
+from clusterbisect.errors import BackendError, InputError
 from clusterbisect.log import get_logger
-from clusterbisect.runners.ray.render import RayOptions
 
 log = get_logger(__name__)
 
@@ -36,6 +36,23 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@dataclass
+class LocalRayOptions:
+    """How the local Ray of a session is started (used when there is no address)."""
+
+    num_cpus: int | None = None  # default: this machine's CPUs
+    auth: str = "token"  # token | disabled
+    startup_timeout: float = 120.0
+    object_store_memory: int | None = None
+    # How often the local Ray tries to build a runtime_env (Ray's default: 3). A pin
+    # that cannot be installed fails every time; 1 makes that verdict ~3x faster.
+    runtime_env_retries: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.auth not in ("token", "disabled"):
+            raise InputError("expected 'token' or 'disabled'", field="local_auth")
 
 
 class LocalRay:
@@ -47,8 +64,9 @@ class LocalRay:
     the whole process tree first and kills what is left of it by PID.
     """
 
-    def __init__(self, options: RayOptions) -> None:
+    def __init__(self, options: LocalRayOptions, private_dir: Path | None = None) -> None:
         self.options = options
+        self.private_dir = private_dir  # the token and the start log (default: temp dir)
         self.process: subprocess.Popen[bytes] | None = None
         self.temp_dir: Path | None = None
         self.address = ""
@@ -62,15 +80,15 @@ class LocalRay:
         started = time.monotonic()
         # Ray's unix sockets live in the temp dir; their paths must stay short.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="cbray-"))
-        private = self.options.state_dir / "ray" if self.options.state_dir else self.temp_dir
+        private = self.private_dir or self.temp_dir
         private.mkdir(parents=True, exist_ok=True)
         self.log_path = private / "ray-start.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
         env["RAY_USAGE_STATS_ENABLED"] = "0"
-        env["RAY_AUTH_MODE"] = self.options.local_auth
-        if self.options.local_runtime_env_retries is not None:
-            env["RUNTIME_ENV_RETRY_TIMES"] = str(max(1, self.options.local_runtime_env_retries))
-        if self.options.local_auth == "token":
+        env["RAY_AUTH_MODE"] = self.options.auth
+        if self.options.runtime_env_retries is not None:
+            env["RUNTIME_ENV_RETRY_TIMES"] = str(max(1, self.options.runtime_env_retries))
+        if self.options.auth == "token":
             self.token_path = private / "auth_token"
             self.token = secrets.token_hex(32)
             fd = os.open(self.token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -104,14 +122,14 @@ class LocalRay:
                 "--dashboard-host=127.0.0.1",
                 "--include-dashboard=true",
                 f"--temp-dir={self.temp_dir}",
-                f"--num-cpus={self.options.local_num_cpus or os.cpu_count() or 1}",
+                f"--num-cpus={self.options.num_cpus or os.cpu_count() or 1}",
                 "--num-gpus=0",
                 "--min-worker-port=0",
                 "--max-worker-port=0",
                 *[f"--{name}={port}" for name, port in ports.items()],
             ]
-            if self.options.local_object_store_memory:
-                argv.append(f"--object-store-memory={self.options.local_object_store_memory}")
+            if self.options.object_store_memory:
+                argv.append(f"--object-store-memory={self.options.object_store_memory}")
             with open(self.log_path, "ab") as out:
                 self.process = subprocess.Popen(
                     argv,
@@ -141,7 +159,7 @@ class LocalRay:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def _wait_ready(self, started: float) -> bool:
-        deadline = started + self.options.local_startup_timeout
+        deadline = started + self.options.startup_timeout
         request = urllib.request.Request(f"{self.address}/api/version", headers=self.headers())
         while time.monotonic() < deadline:
             assert self.process is not None

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clusterbisect.config import RayOptions
 from clusterbisect.diff import Change
 from clusterbisect.errors import InputError
 from clusterbisect.settings import COMMAND, YAML_SEGMENT
@@ -45,48 +46,6 @@ CONTAINER_FIELDS = frozenset({"container", "image_uri"})
 
 
 @dataclass
-class RayOptions:
-    """How probes run on Ray (JSON-serialisable; the CLI fills the first group).
-
-    ``address`` None means ``RAY_ADDRESS``, and without it a local Ray head started
-    for the session. Resource flags override what the spec asks for.
-    """
-
-    address: str | None = None
-    parallel: int = 1
-    entrypoint_num_cpus: float | None = None
-    entrypoint_num_gpus: float | None = None
-    entrypoint_memory: int | None = None
-    timeout: float | None = None  # per probe, counted from RUNNING (Probe.timeout_s wins)
-    state_dir: Path | None = None
-    # A job still PENDING (waiting for resources or its runtime_env) after this long
-    # is stopped as unschedulable: an infrastructure outcome.
-    pending_timeout: float = 600.0
-    poll_s: float = 0.25
-    stop_grace_s: float = 20.0  # wait this long for a stopped job to reach a final state
-    max_log_bytes: int = 1 << 20  # the tail of the driver log kept per probe
-    # A Kubernetes workload's container whose env and command the job takes (--container;
-    # default: the main container).
-    container: str | None = None
-    # The local Ray started when there is no address.
-    local_num_cpus: int | None = None  # default: this machine's CPUs
-    local_auth: str = "token"  # token | disabled
-    local_startup_timeout: float = 120.0
-    local_object_store_memory: int | None = None
-    # How often the local Ray tries to build a runtime_env (Ray's default: 3). A pin
-    # that cannot be installed fails every time; 1 makes that verdict ~3x faster.
-    local_runtime_env_retries: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.state_dir is not None and not isinstance(self.state_dir, Path):
-            self.state_dir = Path(self.state_dir)
-        if self.local_auth not in ("token", "disabled"):
-            raise InputError("expected 'token' or 'disabled'", field="local_auth")
-        if self.parallel < 1:
-            raise InputError("expected at least 1", field="parallel")
-
-
-@dataclass
 class Submission:
     """One probe rendered as a Ray job submission (``submit_job`` keyword arguments)."""
 
@@ -104,16 +63,21 @@ class Submission:
 
 
 def render_submission(
-    spec: Spec, command: list[str] | None = None, options: RayOptions | None = None
+    spec: Spec,
+    command: list[str] | None = None,
+    options: RayOptions | None = None,
+    container: str | None = None,
 ) -> Submission:
     """The Ray job submission for ``spec`` (already the good spec plus the probe's changes).
 
     The entrypoint is the spec's, unless ``command`` (the argv after ``--``) is given:
     Ray runs the entrypoint through a shell, so the argv is quoted with ``shlex.join``
     and every argument reaches the workload exactly as given, with no shell expansion.
+    The resource ``options`` override what the spec asks for; ``container`` is the
+    container of a Kubernetes workload whose env and command make the job.
     """
     options = options or RayOptions()
-    fields = _job_fields(spec, options.container)
+    fields = _job_fields(spec, container)
     runtime_env = copy.deepcopy(fields.get("runtime_env") or {})
     if not isinstance(runtime_env, dict):
         raise InputError("expected a mapping", source=spec.source, field="runtime_env")

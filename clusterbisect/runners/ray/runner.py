@@ -29,31 +29,31 @@ the Ray backend is chosen.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import os
 import re
 import secrets
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from clusterbisect.config import RayOptions
 from clusterbisect.diff import Change
-from clusterbisect.errors import BackendError, Interrupted
+from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.extras import require
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult, signal_reason
 from clusterbisect.redact import redact_env, secret_env_names
-from clusterbisect.runners.base import Probe
-from clusterbisect.runners.ray.cluster import LocalRay
+from clusterbisect.runners.base import Probe, RunnerContext
+from clusterbisect.runners.ray.cluster import LocalRay, LocalRayOptions
 from clusterbisect.runners.ray.render import (
-    RayOptions,
     Submission,
     render_submission,
     why_untestable,
     why_untestable_in_workload,
 )
-from clusterbisect.session import Session
 from clusterbisect.settings import YAML_SEGMENT
 from clusterbisect.specs.model import KUBERNETES, Spec
 from clusterbisect.specs.workload import main_container
@@ -92,9 +92,22 @@ _PIP_ERROR = re.compile(
 )
 
 
-def make_runner(options: RayOptions) -> RayRunner:
-    """The Ray runner for ``options`` (connects or starts Ray on the first ``run``)."""
-    return RayRunner(options)
+@dataclass
+class RaySettings(RayOptions):
+    """The user's options (``config.RayOptions``) and the backend's own tuning."""
+
+    # A job still PENDING (waiting for resources or its runtime_env) after this long
+    # is stopped as unschedulable: an infrastructure outcome.
+    pending_timeout: float = 600.0
+    poll_s: float = 0.25
+    stop_grace_s: float = 20.0  # wait this long for a stopped job to reach a final state
+    max_log_bytes: int = 1 << 20  # the tail of the driver log kept per probe
+    local: LocalRayOptions = field(default_factory=LocalRayOptions)
+
+
+def make_runner(context: RunnerContext, options: RayOptions) -> RayRunner:
+    """The Ray runner (connects or starts Ray on the first ``run``); the registry's factory."""
+    return RayRunner(context, options)
 
 
 @dataclass
@@ -115,8 +128,15 @@ class RayRunner:
 
     name = "ray"
 
-    def __init__(self, options: RayOptions | None = None) -> None:
-        self.options = options or RayOptions()
+    def __init__(
+        self, context: RunnerContext | None = None, options: RayOptions | None = None
+    ) -> None:
+        self.context = context or RunnerContext()
+        if not isinstance(options, RaySettings):
+            options = RaySettings(**dataclasses.asdict(options or RayOptions()))
+        self.options = options
+        if self.context.parallel < 1:
+            raise InputError("expected at least 1", field="parallel")
         self.local: LocalRay | None = None
         self._client: Any = None
         self._address: str | None = None
@@ -126,11 +146,6 @@ class RayRunner:
 
     # --- what can be tested ---------------------------------------------------------
 
-    @functools.cached_property
-    def _session(self) -> Session | None:
-        """The session the runner was built for (the state dir holds one), if any."""
-        return Session.find(self.options.state_dir)
-
     def target_address(self) -> str | None:
         """The cluster to use, or None for a local Ray started for the session."""
         return self.options.address or os.environ.get("RAY_ADDRESS") or None
@@ -138,7 +153,7 @@ class RayRunner:
     @functools.cached_property
     def _workload(self) -> Spec | None:
         """The session's good spec when it is a Kubernetes workload (not a RayJob)."""
-        spec = self._session.spec("good") if self._session is not None else None
+        spec = self.context.good
         if spec is None or spec.format != KUBERNETES or spec.kind == "RayJob":
             return None
         return spec if main_container(spec) else None
@@ -146,10 +161,10 @@ class RayRunner:
     def untestable(self, changes: list[Change]) -> dict[str, str]:
         """Kubernetes-only settings of a RayJob or a workload, an overridden entrypoint,
         images without podman."""
-        command_given = bool(self._session and self._session.config.command)
+        command_given = bool(self.context.command)
         workload = self._workload
         if workload is not None:
-            container = self.options.container or main_container(workload)
+            container = self.context.container or main_container(workload)
             return {
                 change.key: why
                 for change in changes
@@ -173,7 +188,9 @@ class RayRunner:
 
     def render(self, probe: Probe) -> dict[str, Any]:
         """The job submission for ``probe`` (secret env values redacted)."""
-        submission = render_submission(probe.spec, probe.command, self.options)
+        submission = render_submission(
+            probe.spec, probe.command, self.options, self.context.container
+        )
         kwargs = submission.kwargs()
         # Redact by name too: the good spec's own secrets are not among the changes.
         env_vars = kwargs["runtime_env"].get("env_vars")
@@ -204,7 +221,7 @@ class RayRunner:
         address = self.target_address()
         headers: dict[str, str] = {}
         if address is None:
-            self.local = LocalRay(self.options)
+            self.local = LocalRay(self.options.local, self.context.private_dir)
             self.local.start()
             address, headers = self.local.address, self.local.headers()
         try:
@@ -219,13 +236,16 @@ class RayRunner:
     def run(self, probes: list[Probe]) -> list[RunResult]:
         """Submit the probes (``parallel`` at a time), wait, and stop every job started."""
         # Render first: a spec Ray cannot run is bad input, found before Ray starts.
-        submissions = [render_submission(p.spec, p.command, self.options) for p in probes]
+        submissions = [
+            render_submission(p.spec, p.command, self.options, self.context.container)
+            for p in probes
+        ]
         queue = list(enumerate(probes))
         results: list[RunResult | None] = [None] * len(probes)
         try:
             client = self.client()
             while queue or self._active:
-                while queue and len(self._active) < self.options.parallel:
+                while queue and len(self._active) < self.context.parallel:
                     index, probe = queue.pop(0)
                     job = self._submit(client, index, probe, submissions[index])
                     if job.result is not None:
@@ -255,7 +275,7 @@ class RayRunner:
             probe,
             submission_id,
             time.monotonic(),
-            timeout_s=probe.timeout_s if probe.timeout_s else self.options.timeout,
+            timeout_s=probe.timeout_s if probe.timeout_s else self.context.timeout_s,
         )
         infeasible = self._infeasible(client, submission.resources)
         if infeasible:

@@ -1,0 +1,129 @@
+"""The backend registry: each backend's name, options, runner factory and capabilities.
+
+This is the one list of backends. The CLI's ``--backend`` choices, the tools' schemas,
+the session's stored options and the runner that is built all come from it. A
+backend's code is imported only when its runner is made (``make_runner``) or its
+leftovers are cleaned (``cleanup``), so importing this module imports neither Ray nor
+the Kubernetes client.
+
+To add a backend: write its options class (``config.py``) and its runner (a package
+under ``runners/`` whose factory takes a ``RunnerContext`` and those options), then
+add one :class:`Backend` entry below. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from clusterbisect.config import (
+    BackendOptions,
+    KubeConnection,
+    KubernetesOptions,
+    LocalOptions,
+    RayOptions,
+)
+from clusterbisect.errors import InputError
+
+if TYPE_CHECKING:  # the runner contract; not imported at run time (start-up stays light)
+    from clusterbisect.runners.base import Runner, RunnerContext
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the rest of the tool may rely on, instead of testing a backend's name."""
+
+    # Probes run the workload given after `--`; without it there is nothing to run.
+    needs_command: bool = False
+    # A probe is a process on this machine: its rendering is an ``env`` and an ``argv``
+    # that a person or an agent can run as is (step mode shows it as a shell line).
+    local_process: bool = False
+    # Probe objects can outlive a run on the backend (a cluster): ``cleanup`` applies.
+    leaves_objects: bool = False
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One backend: its options class and where its code lives (``module:attribute``)."""
+
+    name: str
+    summary: str
+    options: type[BackendOptions]
+    factory: str  # (RunnerContext, options) -> Runner
+    capabilities: Capabilities
+    cleanup: str | None = None  # (session_id, options=...) -> report, for leftovers
+    cleanup_options: type[BackendOptions] | None = None  # what cleanup needs (a connection)
+
+    def load(self, target: str) -> Callable[..., Any]:
+        module, _, attribute = target.partition(":")
+        loaded: Callable[..., Any] = getattr(importlib.import_module(module), attribute)
+        return loaded
+
+
+BACKENDS: dict[str, Backend] = {
+    backend.name: backend
+    for backend in (
+        Backend(
+            "local",
+            "a subprocess on this machine (only environment variables are testable)",
+            LocalOptions,
+            "clusterbisect.runners.local:make_runner",
+            Capabilities(needs_command=True, local_process=True),
+        ),
+        Backend(
+            "ray",
+            "Ray jobs, on an existing cluster or a local Ray started for the session",
+            RayOptions,
+            "clusterbisect.runners.ray:make_runner",
+            Capabilities(),
+        ),
+        Backend(
+            "kubernetes",
+            "Kubernetes Jobs in one namespace",
+            KubernetesOptions,
+            "clusterbisect.runners.kubernetes:make_runner",
+            Capabilities(leaves_objects=True),
+            cleanup="clusterbisect.runners.kubernetes:cleanup",
+            cleanup_options=KubeConnection,
+        ),
+    )
+}
+
+
+def get(name: str) -> Backend:
+    """The backend called ``name``; an unknown name is bad input."""
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise InputError(
+            f"unknown backend {name!r}; expected one of {', '.join(BACKENDS)}", field="backend"
+        ) from None
+
+
+def option_classes() -> tuple[type[BackendOptions], ...]:
+    """Every backend's options class, in registry order (their fields never clash)."""
+    return tuple(backend.options for backend in BACKENDS.values())
+
+
+def with_cleanup() -> list[Backend]:
+    """The backends whose probes can outlive a run, so ``cleanup`` applies to them."""
+    return [b for b in BACKENDS.values() if b.cleanup and b.cleanup_options]
+
+
+def cleanup(name: str, session_id: str | None, options: BackendOptions) -> dict[str, Any]:
+    """Delete what backend ``name`` left behind (one session's objects, or all)."""
+    backend = get(name)
+    if backend.cleanup is None:
+        raise InputError(f"the {name} backend leaves nothing to clean up", field="backend")
+    report: dict[str, Any] = backend.load(backend.cleanup)(session_id, options=options)
+    return report
+
+
+def make_runner(name: str, context: RunnerContext, options: BackendOptions | None = None) -> Runner:
+    """The runner of backend ``name`` for ``context``, with its ``options``."""
+    backend = get(name)
+    factory = backend.load(backend.factory)
+    runner: Runner = factory(context, options if options is not None else backend.options())
+    return runner
