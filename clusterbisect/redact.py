@@ -3,6 +3,18 @@
 Everything people or models read (the diff, reports, rendered probes, logs shown as
 excerpts) goes through these functions. Probes themselves always get the real values:
 redaction is applied to copies made for display, never to what is launched.
+
+A value is secret by its **name** (:func:`looks_secret`: ``DB_PASSWORD``, ``HF_TOKEN``,
+an annotation ``vault.example.com/password``) or by its **shape** (:data:`SHAPES`:
+credentials in a URL, ``--token=...`` arguments, PEM private keys, JWTs and the
+prefixes of well-known tokens). A :class:`Redactor` is built from both specs of a
+session: it knows every secret value they hold, changed or not, and scrubs them from
+any text the tool shows (a workload that prints its token, an error message).
+
+Why not detect-secrets: its line scanner reports a GitHub token as ``ghp`` (the prefix,
+not the value) and flags plain words as high-entropy strings, so its findings cannot
+drive a scrubber; the shapes below are few, tested one by one, and cheap to run on
+megabytes of log.
 """
 
 from __future__ import annotations
@@ -54,6 +66,34 @@ _WORD = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
 _REFERENCE_KEYS = frozenset({"secretKeyRef", "configMapKeyRef", "fieldRef", "resourceFieldRef"})
 # Free-form maps whose keys are names chosen by people (so a key can name a secret).
 _FREE_FORM_PARENTS = ("annotations", "labels", "config", "metadata")
+
+# Secret shapes inside values and text. Each pattern's group "secret" is the part hidden.
+SHAPES: tuple[re.Pattern[str], ...] = (
+    # user:password@ and token@ in a URL (DATABASE_URL, HTTPS_PROXY, a pip index, a DSN).
+    re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s:/@]+:)?(?P<secret>[^\s/@]+)@"),
+    # --token=VALUE, --password VALUE, -p... (an option whose name looks secret).
+    re.compile(
+        r"(?<![\w-])--?(?:[A-Za-z0-9]+[-_])*(?:token|password|passwd|pass|secret|api-?key|"
+        r"apikey|credentials?|auth)(?:[-_][A-Za-z0-9]+)*(?:=|\s+)(?P<secret>[^\s\"'-][^\s\"']*)",
+        re.IGNORECASE,
+    ),
+    # PEM private keys (the whole block).
+    re.compile(
+        r"(?P<secret>-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----)",
+        re.DOTALL,
+    ),
+    # JSON Web Tokens.
+    re.compile(r"(?P<secret>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*)"),
+    # Well-known token prefixes: AWS, GitHub, GitLab, Slack, OpenAI/Anthropic, Stripe,
+    # Hugging Face, Google API, npm, PyPI.
+    re.compile(
+        r"(?<![A-Za-z0-9])(?P<secret>(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{30,}|"
+        r"github_pat_[A-Za-z0-9_]{30,}|glpat-[A-Za-z0-9_-]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}|"
+        r"sk-(?:proj-|ant-)?[A-Za-z0-9_-]{20,}|[sr]k_live_[A-Za-z0-9]{16,}|"
+        r"hf_[A-Za-z0-9]{30,}|AIza[0-9A-Za-z_-]{35}|npm_[A-Za-z0-9]{36}|"
+        r"pypi-[A-Za-z0-9_-]{50,})"
+    ),
+)
 
 
 class SecretBearer(Protocol):
@@ -152,3 +192,106 @@ def redact_manifest(manifest: dict[str, Any], secret_names: Iterable[str] = ()) 
                 if "value" in env and (name in names or looks_secret(name)):
                     env["value"] = REDACTED
     return shown
+
+
+def secrets_in(text: str) -> list[str]:
+    """The substrings of ``text`` that have a secret's shape (:data:`SHAPES`)."""
+    found: list[str] = []
+    for pattern in SHAPES:
+        found.extend(m.group("secret") for m in pattern.finditer(text))
+    return found
+
+
+def scrub_shapes(text: str) -> str:
+    """``text`` with every secret-shaped part replaced by the marker (URLs keep their
+    user and host, options their name)."""
+    for pattern in SHAPES:
+        text = pattern.sub(_hide_secret_group, text)
+    return text
+
+
+def _hide_secret_group(match: re.Match[str]) -> str:
+    start, end = match.span("secret")
+    whole = match.group(0)
+    return whole[: start - match.start()] + REDACTED + whole[end - match.start() :]
+
+
+def _argv_secrets(argv: list[str]) -> list[str]:
+    """The values that :func:`secret_argv` hides (those after a secret flag)."""
+    hidden = secret_argv(argv)
+    return [word for word, shown in zip(argv, hidden, strict=True) if shown == REDACTED]
+
+
+def secret_argv(argv: list[str]) -> list[str]:
+    """A copy of an argv for display: ``--password VALUE`` and ``--token=VALUE`` hidden."""
+    shown: list[str] = []
+    hide_next = False
+    for word in argv:
+        if hide_next:
+            shown.append(REDACTED)
+            hide_next = False
+            continue
+        flag, eq, _value = word.partition("=")
+        if word.startswith("-") and looks_secret(flag.lstrip("-")):
+            if eq:
+                shown.append(f"{flag}={REDACTED}")
+            else:
+                shown.append(word)
+                hide_next = True
+            continue
+        shown.append(scrub_shapes(word))
+    return shown
+
+
+class Redactor:
+    """Hides every secret a session knows of, in any value or text shown.
+
+    Built from the settings of both specs: ``(name, value)`` pairs, where ``name`` is
+    the env name or the last key of the setting's path. A value is known secret when
+    its name looks secret; a secret-shaped part of any value is known secret too. So a
+    workload that prints its unchanged ``AWS_SECRET_ACCESS_KEY`` is scrubbed as well.
+    """
+
+    # Values shorter than this are not scrubbed from free text: "1" or "true" under a
+    # secret-looking name would blank out unrelated text. They are still hidden as values.
+    MIN_SCRUB = 4
+
+    def __init__(self, settings: Iterable[tuple[str | None, Any]] = ()) -> None:
+        known: set[str] = set()
+        for name, value in settings:
+            for text in _strings(value):
+                if looks_secret(name):
+                    known.add(text)
+                known.update(secrets_in(text))
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                known.update(_argv_secrets(value))
+        self.known = sorted((k for k in known if len(k) >= self.MIN_SCRUB), key=len, reverse=True)
+
+    def text(self, text: str) -> str:
+        """``text`` without any known secret value or secret-shaped part."""
+        for value in self.known:
+            if value in text:
+                text = text.replace(value, REDACTED)
+        return scrub_shapes(text)
+
+    def value(self, value: Any) -> Any:
+        """A copy of ``value`` (a string, or JSON-shaped data) with secrets hidden."""
+        if isinstance(value, str):
+            return self.text(value)
+        if isinstance(value, dict):
+            return {k: self.value(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [self.value(v) for v in value]
+        return value
+
+
+def _strings(value: Any) -> Iterable[str]:
+    """Every string inside ``value`` (a scalar, or nested lists and mappings)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for inner in value.values():
+            yield from _strings(inner)
+    elif isinstance(value, list | tuple):
+        for inner in value:
+            yield from _strings(inner)

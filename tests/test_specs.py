@@ -306,11 +306,106 @@ def test_pip_with_options_and_urls(tmp_path: Path) -> None:
     )
     settings = flatten(load_spec(str(path)))
     assert set(settings) == {
-        "pip.--index-url https://pypi.org/simple",
+        "pip.--index-url",
         "pip.torch",
         "pip.my-lib",
-        "pip.requests",
+        'pip.requests; python_version >= "3.9"',
     }
+
+
+def test_pip_reads_files_as_pip_does(tmp_path: Path) -> None:
+    path = tmp_path / "requirements.txt"
+    path.write_text(
+        "--index-url https://user:s3cret@pypi.corp.example/simple\n"
+        "--extra-index-url https://tok@extra.example/simple/\n"
+        "numpy==1.26.4 \\\n"
+        "    --hash=sha256:aaaa \\\n"
+        "    --hash=sha256:bbbb\n"
+        'torch==2.4.1; python_version < "3.12"\n'
+        'torch==2.5.0; python_version >= "3.12"\n'
+        "https://files.example/other_pkg-2.0.tar.gz\n"
+        "./dist/thing-0.3-py3-none-any.whl\n"
+        "-e ./editable_dir\n"
+    )
+    pins = load_spec(str(path)).document["pip"]
+    assert pins == {
+        "--index-url": "--index-url https://user:s3cret@pypi.corp.example/simple",
+        "--extra-index-url extra.example": "--extra-index-url https://tok@extra.example/simple/",
+        "numpy": "numpy==1.26.4",
+        'torch; python_version < "3.12"': 'torch==2.4.1; python_version < "3.12"',
+        'torch; python_version >= "3.12"': 'torch==2.5.0; python_version >= "3.12"',
+        "other-pkg": "https://files.example/other_pkg-2.0.tar.gz",
+        "thing": "./dist/thing-0.3-py3-none-any.whl",
+        "-e ./editable_dir": "-e ./editable_dir",
+    }
+    # No key holds a credential: keys are shown even in error messages.
+    assert not any("s3cret" in key or "tok@" in key for key in pins)
+
+
+def test_pip_package_listed_twice_names_both_lines(tmp_path: Path) -> None:
+    path = tmp_path / "requirements.txt"
+    path.write_text("numpy==1.0\nscipy==1.0\nNumPy==2.0\n")
+    with pytest.raises(InputError, match=r"line 3: 'numpy' is listed twice \(first at line 1\)"):
+        load_spec(str(path))
+
+
+def test_dotenv_is_read_as_python_dotenv_reads_it(tmp_path: Path) -> None:
+    path = tmp_path / "app.env"
+    path.write_text(
+        "# settings\n"
+        "export A=1\n"
+        "B = two words # a comment\n"
+        'C="quoted # not a comment"\n'
+        "D='single ${HOME}'\n"
+        'E="multi\nline"\n'
+        'F="escaped\\nnewline"\n'
+        "G=${HOME}\n"
+    )
+    env = load_spec(str(path)).document["env"]
+    assert env == {
+        "A": "1",
+        "B": "two words",
+        "C": "quoted # not a comment",
+        "D": "single ${HOME}",
+        "E": "multi\nline",
+        "F": "escaped\nnewline",
+        "G": "${HOME}",  # never expanded from this machine's environment
+    }
+
+
+def test_env_dump_is_taken_literally(tmp_path: Path) -> None:
+    path = tmp_path / "env_dump.txt"
+    path.write_text("A=x #not-a-comment\nB=line one\nline two\nC=a=b\n")
+    env = load_spec(str(path)).document["env"]
+    assert env == {"A": "x #not-a-comment", "B": "line one\nline two", "C": "a=b"}
+
+
+@pytest.mark.parametrize("name", ["dump.txt", "app.env"])
+def test_env_name_assigned_twice_names_both_lines(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_text("A=1\nB=2\nA=3\n")
+    with pytest.raises(InputError, match=r"line 3: A is assigned twice \(first at line 1\)"):
+        load_spec(str(path))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "kind: Job\nmetadata:\n  name: x\n  name: y\n",
+            r"line 4.*duplicate key 'name' \(first at line 3\)",
+        ),
+        ('{"kind": "Job",\n "kind": "Pod"}', r"line 2.*duplicate key 'kind' \(first at line 1\)"),
+        ('{"kind": "Job", "x": NaN}', "NaN is not a JSON number"),
+        ("[" * 1000 + "]" * 1000, "nested more than 100 levels deep"),
+        ("a:\n" + "".join("  " * i + f"k{i}:\n" for i in range(1, 300)), "nest"),
+    ],
+)
+def test_malformed_documents_are_one_line_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    with pytest.raises(InputError, match=message):
+        load_spec(str(path))
 
 
 def test_snapshot_noise_and_keys() -> None:

@@ -20,7 +20,7 @@ from typing import Any
 from clusterbisect.errors import InputError
 from clusterbisect.specs import envfile, kubernetes, pip, ray, snapshot
 from clusterbisect.specs.model import Spec
-from clusterbisect.specs.yamlio import YAMLError, load_all_yaml
+from clusterbisect.specs.yamlio import MAX_DEPTH, YAMLError, load_all_yaml
 
 __all__ = ["Spec", "load_spec", "load_specs", "parse_spec"]
 
@@ -170,14 +170,58 @@ def _read_text(path: str) -> str:
 
 def _parse_json_or_yaml(text: str, source: str) -> list[Any]:
     try:
-        return [json.loads(text)]
+        document = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_nan)
+        _check_depth(document)
+        return [document]
     except json.JSONDecodeError as err:
         json_error = f"invalid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
+    except RecursionError:
+        json_error = f"nested more than {MAX_DEPTH} levels deep"
+    except _JSONProblem as problem:
+        # Valid JSON that is not a spec. The YAML reader names the lines of a duplicate.
+        try:
+            load_all_yaml(text)
+        except YAMLError as err:
+            if "duplicate key" in str(err):
+                raise InputError(str(err), source=source) from None
+        raise InputError(str(problem), source=source) from None
     # JSON-looking YAML (a flow mapping) is still accepted.
     try:
         return load_all_yaml(text)
-    except YAMLError:
+    except YAMLError as err:
+        if "levels deep" in str(err):
+            json_error = str(err)
         raise InputError(json_error, source=source) from None
+
+
+class _JSONProblem(ValueError):
+    """Valid JSON syntax that is not a spec: a duplicate key, NaN, too deep."""
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _JSONProblem(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def _no_nan(constant: str) -> Any:
+    raise _JSONProblem(f"{constant} is not a JSON number")
+
+
+def _check_depth(document: Any) -> None:
+    """Refuse a document nested deeper than ``MAX_DEPTH`` (without recursing)."""
+    stack = [(document, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise _JSONProblem(f"nested more than {MAX_DEPTH} levels deep")
+        if isinstance(node, dict):
+            stack.extend((v, depth + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, depth + 1) for v in node)
 
 
 def _line_format(text: str) -> str | None:

@@ -1,26 +1,42 @@
 """Env dumps (``env`` / ``printenv`` output) and ``.env`` files as specs.
 
-The document is ``{"env": {NAME: value}}``. ``export`` prefixes and matching quotes
-are removed; a line that is not an assignment continues the previous value (``env``
-prints multi-line values that way). Shell bookkeeping that differs between any two
-shells (``_``, ``SHLVL``, ``OLDPWD``, ``HOSTNAME`` = the pod name) is noise.
+The document is ``{"env": {NAME: value}}``. Two dialects, told apart by the file name
+and the syntax it uses:
+
+- a ``.env`` file (``.env``, ``*.env``, ``.env.*``, or any ``export``, quoted value,
+  comment or space around ``=``) is read as python-dotenv reads it: ``export``
+  prefixes, spaces around ``=``, single and double quotes (with escapes in double
+  quotes), multi-line quoted values, trailing ``# comments`` after unquoted values.
+  Values are taken literally: ``${VAR}`` is not expanded (the machine's environment
+  must not leak into a spec), as with ``dotenv_values(interpolate=False)``;
+- an env dump is taken as printed: every ``NAME=value`` line literally, and a line
+  that is not an assignment continues the previous value (``env`` prints multi-line
+  values that way).
+
+A name assigned twice is an error naming both lines. Shell bookkeeping that differs
+between any two shells (``_``, ``SHLVL``, ``OLDPWD``, ``HOSTNAME`` = the pod name) is
+noise.
 """
 
 from __future__ import annotations
 
+import io
 import re
+from pathlib import PurePath
 
 from clusterbisect.errors import InputError
 from clusterbisect.specs.model import ENV, Spec
 
 ASSIGNMENT = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOTALL)
+# A .env assignment may have spaces around "=" and dots or dashes in the name.
+DOTENV_ASSIGNMENT = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*=(.*)$", re.DOTALL)
 ENV_NOISE = frozenset({"_", "SHLVL", "OLDPWD", "HOSTNAME"})
 
 
 def is_assignment(line: str) -> bool:
-    """``NAME=value`` (not ``name==1.0``, which is a pinned requirement)."""
-    m = ASSIGNMENT.match(line.strip())
-    return m is not None and not m.group(2).startswith("=")
+    """``NAME=value`` or ``NAME = value`` (not ``name==1.0``, a pinned requirement)."""
+    m = DOTENV_ASSIGNMENT.match(line.strip())
+    return m is not None and not m.group(2).lstrip().startswith("=")
 
 
 def looks_like_env(lines: list[str]) -> bool:
@@ -31,46 +47,77 @@ def looks_like_env(lines: list[str]) -> bool:
     return assignments * 2 >= len(lines)
 
 
-def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-        inner = value[1:-1]
-        return inner.replace('\\"', '"').replace("\\n", "\n") if value[0] == '"' else inner
-    return value
+def is_dotenv(text: str, source: str) -> bool:
+    """Whether ``text`` is a ``.env`` file (python-dotenv syntax), not an env dump."""
+    name = PurePath(source).name
+    if name == ".env" or name.endswith(".env") or name.startswith(".env."):
+        return True
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line.startswith(("#", "export ")):
+            return True
+        m = DOTENV_ASSIGNMENT.match(line)
+        if m and (not ASSIGNMENT.match(line) or m.group(2)[:1] in ("'", '"')):
+            return True
+    return False
+
+
+def _duplicate(name: str, line: int, first: int, source: str) -> InputError:
+    return InputError(
+        f"line {line}: {name} is assigned twice (first at line {first})", source=source
+    )
+
+
+def _parse_dotenv(text: str, source: str) -> dict[str, str]:
+    from dotenv.parser import parse_stream
+
+    env: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    for binding in parse_stream(io.StringIO(text)):
+        line = binding.original.line
+        if binding.error:
+            shown = binding.original.string.strip()[:40]
+            raise InputError(f"line {line}: not a .env assignment: {shown!r}", source=source)
+        if binding.key is None or binding.value is None:
+            continue  # a comment, a blank line, or a name without "=" (python-dotenv skips it)
+        if binding.key in lines:
+            raise _duplicate(binding.key, line, lines[binding.key], source)
+        lines[binding.key] = line
+        env[binding.key] = binding.value
+    return env
+
+
+def _parse_dump(text: str, source: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    current: str | None = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.rstrip("\r")
+        m = ASSIGNMENT.match(line)
+        if m and not m.group(2).startswith("="):
+            current = m.group(1)
+            if current in lines:
+                raise _duplicate(current, number, lines[current], source)
+            lines[current] = number
+            env[current] = m.group(2)
+            continue
+        if not line.strip():
+            continue  # between assignments, not inside a value
+        if current is None:
+            raise InputError(
+                f"line {number}: not an assignment: {line.strip()[:40]!r}", source=source
+            )
+        env[current] += "\n" + line
+    return env
 
 
 def parse_env_text(text: str, source: str) -> dict[str, str]:
     """``NAME -> value`` from env-dump or .env text (noise included)."""
-    env: dict[str, str] = {}
-    current: str | None = None
-    open_quote: str | None = None
-    for raw in text.splitlines():
-        line = raw.rstrip("\r")
-        if open_quote is not None and current is not None:
-            env[current] += "\n" + line
-            if line.rstrip().endswith(open_quote):
-                env[current] = _unquote(env[current].strip())
-                open_quote = None
-            continue
-        stripped = line.strip()
-        m = ASSIGNMENT.match(stripped)
-        if m and not m.group(2).startswith("="):
-            current, value = m.group(1), m.group(2)
-            if value[:1] in ("'", '"') and (
-                len(value) == 1 or not value.rstrip().endswith(value[0])
-            ):
-                open_quote = value[0]
-                env[current] = value
-            else:
-                env[current] = _unquote(value.strip()) if value[:1] in "'\"" else value
-            continue
-        if not stripped or stripped.startswith("#"):
-            continue
-        if current is None:
-            raise InputError(f"not an assignment: {stripped[:40]!r}", source=source)
-        env[current] += "\n" + line
-    if open_quote is not None:
-        raise InputError(f"unterminated quote in the value of {current}", source=source)
-    return env
+    if is_dotenv(text, source):
+        return _parse_dotenv(text, source)
+    return _parse_dump(text, source)
 
 
 def parse(text: str, source: str) -> Spec:
@@ -84,7 +131,7 @@ def render(spec: Spec) -> str:
     lines = []
     for name, value in (spec.document.get("env") or {}).items():
         text = str(value)
-        if any(c in text for c in " \n\"'#$"):
+        if any(c in text for c in " \n\"'#$\\"):
             text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
         lines.append(f"{name}={text}\n")
     return "".join(lines)

@@ -29,6 +29,9 @@ _MappingNode = yaml.MappingNode
 _RESOLVABLE_FIRST = frozenset(k for k in _Loader.yaml_implicit_resolvers if k)
 # Alias expansion ("billion laughs") must not blow up memory: cap the nodes built.
 MAX_NODES = 1_000_000
+# Real specs nest about 20 levels; far deeper is an attack or a bug, refused early so
+# that nothing later recurses that deep.
+MAX_DEPTH = 100
 
 
 class _FastLoader(_Loader):
@@ -65,22 +68,45 @@ class _Builder:
         self.loader = loader
         self.budget = MAX_NODES
 
-    def build(self, node: Any) -> Any:
+    def build(self, node: Any, depth: int = 0) -> Any:
         self.budget -= 1
         if self.budget < 0:
             raise YAMLError(f"document too large (more than {MAX_NODES} nodes after aliases)")
+        if depth > MAX_DEPTH:
+            raise YAMLError(f"{_where(node)}nested more than {MAX_DEPTH} levels deep")
         cls = node.__class__
         if cls is yaml.ScalarNode:
             if node.tag == _STR_TAG:
                 return node.value
             return self.loader.construct_object(node, deep=True)
         if cls is yaml.SequenceNode and node.tag == _SEQ_TAG:
-            return [self.build(item) for item in node.value]
+            return [self.build(item, depth + 1) for item in node.value]
         if cls is yaml.MappingNode and node.tag == _MAP_TAG:
             if any(k.tag == _MERGE_TAG for k, _ in node.value):
                 return self.loader.construct_object(node, deep=True)
-            return {self.build(k): self.build(v) for k, v in node.value}
+            return self._mapping(node, depth)
         return self.loader.construct_object(node, deep=True)
+
+    def _mapping(self, node: Any, depth: int) -> dict[Any, Any]:
+        """A mapping; a key given twice is an error naming both lines (YAML 1.2 and
+        kubectl refuse it, PyYAML would silently keep the last one)."""
+        out: dict[Any, Any] = {}
+        first: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = self.build(key_node, depth + 1)
+            if key in first:
+                raise YAMLError(
+                    f"{_where(key_node)}duplicate key {key!r} (first at line "
+                    f"{first[key].start_mark.line + 1})"
+                )
+            first[key] = key_node
+            out[key] = self.build(value_node, depth + 1)
+        return out
+
+
+def _where(node: Any) -> str:
+    mark = getattr(node, "start_mark", None)
+    return f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
 
 
 def _one_line(err: yaml.YAMLError) -> str:
