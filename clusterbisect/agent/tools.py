@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clusterbisect import backends, config
+from clusterbisect import backends, config, options
 from clusterbisect.errors import EXIT_NO_CULPRIT, EXIT_OK, InputError
 
 # The backends whose leftovers `cleanup` deletes, and what it needs to reach them.
@@ -139,7 +139,7 @@ def _session_input(groups: tuple[type, ...]) -> dict[str, Any]:
     properties = {
         **SPEC_PAIR,
         **WORKLOAD,
-        **config.schema_properties(*groups, *backends.option_classes()),
+        **options.schema_properties(*groups, *backends.option_classes()),
     }
     return _obj(properties, ("good", "bad"))
 
@@ -157,7 +157,7 @@ def session_config(args: dict[str, Any]) -> tuple[config.SessionConfig, Path | N
         args["good"],
         args["bad"],
         args.get("command"),
-        lambda group: config.from_arguments(group, args),
+        lambda group: options.from_arguments(group, args),
     )
     return session, Path(state_dir) if state_dir else None
 
@@ -170,7 +170,7 @@ def _diff(args: dict[str, Any]) -> Reply:
     from clusterbisect.diff import diff, diff_document
     from clusterbisect.specs import load_specs
 
-    scope = config.from_arguments(config.ScopeOptions, args)
+    scope = options.from_arguments(config.ScopeOptions, args)
     good, bad = load_specs([args["good"], args["bad"]])
     changes = diff(good, bad, ignore=scope.ignore, container=scope.container)
     return Reply(diff_document(args["good"], args["bad"], good.kind, good.format, changes))
@@ -313,11 +313,11 @@ def _cleanup(args: dict[str, Any]) -> Reply:
     backend = backends.get(args.get("backend") or CLEANABLE[0])
     assert backend.cleanup_options is not None
     session_id = args.get("session_id")
-    given = config.from_arguments(backend.cleanup_options, args, flat=True)
+    given = options.from_arguments(backend.cleanup_options, args, flat=True)
     if args.get("state_dir"):
         session = stepmode.open_state(args["state_dir"])
         session_id = session.session_id
-        stored = config.narrow(session.config.backend_options, backend.cleanup_options)
+        stored = options.narrow(session.config.backend_options, backend.cleanup_options)
         # What the call gives wins over what the session was run with.
         given = type(given)(
             **{
@@ -346,7 +346,7 @@ TOOLS: list[Tool] = [
         "spec: each change has a stable key (e.g. containers[trainer].env.NCCL_DEBUG), "
         "the kind of change (modified, added, removed) and both values. Secret values are "
         "redacted. Launches nothing.",
-        _obj({**SPEC_PAIR, **config.schema_properties(config.ScopeOptions)}, ("good", "bad")),
+        _obj({**SPEC_PAIR, **options.schema_properties(config.ScopeOptions)}, ("good", "bad")),
         READ_ONLY,
         _diff,
     ),
@@ -517,7 +517,7 @@ TOOLS: list[Tool] = [
                     "default": CLEANABLE[0],
                     "description": "Whose leftovers to delete.",
                 },
-                **config.schema_properties(*CLEANUP_OPTIONS, flat=True),
+                **options.schema_properties(*CLEANUP_OPTIONS, flat=True),
             }
         ),
         DESTRUCTIVE,

@@ -8,7 +8,7 @@ import click
 
 from clusterbisect import backends
 from clusterbisect.cli.common import emit_json, json_option
-from clusterbisect.config import click_options, from_params
+from clusterbisect.options import click_options, from_params
 
 _CLEANABLE = backends.with_cleanup()
 

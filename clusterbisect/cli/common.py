@@ -16,7 +16,8 @@ from typing import Any
 import click
 
 from clusterbisect import backends
-from clusterbisect.config import SessionConfig, click_options, from_params
+from clusterbisect.config import SessionConfig
+from clusterbisect.options import click_options, from_params
 
 
 def emit_json(document: Any) -> None:

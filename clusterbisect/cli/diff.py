@@ -7,7 +7,8 @@ from typing import Any
 import click
 
 from clusterbisect.cli.common import emit_json, json_option
-from clusterbisect.config import ScopeOptions, click_options, from_params
+from clusterbisect.config import ScopeOptions
+from clusterbisect.options import click_options, from_params
 
 
 @click.command("diff")

@@ -103,29 +103,24 @@ def _mark_options(func: Any) -> Any:
     return state_dir_option(func)
 
 
-@click.command("good")
-@_mark_options
-def step_good(
-    state_dir: str | None, probe: str | None, log_file: str | None, as_json: bool
-) -> None:
-    """The probe passed (no failure)."""
-    _step_mark("pass", state_dir, probe, log_file, None, as_json)
+def _outcome_command(name: str, outcome: str, summary: str) -> click.Command:
+    """``good``, ``bad`` or ``skip``: record ``outcome`` for the pending probe."""
+
+    @click.command(name, help=summary)
+    @_mark_options
+    def command(
+        state_dir: str | None, probe: str | None, log_file: str | None, as_json: bool
+    ) -> None:
+        _step_mark(outcome, state_dir, probe, log_file, None, as_json)
+
+    return command
 
 
-@click.command("bad")
-@_mark_options
-def step_bad(state_dir: str | None, probe: str | None, log_file: str | None, as_json: bool) -> None:
-    """The probe showed the failure."""
-    _step_mark("fail", state_dir, probe, log_file, None, as_json)
-
-
-@click.command("skip")
-@_mark_options
-def step_skip(
-    state_dir: str | None, probe: str | None, log_file: str | None, as_json: bool
-) -> None:
-    """The probe could not be judged (it did not run, or failed differently)."""
-    _step_mark("unresolved", state_dir, probe, log_file, None, as_json)
+step_good = _outcome_command("good", "pass", "The probe passed (no failure).")
+step_bad = _outcome_command("bad", "fail", "The probe showed the failure.")
+step_skip = _outcome_command(
+    "skip", "unresolved", "The probe could not be judged (it did not run, or failed differently)."
+)
 
 
 @click.command("mark")

@@ -8,7 +8,6 @@ scheduling changes are reported as untestable and left out of the search.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, Any
 
-from clusterbisect.config import LocalOptions
+from clusterbisect.config import LocalOptions, with_tuning
 from clusterbisect.diff import Change
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.log import get_logger
@@ -65,9 +64,7 @@ class LocalRunner:
         self, context: RunnerContext | None = None, options: LocalOptions | None = None
     ) -> None:
         self.context = context or RunnerContext()
-        if not isinstance(options, LocalSettings):
-            options = LocalSettings(**dataclasses.asdict(options or LocalOptions()))
-        self.options = options
+        self.options = with_tuning(options, LocalSettings)
 
     def untestable(self, changes: list[Change]) -> dict[str, str]:
         """Everything but plain environment variables of the main container."""

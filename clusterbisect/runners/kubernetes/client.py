@@ -7,7 +7,6 @@ The ``kubernetes`` package is imported inside functions only, so importing this 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import time
@@ -18,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from clusterbisect.config import KubeConnection, KubernetesOptions
+from clusterbisect.config import KubeConnection, KubernetesOptions, with_tuning
 from clusterbisect.errors import BackendError, InputError
 from clusterbisect.extras import require
 from clusterbisect.log import get_logger
@@ -49,10 +48,8 @@ class KubernetesSettings(KubernetesOptions):
 
 
 def settings_of(options: KubeConnection | None) -> KubernetesSettings:
-    """``options`` with the backend's tuning (the defaults unless they are settings)."""
-    if isinstance(options, KubernetesSettings):
-        return options
-    return KubernetesSettings(**dataclasses.asdict(options or KubeConnection()))
+    """``options`` (the connection, or all the backend's options) with its tuning."""
+    return with_tuning(options, KubernetesSettings)
 
 
 @dataclass

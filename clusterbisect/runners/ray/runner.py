@@ -29,7 +29,6 @@ the Ray backend is chosen.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import os
 import re
@@ -39,7 +38,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from clusterbisect.config import RayOptions
+from clusterbisect.config import RayOptions, with_tuning
 from clusterbisect.diff import Change
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.extras import require
@@ -132,9 +131,7 @@ class RayRunner:
         self, context: RunnerContext | None = None, options: RayOptions | None = None
     ) -> None:
         self.context = context or RunnerContext()
-        if not isinstance(options, RaySettings):
-            options = RaySettings(**dataclasses.asdict(options or RayOptions()))
-        self.options = options
+        self.options = with_tuning(options, RaySettings)
         if self.context.parallel < 1:
             raise InputError("expected at least 1", field="parallel")
         self.local: LocalRay | None = None
