@@ -381,7 +381,7 @@ def test_complete_and_failed_probes_run_together(
     assert watch_kwargs["resource_version"] and watch_kwargs[
         "label_selector"
     ] == render.session_selector(SESSION)
-    assert runner._live == {}
+    assert runner.jobs.live == {}
 
 
 def test_logs_are_read_bounded(mocker: Any, kubeconfig: Path, tmp_path: Path) -> None:

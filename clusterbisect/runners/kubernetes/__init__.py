@@ -3,7 +3,8 @@
 - ``client``: connecting like kubectl, API calls with retries and readable errors;
 - ``render``: probes as Job manifests (pure);
 - ``status``: a probe's verdict from Job conditions and pod states (pure);
-- ``runner``: the runner that creates, watches and deletes probe Jobs;
+- ``jobs``: probe Jobs in flight: created, watched, settled into results, deleted;
+- ``runner``: the runner: what is testable, rendering, dry runs, running a batch;
 - ``cleanup``: deleting leftovers by label.
 
 Importing this package does not import the ``kubernetes`` client.

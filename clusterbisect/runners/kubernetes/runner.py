@@ -1,19 +1,19 @@
-"""The Kubernetes runner: probe Jobs created, watched, classified and always cleaned up.
+"""The Kubernetes runner: probes rendered as Jobs, run, and always cleaned up.
 
-Rendering is pure and lives in ``render``; this module owns the API lifecycle:
-creating Jobs (and the ``--probe`` ConfigMap), watching them with a resourceVersion
-(re-listing on ``410 Gone``), reading the verdict from the Job's conditions and the
-pod's terminated state, reading bounded logs, and deleting everything with
-``propagationPolicy=Background``: on completion, timeout, error and Ctrl-C/SIGTERM.
-Nothing is printed on stdout.
+Rendering is pure and lives in ``render``; following the Jobs in flight (watch,
+verdicts, logs, deletion) in ``jobs``. This module is the runner itself: what a probe
+Job cannot test, rendering for people (secrets redacted) and for dry runs (client, or
+server with ``dryRun=All``), the ``--probe`` ConfigMap, and running a batch of probes
+with cleanup on completion, timeout, error and Ctrl-C/SIGTERM. Nothing is printed on
+stdout.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,41 +30,16 @@ from clusterbisect.redact import redact_manifest, secret_env_names
 from clusterbisect.runners.base import DRY_RUN_MODES, Probe, RunnerContext
 from clusterbisect.runners.kubernetes import render
 from clusterbisect.runners.kubernetes.client import (
-    RETRY_STATUSES,
     Api,
     Connection,
-    api_error,
     connect,
-    connection_errors,
     context_namespace,
     settings_of,
 )
-from clusterbisect.runners.kubernetes.status import (
-    PERMANENT_ERRORS,
-    disrupted,
-    job_verdict,
-    main_done_sidecars_running,
-    pending_problem,
-    pod_sort_key,
-    terminated_state,
-)
+from clusterbisect.runners.kubernetes.jobs import ProbeJobs
 from clusterbisect.settings import flatten
 
 log = get_logger(__name__)
-
-
-@dataclass
-class _Tracked:
-    """One probe Job in flight."""
-
-    probe: Probe
-    name: str
-    created: float
-    deadline: float
-    main: str
-    result: RunResult | None = None
-    pod_name: str | None = None
-    seen: dict[str, float] = field(default_factory=dict)  # waiting reason -> first seen
 
 
 class KubernetesRunner:
@@ -97,8 +72,7 @@ class KubernetesRunner:
         self.sleep = sleep
         self._script: str | None = None
         self._configmap: str | None = None  # created in the cluster, to delete on close
-        self._live: dict[str, _Tracked] = {}
-        self._last_pod_check = float("-inf")
+        self._jobs: ProbeJobs | None = None
 
     # --- setup ----------------------------------------------------------------------
 
@@ -109,6 +83,13 @@ class KubernetesRunner:
                 self.options.kubeconfig, self.options.context, self.options.namespace
             )
         return self._conn
+
+    @property
+    def jobs(self) -> ProbeJobs:
+        """The probe Jobs in flight (connects on first use)."""
+        if self._jobs is None:
+            self._jobs = ProbeJobs(self.api, self.options, self.clock, self.sleep)
+        return self._jobs
 
     @property
     def api(self) -> Api:
@@ -248,8 +229,14 @@ class KubernetesRunner:
         with sigterm_as_interrupt():
             try:
                 self._ensure_configmap(probes[0].session_id)
-                tracked = [self._start(probe) for probe in probes]
-                self._watch(tracked)
+                jobs = self.jobs
+                tracked = [
+                    jobs.start(
+                        probe, functools.partial(self._job, probe), self._main_container(probe)
+                    )
+                    for probe in probes
+                ]
+                jobs.watch(tracked)
             except KeyboardInterrupt:
                 deleted = self._abort()
                 raise Interrupted(
@@ -270,7 +257,6 @@ class KubernetesRunner:
         if self._conn is None:
             return
         self._abort()
-        self._delete_configmap()
 
     # --- dry runs -------------------------------------------------------------------
 
@@ -365,321 +351,21 @@ class KubernetesRunner:
             )
         self._configmap = None
 
-    def _start(self, probe: Probe) -> _Tracked:
-        """Create the probe's Job; a name clash (409) gets a fresh name."""
-        from kubernetes.client.exceptions import ApiException
+    def _job(self, probe: Probe) -> dict[str, Any]:
+        """The probe's Job manifest (a fresh name each time it is rendered)."""
+        return self.manifests(probe)[-1]
 
-        conn = self.connection()
-        for _ in range(3):
-            job = self.manifests(probe)[-1]
-            name = job["metadata"]["name"]
-            try:
-                self.api.call(
-                    conn.batch.create_namespaced_job,
-                    conn.namespace,
-                    job,
-                    verb="create",
-                    resource="jobs.batch",
-                    passthrough=(409,),
-                )
-            except ApiException:
-                continue
-            now = self.clock()
-            deadline = now + job["spec"]["activeDeadlineSeconds"] + self.options.deadline_slack_s
-            main = self._main_container(probe, job)
-            tracked = _Tracked(probe, name, now, deadline, main)
-            self._live[name] = tracked
-            log.info("k8s.job_created", job=name, probe=probe.probe_id, namespace=conn.namespace)
-            return tracked
-        raise BackendError(
-            f"could not create a probe job for {probe.probe_id}: names kept clashing"
-        )
-
-    def _main_container(self, probe: Probe, job: dict[str, Any]) -> str:
+    def _main_container(self, probe: Probe) -> str:
+        """The container whose exit and log are the probe's."""
         ref = render.primary_template(probe.spec)
-        template = render.template_of(probe.spec, ref) or job["spec"]["template"]
+        template = (
+            render.template_of(probe.spec, ref) or self.manifests(probe)[-1]["spec"]["template"]
+        )
         return render.main_container_name(probe.spec, template, self.context.container)
 
-    def _watch(self, tracked: list[_Tracked]) -> None:
-        """Watch the session's Jobs until each probe has a result."""
-        from kubernetes import watch
-        from kubernetes.client.exceptions import ApiException
-
-        conn = self.connection()
-        pending = {t.name: t for t in tracked if t.result is None}
-        selector = render.session_selector(tracked[0].probe.session_id)
-        version: str | None = None
-        failures = 0
-        while pending:
-            if version is None:  # (re-)list: the initial state, and after 410 Gone
-                listed = self.api.call(
-                    conn.batch.list_namespaced_job,
-                    conn.namespace,
-                    label_selector=selector,
-                    verb="list",
-                    resource="jobs.batch",
-                )
-                version = listed.metadata.resource_version
-                names = set()
-                for job in listed.items:
-                    names.add(job.metadata.name)
-                    self._on_job(job, pending)
-                for name in [n for n in pending if n not in names]:
-                    self._finish_gone(pending, name)
-            self._check_pods(pending)
-            self._check_deadlines(pending)
-            if not pending:
-                break
-            watcher = watch.Watch()
-            timeout = max(1, int(self.options.poll_s))
-            try:
-                for event in watcher.stream(
-                    conn.batch.list_namespaced_job,
-                    conn.namespace,
-                    label_selector=selector,
-                    resource_version=version,
-                    timeout_seconds=timeout,
-                    allow_watch_bookmarks=True,
-                    _request_timeout=timeout + 30,
-                ):
-                    kind = event.get("type")
-                    raw = event.get("raw_object") or {}
-                    if kind == "BOOKMARK":
-                        version = (raw.get("metadata") or {}).get("resourceVersion") or version
-                        continue
-                    job = event["object"]
-                    version = job.metadata.resource_version or version
-                    if kind == "DELETED":
-                        self._finish_gone(pending, job.metadata.name)
-                    else:
-                        self._on_job(job, pending)
-                    if not pending or self.clock() - self._last_pod_check >= self.options.poll_s:
-                        break  # check pods and deadlines between events too
-                failures = 0
-            except ApiException as err:
-                if err.status == 410:  # our resourceVersion is too old: list again
-                    log.info("k8s.watch_gone", resource_version=version)
-                    version = None
-                    continue
-                if err.status in RETRY_STATUSES and failures < self.options.retries:
-                    failures += 1
-                    self.sleep(self.options.retry_base_s * 2**failures)
-                    continue
-                raise api_error(err, "watch", "jobs.batch", conn.namespace) from err
-            except connection_errors() as err:  # includes a watch that timed out client-side
-                failures += 1
-                if failures > self.options.retries:
-                    raise BackendError(f"lost the watch on probe jobs: {err}") from err
-                self.sleep(self.options.retry_base_s * 2**failures)
-            finally:
-                watcher.stop()
-
-    def _on_job(self, job: Any, pending: dict[str, _Tracked]) -> None:
-        item = pending.get(job.metadata.name)
-        if item is None:
-            return
-        verdict = job_verdict(job)
-        if verdict is None:
-            return
-        outcome, reason = verdict
-        self._finish(pending, item, outcome, reason)
-
-    def _finish_gone(self, pending: dict[str, _Tracked], name: str) -> None:
-        item = pending.get(name)
-        if item is not None:
-            self._settle(
-                pending,
-                item,
-                RunResult(exit_code=None, infra_error=f"probe job {name} was deleted"),
-            )
-
-    def _finish(
-        self, pending: dict[str, _Tracked], item: _Tracked, outcome: str, reason: str | None
-    ) -> None:
-        """Read the pod's terminated state and logs, then delete the Job."""
-        pod = self._latest_pod(item.name)
-        exit_code, term_reason = None, None
-        if pod is not None:
-            item.pod_name = pod.metadata.name
-            exit_code, term_reason = terminated_state(pod, item.main)
-        timed_out = reason == "DeadlineExceeded"
-        if outcome == "succeeded" and exit_code is None:
-            exit_code = 0
-        if outcome == "failed" and exit_code == 0 and not timed_out:
-            exit_code = None  # a failed Job whose main container exited 0: a sidecar or init failed
-        output = self._read_logs(item) if pod is not None else ""
-        result = RunResult(
-            exit_code=exit_code,
-            output=output,
-            timed_out=timed_out,
-            reason="DeadlineExceeded"
-            if timed_out
-            else (term_reason or (reason if outcome == "failed" else None)),
-            details={"job": item.name, "pod": item.pod_name, "job_reason": reason},
-        )
-        self._settle(pending, item, result)
-
-    def _finish_from_pod(self, pending: dict[str, _Tracked], item: _Tracked, pod: Any) -> None:
-        exit_code, reason = terminated_state(pod, item.main)
-        result = RunResult(
-            exit_code=exit_code,
-            output=self._read_logs(item),
-            reason=reason,
-            details={"job": item.name, "pod": item.pod_name, "job_reason": "MainContainerExited"},
-        )
-        self._settle(pending, item, result)
-
-    def _settle(self, pending: dict[str, _Tracked], item: _Tracked, result: RunResult) -> None:
-        result.duration_s = self.clock() - item.created
-        result.log_path = str(item.probe.log_path)
-        result.details.setdefault("job", item.name)
-        result.details.setdefault("namespace", self.connection().namespace)
-        if not item.probe.log_path.exists():
-            _write_log(item.probe.log_path, result.output, self.options.max_log_bytes)
-        item.result = result
-        pending.pop(item.name, None)
-        self.api.delete_job(item.name)
-        self._live.pop(item.name, None)
-        log.info(
-            "k8s.probe_done",
-            job=item.name,
-            exit_code=result.exit_code,
-            reason=result.reason,
-            infra_error=result.infra_error,
-        )
-
-    def _latest_pod(self, name: str) -> Any:
-        conn = self.connection()
-        pods = self.api.call(
-            conn.core.list_namespaced_pod,
-            conn.namespace,
-            label_selector=f"{render.LABEL_JOB}={name}",
-            verb="list",
-            resource="pods",
-        ).items
-        if not pods:
-            return None
-        # Disrupted pods are ignored by the Job (podFailurePolicy), so prefer the others.
-        kept = [p for p in pods if not disrupted(p)] or pods
-        return sorted(kept, key=pod_sort_key)[-1]
-
-    def _read_logs(self, item: _Tracked) -> str:
-        """The main container's log tail, bounded, written to the probe's log file."""
-        from kubernetes.client.exceptions import ApiException
-
-        conn = self.connection()
-        try:
-            text = self.api.call(
-                conn.core.read_namespaced_pod_log,
-                item.pod_name,
-                conn.namespace,
-                container=item.main,
-                limit_bytes=self.options.max_log_bytes,
-                tail_lines=self.options.log_tail_lines,
-                verb="get",
-                resource="pods/log",
-                passthrough=(400, 404),
-            )
-        except ApiException as err:
-            text = ""
-            log.info("k8s.no_logs", pod=item.pod_name, status=err.status)
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", errors="replace")
-        text = str(text or "")
-        _write_log(item.probe.log_path, text, self.options.max_log_bytes)
-        return text[-self.options.max_log_bytes :]
-
-    def _check_pods(self, pending: dict[str, _Tracked]) -> None:
-        """Pods stuck Pending (image, config, scheduling) become infra errors after a grace."""
-        now = self.clock()
-        if not pending or now - self._last_pod_check < self.options.poll_s:
-            return
-        self._last_pod_check = now
-        conn = self.connection()
-        pods = self.api.call(
-            conn.core.list_namespaced_pod,
-            conn.namespace,
-            label_selector=render.session_selector(next(iter(pending.values())).probe.session_id),
-            verb="list",
-            resource="pods",
-        ).items
-        by_job: dict[str, list[Any]] = {}
-        for pod in pods:
-            by_job.setdefault((pod.metadata.labels or {}).get(render.LABEL_JOB, ""), []).append(pod)
-        for item in list(pending.values()):
-            mine = [p for p in by_job.get(item.name, []) if not disrupted(p)]
-            if not mine:
-                if now - item.created >= self.options.pending_grace_s:
-                    self._settle(
-                        pending,
-                        item,
-                        RunResult(
-                            exit_code=None,
-                            infra_error=(
-                                f"no pod was created for {item.name} within "
-                                f"{self.options.pending_grace_s:g} s (quota, admission, a webhook?)"
-                            ),
-                        ),
-                    )
-                continue
-            pod = sorted(mine, key=pod_sort_key)[-1]
-            item.pod_name = pod.metadata.name
-            if main_done_sidecars_running(pod, item.main):
-                # A plain sidecar (a log shipper) would keep the pod, and the Job,
-                # running forever: the main container's exit is the probe's result.
-                self._finish_from_pod(pending, item, pod)
-                continue
-            problem = pending_problem(pod)
-            if problem is None:
-                item.seen.clear()
-                continue
-            reason, message = problem
-            first = item.seen.setdefault(reason, now)
-            if reason in PERMANENT_ERRORS:
-                grace = 0.0
-            elif reason == "Unschedulable":
-                grace = self.options.pending_grace_s
-            else:
-                grace = self.options.image_pull_grace_s
-            if now - first >= grace:
-                item.pod_name = pod.metadata.name
-                self._settle(
-                    pending,
-                    item,
-                    RunResult(
-                        exit_code=None,
-                        reason=reason,
-                        infra_error=message,
-                        details={"pod": pod.metadata.name},
-                    ),
-                )
-
-    def _check_deadlines(self, pending: dict[str, _Tracked]) -> None:
-        """Our watchdog, in case the Job controller never reports DeadlineExceeded."""
-        now = self.clock()
-        for item in list(pending.values()):
-            if now >= item.deadline:
-                output = self._read_logs(item) if item.pod_name else ""
-                self._settle(
-                    pending,
-                    item,
-                    RunResult(
-                        exit_code=None, output=output, timed_out=True, reason="DeadlineExceeded"
-                    ),
-                )
-
     def _abort(self) -> int:
-        """Delete every Job still in flight (Background: their pods go too)."""
-        deleted = 0
-        for name in list(self._live):
-            try:
-                if self.api.delete_job(name):
-                    deleted += 1
-            except BackendError as err:
-                log.warning("k8s.cleanup_failed", job=name, error=err.message)
-            self._live.pop(name, None)
-        if deleted:
-            log.warning("k8s.jobs_deleted", count=deleted)
+        """Delete every Job still in flight and the ``--probe`` ConfigMap."""
+        deleted = self.jobs.abort() if self._jobs is not None else 0
         self._delete_configmap()
         return deleted
 
@@ -688,14 +374,6 @@ def _redacted(manifests: list[dict[str, Any]], probe: Probe) -> list[dict[str, A
     """Copies of ``manifests`` for display: secret env values hidden."""
     names = secret_env_names(probe.changes)
     return [redact_manifest(m, names) for m in manifests]
-
-
-def _write_log(path: Path, text: str, limit: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = text.encode("utf-8", errors="replace")
-    if len(data) > limit:
-        data = b"[... log truncated to its last %d bytes ...]\n" % limit + data[-limit:]
-    path.write_bytes(data)
 
 
 def _default_probes_dir() -> Path:
