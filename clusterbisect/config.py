@@ -338,7 +338,8 @@ class SessionConfig:
     signature: SignatureOptions = field(default_factory=SignatureOptions)
     limits: LimitOptions = field(default_factory=LimitOptions)
     search: SearchOptions = field(default_factory=SearchOptions)
-    backend_options: BackendOptions = field(default_factory=LocalOptions)
+    # The backend's options (its class in the registry); default: that class's defaults.
+    backend_options: BackendOptions = field(default_factory=BackendOptions)
     dry_run: str | None = None
 
     GROUPS: ClassVar[dict[str, type]] = {
@@ -347,6 +348,12 @@ class SessionConfig:
         "limits": LimitOptions,
         "search": SearchOptions,
     }
+
+    def __post_init__(self) -> None:
+        if type(self.backend_options) is BackendOptions:
+            from clusterbisect import backends
+
+            self.backend_options = backends.get(self.backend).options()
 
     def validate(self) -> None:
         """Checks that span groups; each group checks its own fields."""
@@ -396,16 +403,18 @@ class SessionConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> SessionConfig:
         """Read :meth:`to_dict`'s form, or the flat form of sessions made before the
         option groups. Raises ``TypeError``/``KeyError``/``ValueError`` on anything else."""
-        data = dict(data)
-        if "scope" not in data:
-            data = _from_flat(data)
         from clusterbisect import backends
 
-        backend = str(data.get("backend", "local"))
-        options_class = backends.get(backend).options
+        flat = "scope" not in data
+        data = _from_flat(dict(data)) if flat else dict(data)
+        options_class = backends.get(str(data.get("backend", "local"))).options
         for name, group in cls.GROUPS.items():
             data[name] = group(**(data.get(name) or {}))
-        data["backend_options"] = options_class(**(data.get("backend_options") or {}))
+        stored = dict(data.get("backend_options") or {})
+        if flat:  # the flat form kept clean_env for every backend; only some have it
+            known = {f.name for f in dataclasses.fields(options_class)}
+            stored = {k: v for k, v in stored.items() if k in known}
+        data["backend_options"] = options_class(**stored)
         return cls(**data)
 
 
@@ -414,7 +423,7 @@ def _from_flat(data: dict[str, Any]) -> dict[str, Any]:
     strategy = dict(data.pop("strategy_options", None) or {})
     backend_options = dict(data.pop("backend_options", None) or {})
     dry_run = backend_options.pop("dry_run", None)
-    if data.pop("clean_env", False) and data.get("backend", "local") == "local":
+    if data.pop("clean_env", False):
         backend_options["clean_env"] = True
     return {
         "good_source": data.pop("good_source"),

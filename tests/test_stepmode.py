@@ -13,7 +13,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import EXAMPLES, EnvPair, culprit_keys
+from fakes import ScriptedOptions, culprit_rule, register
+
+from clusterbisect import stepmode, workflow
+from clusterbisect.config import SessionConfig, SignatureOptions
+from clusterbisect.errors import InputError
+from clusterbisect.outcome import Outcome, RunResult
 
 WORKLOAD = r"""
 import os, sys
@@ -221,3 +228,70 @@ def test_probe_ids_stay_put_when_recorded_out_of_order(tmp_path, cli, env_pair):
     assert cli.json("next")["probe"]["id"] == "p003"
     log = cli("log").stdout
     assert log.index("p002") < log.index("p001")
+
+
+# --- in process, on the scripted backend (tests/fakes.py) ------------------------------
+
+
+def scripted_config(tmp_path: Path, n: int = 12) -> SessionConfig:
+    (tmp_path / "good.env").write_text("".join(f"VAR_{i:02d}=good\n" for i in range(n)))
+    (tmp_path / "bad.env").write_text("".join(f"VAR_{i:02d}=bad\n" for i in range(n)))
+    return SessionConfig(
+        good_source=str(tmp_path / "good.env"),
+        bad_source=str(tmp_path / "bad.env"),
+        backend="scripted",
+        signature=SignatureOptions(fail_on="CUDA error"),
+        backend_options=ScriptedOptions([["VAR_07"]]),
+    )
+
+
+def test_step_mode_reaches_the_verdict_run_reaches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    rule = culprit_rule(["VAR_07"])
+    started = stepmode.start(scripted_config(tmp_path), tmp_path / "by-hand")
+    assert started["backend"] == "scripted" and started["changes_searched"] == 12
+    assert stepmode.open_session(None).session.state_dir == tmp_path / "by-hand"  # current
+    view = started["next"]
+    while not view["done"]:
+        probe = view["probe"]
+        assert Path(probe["rendered_file"]).parent == tmp_path / "by-hand" / "probes"
+        code, output = rule(probe["rendered"]["env"])  # run it "my own way"
+        recorded = stepmode.record(
+            stepmode.open_session(None), None, run=RunResult(exit_code=code), log_text=output
+        )
+        assert recorded["recorded"]["classified_by"] == "signature"
+        view = recorded["next"]
+    by_hand = view["result"]
+    with workflow.new_session(scripted_config(tmp_path), tmp_path / "run") as opened:
+        automatic = workflow.run_session(opened)
+    assert culprit_keys(by_hand) == culprit_keys(automatic) == [["env.VAR_07"]]
+    assert by_hand["probe_count"] == automatic["probe_count"]
+    assert [p["subset"] for p in by_hand["probes"]] == [p["subset"] for p in automatic["probes"]]
+    assert "CUDA error" in by_hand["culprits"][0]["proof"]["excerpt"]
+    status = stepmode.status(stepmode.open_session(None))
+    assert (
+        status["done"] and status["current"] and status["manual_probes"] == len(by_hand["probes"])
+    )
+    assert stepmode.reset(None)["was_current"] is True
+    with pytest.raises(InputError, match="no bisection in progress"):
+        stepmode.open_session(None)
+
+
+def test_a_log_replays_into_the_same_position(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    register(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    stepmode.start(scripted_config(tmp_path), tmp_path / "first")
+    first = stepmode.open_session(None)
+    stepmode.record(first, Outcome.PASS)
+    stepmode.record(stepmode.open_session(None), Outcome.FAIL)
+    text = stepmode.log_text(first.session)
+    replayed = stepmode.replay(text, "log", tmp_path / "second")
+    assert replayed["replayed"] == 2 and replayed["state_dir"] == str(tmp_path / "second")
+    again = stepmode.next_view(stepmode.open_session(None))
+    before = stepmode.next_view(stepmode.open_session(tmp_path / "first"))
+    assert again["probe"]["changes"] == before["probe"]["changes"]

@@ -1,0 +1,101 @@
+"""The report, from data: an Evidence built by hand (no engine, no session, no files)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from clusterbisect.diff import diff
+from clusterbisect.journal import ProbeRecord
+from clusterbisect.problem import Problem
+from clusterbisect.report import Evidence, build_result, render_markdown, render_text
+from clusterbisect.search.base import BASELINE_FAILED, FOUND, Culprit, SearchResult
+from clusterbisect.specs import parse_spec
+
+GOOD = "HF_TOKEN=hf_old_s3cr3t\nLR=0.1\nNCCL_ALGO=ring\n"
+BAD = "HF_TOKEN=hf_new_s3cr3t\nLR=0.2\nNCCL_ALGO=tree\n"
+
+
+def problem() -> Problem:
+    good, bad = parse_spec(GOOD, "good.env"), parse_spec(BAD, "bad.env")
+    changes = diff(good, bad)
+    return Problem.split(good, bad, changes, {}, "local")
+
+
+def run(probe_id: str, subset: list[str], outcome: str, purpose: str = "search") -> ProbeRecord:
+    observed = "exit code 1, matched: NCCL error" if outcome == "fail" else ""
+    return ProbeRecord(
+        probe_id, int(probe_id[1:]), subset, outcome, purpose, log=f"logs/{probe_id}.log",
+        observed=observed,
+    )  # fmt: skip
+
+
+def evidence(
+    search: SearchResult, records: list[ProbeRecord], read_log: Callable[[str], str]
+) -> Evidence:
+    return Evidence(
+        search=search,
+        problem=problem(),
+        records=records,
+        rounds=len(records),
+        strategy="bisection",
+        signature="output matching /NCCL error/",
+        session={
+            "state_dir": "/nowhere/state",
+            "session_id": "s1",
+            "backend": "local",
+            "good": "good.env",
+            "bad": "bad.env",
+        },
+        elapsed_s=1.23456,
+        read_log=read_log,
+    )
+
+
+ALL = ["env.HF_TOKEN", "env.LR", "env.NCCL_ALGO"]
+
+
+def test_a_found_culprit_with_its_proof_quoted_from_the_log_reader() -> None:
+    records = [
+        run("p001", [], "pass", "baseline-good"),
+        run("p002", ALL, "fail", "baseline-bad"),
+        run("p003", ["env.NCCL_ALGO"], "fail", "confirm-good-plus-culprit"),
+        run("p004", ["env.HF_TOKEN", "env.LR"], "pass", "confirm-bad-minus-culprits"),
+    ]
+    logs = {
+        # The reader gives the text (no such file exists): the report reads nothing itself.
+        "logs/p003.log": "token hf_new_s3cr3t loaded\n" + "x" * 200 + "\nRuntimeError: NCCL error\n"
+    }
+    index = {c.key: i for i, c in enumerate(problem().testable)}
+    culprit = Culprit(
+        frozenset({index["env.NCCL_ALGO"]}),
+        confirmed=True,
+        evidence={"bad_minus_culprits": frozenset({index["env.HF_TOKEN"], index["env.LR"]})},
+    )
+    result = build_result(
+        evidence(SearchResult(FOUND, [culprit]), records, lambda path: logs.get(path, ""))
+    )
+    assert result["status"] == "found" and result["probe_count"] == 4
+    assert result["elapsed_s"] == 1.235 and result["state_dir"] == "/nowhere/state"
+    (found,) = result["culprits"]
+    assert [c["key"] for c in found["changes"]] == ["env.NCCL_ALGO"]
+    assert found["proof"]["probe"] == "p003" and found["proof"]["log"] == "logs/p003.log"
+    excerpt = found["proof"]["excerpt"]
+    assert excerpt.endswith("RuntimeError: NCCL error") and "hf_new_s3cr3t" not in excerpt
+    assert "x" * 157 + "..." in excerpt  # long lines are clipped
+    assert found["confirmation"]["bad_minus_culprits"] == {"probe": "p004", "outcome": "pass"}
+    assert result["signature"]["observed"] == "exit code 1, matched: NCCL error"
+    assert result["candidates"] == [] and result["untestable"] == []
+    text = render_text(result)
+    assert text.startswith("FOUND: env.NCCL_ALGO") and "Proved by probe p003" in text
+    assert "hf_old_s3cr3t" not in text + render_markdown(result)
+
+
+def test_a_failed_baseline_is_explained_by_its_log() -> None:
+    records = [run("p001", [], "fail", "baseline-good")]
+    result = build_result(
+        evidence(SearchResult(BASELINE_FAILED), records, lambda path: "ImportError: no module x\n")
+    )
+    assert result["status"] == "baseline_failed" and result["culprits"] == []
+    (note,) = result["notes"]
+    assert note.startswith("baseline-good probe p001: fail") and "ImportError" in note
+    assert render_text(result).startswith("BASELINE FAILED")
