@@ -86,7 +86,9 @@ class OneAtATime:
             self._left = n - start
             answers = yield [_request(frozenset({i}), self.repeats) for i in chunk]
             found += [
-                Culprit(frozenset({i})) for i, a in zip(chunk, answers) if a.outcome is Outcome.FAIL
+                Culprit(frozenset({i}))
+                for i, a in zip(chunk, answers, strict=False)
+                if a.outcome is Outcome.FAIL
             ]
         if not found:
             return SearchResult(INCONCLUSIVE, notes=["no change fails alone"])
@@ -119,7 +121,9 @@ class PlainBisection:
         while len(self._current) > 1:
             parts = split(self._current, self.k + 1)
             answers = yield [ProbeRequest(frozenset(p)) for p in parts[:-1]]
-            failing = [p for p, a in zip(parts, answers) if a.outcome is Outcome.FAIL]
+            failing = [
+                p for p, a in zip(parts[:-1], answers, strict=True) if a.outcome is Outcome.FAIL
+            ]
             self._current = failing[0] if failing else parts[-1]
         return SearchResult(FOUND, culprits=[Culprit(frozenset(self._current))])
 
@@ -150,7 +154,7 @@ class Ddmin:
         for start in range(0, len(configs), self.k):
             chunk = configs[start : start + self.k]
             answers = yield [_request(frozenset(c), self.repeats) for c in chunk]
-            for config, answer in zip(chunk, answers):
+            for config, answer in zip(chunk, answers, strict=False):
                 if answer.outcome is Outcome.FAIL:
                     return config
         return None

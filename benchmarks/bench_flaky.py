@@ -15,6 +15,7 @@ as the engine counts them. Output: a Markdown table per n on stdout.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import random
 import statistics
@@ -145,21 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         print("picire is not installed: its rows are left out", file=sys.stderr)
         names.remove("picire ddmin")
 
-    tasks: list[tuple[Key, int, int]] = []
-    chunk = 250
-    for n in args.n:
-        for p in args.p:
-            for q in args.q:
-                for k in args.parallel:
-                    for name in names:
-                        if STRATEGIES[name][1] and k != 1:
-                            continue
-                        trials = args.trials
-                        if n >= 1000 and name in slow and args.slow_trials is not None:
-                            trials = args.slow_trials
-                        for first in range(0, trials, chunk):
-                            key = (name, n, p, q, k, args.shape)
-                            tasks.append((key, first, min(chunk, trials - first)))
+    tasks = make_tasks(args, names, slow)
     started = time.perf_counter()
     cells: dict[Key, Cell] = {}
     with Pool(max(1, args.workers)) as pool:
@@ -168,24 +155,49 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"<!-- {len(tasks)} tasks, {time.perf_counter() - started:.0f} s wall -->")
     for n in args.n:
-        print(f"\n#### n = {n}, culprits: {args.shape}\n")
+        print_table(args, names, n, cells)
+
+
+def grid(args: argparse.Namespace, names: list[str]) -> list[tuple[float, float, int, str]]:
+    """(p, q, K, strategy) of every cell, in table order; serial-only strategies at K=1."""
+    return [
+        (p, q, k, name)
+        for p, q, k, name in itertools.product(args.p, args.q, args.parallel, names)
+        if not (STRATEGIES[name][1] and k != 1)
+    ]
+
+
+def make_tasks(
+    args: argparse.Namespace, names: list[str], slow: set[str]
+) -> list[tuple[Key, int, int]]:
+    """The work, in chunks of trials (each task one chunk of one cell)."""
+    tasks: list[tuple[Key, int, int]] = []
+    chunk = 250
+    for n in args.n:
+        for p, q, k, name in grid(args, names):
+            trials = args.trials
+            if n >= 1000 and name in slow and args.slow_trials is not None:
+                trials = args.slow_trials
+            for first in range(0, trials, chunk):
+                key = (name, n, p, q, k, args.shape)
+                tasks.append((key, first, min(chunk, trials - first)))
+    return tasks
+
+
+def print_table(args: argparse.Namespace, names: list[str], n: int, cells: dict[Key, Cell]) -> None:
+    print(f"\n#### n = {n}, culprits: {args.shape}\n")
+    print("| p | q | K | strategy | trials | accuracy | mean probes | p95 probes | mean rounds |")
+    print("|---|---|---|---|---:|---:|---:|---:|---:|")
+    for p, q, k, name in grid(args, names):
+        cell = cells.get((name, n, p, q, k, args.shape))
+        if not cell:
+            continue
+        trials = len(cell.probes)
         print(
-            "| p | q | K | strategy | trials | accuracy | mean probes | p95 probes | mean rounds |"
+            f"| {p:g} | {q:g} | {k} | {name} | {trials} | "
+            f"{cell.right / trials:.3f} | {statistics.mean(cell.probes):.1f} | "
+            f"{p95(cell.probes)} | {statistics.mean(cell.rounds):.1f} |"
         )
-        print("|---|---|---|---|---:|---:|---:|---:|---:|")
-        for p in args.p:
-            for q in args.q:
-                for k in args.parallel:
-                    for name in names:
-                        cell = cells.get((name, n, p, q, k, args.shape))
-                        if not cell:
-                            continue
-                        trials = len(cell.probes)
-                        print(
-                            f"| {p:g} | {q:g} | {k} | {name} | {trials} | "
-                            f"{cell.right / trials:.3f} | {statistics.mean(cell.probes):.1f} | "
-                            f"{p95(cell.probes)} | {statistics.mean(cell.rounds):.1f} |"
-                        )
 
 
 if __name__ == "__main__":

@@ -170,7 +170,7 @@ class Engine:
             left = self.strategy.candidates_left() or len(self._by_key)
             self.progress.round_started(round_no, probes, left, self.strategy.remaining_estimate())
         results = self.runner.run(probes)
-        for request, probe, run in zip(requests, probes, results):
+        for request, probe, run in zip(requests, probes, results, strict=False):
             record = self._record(request, probe, run, round_no)
             self.session.append(record)
             self._remember(record)

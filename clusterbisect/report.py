@@ -206,30 +206,7 @@ def render_text(result: dict[str, Any]) -> str:
     """The operator's report: verdict, culprits with evidence, what was not tested."""
     out = [_headline(result), ""]
     for number, culprit in enumerate(result["culprits"], 1):
-        kind = "interaction" if len(culprit["changes"]) > 1 else "single setting"
-        out.append(
-            f"Culprit {number} ({kind}, confidence {culprit['confidence']:.2f}"
-            f"{', confirmed both ways' if culprit['confirmed'] else ''}):"
-        )
-        width = max(len(c["key"]) for c in culprit["changes"])
-        out.append(f"  {'SETTING'.ljust(width)}  {'GOOD':<30}  BAD")
-        for change in culprit["changes"]:
-            out.append(
-                f"  {change['key'].ljust(width)}  {_value(change['good']):<30}"
-                f"  {_value(change['bad'])}"
-            )
-        proof = culprit["proof"]
-        if proof["probe"]:
-            out.append(f"  Proved by probe {proof['probe']}: {proof['observed'] or 'failed'}")
-            conf = culprit["confirmation"]["bad_minus_culprits"]
-            if conf:
-                out.append(
-                    f"  Bad spec without the culprits: probe {conf['probe']} {conf['outcome']}"
-                )
-            if proof["excerpt"]:
-                out.append(f"  Log excerpt ({proof['log']}):")
-                out.extend("    | " + line for line in proof["excerpt"].splitlines())
-        out.append("")
+        out += [*_culprit_lines(number, culprit), ""]
     if result["candidates"] and result["status"] != "found":
         out.append("Narrowest candidates known:")
         for candidate in result["candidates"]:
@@ -259,6 +236,32 @@ def render_text(result: dict[str, Any]) -> str:
         out.append(f"Note: {note}")
     out.append(f"State: {result['state_dir']}")
     return "\n".join(out)
+
+
+def _culprit_lines(number: int, culprit: dict[str, Any]) -> list[str]:
+    """One culprit for the text report: its settings, the proof and the log excerpt."""
+    kind = "interaction" if len(culprit["changes"]) > 1 else "single setting"
+    out = [
+        f"Culprit {number} ({kind}, confidence {culprit['confidence']:.2f}"
+        f"{', confirmed both ways' if culprit['confirmed'] else ''}):"
+    ]
+    width = max(len(c["key"]) for c in culprit["changes"])
+    out.append(f"  {'SETTING'.ljust(width)}  {'GOOD':<30}  BAD")
+    for change in culprit["changes"]:
+        out.append(
+            f"  {change['key'].ljust(width)}  {_value(change['good']):<30}  {_value(change['bad'])}"
+        )
+    proof = culprit["proof"]
+    if not proof["probe"]:
+        return out
+    out.append(f"  Proved by probe {proof['probe']}: {proof['observed'] or 'failed'}")
+    conf = culprit["confirmation"]["bad_minus_culprits"]
+    if conf:
+        out.append(f"  Bad spec without the culprits: probe {conf['probe']} {conf['outcome']}")
+    if proof["excerpt"]:
+        out.append(f"  Log excerpt ({proof['log']}):")
+        out.extend("    | " + line for line in proof["excerpt"].splitlines())
+    return out
 
 
 def _rates(result: dict[str, Any]) -> str | None:

@@ -13,6 +13,7 @@ the whole element, so that applying any subset of changes gives a valid spec.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,25 +180,39 @@ def category_of(path: tuple[PathSegment, ...], fmt: str) -> str:
     if fmt == SNAPSHOT:
         return {"env": ENV, "packages": PIP, "python": RUNTIME}.get(top, SYSTEM)
     names = set(fields)
-    if names & {"env", "env_vars", "envFrom"}:
-        return ENV
-    if "pip" in names:
-        return PIP
-    if last in ("image", "imagePullPolicy") or "imagePullSecrets" in names:
-        return IMAGE
-    if "resources" in names:
-        return RESOURCES
-    if names & _SCHEDULING_ANYWHERE or last in _SCHEDULING_LAST:
-        return SCHEDULING
-    if top == "metadata" or "labels" in names or "annotations" in names:
-        return METADATA
-    if last in _COMMAND_LAST:
-        return COMMAND
-    if names & _RUNTIME_ANYWHERE or last in _RUNTIME_LAST:
-        return RUNTIME
-    if names & _SYSTEM_ANYWHERE:
-        return SYSTEM
+    for category, applies in _CATEGORY_RULES:
+        if applies(top, last, names):
+            return category
     return OTHER
+
+
+# The first rule that applies to a Kubernetes or Ray setting gives its category:
+# (category, test of the first field, the last field and every field of its path).
+_CATEGORY_RULES: tuple[tuple[str, Callable[[str, str, set[str]], bool]], ...] = (
+    (ENV, lambda top, last, names: bool(names & {"env", "env_vars", "envFrom"})),
+    (PIP, lambda top, last, names: "pip" in names),
+    (
+        IMAGE,
+        lambda top, last, names: (
+            last in ("image", "imagePullPolicy") or "imagePullSecrets" in names
+        ),
+    ),
+    (RESOURCES, lambda top, last, names: "resources" in names),
+    (
+        SCHEDULING,
+        lambda top, last, names: bool(names & _SCHEDULING_ANYWHERE) or last in _SCHEDULING_LAST,
+    ),
+    (
+        METADATA,
+        lambda top, last, names: top == "metadata" or bool(names & {"labels", "annotations"}),
+    ),
+    (COMMAND, lambda top, last, names: last in _COMMAND_LAST),
+    (
+        RUNTIME,
+        lambda top, last, names: bool(names & _RUNTIME_ANYWHERE) or last in _RUNTIME_LAST,
+    ),
+    (SYSTEM, lambda top, last, names: bool(names & _SYSTEM_ANYWHERE)),
+)
 
 
 def _join(key: str, part: Any) -> str:
@@ -267,31 +282,49 @@ class _Flattener:
             self.template(v, path, ref)
             return
         if isinstance(v, dict):
-            if not v:
-                if fld not in EMPTY_IS_ABSENT:
-                    self.leaf(path, key, {}, container)
-                return
-            if path in self.element_keys:
-                self.out.elements[path] = Element(self.element_keys[path], path, OTHER, container)
-            for k, x in v.items():
-                if env_map and not isinstance(x, dict | list):
-                    # env.X in env files and snapshots: the variable is the leaf.
-                    self.leaf((*path, k), _join(key, k), x, container, env_name=str(k))
-                else:
-                    self.value(x, (*path, k), _join(key, k), container, k)
+            self.mapping(v, path, key, container, fld, env_map=env_map)
         elif isinstance(v, list):
             self.sequence(v, path, key, container, fld)
         elif fld == "runtimeEnvYAML" and isinstance(v, str) and self.spec.kind == "RayJob":
-            try:
-                parsed = load_yaml(v)
-            except YAMLError:
-                parsed = v
-            if isinstance(parsed, dict):
-                self.runtime_env(parsed, (*path, YAML_SEGMENT), "runtime_env")
-            elif parsed is not None:
-                self.leaf(path, key, v, container)
+            self.runtime_env_yaml(v, path, key, container)
         else:
             self.leaf(path, key, v, container)
+
+    def mapping(
+        self,
+        v: dict[Any, Any],
+        path: tuple[Any, ...],
+        key: str,
+        container: str | None,
+        fld: Any,
+        *,
+        env_map: bool,
+    ) -> None:
+        if not v:
+            if fld not in EMPTY_IS_ABSENT:
+                self.leaf(path, key, {}, container)
+            return
+        if path in self.element_keys:
+            self.out.elements[path] = Element(self.element_keys[path], path, OTHER, container)
+        for k, x in v.items():
+            if env_map and not isinstance(x, dict | list):
+                # env.X in env files and snapshots: the variable is the leaf.
+                self.leaf((*path, k), _join(key, k), x, container, env_name=str(k))
+            else:
+                self.value(x, (*path, k), _join(key, k), container, k)
+
+    def runtime_env_yaml(
+        self, text: str, path: tuple[Any, ...], key: str, container: str | None
+    ) -> None:
+        """A RayJob's runtimeEnvYAML: its settings as a runtime_env's, if it parses."""
+        try:
+            parsed = load_yaml(text)
+        except YAMLError:
+            parsed = text
+        if isinstance(parsed, dict):
+            self.runtime_env(parsed, (*path, YAML_SEGMENT), "runtime_env")
+        elif parsed is not None:
+            self.leaf(path, key, text, container)
 
     def sequence(
         self, v: list[Any], path: tuple[Any, ...], key: str, container: str | None, fld: Any
@@ -520,34 +553,37 @@ def _apply_list(target: Any, kids: dict[Any, _Node], removing: bool, fld: Any) -
         if removing:
             return target
         target = []
-    index: dict[Any, int] = {}
-    for key_field in {seg[0] for seg in kids}:
-        for pos, el in enumerate(target):
-            ident = _element_ident(el, key_field)
-            if ident is not None:
-                index.setdefault((key_field, ident), pos)
+    index = _element_index(target, {seg[0] for seg in kids})
     drop: set[int] = set()
     for seg, node in kids.items():
         key_field, ident = seg
         i: int | None = index.get(seg)
-        if node.has_op:
-            if removing:
-                if i is not None:
-                    drop.add(i)
-            else:
-                element = _make_element(fld, key_field, ident, node.value)
-                if i is None:
-                    target.append(element)
-                    i = index[seg] = len(target) - 1
-                else:
-                    target[i] = element
-        if node.kids:
+        if node.has_op and removing:
+            if i is not None:
+                drop.add(i)
+        elif node.has_op:
+            element = _make_element(fld, key_field, ident, node.value)
             if i is None:
-                if removing:
-                    continue
+                target.append(element)
+                i = index[seg] = len(target) - 1
+            else:
+                target[i] = element
+        if node.kids and (i is not None or not removing):
+            if i is None:
                 target.append({key_field: ident})
                 i = index[seg] = len(target) - 1
             target[i] = _apply_dict(target[i], node.kids, removing)
     if drop:
         target = [el for j, el in enumerate(target) if j not in drop]
     return target
+
+
+def _element_index(target: list[Any], key_fields: set[Any]) -> dict[Any, int]:
+    """Where each named element is: ``(key_field, ident) -> position`` (the first)."""
+    index: dict[Any, int] = {}
+    for key_field in key_fields:
+        for pos, el in enumerate(target):
+            ident = _element_ident(el, key_field)
+            if ident is not None:
+                index.setdefault((key_field, ident), pos)
+    return index

@@ -174,7 +174,9 @@ class BisectionStrategy:
             self._narrowest = frozenset(current)
             parts = split(current, self.k + 1)
             answers = yield [ProbeRequest(frozenset(p)) for p in parts[:-1]]
-            failing = [p for p, a in zip(parts, answers) if a.outcome is Outcome.FAIL]
+            failing = [
+                p for p, a in zip(parts[:-1], answers, strict=True) if a.outcome is Outcome.FAIL
+            ]
             if failing:
                 current = failing[0]
             elif any(a.outcome is Outcome.UNRESOLVED for a in answers):
@@ -196,12 +198,12 @@ class BisectionStrategy:
         parts = split(targets, self.k + 1) if self.k > 1 else split(targets, 2)
         while True:
             answers = yield [ProbeRequest(forced | frozenset(p)) for p in parts]
-            for part, answer in zip(parts, answers):
+            for part, answer in zip(parts, answers, strict=False):
                 if answer.outcome is Outcome.FAIL:
                     return (yield from self._careful(part, forced))
             unresolved = [
                 i
-                for i, (p, a) in enumerate(zip(parts, answers))
+                for i, (p, a) in enumerate(zip(parts, answers, strict=False))
                 if a.outcome is Outcome.UNRESOLVED and len(p) > 1
             ]
             if not unresolved:
@@ -216,7 +218,7 @@ class BisectionStrategy:
         first = [i for p in parts[:middle] for i in p]
         second = [i for p in parts[middle:] for i in p]
         halves = yield [ProbeRequest(forced | frozenset(h)) for h in (first, second)]
-        for half, answer in zip((first, second), halves):
+        for half, answer in zip((first, second), halves, strict=False):
             if answer.outcome is Outcome.FAIL:
                 return (yield from self._careful(half, forced))
         in_first = yield from self._careful(first, forced | frozenset(second))

@@ -111,9 +111,9 @@ def main() -> int:
     for step, (shard, rows) in enumerate(loader, start=1):
         loss = 0.0
         for x, y in rows:
-            err = sum(w * v for w, v in zip(weights, x)) - y
+            err = sum(w * v for w, v in zip(weights, x, strict=False)) - y
             loss += err * err / len(rows)
-            weights = [w - lr * 2 * err * v / len(rows) for w, v in zip(weights, x)]
+            weights = [w - lr * 2 * err * v / len(rows) for w, v in zip(weights, x, strict=False)]
         log.info("step %d/%d  %s  mse %.4f", step, N_SHARDS, shard.rsplit("/", 1)[-1], loss)
     print(json.dumps({"event": "epoch_done", "mse": round(loss, 5), "shards": N_SHARDS}))
     return 0

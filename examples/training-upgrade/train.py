@@ -263,7 +263,7 @@ def prepare_dataset(cache_dir: Path, seed: int) -> tuple[list[list[float]], list
     xs, ys = [], []
     for _ in range(1024):
         x = [rng.gauss(0.0, 1.0) for _ in range(N_FEATURES)]
-        margin = sum(w * v for w, v in zip(true_w, x)) + rng.gauss(0.0, 0.5)
+        margin = sum(w * v for w, v in zip(true_w, x, strict=False)) + rng.gauss(0.0, 0.5)
         xs.append(x)
         ys.append(1 if margin > 0 else 0)
     cached.parent.mkdir(parents=True, exist_ok=True)
@@ -319,7 +319,7 @@ class RelevanceModel:
         self.bias = 0.0
 
     def predict(self, x: list[float]) -> float:
-        return sigmoid(sum(w * v for w, v in zip(self.weight, x)) + self.bias)
+        return sigmoid(sum(w * v for w, v in zip(self.weight, x, strict=False)) + self.bias)
 
     def state_dict(self) -> dict[str, Any]:
         return {"weight": list(self.weight), "bias": self.bias}
@@ -338,7 +338,7 @@ class SGD:
         """One step of binary cross-entropy; returns the batch loss."""
         grad = [0.0] * (N_FEATURES + 1)
         loss = 0.0
-        for x, y in zip(xs, ys):
+        for x, y in zip(xs, ys, strict=False):
             p = self.model.predict(x)
             loss -= math.log(max(p, 1e-12)) if y else math.log(max(1.0 - p, 1e-12))
             for j, v in enumerate(x):
@@ -357,7 +357,7 @@ class SGD:
 
 
 def accuracy(model: RelevanceModel, xs: list[list[float]], ys: list[int]) -> float:
-    hits = sum((model.predict(x) >= 0.5) == bool(y) for x, y in zip(xs, ys))
+    hits = sum((model.predict(x) >= 0.5) == bool(y) for x, y in zip(xs, ys, strict=False))
     return hits / len(ys)
 
 

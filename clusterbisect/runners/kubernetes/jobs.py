@@ -106,77 +106,89 @@ class ProbeJobs:
 
     def watch(self, tracked: list[Tracked]) -> None:
         """Watch the session's Jobs until each probe has a result."""
-        from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
 
-        conn = self.conn
         pending = {t.name: t for t in tracked if t.result is None}
         selector = render.session_selector(tracked[0].probe.session_id)
         version: str | None = None
         failures = 0
         while pending:
             if version is None:  # (re-)list: the initial state, and after 410 Gone
-                listed = self.api.call(
-                    conn.batch.list_namespaced_job,
-                    conn.namespace,
-                    label_selector=selector,
-                    verb="list",
-                    resource="jobs.batch",
-                )
-                version = listed.metadata.resource_version
-                names = set()
-                for job in listed.items:
-                    names.add(job.metadata.name)
-                    self._on_job(job, pending)
-                for name in [n for n in pending if n not in names]:
-                    self._finish_gone(pending, name)
+                version = self._relist(pending, selector)
             self.check_pods(pending)
             self.check_deadlines(pending)
             if not pending:
                 break
-            watcher = watch.Watch()
-            timeout = max(1, int(self.options.poll_s))
             try:
-                for event in watcher.stream(
-                    conn.batch.list_namespaced_job,
-                    conn.namespace,
-                    label_selector=selector,
-                    resource_version=version,
-                    timeout_seconds=timeout,
-                    allow_watch_bookmarks=True,
-                    _request_timeout=timeout + 30,
-                ):
-                    kind = event.get("type")
-                    raw = event.get("raw_object") or {}
-                    if kind == "BOOKMARK":
-                        version = (raw.get("metadata") or {}).get("resourceVersion") or version
-                        continue
-                    job = event["object"]
-                    version = job.metadata.resource_version or version
-                    if kind == "DELETED":
-                        self._finish_gone(pending, job.metadata.name)
-                    else:
-                        self._on_job(job, pending)
-                    if not pending or self.clock() - self._last_pod_check >= self.options.poll_s:
-                        break  # check pods and deadlines between events too
+                version = self._follow(pending, selector, version)
                 failures = 0
             except ApiException as err:
                 if err.status == 410:  # our resourceVersion is too old: list again
                     log.info("k8s.watch_gone", resource_version=version)
                     version = None
                     continue
-                if err.status in RETRY_STATUSES and failures < self.options.retries:
-                    failures += 1
-                    self.sleep(self.options.retry_base_s * 2**failures)
-                    continue
-                raise api_error(err, "watch", "jobs.batch", conn.namespace) from err
+                if err.status not in RETRY_STATUSES or failures >= self.options.retries:
+                    raise api_error(err, "watch", "jobs.batch", self.conn.namespace) from err
+                failures += 1
+                self.sleep(self.options.retry_base_s * 2**failures)
             except connection_errors() as err:  # includes a watch that timed out client-side
                 failures += 1
                 if failures > self.options.retries:
                     raise BackendError(f"lost the watch on probe jobs: {err}") from err
                 self.sleep(self.options.retry_base_s * 2**failures)
-            finally:
-                watcher.stop()
+
+    def _relist(self, pending: dict[str, Tracked], selector: str) -> str:
+        """List the session's Jobs, settle what they say, and return the list's version."""
+        conn = self.conn
+        listed = self.api.call(
+            conn.batch.list_namespaced_job,
+            conn.namespace,
+            label_selector=selector,
+            verb="list",
+            resource="jobs.batch",
+        )
+        names = set()
+        for job in listed.items:
+            names.add(job.metadata.name)
+            self._on_job(job, pending)
+        for name in [n for n in pending if n not in names]:
+            self._finish_gone(pending, name)
+        return str(listed.metadata.resource_version)
+
+    def _follow(self, pending: dict[str, Tracked], selector: str, version: str) -> str:
+        """Follow the Jobs' events from ``version`` for a while (pods and deadlines are
+        checked between watches); the last version seen."""
+        from kubernetes import watch
+
+        conn = self.conn
+        watcher = watch.Watch()
+        timeout = max(1, int(self.options.poll_s))
+        try:
+            for event in watcher.stream(
+                conn.batch.list_namespaced_job,
+                conn.namespace,
+                label_selector=selector,
+                resource_version=version,
+                timeout_seconds=timeout,
+                allow_watch_bookmarks=True,
+                _request_timeout=timeout + 30,
+            ):
+                kind = event.get("type")
+                raw = event.get("raw_object") or {}
+                if kind == "BOOKMARK":
+                    version = (raw.get("metadata") or {}).get("resourceVersion") or version
+                    continue
+                job = event["object"]
+                version = job.metadata.resource_version or version
+                if kind == "DELETED":
+                    self._finish_gone(pending, job.metadata.name)
+                else:
+                    self._on_job(job, pending)
+                if not pending or self.clock() - self._last_pod_check >= self.options.poll_s:
+                    break  # check pods and deadlines between events too
+        finally:
+            watcher.stop()
+        return version
 
     def _on_job(self, job: Any, pending: dict[str, Tracked]) -> None:
         item = pending.get(job.metadata.name)

@@ -440,34 +440,46 @@ def _why_by_path(
     else:
         inside = path[:1] in (("spec",), ("metadata",))
     if not inside:
-        for other in refs:
-            if other != ref and path[: len(other.path)] == tuple(other.path):
-                return (
-                    f"belongs to the {other.role or 'other'} pod template; probes run {where} only"
-                )
-        if path[:1] == ("metadata",):
-            return f"{spec.kind} metadata does not reach the probe pod"
-        return f"a {spec.kind}-level setting; probe Jobs run {where} only"
+        return _why_outside(spec, ref, refs, path, where)
     rest = path[len(base) :]
     if rest[:2] == ("metadata", "labels") and len(rest) > 2:
         label = rest[2]
         if label in dropped_labels:
             return "a selector label of the workload; probe pods drop it so they join no Service"
-        if label in CONTROLLER_LABELS:
-            return "a controller-managed label"
-        return None
+        return "a controller-managed label" if label in CONTROLLER_LABELS else None
     if rest[:1] == ("metadata",) and rest[1:2] != ("annotations",):
         return "pod metadata that a probe Job generates itself"
     if rest == ("spec", "restartPolicy"):
         return "probe Jobs always run with restartPolicy Never"
     if rest[:2] == ("spec", "containers") and len(rest) > 3 and rest[2] == ("name", main):
-        field = rest[3]
-        if field == "command" and (options.command is not None or options.probe_name):
-            return "the main container's command is replaced by --command/--probe"
-        if field == "args" and (
-            options.args is not None or options.command is not None or options.probe_name
-        ):
-            return "the main container's args are replaced by --args/--command/--probe"
+        return _why_overridden(str(rest[3]), options)
+    return None
+
+
+def _why_outside(
+    spec: Spec,
+    ref: PodTemplateRef,
+    refs: list[PodTemplateRef],
+    path: tuple[PathSegment, ...],
+    where: str,
+) -> str:
+    """Why a setting outside the probed pod template does not reach the probe."""
+    for other in refs:
+        if other != ref and path[: len(other.path)] == tuple(other.path):
+            return f"belongs to the {other.role or 'other'} pod template; probes run {where} only"
+    if path[:1] == ("metadata",):
+        return f"{spec.kind} metadata does not reach the probe pod"
+    return f"a {spec.kind}-level setting; probe Jobs run {where} only"
+
+
+def _why_overridden(field: str, options: RenderOptions) -> str | None:
+    """Why the main container's ``field`` is not tested: --command, --args or --probe
+    replace it."""
+    if field == "command" and (options.command is not None or options.probe_name):
+        return "the main container's command is replaced by --command/--probe"
+    replaced = options.args is not None or options.command is not None or options.probe_name
+    if field == "args" and replaced:
+        return "the main container's args are replaced by --args/--command/--probe"
     return None
 
 

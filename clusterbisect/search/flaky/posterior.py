@@ -117,7 +117,7 @@ def batch_gain(masses: Sequence[float], counts: Sequence[int], p: float, q: floa
         per: list[float] = []
         for j in range(cuts + 1):
             prob = 1.0
-            for c, (k, f) in enumerate(zip(counts, fails)):
+            for c, (k, f) in enumerate(zip(counts, fails, strict=False)):
                 r = rates[j][c]
                 prob *= math.comb(k, f) * (r**f) * ((1.0 - r) ** (k - f))
             per.append(prob)
@@ -315,9 +315,10 @@ class Line:
             logs.append(math.log(prior) + both)
         top = max(logs)
         raw = [math.exp(x - top) if x > -math.inf else 0.0 for x in logs]
-        total = sum(w * (e - s + 1) for w, (s, e, *_r) in zip(raw, spans))
+        total = sum(w * (e - s + 1) for w, (s, e, *_r) in zip(raw, spans, strict=False))
         self.blocks = [
-            _Block(s, e, w / total, fin, sin) for w, (s, e, _p, fin, sin) in zip(raw, spans)
+            _Block(s, e, w / total, fin, sin)
+            for w, (s, e, _p, fin, sin) in zip(raw, spans, strict=False)
         ]
         cum, acc = [], 0.0
         for block in self.blocks:

@@ -174,7 +174,7 @@ class FlakyStrategy:
             for subset, (extra, purpose) in wanted.items()
         ]
         answers = yield requests
-        for request, answer in zip(requests, answers):
+        for request, answer in zip(requests, answers, strict=False):
             before = len(self._runs.get(request.subset, ()))
             self._runs[request.subset] = tuple(answer.runs)
             self._used += max(0, len(answer.runs) - before)
