@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -71,19 +70,5 @@ def _list_labelled(
 def _delete_each(
     api: Api, delete_fn: Callable[..., Any], conn: Connection, names: list[str], resource: str
 ) -> list[str]:
-    """Delete each named object; the names actually deleted (one that fails is skipped)."""
-    from kubernetes.client.exceptions import ApiException
-
-    deleted = []
-    for name in names:
-        with contextlib.suppress(ApiException):
-            api.call(
-                delete_fn,
-                name,
-                conn.namespace,
-                verb="delete",
-                resource=resource,
-                passthrough=(404,),
-            )
-            deleted.append(name)
-    return deleted
+    """Delete each named object; the names actually deleted (one already gone is skipped)."""
+    return [name for name in names if api.delete(delete_fn, name, resource)]

@@ -282,20 +282,44 @@ class Api:
                     f"{resource}: {err}"
                 ) from err
 
-    def delete_job(self, name: str) -> bool:
-        """Delete a probe Job and its pods; False if it was already gone."""
+    def create(
+        self,
+        fn: Callable[..., Any],
+        body: dict[str, Any],
+        resource: str,
+        *,
+        passthrough: tuple[int, ...] = (),
+        **kwargs: Any,
+    ) -> Any:
+        """Create ``body`` in the namespace with ``fn`` (a ``create_namespaced_*``)."""
+        namespace = self.conn.namespace
+        return self.call(
+            fn, namespace, body, verb="create", resource=resource, passthrough=passthrough, **kwargs
+        )
+
+    def delete(self, fn: Callable[..., Any], name: str, resource: str, **kwargs: Any) -> bool:
+        """Delete ``name`` with ``fn`` (a ``delete_namespaced_*``); False if it was gone."""
         from kubernetes.client.exceptions import ApiException
 
         try:
             self.call(
-                self.conn.batch.delete_namespaced_job,
+                fn,
                 name,
                 self.conn.namespace,
-                propagation_policy="Background",
                 verb="delete",
-                resource="jobs.batch",
+                resource=resource,
                 passthrough=(404,),
+                **kwargs,
             )
         except ApiException:
             return False
         return True
+
+    def delete_job(self, name: str) -> bool:
+        """Delete a probe Job and its pods; False if it was already gone."""
+        return self.delete(
+            self.conn.batch.delete_namespaced_job,
+            name,
+            "jobs.batch",
+            propagation_policy="Background",
+        )

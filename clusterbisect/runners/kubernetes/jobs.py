@@ -84,13 +84,8 @@ class ProbeJobs:
             job = render_job()
             name = job["metadata"]["name"]
             try:
-                self.api.call(
-                    conn.batch.create_namespaced_job,
-                    conn.namespace,
-                    job,
-                    verb="create",
-                    resource="jobs.batch",
-                    passthrough=(409,),
+                self.api.create(
+                    conn.batch.create_namespaced_job, job, "jobs.batch", passthrough=(409,)
                 )
             except ApiException:
                 continue

@@ -305,9 +305,7 @@ class KubernetesRunner:
             else:
                 fn, resource = conn.batch.create_namespaced_job, "jobs.batch"
             try:
-                self.api.call(
-                    fn, conn.namespace, manifest, dry_run="All", verb="create", resource=resource
-                )
+                self.api.create(fn, manifest, resource, dry_run="All")
             except BackendError as err:
                 return {"accepted": False, "error": err.message}
         return {"accepted": True}
@@ -324,31 +322,17 @@ class KubernetesRunner:
         body = render.render_configmap(session_id, self.options.probe, script, conn.namespace)
         # A 409 means the same content-addressed ConfigMap exists from an earlier run.
         with contextlib.suppress(ApiException):
-            self.api.call(
-                conn.core.create_namespaced_config_map,
-                conn.namespace,
-                body,
-                verb="create",
-                resource="configmaps",
-                passthrough=(409,),
+            self.api.create(
+                conn.core.create_namespaced_config_map, body, "configmaps", passthrough=(409,)
             )
         self._configmap = body["metadata"]["name"]
 
     def _delete_configmap(self) -> None:
         if not self._configmap:
             return
-        from kubernetes.client.exceptions import ApiException
-
         conn = self.connection()
-        with contextlib.suppress(ApiException, BackendError):
-            self.api.call(
-                conn.core.delete_namespaced_config_map,
-                self._configmap,
-                conn.namespace,
-                verb="delete",
-                resource="configmaps",
-                passthrough=(404,),
-            )
+        with contextlib.suppress(BackendError):
+            self.api.delete(conn.core.delete_namespaced_config_map, self._configmap, "configmaps")
         self._configmap = None
 
     def _job(self, probe: Probe) -> dict[str, Any]:
