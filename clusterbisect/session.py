@@ -129,10 +129,14 @@ class Session:
     def log_path(self, probe_id: str) -> Path:
         return self.state_dir / "logs" / f"{probe_id}.log"
 
+    def path_of(self, relative: str) -> Path:
+        """The absolute path of a file the journal names relative to the state dir."""
+        return self.state_dir / relative
+
     def read_log(self, relative: str) -> str:
         """A probe log named as the journal names it (relative); "" if it is unreadable."""
         try:
-            return (self.state_dir / relative).read_text(encoding="utf-8", errors="replace")
+            return self.path_of(relative).read_text(encoding="utf-8", errors="replace")
         except OSError:
             return ""
 

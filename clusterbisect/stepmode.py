@@ -312,7 +312,7 @@ def record(
                 "classified_by": "reporter" if outcome is not None else "signature",
                 "observed": entry.observed,
                 "changes_applied": len(entry.subset),
-                "log": str(session.state_dir / log_rel) if log_rel else None,
+                "log": str(session.path_of(log_rel)) if log_rel else None,
             }
         }
 
@@ -428,7 +428,7 @@ def log_text(session: Session) -> str:
         )
         mark = {"outcome": r.outcome, "subset": r.subset, "purpose": r.purpose}
         if r.log:
-            mark["log"] = str(session.state_dir / r.log)
+            mark["log"] = str(session.path_of(r.log))
         lines.append("mark " + json.dumps(mark, sort_keys=True))
     return "\n".join(lines) + "\n"
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from clusterbisect import backends, config, options
 from clusterbisect.errors import EXIT_NO_CULPRIT, EXIT_OK, InputError
+from clusterbisect.session import RESULT_FILE
 
 # The backends whose leftovers `cleanup` deletes, and what it needs to reach them.
 CLEANABLE = [b.name for b in backends.with_cleanup()]
@@ -281,7 +282,7 @@ def _reset(args: dict[str, Any]) -> Reply:
 
 def _finished(result: dict[str, Any]) -> Reply:
     code = EXIT_OK if result.get("status") in ("found", "dry_run") else EXIT_NO_CULPRIT
-    return Reply(result, exit_code=code, full=str(Path(result["state_dir"]) / "result.json"))
+    return Reply(result, exit_code=code, full=str(Path(result["state_dir"]) / RESULT_FILE))
 
 
 def _run(args: dict[str, Any]) -> Reply:
