@@ -18,7 +18,7 @@ from conftest import EXAMPLES, EnvPair, culprit_keys
 from fakes import ScriptedOptions, culprit_rule, register
 
 from clusterbisect import stepmode, workflow
-from clusterbisect.config import SessionConfig, SignatureOptions
+from clusterbisect.config import LocalOptions, SessionConfig, SignatureOptions
 from clusterbisect.errors import InputError
 from clusterbisect.outcome import Outcome, RunResult
 
@@ -295,3 +295,35 @@ def test_a_log_replays_into_the_same_position(
     again = stepmode.next_view(stepmode.open_session(None))
     before = stepmode.next_view(stepmode.open_session(tmp_path / "first"))
     assert again["probe"]["changes"] == before["probe"]["changes"]
+
+
+def test_a_log_written_before_the_option_groups_still_replays(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `clusterbisect log` start line in the flat layout of older versions."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "good.env").write_text("A=good\nB=good\n")
+    (tmp_path / "bad.env").write_text("A=bad\nB=bad\n")
+    flat = {
+        "backend": "local",
+        "backend_options": {},
+        "good_source": str(tmp_path / "good.env"),
+        "bad_source": str(tmp_path / "bad.env"),
+        "clean_env": True,
+        "command": ["python", "work.py"],
+        "container": None,
+        "ignore": [],
+        "max_probes": None,
+        "max_time_s": None,
+        "parallel": 1,
+        "signature": {"fail_exit_code": None, "fail_on": "boom", "fail_reason": None},
+        "strategy": "auto",
+        "strategy_options": {"baseline_runs": 1, "confidence": 0.99},
+        "timeout_s": 30.0,
+    }
+    text = "start " + json.dumps(flat) + "\n" + 'mark {"outcome": "pass", "subset": []}\n'
+    replayed = stepmode.replay(text, "old.log", tmp_path / "s")
+    assert replayed["replayed"] == 1 and replayed["next"]["probe"]["purpose"] == "baseline-bad"
+    config = stepmode.open_state(None).config
+    assert config.limits.timeout == 30.0 and config.signature.fail_on == "boom"
+    assert config.backend_options == LocalOptions(clean_env=True)
