@@ -64,7 +64,7 @@ def test_step_mode_bisects_the_example_on_the_cluster(tmp_path: Path, kube: Kube
     """The agent's loop: start, then next and record, each probe Job applied by hand."""
     good, bad = kind_sized_example(tmp_path)
     state = tmp_path / "state"
-    code, started, err = run_json(
+    code, _, err = run_json(
         cli(
             "start",
             str(good),
@@ -87,7 +87,7 @@ def test_step_mode_bisects_the_example_on_the_cluster(tmp_path: Path, kube: Kube
     while not view["done"]:
         probe = view["probe"]
         manifests = probe["rendered"]
-        jobs = [m for m in (manifests if isinstance(manifests, list) else [manifests])]
+        jobs = manifests if isinstance(manifests, list) else [manifests]
         job = next(m for m in jobs if m.get("kind") == "Job")
         job["metadata"].pop("namespace", None)
         created = kube.raw(
@@ -108,7 +108,7 @@ def test_step_mode_bisects_the_example_on_the_cluster(tmp_path: Path, kube: Kube
         view = reply["next"]
         probes += 1
         assert probes < 40, "the step-mode session does not converge"
-    result = view["result"] if "result" in view else view
+    result = view.get("result", view)
     keys = [[c["key"] for c in culprit["changes"]] for culprit in result["culprits"]]
     assert result["status"] == "found" and keys == [[CULPRIT]], result
 
