@@ -112,8 +112,8 @@ def resource_value(
         amount = allocatable.get(name)
     quantity = parse_quantity(amount) if amount is not None else Decimal(0)
     div = parse_quantity(divisor if divisor not in (None, "") else "1")
-    if div == 0:
-        raise ConfigError(f"divisor of {resource} is zero")
+    if div == 0:  # the API server defaults an unset divisor to 0: the kubelet reads 1
+        div = Decimal(1)
     if name == "cpu":
         return str(math.ceil((quantity * 1000) / (div * 1000)))
     return str(math.ceil(quantity / div))

@@ -3,8 +3,9 @@
     python -I -S launcher.py SPEC.json ERROR_FD
 
 It joins the container's cgroup, enters new mount and UTS namespaces, builds the
-container's root (a tmpfs with the host's system directories bind-mounted read-only, a
-private /dev, /proc, the pod's volumes at their mount paths), chroots into it, drops to
+container's root (a tmpfs with overlays of the host's system directories, writes
+staying in the container, a private /dev, /proc, the pod's volumes at their mount
+paths), chroots into it, drops to
 the container's user and execs the command. A failure before the exec is written to
 ERROR_FD and exits 128 (a runtime's StartError); a successful exec closes ERROR_FD.
 Standard library only: it runs before anything else in the container's process.
@@ -85,9 +86,25 @@ def mount_point(target: str, is_dir: bool) -> None:
         raise StartError(f"failed to create mount point {target}: {err.strerror}") from None
 
 
+def layer(host: str, target: str, scratch: str) -> None:
+    """``host`` at ``target`` as a writable overlay (writes stay in the container, as
+    in an image's upper layer); a read-only bind where overlayfs is missing."""
+    name = os.path.basename(host)
+    upper, work = os.path.join(scratch, name, "upper"), os.path.join(scratch, name, "work")
+    os.makedirs(upper)
+    os.makedirs(work)
+    try:
+        mount("overlay", target, "overlay", 0, f"lowerdir={host},upperdir={upper},workdir={work}")
+    except StartError:
+        bind(host, target, read_only=True)
+
+
 def build_root(spec: dict) -> str:
     root = spec["root"]
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755")
+    # The overlays' upper layers live in a tmpfs outside the root, out of sight.
+    scratch = spec["scratch"]
+    mount("tmpfs", scratch, "tmpfs", MS_NOSUID | MS_NODEV, "mode=700")
     for name in HOST_DIRS:
         host = "/" + name
         target = os.path.join(root, name)
@@ -95,7 +112,7 @@ def build_root(spec: dict) -> str:
             os.symlink(os.readlink(host), target)
         elif os.path.isdir(host):
             os.mkdir(target)
-            bind(host, target, read_only=True)
+            layer(host, target, scratch)
     for name, mode in (("tmp", 0o1777), ("var/tmp", 0o1777), ("run", 0o755), ("root", 0o700)):
         os.makedirs(os.path.join(root, name), exist_ok=True)
         os.chmod(os.path.join(root, name), mode)

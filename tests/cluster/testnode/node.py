@@ -471,12 +471,14 @@ class NodeAgent:
         message_file.write_bytes(b"")
         if uid:
             os.chown(message_file, uid, gid)
-        root = work / "root"
+        root, scratch = work / "root", work / "scratch"
         root.mkdir(exist_ok=True)
+        scratch.mkdir(exist_ok=True)
         limit = ((container.get("resources") or {}).get("limits") or {}).get("memory")
         memory = int(parse_quantity(limit)) if limit is not None else None
         launch = LaunchSpec(
             root=str(root),
+            scratch=str(scratch),
             argv=argv,
             env=full_env,
             cwd=container.get("workingDir") or image.workdir or "/",

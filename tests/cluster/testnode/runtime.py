@@ -83,6 +83,7 @@ class LaunchSpec:
     """What the launcher needs to start one container (see launcher.py)."""
 
     root: str
+    scratch: str
     argv: list[str]
     env: dict[str, str]
     cwd: str
