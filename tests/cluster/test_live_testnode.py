@@ -169,12 +169,15 @@ def test_init_containers_run_first_in_order_then_restarts_keep_previous_logs(
     kube: Kube, ns: str
 ) -> None:
     step = "open('/shared/steps', 'a').write('{}\\n')"
-    inits = [
-        {"name": f"init-{i}", "image": PY, "command": ["python", "-c", step.format(i)]}
+    inits: list[dict[str, Any]] = [
+        {
+            "name": f"init-{i}",
+            "image": PY,
+            "command": ["python", "-c", step.format(i)],
+            "volumeMounts": [{"name": "shared", "mountPath": "/shared"}],
+        }
         for i in (1, 2)
     ]
-    for init in inits:
-        init["volumeMounts"] = [{"name": "shared", "mountPath": "/shared"}]
     # Fails on its first run, succeeds on the second (restartPolicy OnFailure).
     main = python(
         "import os, sys\n"
