@@ -1,8 +1,10 @@
-"""The training-upgrade incident on a real cluster (kind), end to end.
+"""The training-upgrade incident on a real cluster, end to end.
 
-Skipped unless CLUSTERBISECT_KUBECONFIG names a kubeconfig. Prepare the cluster as
-manifests/README.md describes (kind cluster, namespace, RBAC, the example's objects,
-the two images loaded with `kind load docker-image`), then:
+Skipped unless CLUSTERBISECT_KUBECONFIG names a kubeconfig. `make test` (`make live`)
+runs it on the project's own control plane (`make cluster`, docs/cluster.md), where it
+must not be skipped. On kind, prepare the cluster as manifests/README.md describes (kind
+cluster, namespace, RBAC, the example's objects, the two images loaded with
+`kind load docker-image`), then:
 
     CLUSTERBISECT_KUBECONFIG=~/.kube/config .venv/bin/pytest -m live tests/test_k8s_live.py
 
