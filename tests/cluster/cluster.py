@@ -145,12 +145,18 @@ def tail(log: Path, lines: int = 15) -> str:
 
 
 def start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks (to tell a reused PID from ours)."""
+    """The process's start time in clock ticks (to tell a reused PID from ours); None
+    when it is gone or a zombie (which is reaped here if it is our child)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rsplit(")", 1)[1].split()[19]
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] == "Z":
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return None
+    return fields[19]
 
 
 def alive(entry: dict[str, Any]) -> bool:
@@ -414,7 +420,8 @@ def up() -> int:
         problems = cluster.stop(quiet=True)
         for problem in problems:
             say(f"cleanup: {problem}")
-        cluster.state_file.unlink(missing_ok=True)
+        if not problems:
+            remove_state(cluster)
         raise
     cluster.state["ready"] = True
     cluster.state["startup_s"] = round(time.monotonic() - started, 1)
@@ -646,22 +653,20 @@ def down() -> int:
     problems = cluster.stop()
     if problems:
         raise ClusterError("; ".join(problems), 3)
-    for sub in (
-        "pki",
-        "etcd",
-        "node",
-        "kubeconfig",
-        "controller-manager.kubeconfig",
-        "scheduler.kubeconfig",
-    ):
+    remove_state(cluster)
+    say(f"down; logs kept in {cluster.logs}")
+    return 0
+
+
+def remove_state(cluster: Cluster) -> None:
+    """Everything of a stopped cluster but its logs."""
+    names = ("pki", "etcd", "node", "kubeconfig", "controller-manager.kubeconfig")
+    for sub in (*names, "scheduler.kubeconfig", "state.json"):
         path = cluster.base / sub
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
-    cluster.state_file.unlink(missing_ok=True)
-    say(f"down; logs kept in {cluster.logs}")
-    return 0
 
 
 def status() -> int:
