@@ -172,6 +172,10 @@ def test_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> None:
             "2",
             "--fail-on",
             "Weights only load failed",
+            # Probes that are still running when Ctrl-C comes (on a fast cluster the
+            # example's probes can all finish before the signal lands).
+            "--command",
+            "python -c 'import time; time.sleep(600)'",
             "--state-dir",
             str(state),
             "--json",
