@@ -4,7 +4,9 @@
 - the ``cli`` fixture runs it as a subprocess, checks that no traceback leaked, and
   parses its one JSON document on request (``cli.json(...)``);
 - ``FIXTURES`` and ``EXAMPLES`` are the spec folders; ``env_pair`` writes a good and a
-  bad env file with a workload script next to them.
+  bad env file with a workload script next to them;
+- live tests must not be skipped where they are required (``make live``, ``make test``:
+  ``CLUSTERBISECT_LIVE_REQUIRED=1``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,24 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 EXAMPLES = ROOT / "examples"
 CLI = [sys.executable, "-m", "clusterbisect.cli"]
+REQUIRED = os.environ.get("CLUSTERBISECT_LIVE_REQUIRED") == "1"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if REQUIRED and not os.environ.get("CLUSTERBISECT_KUBECONFIG"):
+        raise pytest.UsageError(
+            "CLUSTERBISECT_LIVE_REQUIRED=1 but CLUSTERBISECT_KUBECONFIG is not set: "
+            "the live suite cannot run (start the cluster with `make cluster`)"
+        )
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if REQUIRED and report.skipped and item.get_closest_marker("live") is not None:
+        report.outcome = "failed"
+        report.longrepr = f"a live test was skipped where it must run: {report.longrepr}"
 
 
 @dataclass

@@ -17,6 +17,7 @@ func runEtcd(args []string) int {
 	dataDir := flags.String("data-dir", "", "where etcd keeps its data")
 	client := flags.String("listen-client-url", "http://127.0.0.1:2379", "client URL")
 	peer := flags.String("listen-peer-url", "http://127.0.0.1:2380", "peer URL")
+	noFsync := flags.Bool("unsafe-no-fsync", false, "skip fsync (a throwaway test store)")
 	if err := flags.Parse(args); err != nil {
 		return 2
 	}
@@ -43,8 +44,8 @@ func runEtcd(args []string) int {
 	cfg.AdvertisePeerUrls = []url.URL{*peerURL}
 	cfg.InitialCluster = cfg.Name + "=" + peerURL.String()
 	cfg.LogLevel = "warn"
-	// A test store: keep it small and quick; fsync stays on so a crash is realistic.
 	cfg.QuotaBackendBytes = 2 << 30
+	cfg.UnsafeNoFsync = *noFsync
 	etcd, err := embed.StartEtcd(cfg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "etcd: %v\n", err)

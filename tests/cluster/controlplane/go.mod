@@ -1,5 +1,5 @@
 // The project's test control plane: kube-apiserver, kube-controller-manager,
-// kube-scheduler and etcd at pinned releases. See tests/cluster/README.md.
+// kube-scheduler and etcd at pinned releases. See docs/cluster.md.
 module clusterbisect.test/controlplane
 
 go 1.26.0

@@ -1,8 +1,9 @@
 // Command kcp runs one component of the project's test control plane per process:
 // etcd, kube-apiserver, kube-controller-manager and kube-scheduler, each from its own
-// upstream package, plus a `pki` command that writes the certificates and keys they
-// need. One binary links the shared Kubernetes packages once, which builds much faster
-// than three separate binaries (the way hyperkube used to).
+// upstream package at the release pinned in go.mod, and a `pki` command that writes
+// the certificates and keys they need. One binary links the shared Kubernetes packages
+// once, which builds faster than three binaries (as hyperkube did). See
+// docs/cluster.md; tests/cluster/cluster.py starts and stops it.
 package main
 
 import (
@@ -22,12 +23,13 @@ import (
 const usage = `usage: kcp COMPONENT [FLAGS...]
 
 components:
-  etcd                  an etcd member (go.etcd.io/etcd/server/v3/embed)
-  kube-apiserver        the API server
-  kube-controller-manager
-  kube-scheduler
-  pki DIR [SAN...]      write a CA, serving and client certificates and service-account keys
-  version               the Kubernetes and etcd versions this binary was built from
+  etcd                     an etcd member (go.etcd.io/etcd/server/v3/embed)
+  kube-apiserver           the API server (k8s.io/kubernetes/cmd/kube-apiserver/app)
+  kube-controller-manager  the controller manager
+  kube-scheduler           the scheduler
+  pki -dir DIR [-node NAME]...
+                           a CA, serving and client certificates, service-account keys
+  version                  the Kubernetes and etcd versions this binary was built from
 `
 
 func main() {

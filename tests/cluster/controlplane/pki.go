@@ -8,54 +8,81 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"flag"
 	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
 // A certificate to write: its file stem, subject and use.
 type certSpec struct {
-	name    string
-	cn      string
-	orgs    []string
-	server  bool
-	client  bool
-	withSAN bool
+	name   string
+	cn     string
+	orgs   []string
+	server bool
+	client bool
 }
 
-// The control plane's certificates. Every client identity is a member of
-// system:masters except the ones named after what they are, which keeps the set small.
-var certSpecs = []certSpec{
-	{name: "apiserver", cn: "kube-apiserver", server: true, withSAN: true},
-	{name: "admin", cn: "clusterbisect-admin", orgs: []string{"system:masters"}, client: true},
-	{name: "apiserver-kubelet-client", cn: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}, client: true},
-	{name: "kubelet", cn: "clusterbisect-test-node", server: true, withSAN: true},
+// The identities of the control plane. Each component gets the user name that the
+// API server's bootstrap RBAC policy grants its permissions to; only the admin is a
+// member of system:masters.
+func certSpecs(nodes []string) []certSpec {
+	specs := []certSpec{
+		{name: "apiserver", cn: "kube-apiserver", server: true},
+		{name: "admin", cn: "clusterbisect-admin", orgs: []string{"system:masters"}, client: true},
+		{name: "apiserver-kubelet-client", cn: "kube-apiserver-kubelet-client", client: true},
+		{name: "controller-manager", cn: "system:kube-controller-manager", client: true},
+		{name: "scheduler", cn: "system:kube-scheduler", client: true},
+		{name: "kubelet", cn: "clusterbisect-test-node", server: true},
+	}
+	for _, node := range nodes {
+		// What the Node authorizer and NodeRestriction admission expect of a kubelet.
+		specs = append(specs, certSpec{
+			name: "node-" + node, cn: "system:node:" + node,
+			orgs: []string{"system:nodes"}, client: true,
+		})
+	}
+	return specs
 }
 
-// runPKI writes ca.{crt,key}, one certificate and key per certSpecs entry, and the
-// service-account key pair (sa.key, sa.pub) into DIR. Existing files are kept.
+type nodeList []string
+
+func (n *nodeList) String() string     { return strings.Join(*n, ",") }
+func (n *nodeList) Set(v string) error { *n = append(*n, v); return nil }
+
+// runPKI writes ca.{crt,key}, a certificate and key per identity and the
+// service-account key pair (sa.key, sa.pub) into an empty or new directory.
 func runPKI(args []string) int {
-	if len(args) < 1 {
-		fmt.Fprintln(os.Stderr, "pki: usage: kcp pki DIR [SAN...]")
+	flags := flag.NewFlagSet("pki", flag.ContinueOnError)
+	dir := flags.String("dir", "", "where to write the files (created, must be empty)")
+	var nodes nodeList
+	flags.Var(&nodes, "node", "a node name to write a kubelet client certificate for (repeatable)")
+	if err := flags.Parse(args); err != nil {
 		return 2
 	}
-	dir, sans := args[0], args[1:]
-	if err := writePKI(dir, sans); err != nil {
+	if *dir == "" {
+		fmt.Fprintln(os.Stderr, "pki: -dir is required")
+		return 2
+	}
+	if err := writePKI(*dir, nodes); err != nil {
 		fmt.Fprintf(os.Stderr, "pki: %v\n", err)
 		return 3
 	}
 	return 0
 }
 
-func writePKI(dir string, sans []string) error {
+func writePKI(dir string, nodes []string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	if _, err := os.Stat(filepath.Join(dir, "ca.crt")); err == nil {
-		return nil // already written: certificates are reused across restarts
+	if entries, err := os.ReadDir(dir); err != nil {
+		return err
+	} else if len(entries) > 0 {
+		return fmt.Errorf("%s is not empty", dir)
 	}
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -79,7 +106,7 @@ func writePKI(dir string, sans []string) error {
 	if err != nil {
 		return err
 	}
-	for i, spec := range certSpecs {
+	for i, spec := range certSpecs(nodes) {
 		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
 			return err
@@ -93,21 +120,12 @@ func writePKI(dir string, sans []string) error {
 		}
 		if spec.server {
 			template.ExtKeyUsage = append(template.ExtKeyUsage, x509.ExtKeyUsageServerAuth)
-		}
-		if spec.client {
-			template.ExtKeyUsage = append(template.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
-		}
-		if spec.withSAN {
 			template.DNSNames = []string{"localhost", "kubernetes", "kubernetes.default",
 				"kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}
 			template.IPAddresses = []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("10.0.0.1")}
-			for _, san := range sans {
-				if ip := net.ParseIP(san); ip != nil {
-					template.IPAddresses = append(template.IPAddresses, ip)
-				} else {
-					template.DNSNames = append(template.DNSNames, san)
-				}
-			}
+		}
+		if spec.client {
+			template.ExtKeyUsage = append(template.ExtKeyUsage, x509.ExtKeyUsageClientAuth)
 		}
 		der, err := x509.CreateCertificate(rand.Reader, template, caCert, &key.PublicKey, caKey)
 		if err != nil {

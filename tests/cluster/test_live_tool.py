@@ -1,0 +1,391 @@
+"""clusterbisect against the real control plane (make cluster), through its CLI.
+
+The step mode on the cluster, a server dry run followed by a real create of the same
+probe, every input kind rendered and created with fieldValidation=Strict, and the
+least-privilege RBAC of manifests/rbac.yaml (a token from the TokenRequest API).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from livekit import (
+    CULPRIT,
+    KUBECONFIG,
+    NAMESPACE,
+    ROOT,
+    Kube,
+    cli,
+    container_status,
+    kind_sized_example,
+    live,
+    namespace,
+    run_json,
+    session_leftovers,
+    wait_for,
+)
+
+pytestmark = live
+
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def kube() -> Kube:
+    return Kube()
+
+
+def job_outcome(kube: Kube, ns: str, name: str, container: str) -> tuple[int, str]:
+    """Wait for a Job's pod to finish; its main container's exit code and log."""
+
+    def finished() -> dict[str, Any] | None:
+        pods = kube.raw(
+            kube.core.list_namespaced_pod, ns, label_selector=f"batch.kubernetes.io/job-name={name}"
+        )["items"]
+        for pod in pods:
+            state = container_status(pod, container).get("state") or {}
+            if "terminated" in state:
+                return {"pod": pod["metadata"]["name"], **state["terminated"]}
+        return None
+
+    term = wait_for(finished, 180, f"job {name} to finish")
+    text = kube.core.read_namespaced_pod_log(term["pod"], ns, container=container)
+    return int(term["exitCode"]), text
+
+
+def test_step_mode_bisects_the_example_on_the_cluster(tmp_path: Path, kube: Kube) -> None:
+    """The agent's loop: start, then next and record, each probe Job applied by hand."""
+    good, bad = kind_sized_example(tmp_path)
+    state = tmp_path / "state"
+    code, _, err = run_json(
+        cli(
+            "start",
+            str(good),
+            str(bad),
+            "--backend",
+            "kubernetes",
+            "-n",
+            NAMESPACE,
+            "--fail-on",
+            "Weights only load failed",
+            "--state-dir",
+            str(state),
+            "--json",
+        )
+    )
+    assert code == 0, err
+    call = [cli("call", "next", kube=False)[0], "call"]
+    view = run_json([*call, "next", "--input", "-"], stdin=json.dumps({"state_dir": str(state)}))[1]
+    probes = 0
+    while not view["done"]:
+        probe = view["probe"]
+        manifests = probe["rendered"]
+        jobs = manifests if isinstance(manifests, list) else [manifests]
+        job = next(m for m in jobs if m.get("kind") == "Job")
+        job["metadata"].pop("namespace", None)
+        created = kube.raw(
+            kube.batch.create_namespaced_job, NAMESPACE, job, field_validation="Strict"
+        )
+        name = created["metadata"]["name"]
+        exit_code, text = job_outcome(kube, NAMESPACE, name, "trainer")
+        kube.batch.delete_namespaced_job(name, NAMESPACE, propagation_policy="Background")
+        log = tmp_path / f"{probe['id']}.log"
+        log.write_text(text)
+        code, reply, err = run_json(
+            [*call, "record", "--input", "-"],
+            stdin=json.dumps(
+                {"state_dir": str(state), "exit_code": exit_code, "log_file": str(log)}
+            ),
+        )
+        assert code == 0, (reply, err)
+        view = reply["next"]
+        probes += 1
+        assert probes < 40, "the step-mode session does not converge"
+    result = view.get("result", view)
+    keys = [[c["key"] for c in culprit["changes"]] for culprit in result["culprits"]]
+    assert result["status"] == "found" and keys == [[CULPRIT]], result
+
+
+def test_server_dry_run_then_a_real_create_of_the_same_probe(tmp_path: Path, kube: Kube) -> None:
+    good, bad = kind_sized_example(tmp_path)
+    state = tmp_path / "state"
+    code, plan, err = run_json(
+        cli(
+            "run",
+            str(good),
+            str(bad),
+            "--backend",
+            "kubernetes",
+            "-n",
+            NAMESPACE,
+            "--dry-run",
+            "server",
+            "--state-dir",
+            str(state),
+            "--json",
+        )
+    )
+    assert code == 0 and plan["status"] == "dry_run", (plan, err)
+    assert session_leftovers(kube, NAMESPACE, plan["session_id"]) == {"jobs": [], "pods": []}
+    # The bad baseline, as the API server accepted it in the dry run, now for real.
+    manifest = yaml.safe_load((state / "dry-run" / "p002.yaml").read_text())
+    docs = manifest if isinstance(manifest, list) else [manifest]
+    job = next(d for d in docs if d.get("kind") == "Job")
+    # The written manifest hides secret-looking literals; the example has none inline.
+    job["metadata"].pop("namespace", None)
+    created = kube.raw(kube.batch.create_namespaced_job, NAMESPACE, job, field_validation="Strict")
+    name = created["metadata"]["name"]
+    try:
+        exit_code, text = job_outcome(kube, NAMESPACE, name, "trainer")
+    finally:
+        kube.batch.delete_namespaced_job(name, NAMESPACE, propagation_policy="Background")
+    assert exit_code == 1 and "Weights only load failed" in text, text[-2000:]
+
+
+KINDS = {
+    "Job": FIXTURES / "k8s" / "cronjob.yaml",  # its jobTemplate, as a Job
+    "CronJob": FIXTURES / "k8s" / "cronjob.yaml",
+    "Deployment": FIXTURES / "k8s" / "deployment.yaml",
+    "StatefulSet": FIXTURES / "k8s" / "statefulset.yaml",
+    "Pod": FIXTURES / "k8s" / "pod.yaml",
+    "PyTorchJob": FIXTURES / "k8s" / "pytorchjob.yaml",
+    "RayJob": FIXTURES / "k8s" / "rayjob.yaml",
+}
+
+
+def _templates(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    spec = doc["spec"]
+    kind = doc["kind"]
+    if kind == "Pod":
+        return [doc]
+    if kind == "CronJob":
+        return [spec["jobTemplate"]["spec"]["template"]]
+    if kind == "PyTorchJob":
+        replicas = spec["pytorchReplicaSpecs"]
+        return [replicas[r]["template"] for r in sorted(replicas, key=lambda r: r != "Master")]
+    if kind == "RayJob":
+        cluster = spec["rayClusterSpec"]
+        return [cluster["headGroupSpec"]["template"]] + [
+            w["template"] for w in cluster.get("workerGroupSpecs") or []
+        ]
+    return [spec["template"]]
+
+
+def create_strict(kube: Kube, ns: str, doc: dict[str, Any]) -> None:
+    """Create any of the input kinds with fieldValidation=Strict."""
+    kind = doc["kind"]
+    api = {
+        "Job": (kube.batch.create_namespaced_job,),
+        "CronJob": (kube.batch.create_namespaced_cron_job,),
+        "Deployment": (kube.apps.create_namespaced_deployment,),
+        "StatefulSet": (kube.apps.create_namespaced_stateful_set,),
+        "Pod": (kube.core.create_namespaced_pod,),
+    }.get(kind)
+    if api is not None:
+        api[0](ns, doc, field_validation="Strict")
+        return
+    group, version = doc["apiVersion"].split("/")
+    plural = {"PyTorchJob": "pytorchjobs", "RayJob": "rayjobs"}[kind]
+    kube.custom.create_namespaced_custom_object(
+        group, version, ns, plural, doc, field_validation="Strict"
+    )
+
+
+def delete_any(kube: Kube, ns: str, doc: dict[str, Any]) -> None:
+    name, kind = doc["metadata"]["name"], doc["kind"]
+    if kind in ("PyTorchJob", "RayJob"):
+        group, version = doc["apiVersion"].split("/")
+        plural = {"PyTorchJob": "pytorchjobs", "RayJob": "rayjobs"}[kind]
+        kube.custom.delete_namespaced_custom_object(group, version, ns, plural, name)
+        return
+    delete = {
+        "Job": kube.batch.delete_namespaced_job,
+        "CronJob": kube.batch.delete_namespaced_cron_job,
+        "Deployment": kube.apps.delete_namespaced_deployment,
+        "StatefulSet": kube.apps.delete_namespaced_stateful_set,
+        "Pod": kube.core.delete_namespaced_pod,
+    }[kind]
+    delete(name, ns, propagation_policy="Background")
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_every_input_kind_is_rendered_and_created_strictly(
+    kind: str, tmp_path: Path, kube: Kube
+) -> None:
+    """The input object itself and the probe Jobs rendered from it are accepted with
+    fieldValidation=Strict, and the probes run: the main container sees the probe's
+    env (the input's LR in the good baseline, 0.5 in the bad one)."""
+    good = yaml.safe_load(KINDS[kind].read_text())
+    if kind == "Job":
+        good = {**good, "kind": "Job", "spec": good["spec"]["jobTemplate"]["spec"]}
+    good["metadata"] = {
+        k: v for k, v in good["metadata"].items() if k in ("name", "labels", "annotations")
+    }
+    good.pop("status", None)
+    bad = copy.deepcopy(good)
+    # The probe's pod template (a Kubeflow job's Master, a RayJob's head) changes.
+    main = _templates(bad)[0]["spec"]["containers"][0]
+    lr = next(e["value"] for e in main["env"] if e["name"] == "LR")
+    main["env"] = [{"name": "LR", "value": "0.5"} if e["name"] == "LR" else e for e in main["env"]]
+    with namespace(kube, "cb-kinds") as ns:
+        kube.core.create_namespaced_service_account(ns, {"metadata": {"name": "trainer"}})
+        kube.core.create_namespaced_secret(
+            ns, {"metadata": {"name": "wandb"}, "stringData": {"api-key": "not-a-real-key"}}
+        )
+        create_strict(kube, ns, good)
+        delete_any(kube, ns, good)
+        paths = []
+        for side, doc in (("good", good), ("bad", bad)):
+            path = tmp_path / f"{side}.yaml"
+            path.write_text(yaml.safe_dump(doc))
+            paths.append(str(path))
+        state = tmp_path / "state"
+        code, plan, err = run_json(
+            cli(
+                "run",
+                *paths,
+                "--backend",
+                "kubernetes",
+                "-n",
+                ns,
+                "--dry-run",
+                "client",
+                "--state-dir",
+                str(state),
+                "--json",
+            )
+        )
+        assert code == 0 and plan["status"] == "dry_run", (plan, err)
+        seen = {}
+        for probe, expected in (("p001", f"lr {lr}"), ("p002", "lr 0.5")):
+            manifest = yaml.safe_load((state / "dry-run" / f"{probe}.yaml").read_text())
+            docs = manifest if isinstance(manifest, list) else [manifest]
+            job = next(d for d in docs if d.get("kind") == "Job")
+            job["metadata"].pop("namespace", None)
+            created = kube.raw(kube.batch.create_namespaced_job, ns, job, field_validation="Strict")
+            main = job["spec"]["template"]["spec"]["containers"][0]["name"]
+            exit_code, text = job_outcome(kube, ns, created["metadata"]["name"], main)
+            seen[probe] = (exit_code, text.strip())
+            assert exit_code == 0 and text.strip() == expected, seen
+
+
+def _token_kubeconfig(kube: Kube, path: Path) -> None:
+    """A kubeconfig holding only a TokenRequest token of the clusterbisect ServiceAccount."""
+    request = {"spec": {"audiences": [], "expirationSeconds": 3600}}
+    token = kube.raw(
+        kube.core.create_namespaced_service_account_token, "clusterbisect", NAMESPACE, request
+    )["status"]["token"]
+    admin = yaml.safe_load(Path(str(KUBECONFIG)).read_text())
+    cluster = admin["clusters"][0]
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": "clusterbisect-sa", "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": "clusterbisect-sa",
+                "context": {
+                    "cluster": cluster["name"],
+                    "user": "clusterbisect-sa",
+                    "namespace": NAMESPACE,
+                },
+            }
+        ],
+        "current-context": "clusterbisect-sa",
+    }
+    path.write_text(yaml.safe_dump(doc))
+
+
+def test_the_rbac_role_is_enough_for_a_bisection_and_no_more(tmp_path: Path, kube: Kube) -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    config = tmp_path / "sa.kubeconfig"
+    _token_kubeconfig(kube, config)
+    good, bad = kind_sized_example(tmp_path)
+    argv = [
+        *cli("run", str(good), str(bad), kube=False),
+        "--kubeconfig",
+        str(config),
+        "--backend",
+        "kubernetes",
+        "--fail-on",
+        "Weights only load failed",
+        "--parallel",
+        "2",
+        "--timeout",
+        "300",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--json",
+    ]
+    code, result, err = run_json(argv, timeout=1200)
+    assert code == 0 and result["status"] == "found", (result, err[-3000:])
+    keys = [[c["key"] for c in culprit["changes"]] for culprit in result["culprits"]]
+    assert keys == [[CULPRIT]]
+    # Outside the Role: secrets, other kinds, other namespaces, cluster scope.
+    sa = Kube(str(config), context="clusterbisect-sa")
+    refused = []
+    for call, args in (
+        (sa.core.list_namespaced_secret, (NAMESPACE,)),
+        (sa.apps.list_namespaced_deployment, (NAMESPACE,)),
+        (sa.batch.list_namespaced_job, ("default",)),
+        (sa.core.list_node, ()),
+        (sa.core.list_namespaced_event, (NAMESPACE,)),
+    ):
+        with pytest.raises(ApiException) as caught:
+            call(*args)
+        refused.append(caught.value.status)
+    assert refused == [403] * len(refused)
+    # And the CLI names what is missing (exit 3), e.g. for cleanup in another namespace.
+    done = subprocess.run(
+        [*cli("cleanup", kube=False), "--kubeconfig", str(config), "-n", "default", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "forbidden" in (done.stdout + done.stderr).lower()
+
+
+def test_kubectl_logs_goes_through_the_api_servers_proxy(tmp_path: Path, kube: Kube) -> None:
+    """kubectl (on the machine) reads a probe pod's log via the kubelet API."""
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is not on PATH"
+    with namespace(kube, "cb-kubectl") as ns:
+        kube.core.create_namespaced_pod(
+            ns,
+            {
+                "metadata": {"name": "hello"},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": "busybox:1.36",
+                            "command": ["sh", "-c", "for i in 1 2 3; do echo line $i; done"],
+                        }
+                    ],
+                },
+            },
+        )
+        wait_for(
+            lambda: kube.pod(ns, "hello")["status"].get("phase") == "Succeeded",
+            120,
+            "pod hello to succeed",
+        )
+        done = subprocess.run(
+            [kubectl, "--kubeconfig", str(KUBECONFIG), "-n", ns, "logs", "hello", "--tail=2"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout == "line 2\nline 3\n"
