@@ -81,15 +81,28 @@ def _triage(
         from clusterbisect.triage.ray_source import read_ray
 
         inventory.extend(read_ray(options.ray_address, logs=options.ray_logs))
+    analysis = analyse_inventory(inventory, options, created_after)
+    if options.out_dir is not None:
+        analysis.result.files = write_outputs(analysis, options.out_dir)
+    return analysis
+
+
+def analyse_inventory(
+    inventory: Inventory, options: TriageOptions, created_after: float | None = None
+) -> Analysis:
+    """Analyse objects already read: jobs, outcomes, signatures, suspects, the pair.
+
+    No I/O. It consumes the inventory (emptied): the pods are dropped once their
+    terminations are in the jobs, which halves the memory of a big fleet.
+    """
     fleet = build_fleet(
         inventory, workload_label=options.workload_label, created_after=created_after
     )
     names = list(inventory.sources)
-    del inventory  # the pods: their terminations are in the jobs now
-    analysis = analyse(fleet, options, names)
-    if options.out_dir is not None:
-        analysis.result.files = write_outputs(analysis, options.out_dir)
-    return analysis
+    inventory.pods.clear()
+    inventory.workloads.clear()
+    inventory.ray_jobs.clear()
+    return analyse(fleet, options, names)
 
 
 def write_outputs(analysis: Analysis, out_dir: Path) -> dict[str, str]:

@@ -6,7 +6,9 @@ group with one of them (Fisher's exact test, Bonferroni over the pairs tested), 
 pair is an interaction: a bisection must apply both to reproduce the failure.
 
 A single culprit A paired with anything is not an interaction: the jobs with A alone
-fail as often as those with both.
+fail as often as those with both. Nor is a pair whose jobs with one of them alone fail
+more than half as often as those with both: significant or not, that is not "only
+together".
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ from dataclasses import dataclass
 
 from clusterbisect.triage.stats import fisher_score
 from clusterbisect.triage.suspects import ALPHA, Suspect, threshold
+
+# "Fails only together": with one of the two alone, at most half as often as with both
+# (a pair that only adds a little to a culprit's rate is no interaction).
+ALONE_AT_MOST = 0.5
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,9 @@ def find_interactions(
         second_only = _group(b & ~a, failed_mask)
         neither = _group(all_jobs & ~(a | b), failed_mask)
         score = min(_score(both, first_only), _score(both, second_only))
-        found.append(Interaction(i, j, both, first_only, second_only, neither, score, score >= bar))
+        only_together = max(first_only.rate, second_only.rate) <= both.rate * ALONE_AT_MOST
+        significant = score >= bar and only_together
+        found.append(Interaction(i, j, both, first_only, second_only, neither, score, significant))
     found.sort(key=lambda x: (not x.significant, -x.score, x.first, x.second))
     return found
 

@@ -41,8 +41,16 @@ _MASKS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"\b\d{4}[-/]\d{2}[-/]\d{2}\b"), "<time>"),
     (re.compile(r"\b[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}\b"), "<id>"),
     (re.compile(r"\b(?:\d{1,3}\.){3}\d{1,3}(?::\d+)?\b"), "<ip>"),
-    # Generated names: name-x7k2p, name-5d8f9c7b4-x7k2p (a suffix holding a digit).
-    (re.compile(r"\b[a-z][a-z0-9]*(?:-[a-z0-9]+)*-(?=[a-z0-9]{0,4}\d)[a-z0-9]{5}\b"), "<pod>"),
+    # Generated names: name-x7k2p, name-5d8f9c7b4-x7k2p. Kubernetes draws the suffix
+    # from consonants and the digits 2, 4-7, 9; one letter at least keeps "step-24567".
+    (
+        re.compile(
+            r"\b[a-z][a-z0-9]*(?:-[a-z0-9]+)*-"
+            r"(?=[bcdfghjklmnpqrstvwxz2456789]{0,4}[bcdfghjklmnpqrstvwxz])"
+            r"[bcdfghjklmnpqrstvwxz2456789]{5}\b"
+        ),
+        "<pod>",
+    ),
     (re.compile(r"\b0x[0-9a-fA-F]+\b"), "<hex>"),
     (re.compile(r"\b(?=[0-9a-fA-F]*\d)(?=[0-9a-fA-F]*[a-fA-F])[0-9a-fA-F]{7,}\b"), "<hex>"),
     (
