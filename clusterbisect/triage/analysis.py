@@ -66,15 +66,39 @@ class Analysis:
 def analyse(fleet: Fleet, options: TriageOptions, sources: Sequence[str] = ()) -> Analysis:
     """Triage ``fleet``. Raises ``InputError`` when there is no job, or no success to
     compare the failures with."""
-    jobs = fleet.jobs
-    where = ", ".join(sources) or None
-    if not jobs:
-        raise InputError(_no_jobs(fleet), source=where)
-    counts = Counter(j.outcome for j in jobs)
-    result = TriageResult(
+    result = _counted(fleet, sources)
+    failed_jobs = [j for j in fleet.jobs if j.outcome == FAILED]
+    if not failed_jobs:
+        result.message = (
+            f"none of the {result.jobs} jobs failed ({result.succeeded} succeeded, the "
+            "others have not finished or their outcome is unknown)"
+        )
+        return Analysis(result)
+    # Every job with a spec is tabulated: the secrets of all of them are known before
+    # any failure text is shown.
+    with_spec = [j for j in fleet.jobs if j.spec is not None]
+    table = tabulate([j.spec for j in with_spec if j.spec is not None], options.ignore)
+    explained = _signatures(result, failed_jobs, secret_texts(table), options)
+    position = {id(j): i for i, j in enumerate(with_spec)}
+    good = [position[id(j)] for j in fleet.jobs if j.outcome == SUCCEEDED and id(j) in position]
+    bad = [position[id(j)] for j in explained if id(j) in position]
+    _require_both_sides(fleet.jobs, explained, good, bad, ", ".join(sources) or None)
+    required = _suspects(result, table, good, bad, options)
+    analysis = Analysis(result)
+    analysis.priors = priors_from_result({"suspects": [s.to_dict() for s in result.suspects]})
+    _pair(analysis, table, with_spec, good, bad, required, options)
+    return analysis
+
+
+def _counted(fleet: Fleet, sources: Sequence[str]) -> TriageResult:
+    """The result with the jobs counted by outcome (``InputError`` when there are none)."""
+    if not fleet.jobs:
+        raise InputError(_no_jobs(fleet), source=", ".join(sources) or None)
+    counts = Counter(j.outcome for j in fleet.jobs)
+    return TriageResult(
         status=NOTHING_TO_EXPLAIN,
         message="",
-        jobs=len(jobs),
+        jobs=len(fleet.jobs),
         succeeded=counts.get(SUCCEEDED, 0),
         failed=counts.get(FAILED, 0),
         running=counts.get(RUNNING, 0),
@@ -82,20 +106,12 @@ def analyse(fleet: Fleet, options: TriageOptions, sources: Sequence[str] = ()) -
         left_out=_left_out(fleet),
         sources=list(sources),
     )
-    failed_jobs = [j for j in jobs if j.outcome == FAILED]
-    if not failed_jobs:
-        finished = counts.get(SUCCEEDED, 0)
-        result.message = (
-            f"none of the {len(jobs)} jobs failed ({finished} succeeded, the others have "
-            "not finished or their outcome is unknown)"
-        )
-        return Analysis(result)
-    # Every job with a spec is tabulated: the secrets of all of them are known before
-    # any failure text is shown.
-    with_spec = [j for j in jobs if j.spec is not None]
-    position = {id(j): i for i, j in enumerate(with_spec)}
-    table = tabulate([j.spec for j in with_spec if j.spec is not None], options.ignore)
-    secrets = secret_texts(table)
+
+
+def _signatures(
+    result: TriageResult, failed_jobs: Sequence[Job], secrets: Sequence[str], options: TriageOptions
+) -> list[Job]:
+    """Cluster the failures, choose the one to explain; its jobs."""
     failures = [_scrubbed(failure_of(j), secrets) for j in failed_jobs]
     clusters = cluster(failures)
     chosen = choose(clusters, failures, options.signature)
@@ -113,9 +129,17 @@ def analyse(fleet: Fleet, options: TriageOptions, sources: Sequence[str] = ()) -
         )
         for c in clusters[:SIGNATURES_SHOWN]
     ]
-    good = [position[id(j)] for j in jobs if j.outcome == SUCCEEDED and id(j) in position]
-    bad = [position[id(j)] for j in explained if id(j) in position]
-    _check_comparable_sides(jobs, explained, good, bad, where)
+    return explained
+
+
+def _suspects(
+    result: TriageResult,
+    table: SettingsTable,
+    good: Sequence[int],
+    bad: Sequence[int],
+    options: TriageOptions,
+) -> list[Suspect]:
+    """Rank, pair up, explain away (into ``result``); the suspects the pair must hold."""
     population = _mask(good) | _mask(bad)
     failed_mask = _mask(bad)
     result.analysed = len(good) + len(bad)
@@ -137,28 +161,33 @@ def analyse(fleet: Fleet, options: TriageOptions, sources: Sequence[str] = ()) -
         and suspects[x.first].significant
         and suspects[x.second].significant
     ]
-    shown = suspects[: options.top]
-    result.suspects = [_suspect_report(s, suspects, table) for s in shown]
+    result.suspects = [_suspect_report(s, suspects, table) for s in suspects[: options.top]]
     result.interactions = [_interaction_report(x, suspects, table) for x in interactions]
     _set_status(result)
-    priors = priors_from_result({"suspects": [s.to_dict() for s in result.suspects]})
-    analysis = Analysis(result, priors=priors)
-    required = _required(suspects, interactions)
+    return _required(suspects, interactions)
+
+
+def _pair(
+    analysis: Analysis,
+    table: SettingsTable,
+    with_spec: Sequence[Job],
+    good: Sequence[int],
+    bad: Sequence[int],
+    required: Sequence[Suspect],
+    options: TriageOptions,
+) -> None:
+    """Choose the pair: with every required suspect if possible, then with fewer."""
     groups = [_pair_group(j) for j in with_spec]
-    choice, used = None, required
-    for n in range(len(required), -1, -1):  # all required, then fewer: still a pair
+    for n in range(len(required), -1, -1):
         used = required[:n]
         choice = choose_pair(table, groups, good, bad, [s.mask for s in used])
         if choice is not None:
-            break
-    if choice is None:
-        result.pair_note = (
-            "no succeeded and failed jobs of the same workload and kind to pair; "
-            "the workload of a job is its app label or its name without the numbered tail"
-        )
-    else:
-        _add_pair(analysis, choice, with_spec, used, table, options, priors)
-    return analysis
+            _add_pair(analysis, choice, with_spec, used, table, options)
+            return
+    analysis.result.pair_note = (
+        "no succeeded and failed jobs of the same workload and kind to pair; "
+        "the workload of a job is its app label or its name without the numbered tail"
+    )
 
 
 def _no_jobs(fleet: Fleet) -> str:
@@ -188,7 +217,7 @@ def _scrubbed(failure: Failure, secrets: Sequence[str]) -> Failure:
     return Failure(redact_text(failure.raw, secrets), redact_text(failure.signature, secrets))
 
 
-def _check_comparable_sides(
+def _require_both_sides(
     jobs: Sequence[Job],
     explained: Sequence[Job],
     good: Sequence[int],
@@ -325,9 +354,9 @@ def _add_pair(
     required: Sequence[Suspect],
     table: SettingsTable,
     options: TriageOptions,
-    priors: Priors,
 ) -> None:
     good_job, bad_job = with_spec[choice.good], with_spec[choice.bad]
+    priors = analysis.priors or Priors()
     assert good_job.spec is not None and bad_job.spec is not None
     changes = diff(good_job.spec, bad_job.spec, ignore=options.ignore)
     candidates = priors.order(c.key for c in changes if priors.weight(c.key) > 0)

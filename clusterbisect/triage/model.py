@@ -28,7 +28,8 @@ class Inventory:
     ``workloads`` hold job objects (Job, PyTorchJob and the other Kubeflow jobs,
     RayJob, JobSet); ``pods`` the pods, which are joined to their jobs; ``ray_jobs``
     the entries of Ray job listings. Each is ``(source, object)``. ``logs`` maps
-    ``(namespace, pod, container)`` to a log tail read from a live cluster.
+    ``(namespace, pod, container)`` to a log tail read from a live cluster, and
+    ``("", submission_id, "")`` to a Ray job's.
     ``skipped`` counts objects of other kinds (Service, ConfigMap, ...) by kind.
     """
 
