@@ -1,0 +1,246 @@
+"""Fleet triage: does it rank the culprit first, and how fast is it on 10,000 Jobs?
+
+    .venv/bin/python benchmarks/bench_triage.py                  # 100 fleets per scenario
+    .venv/bin/python benchmarks/bench_triage.py --fleets 20 --skip-scale
+    .venv/bin/python benchmarks/bench_triage.py --skip-accuracy --scale-jobs 10000
+
+**Accuracy.** Fleets of 1,000 Jobs (and their Pods) from ``benchmarks/fleet.py``, each
+with its own seed: waves of an image upgrade (a bundle of ten settings), eight
+independent partial rollouts, 4% background failures with other signatures. Each
+fleet goes through the same code as ``triage FILE`` (the objects are handed over in
+memory instead of through a file). Per scenario:
+
+- single: the culprit is the top suspect (or in its bundle); only it is significant;
+- pair (fails only together): both culprits in the top 3; the interaction is found;
+- bundle (a culprit among the image's env defaults): the bundle is ranked first.
+
+For every scenario, the pair's ``diff`` must contain the culprit(s), and the project's
+bisection (``BisectionStrategy`` against a simulated oracle that fails exactly when the
+culprit changes are applied) must find exactly them among the pair's changes: that is
+the bundle split, which no fleet can do.
+
+**Scale.** 10,000 Jobs and their 10,000 Pods written as one export, triaged by
+``triage`` in a fresh process pinned to one core (``sched_setaffinity``): wall time of
+the call (reading and parsing included) and the peak resident memory of the process.
+Compact JSON (as ``jq -c`` prints it) and kubectl's indented JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.fleet import FleetConfig, as_list, generate, write
+from clusterbisect.diff import diff
+from clusterbisect.search.bisection import BisectionStrategy
+from clusterbisect.search.oracle import SimOracle, found_exactly, simulate
+from clusterbisect.triage.api import analyse_inventory
+from clusterbisect.triage.model import Inventory
+from clusterbisect.triage.options import TriageOptions
+from clusterbisect.triage.sources import classify
+
+TIME_TARGET_S = 10.0
+MEMORY_TARGET_MB = 1536
+
+
+@dataclass
+class Trial:
+    """What one fleet gave."""
+
+    first: bool  # single/bundle: culprit in suspect #1; pair: both in the top 3
+    only_significant: bool  # the significant suspects are exactly the culprit's
+    interaction: bool  # pair: the two culprits found as an interaction
+    pair_holds: bool  # the pair's diff contains every culprit key
+    bisected: bool  # the bisection of the pair's changes finds exactly the culprit
+    changes: int  # settings that differ in the pair
+    probes: int  # probes the bisection took
+    seconds: float
+    rank: int  # rank of the (last) culprit among the suspects, 0 if absent
+
+
+def _keys(suspect: Any) -> list[str]:
+    return [suspect.key, *(b.key for b in suspect.bundle)]
+
+
+def one_fleet(args: tuple[str, int, int, float]) -> Trial:
+    culprit, seed, jobs, fail_rate = args
+    objects, truth = generate(
+        FleetConfig(jobs=jobs, seed=seed, culprit=culprit, fail_rate=fail_rate)
+    )
+    inventory = Inventory(sources=["fleet"])
+    gc.disable()
+    start = time.perf_counter()
+    classify([as_list(objects)], "fleet", inventory)
+    del objects
+    analysis = analyse_inventory(inventory, TriageOptions())
+    seconds = time.perf_counter() - start
+    gc.enable()
+    result = analysis.result
+    culprits = set(truth.culprit_keys)
+    ranks = [
+        next((i for i, s in enumerate(result.suspects, 1) if key in _keys(s)), 0)
+        for key in culprits
+    ]
+    rank = 0 if 0 in ranks else max(ranks)
+    first = 0 < rank <= 3 if culprit == "pair" else rank == 1
+    significant = {k for s in result.suspects if s.significant for k in _keys(s)}
+    allowed = set(truth.bundle_keys) if culprit == "bundle" else culprits
+    only = culprits <= significant <= allowed
+    interaction = any({x.first.key, x.second.key} == culprits for x in result.interactions)
+    pair_holds = bisected = False
+    changes = probes = 0
+    if analysis.good is not None and analysis.bad is not None:
+        found = diff(analysis.good, analysis.bad)
+        changes = len(found)
+        index = {c.key: i for i, c in enumerate(found)}
+        pair_holds = culprits <= set(index)
+        if pair_holds:
+            culprit_set = frozenset(index[k] for k in culprits)
+            stats = simulate(BisectionStrategy(), changes, SimOracle([culprit_set]))
+            bisected = found_exactly(stats.result, [culprit_set])
+            probes = stats.probes
+    return Trial(first, only, interaction, pair_holds, bisected, changes, probes, seconds, rank)
+
+
+@dataclass
+class Row:
+    scenario: str
+    fail_rate: float
+    jobs: int
+    trials: list[Trial] = field(default_factory=list)
+
+    def share(self, attr: str) -> str:
+        return f"{sum(getattr(t, attr) for t in self.trials) / len(self.trials):.2f}"
+
+
+# (culprit, failure rate with the culprit, jobs per fleet; None: --jobs), and the measure.
+SCENARIOS = (
+    ("single", 0.9, None, "culprit ranked first"),
+    ("single", 0.3, None, "culprit ranked first"),
+    ("single", 0.1, None, "culprit ranked first"),
+    ("single", 0.3, 200, "culprit ranked first"),
+    ("single", 0.1, 200, "culprit ranked first"),
+    ("pair", 0.9, None, "both culprits in the top 3"),
+    ("pair", 0.3, None, "both culprits in the top 3"),
+    ("pair", 0.3, 200, "both culprits in the top 3"),
+    ("bundle", 0.9, None, "bundle ranked first"),
+    ("bundle", 0.3, None, "bundle ranked first"),
+)
+
+
+def accuracy(fleets: int, jobs: int, workers: int) -> list[Row]:
+    rows = []
+    with Pool(workers) as pool:
+        for scenario, fail_rate, size, _ in SCENARIOS:
+            row = Row(scenario, fail_rate, size or jobs)
+            work = [(scenario, seed, row.jobs, fail_rate) for seed in range(fleets)]
+            row.trials = pool.map(one_fleet, work, chunksize=4)
+            rows.append(row)
+            print(f"  {scenario} ({fail_rate}, {row.jobs} jobs): done", file=sys.stderr)
+    return rows
+
+
+def print_accuracy(rows: list[Row], fleets: int) -> None:
+    print(f"\n### Accuracy: {fleets} fleets per row\n")
+    print(
+        "| culprit | fail rate | jobs | measure | share | only the culprit significant "
+        "| interaction found | pair holds the culprit | bisection of the pair finds it "
+        "| pair changes (mean) | probes (mean) | triage s (mean) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for (scenario, _, _, goal), row in zip(SCENARIOS, rows, strict=True):
+        trials = row.trials
+        interaction = row.share("interaction") if scenario == "pair" else "-"
+        print(
+            f"| {scenario} | {row.fail_rate} | {row.jobs} | {goal} | {row.share('first')} "
+            f"| {row.share('only_significant')} | {interaction} | {row.share('pair_holds')} "
+            f"| {row.share('bisected')} | {statistics.mean(t.changes for t in trials):.1f} "
+            f"| {statistics.mean(t.probes for t in trials):.1f} "
+            f"| {statistics.mean(t.seconds for t in trials):.2f} |"
+        )
+
+
+CHILD = """
+import gc, json, os, resource, sys, time
+os.sched_setaffinity(0, {int(sys.argv[2])})
+from clusterbisect.triage import triage
+start = time.perf_counter()
+result = triage([sys.argv[1]])
+seconds = time.perf_counter() - start
+rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+top = result.suspects[0].key if result.suspects else None
+print(json.dumps({"seconds": seconds, "rss_mb": rss, "top": top, "jobs": result.jobs}))
+"""
+
+
+def scale(jobs: int, repeats: int) -> list[dict[str, Any]]:
+    objects, truth = generate(FleetConfig(jobs=jobs, seed=7, culprit="single"))
+    cpu = sorted(os.sched_getaffinity(0))[-1]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench-triage-") as tmp:
+        for label, indent in (("compact JSON", None), ("kubectl JSON (indent 4)", 4)):
+            path = Path(tmp) / "fleet.json"
+            write(path, objects, "json", indent)
+            size_mb = path.stat().st_size / 1e6
+            runs = []
+            for _ in range(repeats):
+                out = subprocess.run(
+                    [sys.executable, "-c", CHILD, str(path), str(cpu)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                runs.append(json.loads(out.stdout))
+            assert all(r["top"] == truth.culprit_keys[0] for r in runs), runs
+            rows.append({"label": label, "size_mb": size_mb, "runs": runs})
+            print(f"  scale {label}: done", file=sys.stderr)
+    return rows
+
+
+def print_scale(rows: list[dict[str, Any]], jobs: int) -> None:
+    print(f"\n### Scale: {jobs:,} Jobs + {jobs:,} Pods, one core\n")
+    print("| export | size | triage s (median) | s (max) | peak RSS MB (max) | targets |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        seconds = [r["seconds"] for r in row["runs"]]
+        rss = max(r["rss_mb"] for r in row["runs"])
+        met = max(seconds) < TIME_TARGET_S and rss < MEMORY_TARGET_MB
+        print(
+            f"| {row['label']} | {row['size_mb']:.0f} MB | {statistics.median(seconds):.2f} "
+            f"| {max(seconds):.2f} | {rss:.0f} | {'met' if met else 'MISSED'} "
+            f"(< {TIME_TARGET_S:.0f} s, < {MEMORY_TARGET_MB} MB) |"
+        )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--fleets", type=int, default=100)
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--scale-jobs", type=int, default=10000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--skip-scale", action="store_true")
+    args = parser.parse_args()
+    if not args.skip_accuracy:
+        print_accuracy(accuracy(args.fleets, args.jobs, args.workers), args.fleets)
+    if not args.skip_scale:
+        print_scale(scale(args.scale_jobs, args.repeats), args.scale_jobs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
