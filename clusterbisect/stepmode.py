@@ -131,7 +131,7 @@ def _with_position(bisection: Bisection, func: Any) -> Any:
 
 def start(config: SessionConfig, state_dir: Path | None) -> dict[str, Any]:
     """Create a session, make it current and show the first probe."""
-    with new_session(config, state_dir) as bisection:
+    with new_session(config, state_dir, "start") as bisection:
         view = next_view(bisection)
     session = bisection.session
     set_current(session.state_dir)
@@ -316,8 +316,9 @@ def record(
             }
         }
 
-    recorded = _with_position(bisection, _record)
-    return {**recorded, "next": next_view(bisection)}
+    with bisection.session.locked("record"):
+        recorded = _with_position(bisection, _record)
+        return {**recorded, "next": next_view(bisection)}
 
 
 def _read_log(path: str) -> str:
@@ -444,7 +445,14 @@ def replay(text: str, source: str, state_dir: Path | None) -> dict[str, Any]:
     not ask for is still kept as a cached answer.
     """
     config, marks = parse_log(text, source)
-    bisection = create_session(config, state_dir)
+    bisection = create_session(config, state_dir, "replay")
+    try:
+        return _replay_marks(bisection, marks, source)
+    finally:
+        bisection.session.close()
+
+
+def _replay_marks(bisection: Bisection, marks: list[dict[str, Any]], source: str) -> dict[str, Any]:
     set_current(bisection.session.state_dir)
 
     def _apply(position: Position) -> int:

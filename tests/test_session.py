@@ -39,6 +39,9 @@ def test_a_session_is_created_and_opened_again(tmp_path: Path, config: SessionCo
     assert opened.created == pytest.approx(made.created)
     assert opened.spec("bad").document == {"env": {"A": "2"}}
     assert opened.spec("bad").source == config.bad_source  # what the user gave
+    with pytest.raises(InputError, match=r"in use by another clusterbisect \(PID \d+, `run`\)"):
+        Session.create(config, tmp_path / "s")  # the creator still holds the lock
+    made.close()
     with pytest.raises(InputError, match="already holds a session"):
         Session.create(config, tmp_path / "s")
     with pytest.raises(InputError, match="not a clusterbisect state directory"):

@@ -31,7 +31,9 @@ class RunnerContext:
 
     ``good`` is the good spec (every probe is it plus some changes) and ``changes``
     every change of the session; ``command`` is the workload after ``--``;
-    ``container`` the container whose settings are searched. ``dry_run`` ("client" or
+    ``container`` the container whose settings are searched; ``fail_on`` the failure
+    signature's regex, for a runner that matches the output as it streams
+    (``RunResult.scanned``). ``dry_run`` ("client" or
     "server") asks for rendering without launching. The paths belong to the session:
     ``manifests_dir`` receives rendered manifests, ``private_dir`` the backend's own
     files (a local Ray's token and log). Without a session (a test, a benchmark) the
@@ -45,6 +47,7 @@ class RunnerContext:
     container: str | None = None
     parallel: int = 1
     timeout_s: float | None = None
+    fail_on: str | None = None
     dry_run: str | None = None
     manifests_dir: Path | None = None
     private_dir: Path | None = None
