@@ -35,6 +35,7 @@ from clusterbisect.search.base import (
 )
 from clusterbisect.session import Session
 from clusterbisect.settings import apply_changes
+from clusterbisect.terminal import printable
 
 # The default per-probe limit: the larger of a floor and a multiple of the slower
 # baseline; before any baseline has finished, a generous cap (the baselines are the
@@ -294,8 +295,8 @@ class Engine:
             purpose=request.purpose,
             exit_code=run.exit_code,
             timed_out=run.timed_out,
-            reason=run.reason,
-            infra_error=run.infra_error,
+            reason=printable(run.reason) if run.reason else None,
+            infra_error=printable(run.infra_error) if run.infra_error else None,
             duration_s=round(run.duration_s, 3),
             log=str(log) if log else None,
             observed=self.signature.observed(run) if outcome is not Outcome.PASS else "",
@@ -332,8 +333,8 @@ class Engine:
         if run is not None:
             record.exit_code = run.exit_code
             record.timed_out = run.timed_out
-            record.reason = run.reason
-            record.infra_error = run.infra_error
+            record.reason = printable(run.reason) if run.reason else None
+            record.infra_error = printable(run.infra_error) if run.infra_error else None
             record.duration_s = round(run.duration_s, 3)
             if outcome is not Outcome.PASS:
                 record.observed = self.signature.observed(run)

@@ -16,6 +16,7 @@ option (or one shell-quoted string with ``shell_words``) and an array.
 from __future__ import annotations
 
 import dataclasses
+import math
 import shlex
 import types
 import typing
@@ -169,13 +170,44 @@ def _click_number(item: OptionField) -> Any:
 
     meta = item.meta
     low = meta.exclusive_minimum if meta.exclusive_minimum is not None else meta.minimum
-    if low is None and meta.maximum is None:
-        return item.kind
     opened = meta.exclusive_minimum is not None
     if item.kind is int:
+        if low is None and meta.maximum is None:
+            return int
         as_int = [None if v is None else int(v) for v in (low, meta.maximum)]
         return click.IntRange(as_int[0], as_int[1], min_open=opened)
-    return click.FloatRange(low, meta.maximum, min_open=opened)
+
+    class FiniteRange(click.FloatRange):
+        """A JSON number: "nan" and "inf" parse as floats, but no schema accepts them."""
+
+        def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+            number = super().convert(value, param, ctx)
+            if not math.isfinite(number):
+                self.fail(f"{value!r} is not a finite number.", param, ctx)
+            return number
+
+    return FiniteRange(low, meta.maximum, min_open=opened)
+
+
+def cli_words(options: Any) -> list[str]:
+    """The command-line words that give ``options`` (a group instance): one flag per
+    option that differs from its default, as a user would type it."""
+    words: list[str] = []
+    for item in fields_of(type(options)):
+        value = getattr(options, item.name)
+        if not item.meta.cli or value == item.default or value is None:
+            continue
+        flag = next((f for f in item.flags if f.startswith("--")), item.flags[0])
+        if item.kind is bool:
+            words.append(flag)
+        elif item.kind is list and item.meta.shell_words:
+            words += [flag, shlex.join(value)]
+        elif item.kind is list:
+            for element in value:
+                words += [flag, str(element)]
+        else:
+            words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return words
 
 
 def from_params(group: type[G], params: Mapping[str, Any]) -> G:

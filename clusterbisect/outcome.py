@@ -20,6 +20,7 @@ from clusterbisect.terminal import printable
 # endless line (a progress bar without newlines) costs bounded memory.
 MAX_LINE_BYTES = 1 << 16
 LINE_OVERLAP_BYTES = 1 << 10
+MATCH_CONTEXT_CHARS = 200  # of a long matching line, what is quoted around the match
 
 
 class Outcome(str, enum.Enum):
@@ -160,10 +161,15 @@ def compile_line_pattern(regex: str | None) -> re.Pattern[str] | None:
 
 
 def first_matching_line(pattern: re.Pattern[str], text: str) -> str | None:
-    """The first line of ``text`` (as printed) that ``pattern`` matches."""
+    """The first line of ``text`` (as printed) that ``pattern`` matches; of a long line,
+    the part around the match."""
     for line in printable(text).split("\n"):
-        if pattern.search(line):
-            return line
+        match = pattern.search(line)
+        if match:
+            if len(line) <= MATCH_CONTEXT_CHARS * 2:
+                return line
+            start = max(0, match.start() - MATCH_CONTEXT_CHARS // 2)
+            return line[start : max(match.end(), start + MATCH_CONTEXT_CHARS)]
     return None
 
 

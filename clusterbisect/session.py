@@ -461,7 +461,6 @@ def _writing(path: Path) -> Iterator[None]:
     try:
         yield
     except OSError as err:
-        where = err.filename or path
         raise HostError(
-            f"{where}: the state directory cannot be written ({err.strerror or err})"
+            f"{path}: the state directory cannot be written ({err.strerror or err})"
         ) from None

@@ -481,6 +481,23 @@ def _replay_marks(bisection: Bisection, marks: list[dict[str, Any]], source: str
     return {"replayed": applied, "state_dir": state, "next": next_view(bisection)}
 
 
+def read_log_file(path: str) -> str:
+    """A ``log`` output from a file, for :func:`replay`: UTF-8 text, or bad input."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise InputError(f"cannot read ({err.strerror or err})", source=path) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if (not text and data) or "\x00" in text:
+        raise InputError(
+            "binary content; expected a `clusterbisect log` output (text)", source=path
+        )
+    return text
+
+
 def parse_log(text: str, source: str) -> tuple[SessionConfig, list[dict[str, Any]]]:
     """The session config and the marks of a log written by :func:`log_text`."""
     config: SessionConfig | None = None
@@ -495,8 +512,8 @@ def parse_log(text: str, source: str) -> tuple[SessionConfig, list[dict[str, Any
                 f"line {number}: expected `start {{...}}` or `mark {{...}}`", source=source
             )
         try:
-            data = json.loads(rest)
-        except ValueError as err:
+            data = json.loads(rest, parse_constant=_not_a_number)
+        except (ValueError, RecursionError) as err:
             raise InputError(
                 f"line {number}: not JSON after {word!r} ({err})", source=source
             ) from None
@@ -505,8 +522,13 @@ def parse_log(text: str, source: str) -> tuple[SessionConfig, list[dict[str, Any
         elif word == "mark" and isinstance(data, dict):
             if config is None:
                 raise InputError(f"line {number}: a mark before the start line", source=source)
-            if not isinstance(data.get("subset"), list) or "outcome" not in data:
-                raise InputError(f"line {number}: a mark needs outcome and subset", source=source)
+            subset = data.get("subset")
+            if not isinstance(subset, list) or not all(isinstance(k, str) for k in subset):
+                raise InputError(
+                    f"line {number}: a mark needs a subset (a list of change keys)", source=source
+                )
+            if not isinstance(data.get("outcome"), str):
+                raise InputError(f"line {number}: a mark needs an outcome", source=source)
             parse_outcome(str(data["outcome"]))
             marks.append(data)
         else:
@@ -516,6 +538,10 @@ def parse_log(text: str, source: str) -> tuple[SessionConfig, list[dict[str, Any
     if config is None:
         raise InputError("no `start` line; is this a `clusterbisect log` output?", source=source)
     return config, marks
+
+
+def _not_a_number(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
 
 
 def _config_from_log(data: dict[str, Any], source: str, number: int) -> SessionConfig:

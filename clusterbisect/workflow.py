@@ -29,6 +29,7 @@ from clusterbisect.diff import Change, diff
 from clusterbisect.engine import Engine, Progress
 from clusterbisect.errors import InputError, Interrupted
 from clusterbisect.interrupts import sigterm_as_interrupt
+from clusterbisect.nextstep import next_step
 from clusterbisect.outcome import Outcome
 from clusterbisect.problem import Problem
 from clusterbisect.report import Evidence, build_result
@@ -188,6 +189,8 @@ def evidence(engine: Engine, search: SearchResult, elapsed_s: float) -> Evidence
         },
         elapsed_s=elapsed_s,
         read_log=session.read_log,
+        probe_timeout=engine.timeout().to_dict(),
+        next_step=next_step(config, search, session.input_path("good"), session.input_path("bad")),
     )
 
 
