@@ -415,7 +415,24 @@ class SessionConfig:
             known = {f.name for f in dataclasses.fields(options_class)}
             stored = {k: v for k, v in stored.items() if k in known}
         data["backend_options"] = options_class(**stored)
-        return cls(**data)
+        config = cls(**data)
+        config.check_types()
+        return config
+
+    def check_types(self) -> None:
+        """Every field as declared (a stored config may have been edited by hand)."""
+        from clusterbisect.options import check
+
+        for name in ("good_source", "bad_source", "good", "bad", "backend"):
+            if not isinstance(getattr(self, name), str):
+                raise InputError(f"expected a string, got {getattr(self, name)!r}", field=name)
+        command = self.command
+        if command is not None and not (
+            isinstance(command, list) and all(isinstance(w, str) for w in command)
+        ):
+            raise InputError(f"expected a list of strings, got {command!r}", field="command")
+        for group in (self.scope, self.signature, self.limits, self.search, self.backend_options):
+            check(group)
 
 
 def _from_flat(data: dict[str, Any]) -> dict[str, Any]:

@@ -189,6 +189,50 @@ def _click_number(item: OptionField) -> Any:
     return FiniteRange(low, meta.maximum, min_open=opened)
 
 
+def check(options: Any) -> None:
+    """Raise ``InputError`` unless every option of ``options`` (a group instance) has
+    its declared type and range: what the CLI and the schemas check on the way in,
+    checked again on what was stored (``session.json``, a log's start line)."""
+    from clusterbisect.errors import InputError
+
+    for item in fields_of(type(options)):
+        value = getattr(options, item.name)
+        problem = _type_problem(item, value) if value is not None or not item.optional else None
+        if problem is None and value is not None:
+            problem = _range_problem(item, value)
+        if problem:
+            raise InputError(f"{problem}, got {value!r}", field=item.name)
+
+
+def _type_problem(item: OptionField, value: Any) -> str | None:
+    if item.kind is list:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return None if ok else "expected a list of strings"
+    if item.kind is bool:
+        return None if isinstance(value, bool) else "expected true or false"
+    if item.kind in (int, float):
+        wanted = (int,) if item.kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            return f"expected {'an integer' if item.kind is int else 'a number'}"
+        return None if math.isfinite(value) else "expected a finite number"
+    return None if isinstance(value, str) else "expected a string"
+
+
+def _range_problem(item: OptionField, value: Any) -> str | None:
+    meta = item.meta
+    if meta.choice_list() and value not in meta.choice_list():
+        return f"expected one of {', '.join(meta.choice_list())}"
+    if item.kind not in (int, float):
+        return None
+    if meta.minimum is not None and value < meta.minimum:
+        return f"expected at least {meta.minimum:g}"
+    if meta.maximum is not None and value > meta.maximum:
+        return f"expected at most {meta.maximum:g}"
+    if meta.exclusive_minimum is not None and value <= meta.exclusive_minimum:
+        return f"expected more than {meta.exclusive_minimum:g}"
+    return None
+
+
 def cli_words(options: Any) -> list[str]:
     """The command-line words that give ``options`` (a group instance): one flag per
     option that differs from its default, as a user would type it."""

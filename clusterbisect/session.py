@@ -149,6 +149,8 @@ class Session:
             created = float(data.get("created") or 0.0)
         except (ValueError, KeyError, TypeError, AttributeError) as err:
             raise InputError(f"unreadable session file ({err})", source=str(path)) from None
+        except InputError as err:
+            raise InputError(f"unreadable session file ({err.message})", source=str(path)) from None
         except OSError as err:
             raise HostError(f"{path}: cannot read ({err.strerror})") from None
         return cls(state_dir.resolve(), session_id, config, created)

@@ -549,6 +549,8 @@ def _config_from_log(data: dict[str, Any], source: str, number: int) -> SessionC
     for which in ("good", "bad"):
         copy = data.pop(f"{which}_copy", None)
         original = data.get(f"{which}_source")
+        if not all(isinstance(v, (str, type(None))) for v in (copy, original)):
+            raise InputError(f"line {number}: {which}_source is not a path", source=source)
         if (not original or not Path(original).exists()) and copy and Path(copy).exists():
             data[f"{which}_source"] = copy  # the original moved: use the session's copy
     try:
