@@ -19,7 +19,6 @@ kept as its head and tail (``output.py``).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -38,7 +37,7 @@ from clusterbisect.outcome import RunResult, compile_line_pattern, signal_reason
 from clusterbisect.redact import redact_env, secret_env_names
 from clusterbisect.runners.base import Probe, RunnerContext
 from clusterbisect.runners.output import HEAD_BYTES, TAIL_BYTES, OutputCapture
-from clusterbisect.runners.reaper import EXEC_MAX_BYTES, exec_size
+from clusterbisect.runners.reaper import EXEC_MAX_BYTES, encode_job, read_status
 from clusterbisect.settings import ENV
 from clusterbisect.specs.workload import main_container, spec_env
 
@@ -181,15 +180,16 @@ class LocalRunner:
                     "variable may be at most 128 KiB",
                     field=f"env.{name}",
                 )
-        size = exec_size(argv, env)
+        job = encode_job(argv, env, self.options.kill_grace_s)
+        words, items = len(argv), len(env)
+        size = len(job) + 8 * (words + items + 2)  # the strings, a NUL and a pointer each
         if size > EXEC_MAX_BYTES:
             raise InputError(
                 f"the probe's environment and arguments come to {size / (1 << 20):.1f} MiB; "
                 f"Linux passes at most {EXEC_MAX_BYTES >> 20} MiB to a process",
                 field="COMMAND",
             )
-        job = {"argv": argv, "env": env, "grace": self.options.kill_grace_s}
-        return json.dumps(job).encode()
+        return job
 
     def _start(self, probe: Probe) -> _Running:
         job = self._job(probe)
@@ -310,12 +310,7 @@ def _send(fd: int, data: bytes) -> None:
 def _read_status(fd: int) -> dict[str, Any]:
     """The keeper's one status line ({} if it was killed before it wrote one)."""
     with os.fdopen(fd, "rb") as pipe:
-        data = pipe.read()
-    try:
-        status = json.loads(data.decode() or "{}")
-    except ValueError:
-        return {}
-    return status if isinstance(status, dict) else {}
+        return read_status(pipe.read())
 
 
 def _copy(stream: IO[bytes] | None, capture: OutputCapture) -> None:

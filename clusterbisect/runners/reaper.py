@@ -15,25 +15,25 @@ its command line or in its own environment, so it is not bounded by them), then:
 * starts the workload and waits. When the workload exits, or on SIGTERM/SIGINT/SIGHUP
   (a timeout, a Ctrl-C, its parent's death), every process left in its tree gets
   SIGTERM, then SIGKILL after the grace period, and all are reaped;
-* writes one JSON line to the pipe ``STATUS``: ``{"exit": CODE, "duration": S}`` (a
-  negative code is the signal that ended the workload) or ``{"error": MESSAGE,
-  "errno": N}`` when the workload could not be started.
+* writes one line to the pipe ``STATUS``: ``exit CODE SECONDS`` (a negative code is
+  the signal that ended the workload) or ``error ERRNO MESSAGE`` when the workload
+  could not be started.
 
 Its output is the workload's: the probe's stdout and stderr are inherited, and this
-script writes nothing there.
+script writes nothing there. It starts once per probe, so it imports little (no json,
+no subprocess): the job is NUL-separated bytes (:func:`encode_job`), the workload is
+started with ``posix_spawn``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -43,11 +43,25 @@ EXEC_MAX_BYTES = 6 << 20
 POINTER_BYTES = 8
 
 
-def exec_size(argv: list[str], env: dict[str, str]) -> int:
-    """The bytes execve(2) counts for ``argv`` and ``env``: strings, NULs, pointers."""
-    strings = sum(len(os.fsencode(a)) + 1 for a in argv)
-    strings += sum(len(os.fsencode(k)) + len(os.fsencode(v)) + 2 for k, v in env.items())
+def exec_size(argv: list[bytes], env: list[bytes]) -> int:
+    """The bytes execve(2) counts for ``argv`` and ``env`` (``NAME=value`` strings):
+    the strings, their NULs and a pointer to each."""
+    strings = sum(len(word) + 1 for word in [*argv, *env])
     return strings + POINTER_BYTES * (len(argv) + len(env) + 2)
+
+
+def encode_job(argv: list[str], env: Mapping[str, str], grace: float) -> bytes:
+    """The job a keeper reads: version, grace, argv count, argv, then ``NAME=value``."""
+    words = [os.fsencode(word) for word in argv]
+    items = [os.fsencode(k) + b"=" + os.fsencode(v) for k, v in env.items()]
+    return b"\0".join([b"1", repr(float(grace)).encode(), str(len(words)).encode(), *words, *items])
+
+
+def decode_job(data: bytes) -> tuple[list[bytes], list[bytes], float]:
+    version, grace, count, *rest = data.split(b"\0")
+    if version != b"1":
+        raise ValueError(f"unknown job version {version!r}")
+    return rest[: int(count)], rest[int(count) :], float(grace)
 
 
 def main(job_fd: int, status_fd: int, parent: int) -> int:
@@ -59,21 +73,41 @@ def main(job_fd: int, status_fd: int, parent: int) -> int:
     if os.getppid() != parent:  # the parent died before we asked to be told
         _Stop.requested = True
     with os.fdopen(job_fd, "rb") as source:
-        job = json.loads(source.read())
-    argv, env = job["argv"], job["env"]
-    grace = float(job.get("grace", 3.0))
-    _raise_stack_limit(exec_size(argv, env))
+        argv, env, grace = decode_job(source.read())
+    if exec_size(argv, env) > (1 << 20):
+        _raise_stack_limit(exec_size(argv, env))
     started = time.monotonic()
     try:
-        workload = subprocess.Popen(argv, env=env)
+        pid = _spawn(argv, env)
     except OSError as err:
-        _report(status_fd, {"error": f"{argv[0]!r}: {err.strerror or err}", "errno": err.errno})
+        _report(
+            status_fd, f"error {err.errno or 0} {os.fsdecode(argv[0])!r}: {err.strerror or err}"
+        )
         return 127
-    code = _wait(workload.pid, wakeup, grace)
+    code = _wait(pid, wakeup, grace)
     duration = time.monotonic() - started
     _end_the_rest(wakeup, grace)
-    _report(status_fd, {"exit": code, "duration": round(duration, 6)})
+    _report(status_fd, f"exit {code} {duration:.6f}")
     return code if code >= 0 else 128 - code
+
+
+def _spawn(argv: list[bytes], env: list[bytes]) -> int:
+    """Start the workload as subprocess would: the program looked up on the *probe's*
+    PATH, the signals Python ignores (SIGPIPE, SIGXFSZ) back to their defaults."""
+    environment = dict(item.split(b"=", 1) for item in env if b"=" in item)
+    program = _which(argv[0], environment.get(b"PATH", os.defpath.encode()))
+    defaults = [s for s in (signal.SIGPIPE, getattr(signal, "SIGXFSZ", None)) if s]
+    return os.posix_spawn(program, argv, environment, setsigdef=defaults)
+
+
+def _which(program: bytes, path: bytes) -> bytes:
+    if b"/" in program:
+        return program
+    for folder in path.split(b":"):
+        candidate = os.path.join(folder or b".", program)
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise FileNotFoundError(2, "No such file or directory", os.fsdecode(program))
 
 
 class _Stop:
@@ -223,10 +257,25 @@ def _signal(pids: Iterable[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
-def _report(fd: int, status: dict[str, object]) -> None:
+def _report(fd: int, status: str) -> None:
     with contextlib.suppress(OSError):
-        os.write(fd, (json.dumps(status) + "\n").encode())
+        os.write(fd, (status + "\n").encode())
         os.close(fd)
+
+
+def read_status(data: bytes) -> dict[str, object]:
+    """A keeper's status line as ``{"exit": CODE, "duration": S}`` or ``{"error": MESSAGE,
+    "errno": N}``; ``{}`` if there is none (the keeper was killed first)."""
+    kind, _, rest = data.decode("utf-8", errors="replace").strip().partition(" ")
+    first, _, second = rest.partition(" ")
+    try:
+        if kind == "exit":
+            return {"exit": int(first), "duration": float(second)}
+        if kind == "error":
+            return {"error": second, "errno": int(first)}
+    except ValueError:
+        pass
+    return {}
 
 
 if __name__ == "__main__":
