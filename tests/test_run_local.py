@@ -334,3 +334,30 @@ def test_a_usage_error_keeps_the_other_files_of_a_given_state_dir(tmp_path, cli)
     proc = cli("run", str(job), str(bad), "--state-dir", str(state), "--", "true", expect=None)
     assert proc.returncode == 2, proc.stderr
     assert sorted(p.name for p in state.iterdir()) == ["notes.txt"]
+
+
+def test_after_a_contradiction_no_confidence_is_printed_as_1(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 12)
+    # Fails two runs in three when VAR_005 is bad (a counter makes it repeatable): the
+    # confirmation contradicts the bisection, which hands over to the flaky search.
+    (tmp_path / "work.py").write_text(
+        "import os, sys, pathlib\n"
+        f"counter = pathlib.Path({str(tmp_path / 'count')!r})\n"
+        "n = int(counter.read_text()) + 1 if counter.exists() else 1\n"
+        "counter.write_text(str(n))\n"
+        "if os.environ.get('VAR_005') == 'bad' and n % 3 != 1:\n"
+        "    print('RuntimeError: CUDA error'); sys.exit(1)\n"
+    )
+    state = tmp_path / "state"
+    proc = cli(
+        *["run", good, bad, "--state-dir", str(state), "--quiet", "--"],
+        *[sys.executable, str(tmp_path / "work.py")],
+        expect=0,
+    )
+    assert "switched to the flake-aware search" in proc.stdout
+    assert "FOUND: env.VAR_005" in proc.stdout
+    assert "confidence 1.00" not in proc.stdout
+    result = json.loads(cli("report", str(state), "--format", "json", expect=0).stdout)
+    assert result["strategy"] == "flaky" and result["culprits"][0]["confidence"] < 1.0
+    markdown = cli("report", str(state), "--format", "markdown", expect=0).stdout
+    assert "confidence 1.00" not in markdown
