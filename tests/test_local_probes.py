@@ -80,6 +80,12 @@ def test_a_timeout_ends_the_tree_even_when_it_ignores_sigterm(tmp_path: Path) ->
     assert [p for p in pids_in(pids) if alive(p)] == []
 
 
+def test_a_keeper_killed_from_outside_is_unresolved_not_the_failure(tmp_path: Path) -> None:
+    (result,) = LocalRunner(RunnerContext()).run([probe(tmp_path, ["sh", "-c", "kill -9 $PPID"])])
+    assert result.infra_error and "without a status" in result.infra_error
+    assert FailureSignature().classify(result) is Outcome.UNRESOLVED
+
+
 def test_a_missing_program_is_a_backend_error(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="no-such-program-zz"):
         LocalRunner(RunnerContext()).run([probe(tmp_path, ["no-such-program-zz"])])

@@ -29,6 +29,16 @@ from clusterbisect.errors import ClusterBisectError
 from clusterbisect.options import fields_of
 
 
+def fuzz(examples: int) -> Any:
+    """Hypothesis settings for a property test over real files (no deadline: the
+    machine is shared)."""
+    return settings(
+        max_examples=examples,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
 def one_line(proc: subprocess.CompletedProcess[str], code: int) -> str:
     assert proc.returncode == code, (proc.returncode, proc.stderr)
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -182,11 +192,7 @@ def nasty_files(root: Path) -> dict[str, str]:
 COMMANDS = ["diff", "report", "replay", "status", "log", "next", "good", "reset", "resume"]
 
 
-@settings(
-    max_examples=120,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@fuzz(120)
 @given(data=st.data())
 def test_random_command_lines_never_raise(
     data: st.DataObject,
@@ -228,11 +234,7 @@ TOOLS = [t.name for t in available(read_only=False) if t.name not in ("run", "re
 TOOLS = [name for name in TOOLS if name != "cleanup"]
 
 
-@settings(
-    max_examples=200,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@fuzz(200)
 @given(data=st.data())
 def test_random_tool_arguments_never_raise(
     data: st.DataObject,
@@ -265,11 +267,7 @@ START_KEYS = ["good_source", "bad_source", "good_copy", "backend", "command", "d
 GROUP_KEYS = [*SessionConfig.GROUPS, "backend_options"]
 
 
-@settings(
-    max_examples=150,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@fuzz(150)
 @given(data=st.data())
 def test_random_logs_given_to_replay_never_raise(
     data: st.DataObject,

@@ -279,17 +279,22 @@ def test_dry_run_renders_the_plan_without_secrets(tmp_path, cli, env_pair):
     assert "s3cr3t" not in proc.stdout + proc.stderr + written
 
 
-def test_disagreeing_baselines_switch_to_the_flaky_strategy(tmp_path, cli, env_pair):
-    good, bad = write_env_pair(env_pair, 12)
-    # Fails every other run when VAR_005 is bad: a flaky crash, but a deterministic test.
-    (tmp_path / "work.py").write_text(
+def write_flaky_workload(folder: Path, fails: str) -> None:
+    """A workload that fails when VAR_005 is bad and ``fails`` holds for ``n``, the
+    count of runs so far: a flaky crash, but a repeatable test."""
+    (folder / "work.py").write_text(
         "import os, sys, pathlib\n"
-        f"counter = pathlib.Path({str(tmp_path / 'count')!r})\n"
+        f"counter = pathlib.Path({str(folder / 'count')!r})\n"
         "n = int(counter.read_text()) + 1 if counter.exists() else 1\n"
         "counter.write_text(str(n))\n"
-        "if os.environ.get('VAR_005') == 'bad' and n % 2 == 0:\n"
+        f"if os.environ.get('VAR_005') == 'bad' and {fails}:\n"
         "    print('RuntimeError: CUDA error'); sys.exit(1)\n"
     )
+
+
+def test_disagreeing_baselines_switch_to_the_flaky_strategy(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 12)
+    write_flaky_workload(tmp_path, "n % 2 == 0")  # every other run
     proc, result = bisect(cli, good, bad, "", "--baseline-runs", "4")
     assert result["strategy"] == "flaky"
     baselines = [p for p in result["probes"] if p["purpose"].startswith("baseline")]
@@ -338,16 +343,9 @@ def test_a_usage_error_keeps_the_other_files_of_a_given_state_dir(tmp_path, cli)
 
 def test_after_a_contradiction_no_confidence_is_printed_as_1(tmp_path, cli, env_pair):
     good, bad = write_env_pair(env_pair, 12)
-    # Fails two runs in three when VAR_005 is bad (a counter makes it repeatable): the
-    # confirmation contradicts the bisection, which hands over to the flaky search.
-    (tmp_path / "work.py").write_text(
-        "import os, sys, pathlib\n"
-        f"counter = pathlib.Path({str(tmp_path / 'count')!r})\n"
-        "n = int(counter.read_text()) + 1 if counter.exists() else 1\n"
-        "counter.write_text(str(n))\n"
-        "if os.environ.get('VAR_005') == 'bad' and n % 3 != 1:\n"
-        "    print('RuntimeError: CUDA error'); sys.exit(1)\n"
-    )
+    # Two runs in three fail: the confirmation contradicts the bisection, which hands
+    # over to the flaky search.
+    write_flaky_workload(tmp_path, "n % 3 != 1")
     state = tmp_path / "state"
     proc = cli(
         *["run", good, bad, "--state-dir", str(state), "--quiet", "--"],

@@ -180,6 +180,14 @@ class LocalRunner:
                     "variable may be at most 128 KiB",
                     field=f"env.{name}",
                 )
+            if "=" in name or "\0" in name + value or not name:
+                raise InputError(
+                    "a process's environment variable cannot have this name or a NUL "
+                    "in its value",
+                    field=f"env.{name}",
+                )
+        if any("\0" in word for word in argv):
+            raise InputError("an argument of the workload contains a NUL", field="COMMAND")
         job = encode_job(argv, env, self.options.kill_grace_s)
         words, items = len(argv), len(env)
         size = len(job) + 8 * (words + items + 2)  # the strings, a NUL and a pointer each
@@ -274,11 +282,17 @@ class LocalRunner:
     def _result(self, item: _Running) -> RunResult:
         code = item.status.get("exit", item.process.returncode)
         duration = item.status.get("duration", time.monotonic() - item.started)
+        # A keeper that ended without saying how the workload did (killed from outside,
+        # out of memory) tells nothing about the workload: unresolved, never the failure.
+        lost = None
+        if "exit" not in item.status and not item.timed_out:
+            lost = f"the probe's keeper ended without a status (exit {item.process.returncode})"
         return RunResult(
             exit_code=None if item.timed_out else code,
             output=item.capture.text(),
             timed_out=item.timed_out,
             reason=signal_reason(code) if not item.timed_out else "Timeout",
+            infra_error=lost,
             duration_s=float(duration),
             log_path=str(item.probe.log_path),
             matched=item.capture.matched,
