@@ -71,13 +71,17 @@ class ProbeTimeout:
 
 def probe_timeout(option: float | None, records: Sequence[ProbeRecord]) -> ProbeTimeout:
     """The per-probe limit: ``option`` when given, else derived from the baselines run
-    so far (those that ran the workload to its end: neither timed out nor broken)."""
+    so far (those that ran the workload to its end: neither timed out nor broken, and
+    timed: a step-mode mark without a duration says nothing)."""
     if option:
         return ProbeTimeout(float(option), "option")
     durations = [
         r.duration_s
         for r in records
-        if r.purpose.startswith("baseline") and not r.timed_out and not r.infra_error
+        if r.purpose.startswith("baseline")
+        and not r.timed_out
+        and not r.infra_error
+        and r.duration_s > 0  # an outcome reported by hand, without its duration
     ]
     if not durations:
         return ProbeTimeout(FIRST_PROBES_TIMEOUT_S, "first")

@@ -182,8 +182,7 @@ class LocalRunner:
                 )
             if "=" in name or "\0" in name + value or not name:
                 raise InputError(
-                    "a process's environment variable cannot have this name or a NUL "
-                    "in its value",
+                    "a process's environment variable cannot have this name or a NUL in its value",
                     field=f"env.{name}",
                 )
         if any("\0" in word for word in argv):
