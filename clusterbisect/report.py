@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusterbisect.journal import ProbeRecord
@@ -43,6 +43,7 @@ class Evidence:
     session: dict[str, str]
     elapsed_s: float
     read_log: Callable[[str], str]
+    backend_notes: list[str] = field(default_factory=list)  # what every probe changed
 
     def runs_of(self, subset: Subset) -> list[ProbeRecord]:
         """The journaled runs of ``subset``, in order."""
@@ -90,7 +91,7 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
             [c.to_dict() for c in problem.subset_changes(subset)] for subset in search.candidates
         ],
         "estimates": search.estimates,
-        "notes": search.notes + _baseline_notes(evidence, secrets),
+        "notes": search.notes + evidence.backend_notes + _baseline_notes(evidence, secrets),
         "elapsed_s": round(evidence.elapsed_s, 3),
         "probes": [_probe(r) for r in records],
     }

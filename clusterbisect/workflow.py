@@ -32,7 +32,7 @@ from clusterbisect.interrupts import sigterm_as_interrupt
 from clusterbisect.outcome import Outcome
 from clusterbisect.problem import Problem
 from clusterbisect.report import Evidence, build_result
-from clusterbisect.runners.base import RunnerContext
+from clusterbisect.runners.base import RunnerContext, runner_notes
 from clusterbisect.search import make_strategy
 from clusterbisect.search.base import ProbeAnswer, ProbeRequest, SearchResult, Strategy, Subset
 from clusterbisect.session import DRY_RUN_DIR, Session
@@ -131,6 +131,7 @@ def runner_for(bisection: Bisection, render_only: bool = False) -> Any:
         parallel=config.search.parallel,
         timeout_s=config.limits.timeout,
         dry_run="client" if render_only else config.dry_run,
+        signature=config.signature.failure_signature(),
         manifests_dir=session.manifests_dir,
         private_dir=session.private_dir(config.backend),
     )
@@ -177,6 +178,7 @@ def evidence(engine: Engine, search: SearchResult, elapsed_s: float) -> Evidence
         },
         elapsed_s=elapsed_s,
         read_log=session.read_log,
+        backend_notes=runner_notes(engine.runner),
     )
 
 
@@ -248,6 +250,7 @@ def dry_run(bisection: Bisection) -> dict[str, Any]:
         "changes_searched": len(engine.problem.testable),
         "untestable": engine.problem.untestable_list(),
         "plan": plan,
+        "notes": runner_notes(runner),
         "probe_count": 0,
         "rounds": 0,
         "culprits": [],

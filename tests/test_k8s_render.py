@@ -351,10 +351,13 @@ def test_untestable_job_level_fields_and_overridden_settings() -> None:
     assert "--command" in reasons[command.key]
 
 
-def test_pod_metadata_reaches_the_probe_but_a_deployment_selector_label_does_not() -> None:
+def test_pod_labels_and_deployment_selector_labels_stay_off_probe_pods() -> None:
+    # A Pod has no selector: any of its labels may be a Service's.
     pod_spec = load("pod")
     runner = client_runner(pod_spec)
-    assert runner.untestable([change(pod_spec, "metadata.labels.team", "infra")]) == {}
+    reasons = runner.untestable([change(pod_spec, "metadata.labels.team", "infra")])
+    assert "Service" in reasons["metadata.labels.team"]
+    assert runner.untestable([change(pod_spec, "containers[trainer].env.LR", "1")]) == {}
     deployment = load("deployment")
     runner = client_runner(deployment)
     reasons = runner.untestable(
@@ -449,6 +452,7 @@ def test_the_role_grants_only_what_the_runner_uses() -> None:
         ("", "pods"): {"get", "list", "delete"},
         ("", "pods/log"): {"get"},
         ("", "configmaps"): {"create", "list", "delete"},
+        ("", "events"): {"list"},
     }
 
 

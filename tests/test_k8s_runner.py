@@ -1,14 +1,20 @@
 """The Kubernetes runner's lifecycle, against a scripted API at the client boundary.
 
 Only ``kubernetes.client.BatchV1Api`` / ``CoreV1Api`` and ``kubernetes.watch.Watch``
-are replaced (pytest-mock); they answer with the client's own model objects (V1Job,
-V1Pod, ...), the way a cluster would. Kubeconfig loading, rendering, watching,
-classification and cleanup are the real code.
+are replaced, with ``create_autospec`` of the real classes (``autospec=True``): a call
+with an argument the real client does not take (``tailLines`` for ``tail_lines``)
+fails here as it would on a cluster. They answer with the client's own model objects
+(V1Job, V1Pod, ...) and, for a streamed log, a real ``urllib3.HTTPResponse``, the way
+a cluster would. Kubeconfig loading, rendering, watching, classification and cleanup
+are the real code. tests/cluster/ runs the same lifecycle against the real control
+plane.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import io
 import json
 import os
 import signal
@@ -16,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest.mock import create_autospec
 
 import pytest
 import yaml
@@ -52,6 +59,12 @@ class Step:
 
     conditions: list[tuple[str, str]] = field(default_factory=list)  # (type, reason)
     pod: Callable[[str], client.V1Pod] | None = None
+    more_pods: list[Callable[[str], client.V1Pod]] = field(default_factory=list)
+    suspended: bool = False
+
+    def pods(self, job: str) -> list[client.V1Pod]:
+        makers = ([self.pod] if self.pod else []) + self.more_pods
+        return [make(job) for make in makers]
 
 
 def condition(kind: str, reason: str) -> client.V1JobCondition:
@@ -87,15 +100,19 @@ def pod_for(
     phase: str,
     statuses: list[client.V1ContainerStatus] | None = None,
     conditions: list[client.V1PodCondition] | None = None,
+    suffix: str = "x7k2p",
+    node: str | None = "cpu-1",
+    created: dt.datetime = T0,
 ) -> Callable[[str], client.V1Pod]:
     def make(job: str) -> client.V1Pod:
         return client.V1Pod(
             api_version="v1",
             kind="Pod",
+            spec=client.V1PodSpec(containers=[], node_name=node),
             metadata=client.V1ObjectMeta(
-                name=f"{job}-x7k2p",
+                name=f"{job}-{suffix}",
                 namespace="ns1",
-                creation_timestamp=T0,
+                creation_timestamp=created,
                 labels={
                     render.LABEL_JOB: job,
                     render.LABEL_SESSION: SESSION,
@@ -147,8 +164,29 @@ def failed_steps(code: int, reason: str, new_cluster: bool = True) -> list[Step]
     ]
 
 
+@functools.cache
+def _spec_of(name: str) -> Any:
+    """An autospec of a real client class, made once (CoreV1Api has ~1,000 methods)."""
+    if name == "Watch":
+        from kubernetes import watch
+
+        return create_autospec(watch.Watch)
+    return create_autospec(getattr(client, name), instance=True)
+
+
+def autospecced(mocker: Any, target: str) -> Any:
+    """Patch ``target`` (``kubernetes.client.CoreV1Api``...) with a fresh autospec:
+    what the class returns is an instance spec, reset for this test."""
+    name = target.rsplit(".", 1)[1]
+    spec = _spec_of(name)
+    spec.reset_mock(return_value=True, side_effect=True)
+    if name == "Watch":
+        return mocker.patch(target, spec)
+    return mocker.patch(target, return_value=spec)
+
+
 class FakeCluster:
-    """Jobs created through the mocked BatchV1Api follow the script of their probe."""
+    """Jobs created through the autospecced BatchV1Api follow the script of their probe."""
 
     def __init__(
         self,
@@ -163,18 +201,23 @@ class FakeCluster:
         self.created: dict[str, dict[str, Any]] = {}  # job name -> body
         self.probe_of: dict[str, str] = {}
         self.deleted: list[str] = []
+        self.events: dict[str, list[client.CoreV1Event]] = {}  # object name -> events
         self.tick = 0
         self.version = 100
         self.stream_calls = 0
         self.stream_hooks: dict[int, Callable[[], None]] = {}  # call number -> raise/act
-        self.batch = mocker.patch("kubernetes.client.BatchV1Api").return_value
-        self.core = mocker.patch("kubernetes.client.CoreV1Api").return_value
-        self.watch = mocker.patch("kubernetes.watch.Watch")
+        self.batch = autospecced(mocker, "kubernetes.client.BatchV1Api").return_value
+        self.core = autospecced(mocker, "kubernetes.client.CoreV1Api").return_value
+        self.watch = autospecced(mocker, "kubernetes.watch.Watch")
         self.batch.create_namespaced_job.side_effect = self.create
         self.batch.list_namespaced_job.side_effect = self.list_jobs
         self.batch.delete_namespaced_job.side_effect = self.delete
         self.core.list_namespaced_pod.side_effect = self.list_pods
         self.core.read_namespaced_pod_log.side_effect = self.read_log
+        self.core.list_namespaced_event.side_effect = self.list_events
+        self.core.list_namespaced_config_map.return_value = client.V1ConfigMapList(
+            items=[], metadata=client.V1ListMeta()
+        )
         self.watch.return_value.stream.side_effect = self.stream
 
     # API calls -------------------------------------------------------------------
@@ -183,6 +226,8 @@ class FakeCluster:
         name = body["metadata"]["name"]
         if kwargs.get("dry_run") == "All":  # checked by the server, never persisted
             return client.V1Job(metadata=client.V1ObjectMeta(name=name))
+        if name in self.created:
+            raise api_exception(409, f'jobs.batch "{name}" already exists')
         self.created[name] = body
         probe = body["metadata"]["labels"][render.LABEL_PROBE]
         self.probe_of[name] = probe
@@ -195,8 +240,18 @@ class FakeCluster:
         return client.V1Status(status="Success")
 
     def list_jobs(self, namespace: str, **kwargs: Any) -> client.V1JobList:
+        if kwargs.get("watch"):  # the watch's own call: see stream()
+            return client.V1JobList(items=[], metadata=client.V1ListMeta())
         self.version += 1
-        items = [self.job(n) for n in self.created if n not in self.deleted]
+        wanted = dict(
+            part.split("=", 1) for part in kwargs.get("label_selector", "").split(",") if part
+        )
+        items = [
+            self.job(n)
+            for n in self.created
+            if n not in self.deleted
+            and all(self.created[n]["metadata"]["labels"].get(k) == v for k, v in wanted.items())
+        ]
         return client.V1JobList(
             items=items, metadata=client.V1ListMeta(resource_version=str(self.version))
         )
@@ -205,19 +260,31 @@ class FakeCluster:
         selector = kwargs.get("label_selector", "")
         pods = []
         for name in self.created:
-            step = self.step(name)
-            if step.pod is None or name in self.deleted:
+            if name in self.deleted:
                 continue
             if selector.startswith(render.LABEL_JOB) and not selector.endswith("=" + name):
                 continue
-            pods.append(step.pod(name))
+            pods += self.step(name).pods(name)
         return client.V1PodList(items=pods, metadata=client.V1ListMeta(resource_version="1"))
 
-    def read_log(self, name: str, namespace: str, **kwargs: Any) -> str:
+    def list_events(self, namespace: str, **kwargs: Any) -> client.CoreV1EventList:
+        name = kwargs.get("field_selector", "").removeprefix("involvedObject.name=")
+        return client.CoreV1EventList(items=self.events.get(name, []))
+
+    def read_log(self, name: str, namespace: str, **kwargs: Any) -> Any:
         job = name.rsplit("-", 1)[0]
-        return self.logs.get(self.probe_of[job], "")
+        text = self.logs.get(self.probe_of[job], "")
+        if kwargs.get("_preload_content") is False:  # streamed, as the real client does
+            import urllib3
+
+            return urllib3.HTTPResponse(
+                body=io.BytesIO(text.encode()), preload_content=False, status=200
+            )
+        return text
 
     def stream(self, func: Any, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        # What Watch.stream passes to the list call: its signature is checked too.
+        func(*args, **{**kwargs, "watch": True, "_preload_content": False})
         self.stream_calls += 1
         hook = self.stream_hooks.get(self.stream_calls)
         if hook:
@@ -247,6 +314,9 @@ class FakeCluster:
                 labels=body["metadata"]["labels"],
                 resource_version=str(self.version),
                 uid="u-" + name,
+            ),
+            spec=client.V1JobSpec(
+                template=client.V1PodTemplateSpec(), suspend=step.suspended or None
             ),
             status=client.V1JobStatus(
                 conditions=[condition(k, r) for k, r in step.conditions] or None,
@@ -308,6 +378,7 @@ def make(
     tmp_path: Path,
     clock: list[float] | None = None,
     dry_run: str | None = None,
+    signature: FailureSignature | None = None,
     **options: Any,
 ) -> KubernetesRunner:
     settings = {
@@ -319,7 +390,10 @@ def make(
         **options,
     }
     context = RunnerContext(
-        session_id=SESSION, dry_run=dry_run, manifests_dir=tmp_path / "manifests"
+        session_id=SESSION,
+        dry_run=dry_run,
+        manifests_dir=tmp_path / "manifests",
+        signature=signature,
     )
     if clock is None:
         return KubernetesRunner(context, KubernetesSettings(**settings), sleep=lambda s: None)
@@ -384,15 +458,54 @@ def test_complete_and_failed_probes_run_together(
     assert runner.jobs.live == {}
 
 
-def test_logs_are_read_bounded(mocker: Any, kubeconfig: Path, tmp_path: Path) -> None:
-    cluster = FakeCluster(
-        mocker, {"p001": failed_steps(1, "Error")}, logs={"p001": "x" * 5000 + "\nFATAL: boom\n"}
+def test_long_logs_keep_their_end_and_every_matching_line(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    noise = "".join(f"step {i} loss=0.{i % 97:02d}\n" for i in range(40000))  # ~0.8 MB
+    text = noise + "NCCL WARN rank 3 slow\n" + noise + "RuntimeError: NCCL timeout\n"
+    cluster = FakeCluster(mocker, {"p001": failed_steps(1, "Error")}, logs={"p001": text})
+    runner = make(
+        kubeconfig,
+        tmp_path,
+        signature=FailureSignature(fail_on="NCCL WARN"),
+        max_log_bytes=100_000,
+        log_head_bytes=10_000,
     )
-    (result,) = make(kubeconfig, tmp_path, max_log_bytes=1000).run(probes(tmp_path, "p001"))
+    (result,) = runner.run(probes(tmp_path, "p001"))
     kwargs = cluster.core.read_namespaced_pod_log.call_args.kwargs
-    assert kwargs["limit_bytes"] == 1000 and kwargs["container"] == "trainer"
-    assert len(result.output) <= 1000 and result.output.endswith("FATAL: boom\n")
-    assert (tmp_path / "logs" / "p001.log").stat().st_size <= 1100
+    # The whole log is streamed: limitBytes would keep the start of the window.
+    assert kwargs["_preload_content"] is False and kwargs["container"] == "trainer"
+    assert "limit_bytes" not in kwargs and "tail_lines" not in kwargs
+    assert result.output.endswith("RuntimeError: NCCL timeout\n")
+    assert len(result.output) < 101_000 and result.details["log_bytes"] == len(text)
+    # The line in the middle was matched as it streamed past, and is kept.
+    assert "NCCL WARN rank 3 slow" in result.output
+    assert FailureSignature(fail_on="NCCL WARN").classify(result) is Outcome.FAIL
+    assert FailureSignature(fail_on="NCCL timeout").classify(result) is Outcome.FAIL
+    kept = (tmp_path / "logs" / "p001.log").read_text()
+    assert kept.startswith("step 0 loss") and kept.endswith("RuntimeError: NCCL timeout\n")
+    assert "NCCL WARN rank 3 slow" in kept and len(kept) < 112_000
+
+
+def test_a_broken_log_stream_falls_back_to_the_last_lines(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    import urllib3
+
+    cluster = FakeCluster(mocker, {"p001": failed_steps(1, "Error")}, logs={"p001": "a\nFATAL\n"})
+    read_log = cluster.read_log
+
+    def broken(name: str, namespace: str, **kwargs: Any) -> Any:
+        if kwargs.get("_preload_content") is False:
+            response = mocker.Mock(spec=urllib3.HTTPResponse)
+            response.stream.side_effect = urllib3.exceptions.ProtocolError("Connection broken")
+            return response
+        return read_log(name, namespace, **kwargs)
+
+    cluster.core.read_namespaced_pod_log.side_effect = broken
+    (result,) = make(kubeconfig, tmp_path, log_tail_lines=500).run(probes(tmp_path, "p001"))
+    assert result.output == "a\nFATAL\n"
+    assert cluster.core.read_namespaced_pod_log.call_args.kwargs["tail_lines"] == 500
 
 
 def test_old_cluster_conditions_are_understood(
@@ -531,7 +644,8 @@ def test_410_gone_mid_watch_relists(mocker: Any, kubeconfig: Path, tmp_path: Pat
     cluster.stream_hooks = {2: gone}
     (result,) = make(kubeconfig, tmp_path).run(probes(tmp_path, "p001"))
     assert result.exit_code == 0
-    assert cluster.batch.list_namespaced_job.call_count == 2  # the first list, and the re-list
+    lists = [c for c in cluster.batch.list_namespaced_job.call_args_list if not c.kwargs.get("watch")]
+    assert len(lists) == 3  # leftovers of the session, the first list, and the re-list
     versions = [
         c.kwargs["resource_version"] for c in cluster.watch.return_value.stream.call_args_list
     ]
@@ -646,8 +760,8 @@ def test_an_error_mid_run_still_deletes_the_jobs(
 
 
 def test_cleanup_deletes_leftovers_by_label(mocker: Any, kubeconfig: Path) -> None:
-    batch = mocker.patch("kubernetes.client.BatchV1Api").return_value
-    core = mocker.patch("kubernetes.client.CoreV1Api").return_value
+    batch = autospecced(mocker, "kubernetes.client.BatchV1Api").return_value
+    core = autospecced(mocker, "kubernetes.client.CoreV1Api").return_value
     jobs = [
         client.V1Job(
             metadata=client.V1ObjectMeta(name=f"cb-{SESSION}-p00{i}-ab12c", namespace="ns1")
@@ -776,7 +890,7 @@ def test_make_runner_never_connects_for_a_client_dry_run(
 def test_live_input_is_fetched_and_normalised(
     mocker: Any, kubeconfig: Path, tmp_path: Path
 ) -> None:
-    batch = mocker.patch("kubernetes.client.BatchV1Api").return_value
+    batch = autospecced(mocker, "kubernetes.client.BatchV1Api").return_value
     manifest = yaml.safe_load((EXAMPLE / "good.yaml").read_text())
     job = client.ApiClient()._ApiClient__deserialize(manifest, "V1Job")  # what the API returns
     batch.read_namespaced_job.return_value = job
