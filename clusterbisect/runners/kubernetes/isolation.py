@@ -5,8 +5,9 @@ admitted. Pure: rendering calls these on the probe's pod template (no API calls)
   read-write (a checkpoint PVC, an NFS share) could be corrupted by a probe, or by
   parallel probes writing the same files. By default such volumes are mounted
   read-only in probes; with ``scratch`` each is replaced by an empty directory; with
-  ``shared`` they are left as they are (``--allow-shared-volumes``). Per-pod volumes
-  (emptyDir, configMap, secret, projected, downwardAPI, ephemeral, image) are kept.
+  ``shared`` they are left as they are (``--allow-shared-volumes``). A volume that is
+  read-only already (a dataset) is kept as it is, and so are per-pod volumes
+  (emptyDir, configMap, secret, projected, downwardAPI, ephemeral, image).
 - **StatefulSet claims.** A StatefulSet's ``volumeClaimTemplates`` make one PVC per
   replica; a probe pod has no such PVCs, so each becomes a generic ephemeral volume
   with the same claim spec (made and deleted with the probe's pod), or an emptyDir.
@@ -80,8 +81,8 @@ def protect_volumes(pod: dict[str, Any], mode: str) -> list[str]:
     changed = []
     for volume in pod.get("volumes") or []:
         kind = _source_kind(volume) if isinstance(volume, dict) else None
-        if kind is None or kind in PER_POD:
-            continue
+        if kind is None or kind in PER_POD or not _writable(pod, volume, kind):
+            continue  # a read-only volume (a dataset) is safe to share: kept as it is
         name = volume["name"]
         what = _describe(volume, kind)
         if mode == SCRATCH:
@@ -91,9 +92,25 @@ def protect_volumes(pod: dict[str, Any], mode: str) -> list[str]:
             continue
         if kind in HAS_READ_ONLY and isinstance(volume[kind], dict):
             volume[kind]["readOnly"] = True
-        if _mounts_read_only(pod, name):
-            changed.append(f"volume {name} ({what}): mounted read-only in probes")
+        _mounts_read_only(pod, name)
+        changed.append(f"volume {name} ({what}): mounted read-only in probes")
     return changed
+
+
+def _writable(pod: dict[str, Any], volume: dict[str, Any], kind: str) -> bool:
+    """Whether a container can write to ``volume``: a mount of it without readOnly, and
+    no readOnly on the source itself."""
+    source = volume.get(kind)
+    if isinstance(source, dict) and source.get("readOnly") is True:
+        return False
+    return any(
+        isinstance(mount, dict)
+        and mount.get("name") == volume["name"]
+        and not mount.get("readOnly")
+        for group in ("initContainers", "containers")
+        for container in pod.get(group) or []
+        for mount in container.get("volumeMounts") or []
+    )
 
 
 def _describe(volume: dict[str, Any], kind: str) -> str:
@@ -107,16 +124,13 @@ def _describe(volume: dict[str, Any], kind: str) -> str:
     return kind
 
 
-def _mounts_read_only(pod: dict[str, Any], volume: str) -> bool:
-    """Set readOnly on every mount of ``volume``; whether one was writable before."""
-    was_writable = False
+def _mounts_read_only(pod: dict[str, Any], volume: str) -> None:
+    """Set readOnly on every mount of ``volume``."""
     for group in ("initContainers", "containers"):
         for container in pod.get(group) or []:
             for mount in container.get("volumeMounts") or []:
                 if isinstance(mount, dict) and mount.get("name") == volume:
-                    was_writable = was_writable or not mount.get("readOnly")
                     mount["readOnly"] = True
-    return was_writable
 
 
 def claim_template_volumes(document: dict[str, Any], pod: dict[str, Any], mode: str) -> list[str]:

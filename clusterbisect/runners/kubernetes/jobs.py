@@ -177,7 +177,7 @@ class ProbeJobs:
 
     def _gone_delay(self, in_a_row: int) -> float:
         base = self.options.retry_base_s or 0.0
-        return float(min(base * 2 ** (in_a_row - 1), max(self.options.poll_s, base)))
+        return float(min(base * 2 ** (in_a_row - 1), self.options.retry_cap_s))
 
     def _relist(self, pending: dict[str, Tracked], selector: str) -> str:
         """List the session's Jobs, settle what they say, and return the list's version."""
