@@ -288,10 +288,35 @@ class KubernetesOptions(KubeConnection):
         pattern=PROBE_NAME,
         help="Kubernetes: run probes/NAME.py from a ConfigMap.",
     )
+    allow_shared_volumes: bool = option(
+        False,
+        flags=("--allow-shared-volumes",),
+        help="Kubernetes: mount the job's persistent volumes (PVCs, NFS, hostPath) in "
+        "probes as they are, writable (default: read-only).",
+    )
+    scratch_volumes: bool = option(
+        False,
+        flags=("--scratch-volumes",),
+        help="Kubernetes: give probes an empty directory in place of each persistent "
+        "volume (default: mount them read-only).",
+    )
+    admission_labels: list[str] = option(
+        factory=list,
+        flags=("--admission-label",),
+        metavar="KEY",
+        help="Kubernetes: also copy this label of the job (a glob) onto probe Jobs "
+        "(repeatable); kueue.x-k8s.io/queue-name and kueue.x-k8s.io/priority-class "
+        "always are.",
+    )
 
     def __post_init__(self) -> None:
         if self.probe is not None and not re.match(PROBE_NAME, self.probe):
             raise InputError(f"not a probe name: {self.probe!r}", field="--probe")
+        if self.allow_shared_volumes and self.scratch_volumes:
+            raise InputError(
+                "choose one of --allow-shared-volumes and --scratch-volumes",
+                field="--scratch-volumes",
+            )
 
 
 S = TypeVar("S", bound=BackendOptions)

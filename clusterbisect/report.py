@@ -48,6 +48,7 @@ class Evidence:
     read_log: Callable[[str], str]
     probe_timeout: dict[str, Any] | None = None
     next_step: dict[str, Any] | None = field(default=None)
+    backend_notes: list[str] = field(default_factory=list)  # what every probe changed
 
     def runs_of(self, subset: Subset) -> list[ProbeRecord]:
         """The journaled runs of ``subset``, in order."""
@@ -122,7 +123,7 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
         ],
         "estimates": search.estimates,
         "probe_timeout": evidence.probe_timeout,
-        "notes": search.notes + _baseline_notes(evidence, secrets),
+        "notes": search.notes + evidence.backend_notes + _baseline_notes(evidence, secrets),
         "next": evidence.next_step,
         "elapsed_s": round(evidence.elapsed_s, 3),
         "probes": [_probe(r) for r in records],

@@ -33,7 +33,7 @@ from clusterbisect.nextstep import next_step
 from clusterbisect.outcome import Outcome
 from clusterbisect.problem import Problem
 from clusterbisect.report import Evidence, build_result
-from clusterbisect.runners.base import RunnerContext
+from clusterbisect.runners.base import RunnerContext, runner_notes
 from clusterbisect.search import make_strategy
 from clusterbisect.search.base import ProbeAnswer, ProbeRequest, SearchResult, Strategy, Subset
 from clusterbisect.session import DRY_RUN_DIR, Session
@@ -141,8 +141,8 @@ def runner_for(bisection: Bisection, render_only: bool = False) -> Any:
         container=config.scope.container,
         parallel=config.search.parallel,
         timeout_s=config.limits.timeout,
-        fail_on=config.signature.fail_on,
         dry_run="client" if render_only else config.dry_run,
+        signature=config.signature.failure_signature(),
         manifests_dir=session.manifests_dir,
         private_dir=session.private_dir(config.backend),
     )
@@ -191,6 +191,7 @@ def evidence(engine: Engine, search: SearchResult, elapsed_s: float) -> Evidence
         read_log=session.read_log,
         probe_timeout=engine.timeout().to_dict(),
         next_step=next_step(config, search, session.input_path("good"), session.input_path("bad")),
+        backend_notes=runner_notes(engine.runner),
     )
 
 
@@ -269,6 +270,7 @@ def dry_run(bisection: Bisection) -> dict[str, Any]:
         "changes_searched": len(engine.problem.testable),
         "untestable": engine.problem.untestable_list(),
         "plan": plan,
+        "notes": runner_notes(runner),
         "probe_count": 0,
         "rounds": 0,
         "culprits": [],

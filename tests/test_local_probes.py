@@ -206,7 +206,7 @@ def test_1_2_mb_before_the_error_is_still_the_failure(tmp_path: Path, cli: Cli) 
 
 def test_a_line_over_a_mebibyte_is_matched_in_pieces(tmp_path: Path) -> None:
     code = "import sys; sys.stdout.write('x' * 3_000_000 + 'RuntimeError: NCCL timeout' + 'y' * 10)"
-    runner = LocalRunner(RunnerContext(fail_on="NCCL timeout"))
+    runner = LocalRunner(RunnerContext(signature=FailureSignature(fail_on="NCCL timeout")))
     (result,) = runner.run([probe(tmp_path, [sys.executable, "-c", code])])
     assert result.scanned and result.matched is not None
     signature = FailureSignature(fail_on="NCCL timeout")

@@ -228,7 +228,9 @@ class LocalRunner:
         _send(job_write, job)
         capture = OutputCapture(
             log_file,
-            compile_line_pattern(self.context.fail_on),
+            compile_line_pattern(
+                self.context.signature.fail_on if self.context.signature else None
+            ),
             self.options.head_bytes,
             self.options.tail_bytes,
         )
