@@ -1,0 +1,444 @@
+"""The Kubernetes backend on the real control plane (make cluster), item by item of
+issue 14: long logs, an eviction, volumes, unknown fields, a lost create response,
+every kind of stuck pod, admission labels, leftovers, claim templates and Pod inputs,
+an API server restart, and the Job outcomes (deadline, OOM, both condition
+sequences), then Ctrl-C, SIGTERM and SIGKILL followed by cleanup or resume.
+
+Most tests drive the runner in process (``KubernetesRunner.run``) with short grace
+periods and polls (its tuning, ``KubernetesSettings``), so the suite stays within a
+couple of minutes; the interruptions go through the CLI as a user would. Tests wait
+for states (a file a container writes, an object the API server shows), never for a
+fixed time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from livekit import (
+    CONTEXT,
+    CULPRIT,
+    KUBECONFIG,
+    NAMESPACE,
+    ROOT,
+    Kube,
+    cli,
+    kind_sized_example,
+    live,
+    namespace,
+    run_json,
+    wait_for,
+)
+
+from clusterbisect.outcome import FailureSignature, Outcome, RunResult
+from clusterbisect.runners.base import Probe, RunnerContext
+from clusterbisect.runners.kubernetes import KubernetesRunner, KubernetesSettings, render
+from clusterbisect.specs import load_spec
+
+pytestmark = live
+
+# Short graces and polls: each stuck cause is given up within seconds, not minutes.
+FAST = {
+    "poll_s": 1.0,
+    "retry_base_s": 0.2,
+    "retry_cap_s": 2.0,
+    "pending_grace_s": 4.0,
+    "image_pull_grace_s": 4.0,
+    "mount_grace_s": 4.0,
+    "deadline_slack_s": 60.0,
+    "request_timeout_s": 20.0,
+}
+PYTHON = "python:3.12-slim"  # the test node runs it on the host's python3
+
+
+@pytest.fixture(scope="module")
+def kube() -> Kube:
+    return Kube()
+
+
+@pytest.fixture(scope="module")
+def ns(kube: Kube) -> Iterator[str]:
+    """A namespace of this module's own, without Pod Security enforcement (the shared
+    one enforces ``baseline``, which refuses the hostPath volumes some tests need)."""
+    with namespace(kube, "cb-backend") as name:
+        yield name
+
+
+def session_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+
+
+def job_doc(script: str, name: str = "train", **pod: Any) -> dict[str, Any]:
+    """A one-container Job (container ``main``) running ``python -c script`` on cpu-1."""
+    containers = pod.pop("containers", None) or [
+        {"name": "main", "image": PYTHON, "command": ["python", "-c", script]}
+    ]
+    extra = pod.pop("container", {})
+    containers[0].update(extra)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": name},
+        "spec": {
+            "backoffLimit": 0,
+            "template": {
+                "spec": {
+                    "restartPolicy": "Never",
+                    "nodeSelector": {"pool": "cpu"},
+                    "terminationGracePeriodSeconds": 2,
+                    "containers": containers,
+                    **pod,
+                }
+            },
+        },
+    }
+
+
+class Bench:
+    """Runners and probes of one session in one namespace, with the test's tuning."""
+
+    def __init__(self, tmp_path: Path, ns: str = NAMESPACE, **options: Any) -> None:
+        self.tmp_path = tmp_path
+        self.ns = ns
+        self.session = session_id()
+        self.options = {
+            "kubeconfig": KUBECONFIG,
+            "context": CONTEXT,
+            "namespace": ns,
+            **FAST,
+            **options,
+        }
+        self.count = 0
+
+    def runner(self, signature: FailureSignature | None = None, **options: Any) -> KubernetesRunner:
+        context = RunnerContext(session_id=self.session, signature=signature)
+        return KubernetesRunner(context, KubernetesSettings(**{**self.options, **options}))
+
+    def probe(self, doc: dict[str, Any], timeout_s: float = 120) -> Probe:
+        self.count += 1
+        pid = f"p{self.count:03d}"
+        path = self.tmp_path / f"{pid}-spec.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        return Probe(
+            probe_id=pid,
+            session_id=self.session,
+            spec=load_spec(str(path)),
+            changes=[],
+            log_path=self.tmp_path / "logs" / f"{pid}.log",
+            timeout_s=timeout_s,
+        )
+
+    def run(
+        self, docs: list[dict[str, Any]], signature: FailureSignature | None = None, **kw: Any
+    ) -> list[RunResult]:
+        runner = self.runner(signature, **kw)
+        try:
+            return runner.run([self.probe(doc) for doc in docs])
+        finally:
+            runner.close()
+
+    def selector(self) -> str:
+        return render.session_selector(self.session)
+
+
+class Recorder:
+    """Every probe Job of a session as the API server reports it (a watch in a thread):
+    the names ever created and each Job's condition types in the order they came."""
+
+    def __init__(self, kube: Kube, ns: str, selector: str) -> None:
+        self.kube, self.ns, self.selector = kube, ns, selector
+        self.jobs: dict[str, dict[str, Any]] = {}  # name -> the first object seen
+        self.conditions: dict[str, list[str]] = {}
+        self.stopped = threading.Event()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Recorder:
+        self.thread.start()
+        assert self.ready.wait(30), "the recorder's watch did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join(10)
+
+    def _run(self) -> None:
+        from kubernetes import watch
+
+        version = None
+        while not self.stopped.is_set():
+            with contextlib.suppress(Exception):
+                if version is None:
+                    listed = self.kube.batch.list_namespaced_job(
+                        self.ns, label_selector=self.selector
+                    )
+                    for job in listed.items:
+                        self._record(self.kube.client.sanitize_for_serialization(job))
+                    version = listed.metadata.resource_version
+                    self.ready.set()
+                for event in watch.Watch().stream(
+                    self.kube.batch.list_namespaced_job,
+                    self.ns,
+                    label_selector=self.selector,
+                    resource_version=version,
+                    timeout_seconds=1,
+                ):
+                    raw = event["raw_object"]
+                    version = raw["metadata"]["resourceVersion"]
+                    self._record(raw)
+                continue
+            version = None  # an error (410, the API server away): list again
+            time.sleep(0.5)
+
+    def _record(self, raw: dict[str, Any]) -> None:
+        name = raw["metadata"]["name"]
+        self.jobs.setdefault(name, raw)
+        seen = self.conditions.setdefault(name, [])
+        for cond in (raw.get("status") or {}).get("conditions") or []:
+            if cond.get("status") == "True" and cond["type"] not in seen:
+                seen.append(cond["type"])
+
+
+def leftovers(kube: Kube, ns: str, selector: str) -> dict[str, list[str]]:
+    """The probe Jobs, pods and ConfigMaps of ``selector`` that are not being deleted."""
+
+    def alive(items: list[Any]) -> list[str]:
+        return sorted(o.metadata.name for o in items if not o.metadata.deletion_timestamp)
+
+    return {
+        "jobs": alive(kube.batch.list_namespaced_job(ns, label_selector=selector).items),
+        "pods": alive(kube.core.list_namespaced_pod(ns, label_selector=selector).items),
+        "configmaps": alive(
+            kube.core.list_namespaced_config_map(ns, label_selector=selector).items
+        ),
+    }
+
+
+def nothing_left(kube: Kube, ns: str, selector: str, timeout_s: float = 60) -> None:
+    empty = {"jobs": [], "pods": [], "configmaps": []}
+    wait_for(lambda: leftovers(kube, ns, selector) == empty, timeout_s, f"no objects of {selector}")
+
+
+# --- 1. long logs keep their end ---------------------------------------------------------
+
+NOISE = (
+    "import sys\n"
+    "for i in range({n}): sys.stdout.write('step %06d loss 0.123456789 ' % i + 'x' * 60 + '\\n')\n"
+)
+
+
+def test_a_long_log_keeps_its_end_and_a_match_in_its_middle(tmp_path: Path) -> None:
+    """1.9 MB of log, then the error: the signature is matched on the last line. And an
+    error in the middle of a log longer than what is kept is still seen."""
+    at_end = (
+        NOISE.format(n=22000) + "print('RuntimeError: FATAL at the end', flush=True)\nsys.exit(1)\n"
+    )
+    in_middle = (
+        NOISE.format(n=3000)
+        + "print('RuntimeError: FATAL in the middle', flush=True)\n"
+        + NOISE.format(n=16000)
+        + "sys.exit(1)\n"
+    )
+    signature = FailureSignature(fail_on="FATAL")
+    bench = Bench(tmp_path)
+    end, middle = bench.run([job_doc(at_end), job_doc(in_middle)], signature)
+    assert end.infra_error is None and end.exit_code == 1, end
+    assert int(str(end.details["log_bytes"])) > 1_900_000
+    assert end.output.rstrip().endswith("RuntimeError: FATAL at the end")
+    assert signature.classify(end) is Outcome.FAIL
+    assert Path(str(end.log_path)).read_text().rstrip().endswith("FATAL at the end")
+    assert signature.classify(middle) is Outcome.FAIL, middle.output[:400]
+    assert "FATAL in the middle" in middle.output
+    assert "FATAL in the middle" in Path(str(middle.log_path)).read_text()
+
+
+# --- 2. an eviction is retried, not an error ---------------------------------------------
+
+
+def test_an_evicted_probe_is_run_again_and_counts_once(tmp_path: Path, kube: Kube, ns: str) -> None:
+    """The first pod is evicted through the Eviction API while it runs; the Job makes a
+    replacement (its podFailurePolicy ignores disruptions) and the probe's one result is
+    the replacement's."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    gate.chmod(0o777)
+    # The first run stops only once the test says so (as a real trainer takes its time
+    # to save and exit), so the runner sees the pod while it terminates.
+    script = (
+        "import os, signal, sys, time\n"
+        "if os.path.exists('/gate/first'):\n"
+        "    print('second run: FATAL', flush=True); sys.exit(3)\n"
+        "def stop(*_):\n"
+        "    while not os.path.exists('/gate/release'): time.sleep(0.1)\n"
+        "    sys.exit(143)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "open('/gate/first', 'w').write(os.environ['HOSTNAME'])\n"
+        "print('first run', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    doc = job_doc(
+        script,
+        terminationGracePeriodSeconds=120,
+        volumes=[{"name": "gate", "hostPath": {"path": str(gate), "type": "Directory"}}],
+        container={"volumeMounts": [{"name": "gate", "mountPath": "/gate"}]},
+    )
+    bench = Bench(tmp_path, ns)
+    results: list[RunResult] = []
+    # The Job controller makes the replacement once the evicted pod is gone, after its
+    # back-off: the grace for "no pod" (120 s by default) must cover that gap.
+    runner = bench.runner(
+        FailureSignature(fail_on="FATAL"), allow_shared_volumes=True, pending_grace_s=60.0
+    )
+    thread = threading.Thread(target=lambda: results.extend(runner.run([bench.probe(doc)])))
+    thread.start()
+    try:
+        first = wait_for(lambda: (gate / "first").read_text(), 120, "the first pod to run")
+        kube.core.create_namespaced_pod_eviction(
+            first,
+            ns,
+            {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": first}},
+        )
+        wait_for(
+            lambda: any(t.disruptions for t in list(runner.jobs.live.values())),
+            120,
+            "the runner to see the pod disrupted",
+        )
+        (gate / "release").touch()
+        thread.join(180)
+    finally:
+        if thread.is_alive():
+            runner.close()
+            thread.join(30)
+    [result] = results
+    assert result.infra_error is None and result.exit_code == 3, result
+    assert "second run: FATAL" in result.output
+    assert result.details["disruptions"] == {first: "EvictionByEvictionAPI"}
+    assert result.details["pod"] != first
+    nothing_left(kube, ns, bench.selector())
+
+
+# --- 6. stuck pods end with their reason -------------------------------------------------
+
+
+def test_every_kind_of_stuck_pod_is_unresolved_with_its_reason(tmp_path: Path, kube: Kube) -> None:
+    """Nine probes that cannot run, in one batch, each given up after its (short)
+    grace with the reason the cluster gives."""
+    ok = "print('never runs')"
+    cases: dict[str, tuple[dict[str, Any], str, str]] = {
+        "bad image": (
+            job_doc(ok, container={"image": "registry.example.com/does-not-exist:1"}),
+            "ImagePullBackOff|ErrImagePull",
+            "does-not-exist",
+        ),
+        "missing Secret env": (
+            job_doc(
+                ok,
+                container={
+                    "env": [
+                        {
+                            "name": "TOKEN",
+                            "valueFrom": {"secretKeyRef": {"name": "no-such-secret", "key": "k"}},
+                        }
+                    ]
+                },
+            ),
+            "CreateContainerConfigError",
+            "no-such-secret",
+        ),
+        "missing volume": (
+            job_doc(
+                ok,
+                volumes=[{"name": "cfg", "configMap": {"name": "no-such-configmap"}}],
+                container={"volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]},
+            ),
+            "FailedMount",
+            "no-such-configmap",
+        ),
+        "unbound PVC": (
+            job_doc(
+                ok,
+                volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "cb-unbound"}}],
+                container={"volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+            ),
+            "Unschedulable",
+            "PersistentVolumeClaim",
+        ),
+        "no such node": (
+            job_doc(ok, nodeSelector={"pool": "does-not-exist"}),
+            "Unschedulable",
+            "node(s) didn't match",
+        ),
+        "quota": (job_doc(ok, priorityClassName="batch-low"), "ExceededQuota", "exceeded quota"),
+        "no ServiceAccount": (
+            job_doc(ok, serviceAccountName="no-such-sa"),
+            "ServiceAccountMissing",
+            "no-such-sa",
+        ),
+        "Pod Security": (
+            job_doc(ok, volumes=[{"name": "host", "hostPath": {"path": "/tmp"}}]),
+            "PodSecurity",
+            "hostPath volumes",
+        ),
+        "scheduling gate": (
+            job_doc(ok, schedulingGates=[{"name": "example.com/hold"}]),
+            "SchedulingGated",
+            "",
+        ),
+    }
+    with namespace(kube, "cb-stuck") as ns:
+        kube.core.patch_namespace(
+            ns, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "baseline"}}}
+        )
+        kube.core.create_namespaced_persistent_volume_claim(
+            ns,
+            {
+                "metadata": {"name": "cb-unbound"},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "cb-no-provisioner",
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
+        # No pod of priority class batch-low may start here (the other probes have none).
+        kube.core.create_namespaced_resource_quota(
+            ns,
+            {
+                "metadata": {"name": "no-batch-low"},
+                "spec": {
+                    "hard": {"pods": "0"},
+                    "scopeSelector": {
+                        "matchExpressions": [
+                            {
+                                "scopeName": "PriorityClass",
+                                "operator": "In",
+                                "values": ["batch-low"],
+                            }
+                        ]
+                    },
+                },
+            },
+        )
+        bench = Bench(tmp_path, ns)
+        results = dict(zip(cases, bench.run([doc for doc, _, _ in cases.values()]), strict=True))
+        nothing_left(kube, ns, bench.selector())
+    wrong = {}
+    for case, (_, reasons, words) in cases.items():
+        result = results[case]
+        ok_reason = result.reason in reasons.split("|") and result.infra_error
+        if not ok_reason or words not in (result.infra_error or ""):
+            wrong[case] = (result.reason, result.infra_error)
+    assert not wrong, wrong
