@@ -5,6 +5,7 @@
     python tests/cluster/cluster.py down     # stop what `up` started, by PID
     python tests/cluster/cluster.py status   # where things are, and their memory
     python tests/cluster/cluster.py restart kube-apiserver   # stop one component, start it again
+    python tests/cluster/cluster.py restart --kill kube-apiserver   # ... stopped by SIGKILL
 
 `up` builds tests/cluster/controlplane (one Go binary, `kcp`: etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler, certificates) into build/controlplane/<key>/
@@ -286,11 +287,12 @@ class Cluster:
             problems.append(f"port {port} is still listening")
         return problems
 
-    def stop_one(self, name: str) -> None:
-        """Stop one component by its PID (SIGTERM, then SIGKILL after 20 s)."""
+    def stop_one(self, name: str, kill: bool = False) -> None:
+        """Stop one component by its PID (SIGTERM, then SIGKILL after 20 s; ``kill``:
+        SIGKILL at once, as a crash)."""
         entry = self.state["components"][name]
         with contextlib.suppress(ProcessLookupError):
-            os.kill(entry["pid"], signal.SIGTERM)
+            os.kill(entry["pid"], signal.SIGKILL if kill else signal.SIGTERM)
         deadline = time.monotonic() + 20
         while alive(entry) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -317,10 +319,11 @@ class Cluster:
             self.wait_ready(name, lambda: time.monotonic() > deadline)
 
 
-def restart(name: str, down_s: float = 0.0) -> float:
-    """Stop component ``name`` (say kube-apiserver), keep it down ``down_s``, start it
-    again; the seconds it was unreachable. For the live tests (an API server restart
-    in the middle of a probe)."""
+def restart(name: str, down_s: float = 0.0, kill: bool = False) -> float:
+    """Stop component ``name`` (say kube-apiserver; ``kill``: with SIGKILL, as a crash,
+    which skips the API server's graceful shutdown of about 20 s), keep it down
+    ``down_s``, start it again; the seconds it was unreachable. For the live tests (an
+    API server restart in the middle of a probe)."""
     cluster = Cluster(state_dir())
     if not cluster.load():
         raise ClusterError("no cluster is running", 2)
@@ -328,7 +331,7 @@ def restart(name: str, down_s: float = 0.0) -> float:
         known = ", ".join(cluster.state.get("components", {}))
         raise ClusterError(f"no component {name!r} (components: {known})", 2)
     started = time.monotonic()
-    cluster.stop_one(name)
+    cluster.stop_one(name, kill)
     time.sleep(down_s)
     cluster.start_one(name)
     return time.monotonic() - started
@@ -740,12 +743,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("command", choices=["up", "down", "status", "restart"])
     parser.add_argument("component", nargs="?", help="restart: the component to restart")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--kill", action="store_true", help="restart: stop it with SIGKILL (a crash)"
+    )
+    args = parser.parse_intermixed_args(argv)
     try:
         if args.command == "restart":
             if not args.component:
                 raise ClusterError("restart: name the component (e.g. kube-apiserver)", 2)
-            say(f"{args.component} was down for {restart(args.component):.1f} s")
+            down_s = restart(args.component, kill=args.kill)
+            say(f"{args.component} was down for {down_s:.1f} s")
             return 0
         return {"up": up, "down": down, "status": status}[args.command]()
     except ClusterError as err:

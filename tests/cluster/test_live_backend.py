@@ -442,3 +442,117 @@ def test_every_kind_of_stuck_pod_is_unresolved_with_its_reason(tmp_path: Path, k
         if not ok_reason or words not in (result.infra_error or ""):
             wrong[case] = (result.reason, result.infra_error)
     assert not wrong, wrong
+
+
+# --- 5. a create whose answer is lost leaves exactly one Job -----------------------------
+
+
+def local_cluster() -> dict[str, Any] | None:
+    """The admin kubeconfig of the project's own cluster (make cluster) when the live
+    suite runs on it: the kubeconfig parsed, with its pki folder; None elsewhere."""
+    if not KUBECONFIG:
+        return None
+    doc = yaml.safe_load(Path(KUBECONFIG).read_text())
+    state = Path(KUBECONFIG).resolve().parent / "state.json"
+    if not state.is_file():
+        return None
+    ca = Path(doc["clusters"][0]["cluster"]["certificate-authority"])
+    return {"doc": doc, "pki": ca.parent, "state": state}
+
+
+needs_local = pytest.mark.skipif(
+    local_cluster() is None, reason="needs the project's own cluster (make cluster)"
+)
+
+
+@needs_local
+def test_a_create_whose_answer_is_lost_leaves_exactly_one_job(
+    tmp_path: Path, kube: Kube, ns: str
+) -> None:
+    """A proxy in front of the API server forwards the probe Job's create and drops the
+    answer: the runner retries, meets its own Job (409), adopts it, and only that Job
+    ever exists."""
+    from dropproxy import DropProxy
+
+    local = local_cluster()
+    assert local is not None
+    server = local["doc"]["clusters"][0]["cluster"]["server"]
+    upstream = int(server.rsplit(":", 1)[1])
+
+    def lose(method: str, path: str) -> bool:
+        return method == "POST" and "/jobs" in path and "dryRun" not in path
+
+    with DropProxy(upstream, local["pki"], lose) as proxy:
+        doc = local["doc"]
+        doc["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+        config = tmp_path / "proxied.kubeconfig"
+        config.write_text(yaml.safe_dump(doc))
+        bench = Bench(tmp_path, ns, kubeconfig=str(config))
+        with Recorder(kube, ns, bench.selector()) as recorder:
+            [result] = bench.run([job_doc("print('done')")])
+            nothing_left(kube, ns, bench.selector())
+    assert len(proxy.dropped) == 1 and "/jobs" in proxy.dropped[0], proxy.dropped
+    assert result.exit_code == 0 and result.infra_error is None, result
+    assert result.details.get("adopted") is True
+    assert set(recorder.jobs) == {result.details["job"]}
+
+
+# --- 10. an API server restart in the middle of a probe ----------------------------------
+
+
+@needs_local
+def test_a_probe_survives_an_api_server_restart_with_its_verdict(
+    tmp_path: Path, kube: Kube, ns: str
+) -> None:
+    """kube-apiserver is stopped and started again while the probe runs; the runner
+    rides out the outage (its watch and calls retry with back-off) and the probe's
+    verdict is the one the workload gives: the failure."""
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    gate.chmod(0o777)
+    script = (
+        "import os, sys, time\n"
+        "open('/gate/started', 'w').close()\n"
+        "while not os.path.exists('/gate/go'): time.sleep(0.1)\n"
+        "print('RuntimeError: FATAL after the restart', flush=True)\n"
+        "sys.exit(1)\n"
+    )
+    doc = job_doc(
+        script,
+        volumes=[{"name": "gate", "hostPath": {"path": str(gate), "type": "Directory"}}],
+        container={"volumeMounts": [{"name": "gate", "mountPath": "/gate"}]},
+    )
+    signature = FailureSignature(fail_on="FATAL")
+    bench = Bench(tmp_path, ns)
+    runner = bench.runner(signature, allow_shared_volumes=True)
+    results: list[RunResult] = []
+    thread = threading.Thread(target=lambda: results.extend(runner.run([bench.probe(doc)])))
+    thread.start()
+    try:
+        wait_for(lambda: (gate / "started").exists(), 120, "the probe to start")
+        restart = subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "tests" / "cluster" / "cluster.py"),
+                "restart",
+                "--kill",  # a crash: no 20 s of graceful shutdown
+                "kube-apiserver",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            env={**os.environ, "CLUSTER_DIR": str(local_cluster()["state"].parent)},  # type: ignore[index]
+        )
+        assert restart.returncode == 0, restart.stdout + restart.stderr
+        (gate / "go").touch()
+        thread.join(240)
+    finally:
+        (gate / "go").touch()
+        if thread.is_alive():
+            runner.close()
+            thread.join(30)
+    [result] = results
+    assert result.infra_error is None and result.exit_code == 1, result
+    assert signature.classify(result) is Outcome.FAIL
+    assert "FATAL after the restart" in result.output
+    nothing_left(kube, ns, bench.selector())
