@@ -556,3 +556,303 @@ def test_a_probe_survives_an_api_server_restart_with_its_verdict(
     assert signature.classify(result) is Outcome.FAIL
     assert "FATAL after the restart" in result.output
     nothing_left(kube, ns, bench.selector())
+
+
+# --- 3. persistent volumes: read-only in probes unless asked -----------------------------
+
+
+@contextlib.contextmanager
+def hostpath_claim(kube: Kube, ns: str, claim: str, where: Path) -> Iterator[str]:
+    """A PersistentVolume on ``where`` (a host directory) bound to the claim ``claim``."""
+    pv = f"cb-{claim}-{uuid.uuid4().hex[:6]}"
+    kube.core.create_persistent_volume(
+        {
+            "metadata": {"name": pv},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "cb-manual",
+                "hostPath": {"path": str(where), "type": "Directory"},
+                "claimRef": {"namespace": ns, "name": claim},
+            },
+        }
+    )
+    try:
+        kube.core.create_namespaced_persistent_volume_claim(
+            ns,
+            {
+                "metadata": {"name": claim},
+                "spec": {
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "cb-manual",
+                    "volumeName": pv,
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
+        wait_for(
+            lambda: (
+                kube.core.read_namespaced_persistent_volume_claim(claim, ns).status.phase == "Bound"
+            ),
+            60,
+            f"claim {claim} to be bound",
+        )
+        yield claim
+    finally:
+        with contextlib.suppress(Exception):
+            kube.core.delete_namespaced_persistent_volume_claim(claim, ns)
+        with contextlib.suppress(Exception):
+            kube.core.delete_persistent_volume(pv)
+
+
+def test_a_jobs_checkpoint_volume_is_read_only_in_probes_unless_asked(
+    tmp_path: Path, kube: Kube, ns: str
+) -> None:
+    """The job's checkpoint PVC: a probe cannot write to it by default; with
+    --scratch-volumes it writes to an empty directory instead; only with
+    --allow-shared-volumes does the write reach the real checkpoints."""
+    data = tmp_path / "checkpoints"
+    data.mkdir()
+    data.chmod(0o777)
+    (data / "ckpt.pt").write_text("the real checkpoint")
+    script = (
+        "import os\n"
+        "print('before:', sorted(os.listdir('/ckpt')), flush=True)\n"
+        "try:\n"
+        "    open('/ckpt/ckpt.pt', 'w').write('overwritten by a probe')\n"
+        "    print('wrote', flush=True)\n"
+        "except OSError as err:\n"
+        "    print('refused:', err.strerror, flush=True)\n"
+    )
+    with hostpath_claim(kube, ns, "checkpoints", data) as claim:
+        doc = job_doc(
+            script,
+            volumes=[{"name": "ckpt", "persistentVolumeClaim": {"claimName": claim}}],
+            container={"volumeMounts": [{"name": "ckpt", "mountPath": "/ckpt"}]},
+        )
+        bench = Bench(tmp_path, ns)
+        seen = {}
+        for mode, options in (
+            ("read-only", {}),
+            ("scratch", {"scratch_volumes": True}),
+            ("shared", {"allow_shared_volumes": True}),
+        ):
+            runner = bench.runner(**options)
+            try:
+                [result] = runner.run([bench.probe(doc)])
+            finally:
+                runner.close()
+            assert result.exit_code == 0, (mode, result)
+            seen[mode] = (result.output.strip(), (data / "ckpt.pt").read_text(), runner.notes())
+    output, content, notes = seen["read-only"]
+    assert output == "before: ['ckpt.pt']\nrefused: Read-only file system", output
+    assert content == "the real checkpoint"
+    assert any("ckpt (PVC checkpoints)" in note for note in notes), notes
+    assert any("--allow-shared-volumes" in note for note in notes), notes
+    output, content, notes = seen["scratch"]
+    assert output == "before: []\nwrote" and content == "the real checkpoint", output
+    assert any("ckpt (PVC checkpoints)" in note for note in notes), notes
+    output, content, notes = seen["shared"]
+    assert output == "before: ['ckpt.pt']\nwrote" and notes == []
+    assert content == "overwritten by a probe"
+
+
+# --- 4. an unknown field is bad input --------------------------------------------------
+
+
+def test_an_unknown_field_is_bad_input_naming_the_field_and_the_object(
+    tmp_path: Path, kube: Kube
+) -> None:
+    good = job_doc("print('ok')")
+    bad = job_doc("print('ok')", container={"envv": [{"name": "X", "value": "1"}]})
+    paths = []
+    for side, doc in (("good", good), ("bad", bad)):
+        path = tmp_path / f"{side}.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        paths.append(str(path))
+    state = tmp_path / "state"
+    for dry_run in ([], ["--dry-run", "server"]):
+        argv = cli("run", *paths, "--backend", "kubernetes", "-n", NAMESPACE, *dry_run)
+        done = subprocess.run(
+            [*argv, "--state-dir", str(state), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+        text = done.stdout + done.stderr
+        assert done.returncode == 2, text
+        assert "Traceback" not in text
+        assert "containers[main].envv" in text and "Job" in text, text
+    # Refused before a session began, so before any probe was created.
+    assert not (state / "session.json").exists()
+
+
+# --- 7. labels admission needs reach the probe Jobs --------------------------------------
+
+
+def test_admission_labels_and_the_priority_class_reach_the_probe_job(
+    tmp_path: Path, kube: Kube, ns: str
+) -> None:
+    doc = job_doc("print('admitted')", priorityClassName="batch-low")
+    doc["metadata"]["labels"] = {
+        "kueue.x-k8s.io/queue-name": "team-a",
+        "team": "search",
+        "app": "ranker",
+    }
+    bench = Bench(tmp_path, ns, admission_labels=["team"])
+    with Recorder(kube, ns, bench.selector()) as recorder:
+        [result] = bench.run([doc])
+    assert result.exit_code == 0, result
+    [job] = recorder.jobs.values()
+    labels = job["metadata"]["labels"]
+    assert labels["kueue.x-k8s.io/queue-name"] == "team-a" and labels["team"] == "search"
+    assert "app" not in labels
+    assert job["spec"]["template"]["spec"]["priorityClassName"] == "batch-low"
+
+
+# --- 9. StatefulSet claim templates, and a Pod's Service labels and priority -------------
+
+
+def test_claim_templates_and_pod_inputs_render_probes_the_cluster_runs(
+    tmp_path: Path, kube: Kube, ns: str
+) -> None:
+    """A StatefulSet's volumeClaimTemplates become an ephemeral volume of the probe's
+    own (bound here to a PersistentVolume of a test class); a Pod input's labels (which
+    a Service may select) stay off the probe, and its computed priority is dropped (the
+    API server would refuse it next to the class's)."""
+    store = tmp_path / "claims"
+    store.mkdir()
+    store.chmod(0o777)
+    klass = f"cb-claims-{uuid.uuid4().hex[:6]}"
+    pv = f"{klass}-pv"
+    kube.core.create_persistent_volume(
+        {
+            "metadata": {"name": pv},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": klass,
+                "hostPath": {"path": str(store), "type": "Directory"},
+            },
+        }
+    )
+    statefulset = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "ranker"},
+        "spec": {
+            "serviceName": "ranker",
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "ranker"}},
+            "template": {
+                "metadata": {"labels": {"app": "ranker"}},
+                "spec": {
+                    "nodeSelector": {"pool": "cpu"},
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": PYTHON,
+                            "command": [
+                                "python",
+                                "-c",
+                                "open('/data/written', 'w').write('by a probe'); print('ok')",
+                            ],
+                            "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                        }
+                    ],
+                },
+            },
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data"},
+                    "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "storageClassName": klass,
+                        "resources": {"requests": {"storage": "1Gi"}},
+                    },
+                }
+            ],
+        },
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "web-0", "labels": {"app": "web", "team": "search"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeSelector": {"pool": "cpu"},
+            "priorityClassName": "batch-low",
+            "priority": 5,
+            "containers": [
+                {"name": "main", "image": PYTHON, "command": ["python", "-c", "print('ok')"]}
+            ],
+        },
+    }
+    try:
+        bench = Bench(tmp_path, ns)
+        with Recorder(kube, ns, bench.selector()) as recorder:
+            claimed, plain = bench.run([statefulset, pod])
+    finally:
+        with contextlib.suppress(Exception):
+            kube.core.delete_persistent_volume(pv)
+    assert claimed.exit_code == 0 and claimed.output.strip() == "ok", claimed
+    assert (store / "written").read_text() == "by a probe"
+    assert plain.exit_code == 0 and plain.output.strip() == "ok", plain
+    templates = {
+        job["metadata"]["labels"][render.LABEL_PROBE]: job["spec"]["template"]
+        for job in recorder.jobs.values()
+    }
+    volume = templates["p001"]["spec"]["volumes"][0]
+    assert volume["name"] == "data" and "ephemeral" in volume
+    assert "app" not in templates["p002"]["metadata"]["labels"]
+    assert "priority" not in templates["p002"]["spec"]
+    assert templates["p002"]["spec"]["priorityClassName"] == "batch-low"
+
+
+# --- the Job's own outcomes: deadline, OOM, both condition sequences ---------------------
+
+
+def test_deadline_oom_and_both_condition_sequences(tmp_path: Path, kube: Kube, ns: str) -> None:
+    bench = Bench(tmp_path, ns)
+    docs = {
+        "deadline": job_doc("import time\nprint('working', flush=True)\ntime.sleep(600)"),
+        "oom": job_doc(
+            "print('allocating', flush=True)\nx = bytearray(512 << 20)\nprint(len(x))",
+            container={"resources": {"limits": {"memory": "64Mi"}}},
+        ),
+        "failed": job_doc("import sys\nprint('RuntimeError: FATAL')\nsys.exit(1)"),
+        "succeeded": job_doc("print('fine')"),
+    }
+    probes = [
+        bench.probe(doc, timeout_s=4 if name == "deadline" else 120) for name, doc in docs.items()
+    ]
+    runner = bench.runner()
+    with Recorder(kube, ns, bench.selector()) as recorder:
+        try:
+            results = dict(zip(docs, runner.run(probes), strict=True))
+        finally:
+            runner.close()
+    deadline = results["deadline"]
+    assert deadline.timed_out and deadline.reason == "DeadlineExceeded", deadline
+    assert "working" in Path(str(deadline.log_path)).read_text()
+    assert FailureSignature().classify(deadline) is Outcome.UNRESOLVED
+    assert FailureSignature(hang_is_failure=True).classify(deadline) is Outcome.FAIL
+    oom = results["oom"]
+    assert oom.exit_code == 137 and oom.reason == "OOMKilled", oom
+    assert FailureSignature(fail_reason="OOMKilled").classify(oom) is Outcome.FAIL
+    assert (
+        FailureSignature(fail_reason="OOMKilled").classify(results["failed"]) is Outcome.UNRESOLVED
+    )
+    assert results["failed"].exit_code == 1 and results["succeeded"].exit_code == 0
+    by_probe = {
+        job["metadata"]["labels"][render.LABEL_PROBE]: recorder.conditions[name]
+        for name, job in recorder.jobs.items()
+    }
+    failed = by_probe[probes[2].probe_id]
+    succeeded = by_probe[probes[3].probe_id]
+    assert failed.index("FailureTarget") < failed.index("Failed"), failed
+    assert succeeded.index("SuccessCriteriaMet") < succeeded.index("Complete"), succeeded
+    nothing_left(kube, ns, bench.selector())

@@ -1,8 +1,9 @@
 """A pod's volumes, materialised as directories under the pod's directory.
 
 configMap, secret, downwardAPI, projected (serviceAccountToken, configMap, secret,
-downwardAPI), emptyDir and hostPath are supported, and persistentVolumeClaim when its
-claim is bound to a hostPath or local PersistentVolume (the kubelet resolves the claim
+downwardAPI), emptyDir and hostPath are supported, and persistentVolumeClaim (and a
+generic ephemeral volume, whose claim is ``<pod>-<volume>``) when its claim is bound to
+a hostPath or local PersistentVolume (the kubelet resolves the claim
 to its volume and mounts that; read-only when the claim's volume source says so); any
 other kind fails to mount (the pod stays in ContainerCreating with FailedMount events,
 as on a kubelet that lacks the plugin). Files are written once: later changes to a
@@ -112,6 +113,10 @@ def setup(
             continue
         if "persistentVolumeClaim" in volume:
             paths[name] = _claim_path(namespace, volume["persistentVolumeClaim"], objects)
+            continue
+        if "ephemeral" in volume:  # a generic ephemeral volume: the claim <pod>-<volume>
+            claim = {"claimName": f"{pod['metadata']['name']}-{name}"}
+            paths[name] = _claim_path(namespace, claim, objects)
             continue
         if target.exists():
             shutil.rmtree(target)  # a retry after a failed attempt starts over
