@@ -603,3 +603,9 @@ def test_a_kubeflow_priority_class_reaches_the_probe_pod() -> None:
     spec = parse_spec(yaml.safe_dump(document), "pytorchjob.yaml")
     job = client_runner(spec).manifests(probe_for(spec, []))[-1]
     assert job["spec"]["template"]["spec"]["priorityClassName"] == "high"
+
+
+def test_the_default_probes_are_the_repositorys() -> None:
+    """--probe NAME without a probes_dir finds probes/NAME.py of the repository."""
+    runner = client_runner(probe="import_check")
+    assert runner.probe_script() == (ROOT / "probes" / "import_check.py").read_text()

@@ -162,6 +162,7 @@ class Recorder:
         self.kube, self.ns, self.selector = kube, ns, selector
         self.jobs: dict[str, dict[str, Any]] = {}  # name -> the first object seen
         self.conditions: dict[str, list[str]] = {}
+        self.deleted: set[str] = set()  # Jobs seen deleted (or being deleted)
         self.stopped = threading.Event()
         self.ready = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -199,6 +200,8 @@ class Recorder:
                     raw = event["raw_object"]
                     version = raw["metadata"]["resourceVersion"]
                     self._record(raw)
+                    if event["type"] == "DELETED":
+                        self.deleted.add(raw["metadata"]["name"])
                 continue
             version = None  # an error (410, the API server away): list again
             time.sleep(0.5)
@@ -206,6 +209,8 @@ class Recorder:
     def _record(self, raw: dict[str, Any]) -> None:
         name = raw["metadata"]["name"]
         self.jobs.setdefault(name, raw)
+        if raw["metadata"].get("deletionTimestamp"):
+            self.deleted.add(name)
         seen = self.conditions.setdefault(name, [])
         for cond in (raw.get("status") or {}).get("conditions") or []:
             if cond.get("status") == "True" and cond["type"] not in seen:
@@ -856,3 +861,146 @@ def test_deadline_oom_and_both_condition_sequences(tmp_path: Path, kube: Kube, n
     assert failed.index("FailureTarget") < failed.index("Failed"), failed
     assert succeeded.index("SuccessCriteriaMet") < succeeded.index("Complete"), succeeded
     nothing_left(kube, ns, bench.selector())
+
+
+# --- 8 and the interruptions: Ctrl-C, SIGTERM, SIGKILL, then cleanup or resume -----------
+
+GATED = (
+    "import os, sys\n"
+    "print('B is', os.environ['B'], flush=True)\n"
+    "if os.environ['B'] == '2': print('RuntimeError: FATAL', flush=True); sys.exit(1)\n"
+)
+
+
+def gated_pair(tmp_path: Path, name: str) -> tuple[list[str], Path]:
+    """A good and a bad Job (two changes: B, the culprit, and C) whose pods wait in an
+    init container until ``<gate>/go`` exists; the paths and the gate."""
+    gate = tmp_path / f"gate-{name}"
+    gate.mkdir()
+    gate.chmod(0o777)
+    wait = "import os, time\nwhile not os.path.exists('/gate/go'): time.sleep(0.1)\n"
+    paths = []
+    for side, values in (("good", ("1", "1")), ("bad", ("2", "2"))):
+        doc = job_doc(
+            GATED,
+            volumes=[{"name": "gate", "hostPath": {"path": str(gate), "type": "Directory"}}],
+            initContainers=[
+                {
+                    "name": "gate",
+                    "image": PYTHON,
+                    "command": ["python", "-c", wait],
+                    "volumeMounts": [{"name": "gate", "mountPath": "/gate"}],
+                }
+            ],
+            container={
+                "env": [{"name": "B", "value": values[0]}, {"name": "C", "value": values[1]}]
+            },
+        )
+        path = tmp_path / f"{name}-{side}.yaml"
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        paths.append(str(path))
+    return paths, gate
+
+
+def interrupted_run(
+    kube: Kube, ns: str, paths: list[str], state: Path, sig: int, *extra: str
+) -> tuple[str, int]:
+    """``clusterbisect run`` until its probe Jobs exist (their pods wait at the gate),
+    then ``sig``; the session id and the exit code."""
+    argv = cli(
+        "run",
+        *paths,
+        "--backend",
+        "kubernetes",
+        "-n",
+        ns,
+        "--fail-on",
+        "FATAL",
+        "--parallel",
+        "2",
+        "--allow-shared-volumes",  # the gate is a hostPath the test writes to
+        "--state-dir",
+        str(state),
+        "--json",
+        *extra,
+    )
+    process = subprocess.Popen(
+        argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+
+    def running() -> None:
+        if process.poll() is not None:
+            _, err = process.communicate()
+            pytest.fail(f"the run ended (exit {process.returncode}) before its probes: {err}")
+
+    def begun() -> str:
+        running()
+        return str(json.loads((state / "session.json").read_text())["session_id"])
+
+    def jobs_made() -> list[str]:
+        running()
+        return leftovers(kube, ns, selector)["jobs"]
+
+    try:
+        session = wait_for(begun, 120, "the session to begin")
+        selector = render.session_selector(session)
+        wait_for(jobs_made, 120, "its probe Jobs")
+        process.send_signal(sig)
+        process.wait(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+    return session, process.returncode
+
+
+@pytest.mark.parametrize(
+    "sig,then",
+    [(signal.SIGINT, "cleanup"), (signal.SIGTERM, "cleanup"), (signal.SIGKILL, "cleanup")],
+    ids=["ctrl-c", "sigterm", "sigkill"],
+)
+def test_an_interrupted_run_then_cleanup_leaves_nothing(
+    sig: int, then: str, tmp_path: Path, kube: Kube, ns: str
+) -> None:
+    """With --probe (so a ConfigMap too): Ctrl-C and SIGTERM delete what the run made
+    (exit 130); SIGKILL leaves it, `cleanup` without --session refuses to delete other
+    sessions' objects unasked, and `cleanup --session` deletes them."""
+    paths, _ = gated_pair(tmp_path, "x")
+    state = tmp_path / "state"
+    session, code = interrupted_run(
+        kube, ns, paths, state, sig, "--probe", "import_check", "--args", "json"
+    )
+    selector = render.session_selector(session)
+    if sig == signal.SIGKILL:
+        assert code == -signal.SIGKILL
+        left = leftovers(kube, ns, selector)
+        assert left["jobs"] and left["configmaps"], left
+        code, out, err = run_json(cli("cleanup", "-n", ns, "--json"), timeout=120)
+        assert code == 2 and session in json.dumps(out) + err, (out, err)
+        assert leftovers(kube, ns, selector)["jobs"] == left["jobs"]  # nothing deleted
+    else:
+        assert code == 130
+    code, report, err = run_json(cli("cleanup", "--session", session, "-n", ns, "--json"))
+    assert code == 0, (report, err)
+    nothing_left(kube, ns, selector)
+
+
+def test_resume_after_sigkill_deletes_the_leftovers_and_finishes(
+    tmp_path: Path, kube: Kube, ns: str
+) -> None:
+    paths, gate = gated_pair(tmp_path, "r")
+    state = tmp_path / "state"
+    session, code = interrupted_run(kube, ns, paths, state, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    selector = render.session_selector(session)
+    left = leftovers(kube, ns, selector)["jobs"]
+    assert left
+    (gate / "go").touch()
+    with Recorder(kube, ns, selector) as recorder:
+        code, result, err = run_json(cli("resume", str(state), "--json", kube=False), timeout=600)
+    assert code == 0 and result["status"] == "found", (result, err[-3000:])
+    keys = [[c["key"] for c in culprit["changes"]] for culprit in result["culprits"]]
+    assert keys == [["containers[main].env.B"]]
+    # The killed run's Jobs were deleted before the resumed run went on.
+    assert set(left) <= recorder.deleted, (left, recorder.deleted)
+    nothing_left(kube, ns, selector)

@@ -471,7 +471,8 @@ def _redacted(manifests: list[dict[str, Any]], probe: Probe) -> list[dict[str, A
 
 
 def _default_probes_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "probes"
+    """The repository's probes/ (this file is clusterbisect/runners/kubernetes/runner.py)."""
+    return Path(__file__).resolve().parents[3] / "probes"
 
 
 def make_runner(context: RunnerContext, options: KubernetesOptions) -> KubernetesRunner:
