@@ -30,13 +30,11 @@ import pytest
 import yaml
 from livekit import (
     CONTEXT,
-    CULPRIT,
     KUBECONFIG,
     NAMESPACE,
     ROOT,
     Kube,
     cli,
-    kind_sized_example,
     live,
     namespace,
     run_json,
@@ -233,7 +231,7 @@ def leftovers(kube: Kube, ns: str, selector: str) -> dict[str, list[str]]:
 
 
 def nothing_left(kube: Kube, ns: str, selector: str, timeout_s: float = 60) -> None:
-    empty = {"jobs": [], "pods": [], "configmaps": []}
+    empty: dict[str, list[str]] = {"jobs": [], "pods": [], "configmaps": []}
     wait_for(lambda: leftovers(kube, ns, selector) == empty, timeout_s, f"no objects of {selector}")
 
 
@@ -638,12 +636,13 @@ def test_a_jobs_checkpoint_volume_is_read_only_in_probes_unless_asked(
         )
         bench = Bench(tmp_path, ns)
         seen = {}
+        options: dict[str, Any]
         for mode, options in (
             ("read-only", {}),
             ("scratch", {"scratch_volumes": True}),
             ("shared", {"allow_shared_volumes": True}),
         ):
-            runner = bench.runner(**options)
+            runner = bench.runner(None, **options)
             try:
                 [result] = runner.run([bench.probe(doc)])
             finally:
