@@ -363,6 +363,7 @@ def test_an_unknown_field_is_bad_input_before_any_probe_runs(tmp_path: Path, cli
     good, bad = typo_pair(tmp_path)
     done = cli("run", str(good), str(bad), "--backend", "kubernetes", "--dry-run", expect=2)
     assert "containers[trainer].envv: unknown field" in done.stderr
+    assert "in the pod template of Job bert-finetune-nightly" in done.stderr
     assert "the Kubernetes API has no such field" in done.stderr
     assert "change containers[trainer].envv of the bad spec" in done.stderr
 
@@ -473,14 +474,14 @@ def test_cleanup_without_a_session_asks_before_deleting_other_sessions(
             }
         }
         cluster.probe_of[name] = probe
-    mocker.patch("sys.stdin.isatty", return_value=False)  # a script: nobody to ask
+    isatty = mocker.patch("sys.stdin.isatty", autospec=True, return_value=False)  # a script
     code, _, err = cleanup_cli(mocker, kubeconfig, capsys)
     assert code == 2 and cluster.deleted == []
     assert "2 probe job(s)" in err and "20261127-alice, 20261127-bob" in err and "--all" in err
     code, out, _ = cleanup_cli(mocker, kubeconfig, capsys, "--session", "20261127-bob", "--json")
     assert code in (0, None) and len(json.loads(out)["deleted"]["jobs"]) == 1
-    mocker.patch("sys.stdin.isatty", return_value=True)  # a person: asked, and says yes
-    mocker.patch("click.confirm", return_value=True)
+    isatty.return_value = True  # a person: asked, and says yes
+    mocker.patch("click.confirm", autospec=True, return_value=True)
     code, out, _ = cleanup_cli(mocker, kubeconfig, capsys)
     assert code in (0, None) and "deleted 1 job(s)" in out  # alice's: bob's went before
     code, out, _ = cleanup_cli(mocker, kubeconfig, capsys, "--all", "--json")

@@ -17,6 +17,7 @@ import os
 import signal
 from pathlib import Path
 from typing import Any
+from unittest.mock import create_autospec
 
 import pytest
 import yaml
@@ -141,7 +142,7 @@ def test_a_broken_log_stream_falls_back_to_the_last_lines(
 
     def broken(name: str, namespace: str, **kwargs: Any) -> Any:
         if kwargs.get("_preload_content") is False:
-            response = mocker.Mock(spec=urllib3.HTTPResponse)
+            response = create_autospec(urllib3.HTTPResponse, instance=True)
             response.stream.side_effect = urllib3.exceptions.ProtocolError("Connection broken")
             return response
         return read_log(name, namespace, **kwargs)
@@ -185,6 +186,29 @@ def test_deadline_exceeded_is_a_timeout(mocker: Any, kubeconfig: Path, tmp_path:
     assert result.timed_out and result.reason == "DeadlineExceeded"
     assert FailureSignature().classify(result) is Outcome.UNRESOLVED
     assert FailureSignature(hang_is_failure=True).classify(result) is Outcome.FAIL
+
+
+def test_the_timeout_reads_the_running_pods_log_before_the_job_controllers_deadline(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """The Job controller's DeadlineExceeded deletes the pod and its log: our timeout
+    comes first, reads the log of the pod still running, then deletes the Job."""
+    cluster = FakeCluster(mocker, {"p001": [RUNNING]}, logs={"p001": "epoch 1\nepoch 2\n"})
+    clock = [0.0]
+    runner = make(kubeconfig, tmp_path, clock=clock, deadline_slack_s=120.0)
+
+    def later(*args: Any, **kwargs: Any) -> Any:
+        clock[0] += 100.0  # each watch takes 100 s of the probe's 600 s
+        return cluster.stream(*args, **kwargs)
+
+    cluster.watch.return_value.stream.side_effect = later
+    (result,) = runner.run(probes(tmp_path, "p001"))
+    assert result.timed_out and result.reason == "DeadlineExceeded", result
+    assert result.output == "epoch 1\nepoch 2\n"
+    assert Path(str(result.log_path)).read_text() == "epoch 1\nepoch 2\n"
+    [job] = cluster.created.values()
+    assert job["spec"]["activeDeadlineSeconds"] == 600 + 120  # the backstop
+    assert cluster.deleted == [job["metadata"]["name"]]
 
 
 def test_main_container_exit_ends_a_probe_with_a_running_sidecar(

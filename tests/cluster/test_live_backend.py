@@ -688,7 +688,8 @@ def test_an_unknown_field_is_bad_input_naming_the_field_and_the_object(
         text = done.stdout + done.stderr
         assert done.returncode == 2, text
         assert "Traceback" not in text
-        assert "containers[main].envv" in text and "Job" in text, text
+        expected = "containers[main].envv: unknown field in the pod template of Job train"
+        assert expected in text, text
     # Refused before a session began, so before any probe was created.
     assert not (state / "session.json").exists()
 

@@ -41,7 +41,7 @@ class KubernetesSettings(KubernetesOptions):
     pending_grace_s: float = 120.0  # Unschedulable / no pod created for this long: infra error
     image_pull_grace_s: float = 60.0  # image pull or container config errors for this long
     poll_s: float = 5.0  # how often pods are checked; also the watch's server-side timeout
-    deadline_slack_s: float = 120.0  # our own watchdog beyond activeDeadlineSeconds
+    deadline_slack_s: float = 120.0  # the Job's activeDeadlineSeconds beyond our timeout
     mount_grace_s: float = 120.0  # ContainerCreating with FailedMount events for this long
     max_log_bytes: int = 1 << 20  # the end of a probe's log kept (and matched)
     log_head_bytes: int = 256 << 10  # the start of a long log also kept in its file

@@ -88,6 +88,11 @@ class ProbeJobs:
         for _ in range(3):
             job = render_job()
             name = job["metadata"]["name"]
+            # Our own deadline comes first, while the pod still runs and its log can
+            # be read; the Job controller's (DeadlineExceeded deletes the pod, and its
+            # log with it) stays as a backstop for a runner that went away.
+            timeout = float(job["spec"]["activeDeadlineSeconds"])
+            job["spec"]["activeDeadlineSeconds"] = int(timeout + self.options.deadline_slack_s)
             adopted = False
             try:
                 self.api.create(
@@ -101,7 +106,7 @@ class ProbeJobs:
                 if not self._find_own(probe, name):
                     raise
                 adopted = True
-            return self._track(probe, job, main, adopted)
+            return self._track(probe, job, main, adopted, timeout)
         raise BackendError(
             f"could not create a probe job for {probe.probe_id}: names kept clashing"
         )
@@ -124,10 +129,12 @@ class ProbeJobs:
             j.metadata.name == name and not j.metadata.deletion_timestamp for j in found or []
         )
 
-    def _track(self, probe: Probe, job: dict[str, Any], main: str, adopted: bool) -> Tracked:
+    def _track(
+        self, probe: Probe, job: dict[str, Any], main: str, adopted: bool, timeout: float
+    ) -> Tracked:
         name = job["metadata"]["name"]
         now = self.clock()
-        deadline = now + job["spec"]["activeDeadlineSeconds"] + self.options.deadline_slack_s
+        deadline = now + timeout
         tracked = Tracked(probe, name, now, deadline, main, last_pod=now, adopted=adopted)
         self.live[name] = tracked
         event = "k8s.job_adopted" if adopted else "k8s.job_created"
@@ -462,14 +469,24 @@ class ProbeJobs:
         return list(found.items or [])
 
     def check_deadlines(self, pending: dict[str, Tracked]) -> None:
-        """Our watchdog, in case the Job controller never reports DeadlineExceeded."""
+        """The probe's timeout: its log so far is read from the still running pod, then
+        the Job is deleted (the Job controller's own deadline is only a backstop)."""
         now = self.clock()
         for item in list(pending.values()):
             if now >= item.deadline:
+                pod = self._latest_pod(item.name)
+                if pod is not None:
+                    item.pod_name = pod.metadata.name
+                log.info("k8s.probe_timeout", job=item.name, pod=item.pod_name)
                 self._settle(
                     pending,
                     item,
-                    RunResult(exit_code=None, timed_out=True, reason="DeadlineExceeded"),
+                    RunResult(
+                        exit_code=None,
+                        timed_out=True,
+                        reason="DeadlineExceeded",
+                        details={"job": item.name, "pod": item.pod_name, "job_reason": None},
+                    ),
                     read_log=True,
                 )
 

@@ -440,10 +440,12 @@ def _field_error(
     else:
         origin = "it comes from the changes of the bad spec"
     listed = "; ".join(f"{p}: {m}" for p, m in fields)
+    name = good.extra.get("name") or (good.document.get("metadata") or {}).get("name")
+    what = f"{good.kind} {name}" if name else f"the {good.kind}"
     return InputError(
-        f"{listed} in the {good.kind}'s pod template: the Kubernetes API has no such "
+        f"{listed} in the pod template of {what}: the Kubernetes API has no such "
         f"field ({origin})",
-        details={"fields": [p for p, _ in fields]},
+        details={"fields": [p for p, _ in fields], "kind": good.kind, "name": name},
     )
 
 
