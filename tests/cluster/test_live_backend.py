@@ -954,19 +954,29 @@ def interrupted_run(
     return session, process.returncode
 
 
-@pytest.mark.parametrize(
-    "sig,then",
-    [(signal.SIGINT, "cleanup"), (signal.SIGTERM, "cleanup"), (signal.SIGKILL, "cleanup")],
-    ids=["ctrl-c", "sigterm", "sigkill"],
-)
-def test_an_interrupted_run_then_cleanup_leaves_nothing(
-    sig: int, then: str, tmp_path: Path, kube: Kube, ns: str
-) -> None:
+def in_process_cli(*args: str) -> tuple[int, str, str]:
+    """The CLI's ``main`` in this process (no interpreter to start, the client already
+    imported): exit code, stdout, stderr."""
+    import io
+
+    from clusterbisect.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main([*cli(*args)[1:]])
+        except SystemExit as done:
+            code = int(done.code or 0)
+    return code, out.getvalue(), err.getvalue()
+
+
+def interrupted_then_cleanup(tmp_path: Path, kube: Kube, ns: str, sig: int) -> None:
     """With --probe (so a ConfigMap too): Ctrl-C and SIGTERM delete what the run made
     (exit 130); SIGKILL leaves it, `cleanup` without --session refuses to delete other
     sessions' objects unasked, and `cleanup --session` deletes them."""
-    paths, _ = gated_pair(tmp_path, "x")
-    state = tmp_path / "state"
+    paths, _ = gated_pair(tmp_path, signal.Signals(sig).name)
+    state = tmp_path / f"state-{signal.Signals(sig).name}"
     session, code = interrupted_run(
         kube, ns, paths, state, sig, "--probe", "import_check", "--args", "json"
     )
@@ -975,21 +985,21 @@ def test_an_interrupted_run_then_cleanup_leaves_nothing(
         assert code == -signal.SIGKILL
         left = leftovers(kube, ns, selector)
         assert left["jobs"] and left["configmaps"], left
-        code, out, err = run_json(cli("cleanup", "-n", ns, "--json"), timeout=120)
-        assert code == 2 and session in json.dumps(out) + err, (out, err)
+        code, out, err = in_process_cli("cleanup", "-n", ns, "--json")
+        assert code == 2 and session in out + err, (out, err)
         assert leftovers(kube, ns, selector)["jobs"] == left["jobs"]  # nothing deleted
     else:
         assert code == 130
-    code, report, err = run_json(cli("cleanup", "--session", session, "-n", ns, "--json"))
-    assert code == 0, (report, err)
+    code, out, err = in_process_cli("cleanup", "--session", session, "-n", ns, "--json")
+    assert code == 0, (out, err)
     nothing_left(kube, ns, selector)
 
 
-def test_resume_after_sigkill_deletes_the_leftovers_and_finishes(
-    tmp_path: Path, kube: Kube, ns: str
-) -> None:
-    paths, gate = gated_pair(tmp_path, "r")
-    state = tmp_path / "state"
+def killed_then_resumed(tmp_path: Path, kube: Kube, ns: str) -> None:
+    """SIGKILL leaves the probe Jobs; `resume` deletes them before it goes on, and
+    finds the culprit."""
+    paths, gate = gated_pair(tmp_path, "resumed")
+    state = tmp_path / "state-resumed"
     session, code = interrupted_run(kube, ns, paths, state, signal.SIGKILL)
     assert code == -signal.SIGKILL
     selector = render.session_selector(session)
@@ -1004,3 +1014,24 @@ def test_resume_after_sigkill_deletes_the_leftovers_and_finishes(
     # The killed run's Jobs were deleted before the resumed run went on.
     assert set(left) <= recorder.deleted, (left, recorder.deleted)
     nothing_left(kube, ns, selector)
+
+
+@pytest.mark.parametrize(
+    "then",
+    ["SIGINT", "SIGTERM", "SIGKILL", "resume"],
+    ids=[
+        "ctrl-c-then-cleanup",
+        "sigterm-then-cleanup",
+        "sigkill-then-cleanup",
+        "sigkill-then-resume",
+    ],
+)
+def test_ctrl_c_sigterm_and_sigkill_then_cleanup_or_resume_leave_nothing(
+    then: str, tmp_path: Path, kube: Kube, ns: str
+) -> None:
+    """Ctrl-C, SIGTERM and SIGKILL then `cleanup`, and SIGKILL then `resume`: each
+    leaves 0 probe Jobs, pods and ConfigMaps."""
+    if then == "resume":
+        killed_then_resumed(tmp_path, kube, ns)
+    else:
+        interrupted_then_cleanup(tmp_path, kube, ns, signal.Signals[then])
