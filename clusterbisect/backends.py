@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clusterbisect.config import (
@@ -23,6 +24,7 @@ from clusterbisect.config import (
     KubeConnection,
     KubernetesOptions,
     LocalOptions,
+    RayConnection,
     RayOptions,
 )
 from clusterbisect.errors import InputError
@@ -53,7 +55,9 @@ class Backend:
     options: type[BackendOptions]
     factory: str  # (RunnerContext, options) -> Runner
     capabilities: Capabilities
-    cleanup: str | None = None  # (session_id, options=...) -> report, for leftovers
+    # (session_id, options=..., private_dir=...) -> report: what probes left behind, on
+    # the cluster and (private_dir, a session's) on this machine; ``resume`` calls it too.
+    cleanup: str | None = None
     cleanup_options: type[BackendOptions] | None = None  # what cleanup needs (a connection)
 
     def load(self, target: str) -> Callable[..., Any]:
@@ -77,7 +81,9 @@ BACKENDS: dict[str, Backend] = {
             "Ray jobs, on an existing cluster or a local Ray started for the session",
             RayOptions,
             "clusterbisect.runners.ray:make_runner",
-            Capabilities(),
+            Capabilities(leaves_objects=True),
+            cleanup="clusterbisect.runners.ray:cleanup",
+            cleanup_options=RayConnection,
         ),
         Backend(
             "kubernetes",
@@ -90,6 +96,11 @@ BACKENDS: dict[str, Backend] = {
         ),
     )
 }
+
+
+# `cleanup` without --backend (and no session to take it from): the backend that had
+# leftovers first, so `cleanup --session ID` keeps its meaning.
+CLEANUP_DEFAULT = "kubernetes"
 
 
 def get(name: str) -> Backend:
@@ -112,12 +123,19 @@ def with_cleanup() -> list[Backend]:
     return [b for b in BACKENDS.values() if b.cleanup and b.cleanup_options]
 
 
-def cleanup(name: str, session_id: str | None, options: BackendOptions) -> dict[str, Any]:
-    """Delete what backend ``name`` left behind (one session's objects, or all)."""
+def cleanup(
+    name: str,
+    session_id: str | None,
+    options: BackendOptions,
+    private_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Delete what backend ``name`` left behind (one session's objects, or all);
+    ``private_dir`` is the session's own directory of that backend, when known."""
     backend = get(name)
     if backend.cleanup is None:
         raise InputError(f"the {name} backend leaves nothing to clean up", field="backend")
-    report: dict[str, Any] = backend.load(backend.cleanup)(session_id, options=options)
+    hook = backend.load(backend.cleanup)
+    report: dict[str, Any] = hook(session_id, options=options, private_dir=private_dir)
     return report
 
 

@@ -41,6 +41,9 @@ class Progress(Protocol):
 
     def probe_finished(self, record: ProbeRecord) -> None: ...
 
+    def torn_down(self, seconds: float) -> None:
+        """The backend was released after the result (not part of the search's time)."""
+
 
 @dataclass
 class Pending:

@@ -33,6 +33,7 @@ class RunnerContext:
     every change of the session; ``command`` is the workload after ``--``;
     ``container`` the container whose settings are searched. ``dry_run`` ("client" or
     "server") asks for rendering without launching. The paths belong to the session:
+    ``state_dir`` is its directory (to keep it out of what a backend ships),
     ``manifests_dir`` receives rendered manifests, ``private_dir`` the backend's own
     files (a local Ray's token and log). Without a session (a test, a benchmark) the
     defaults describe a runner that knows nothing and writes nowhere.
@@ -46,6 +47,7 @@ class RunnerContext:
     parallel: int = 1
     timeout_s: float | None = None
     dry_run: str | None = None
+    state_dir: Path | None = None
     manifests_dir: Path | None = None
     private_dir: Path | None = None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from clusterbisect.config import KubeConnection
@@ -16,13 +17,15 @@ def cleanup(
     conn: Connection | None = None,
     *,
     options: KubeConnection | None = None,
+    private_dir: Path | None = None,
     sleep: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Delete everything clusterbisect left in the namespace (one session, or all).
 
     Jobs go with propagationPolicy=Background (their pods with them); ConfigMaps and
     orphaned probe pods are deleted too. ``options`` say how to connect (the
-    registry's cleanup hook: ``cleanup(session_id, options=...)``).
+    registry's cleanup hook: ``cleanup(session_id, options=..., private_dir=...)``;
+    a Kubernetes session runs nothing on this machine, so ``private_dir`` is unused).
     """
     options = settings_of(options)
     conn = conn or connect(options.kubeconfig, options.context, options.namespace)
