@@ -24,6 +24,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "bisection": ["--trials", "5"],
     "diff": ["--repeat", "1"],
     "flaky": ["--quick"],
+    "ray_example": ["--runs", "1"],
     "ray_overhead": ["--probes", "4"],
 }
 
