@@ -60,8 +60,8 @@ PORT_FLAGS = (
 )
 
 # What the head (and so every probe driver) keeps of the caller's environment: enough to
-# find programs and a home, and the machine's network, package-index and GPU settings,
-# which a cluster node has too. Nothing else of the caller's reaches a probe.
+# find programs, libraries and a home, and the machine's network, package-index and GPU
+# settings, which a cluster node has too. Nothing else of the caller's reaches a probe.
 NODE_ENV_KEEP = frozenset(
     {
         "PATH",
@@ -72,6 +72,7 @@ NODE_ENV_KEEP = frozenset(
         "LC_ALL",
         "TMPDIR",
         "SYSTEMROOT",
+        "LD_LIBRARY_PATH",  # where the machine's CUDA libraries may be (GPU detection)
         "http_proxy",
         "https_proxy",
         "no_proxy",
@@ -112,7 +113,10 @@ def choose_python(wanted: str | None, env: dict[str, str]) -> tuple[str, str]:
     node's PATH) when it has this Ray with its dashboard, else the tool's own."""
     if not wanted:
         return sys.executable, "the tool's own (the entrypoint names no Python)"
-    found = wanted if os.sep in wanted else shutil.which(wanted, path=env.get("PATH"))
+    # A path is taken from here: the head runs in its temp dir.
+    found = (
+        os.path.abspath(wanted) if os.sep in wanted else shutil.which(wanted, path=env.get("PATH"))
+    )
     if not found:
         return sys.executable, f"the tool's own ({wanted} is not on the PATH)"
     # Not realpath: a virtualenv's python is a symlink to its base interpreter.
