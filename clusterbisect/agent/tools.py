@@ -28,7 +28,9 @@ from clusterbisect.session import RESULT_FILE
 
 # The backends whose leftovers `cleanup` deletes, and what it needs to reach them.
 CLEANABLE = [b.name for b in backends.with_cleanup()]
-CLEANUP_OPTIONS = tuple({b.cleanup_options for b in backends.with_cleanup() if b.cleanup_options})
+CLEANUP_OPTIONS = tuple(
+    dict.fromkeys(b.cleanup_options for b in backends.with_cleanup() if b.cleanup_options)
+)
 
 READ_ONLY = "read_only"
 WRITES_STATE = "writes_state"

@@ -26,7 +26,7 @@ _CLEANABLE = backends.with_cleanup()
     type=click.Choice([b.name for b in _CLEANABLE]),
     help=f"Whose leftovers to delete (default: the session's, else {backends.CLEANUP_DEFAULT}).",
 )
-@click_options(*{b.cleanup_options for b in _CLEANABLE if b.cleanup_options})
+@click_options(*dict.fromkeys(b.cleanup_options for b in _CLEANABLE if b.cleanup_options))
 @json_option
 def cleanup_command(
     session_id: str | None,
