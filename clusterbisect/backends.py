@@ -55,8 +55,10 @@ class Backend:
     options: type[BackendOptions]
     factory: str  # (RunnerContext, options) -> Runner
     capabilities: Capabilities
-    # (session_id, options=..., private_dir=...) -> report: what probes left behind, on
-    # the cluster and (private_dir, a session's) on this machine; ``resume`` calls it too.
+    # (session_id, options=..., private_dir=..., dry_run=...) -> report: what probes left
+    # behind, on the cluster and (private_dir, a session's) on this machine; ``resume``
+    # calls it too. With dry_run it lists what it would delete (and the sessions it
+    # belongs to) under "found" and "sessions", without deleting.
     cleanup: str | None = None
     cleanup_options: type[BackendOptions] | None = None  # what cleanup needs (a connection)
 
@@ -128,14 +130,18 @@ def cleanup(
     session_id: str | None,
     options: BackendOptions,
     private_dir: Path | None = None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Delete what backend ``name`` left behind (one session's objects, or all);
-    ``private_dir`` is the session's own directory of that backend, when known."""
+    ``private_dir`` is the session's own directory of that backend, when known. With
+    ``dry_run``, only list it."""
     backend = get(name)
     if backend.cleanup is None:
         raise InputError(f"the {name} backend leaves nothing to clean up", field="backend")
     hook = backend.load(backend.cleanup)
-    report: dict[str, Any] = hook(session_id, options=options, private_dir=private_dir)
+    report: dict[str, Any] = hook(
+        session_id, options=options, private_dir=private_dir, dry_run=dry_run
+    )
     return report
 
 

@@ -36,10 +36,11 @@ from clusterbisect.engine import Engine, Progress
 from clusterbisect.errors import InputError, Interrupted
 from clusterbisect.interrupts import sigterm_as_interrupt
 from clusterbisect.log import get_logger
+from clusterbisect.nextstep import next_step
 from clusterbisect.outcome import Outcome
 from clusterbisect.problem import Problem
 from clusterbisect.report import Evidence, build_result
-from clusterbisect.runners.base import RunnerContext
+from clusterbisect.runners.base import RunnerContext, runner_notes
 from clusterbisect.search import make_strategy
 from clusterbisect.search.base import ProbeAnswer, ProbeRequest, SearchResult, Strategy, Subset
 from clusterbisect.session import DRY_RUN_DIR, Session
@@ -79,8 +80,11 @@ class Bisection:
 # --- creating a session -------------------------------------------------------------------
 
 
-def create_session(config: SessionConfig, state_dir: Path | None) -> Bisection:
-    """Validate the inputs (they must load and be comparable), then make the state dir.
+def create_session(
+    config: SessionConfig, state_dir: Path | None, purpose: str = "run"
+) -> Bisection:
+    """Validate the inputs (they must load and be comparable), then make the state dir,
+    locked for ``purpose`` (the caller releases it: ``bisection.session.close()``).
 
     A source naming a live object (``job/NAME``, ``k8s://NS/job/NAME``) is fetched with
     the session's kubeconfig and stored as YAML, so a resume never depends on the
@@ -95,22 +99,29 @@ def create_session(config: SessionConfig, state_dir: Path | None) -> Bisection:
     )
     scope = config.scope
     changes = diff(good, bad, ignore=scope.ignore, container=scope.container)
-    session = Session.create(config, state_dir, good_text=texts[0], bad_text=texts[1])
+    session = Session.create(
+        config, state_dir, good_text=texts[0], bad_text=texts[1], purpose=purpose
+    )
     return Bisection(session, good, bad, changes)
 
 
 @contextmanager
-def new_session(config: SessionConfig, state_dir: Path | None) -> Iterator[Bisection]:
-    """Create a session for one command. If the command then fails on its input before
-    any probe ran (say, no change can be applied on the backend), the session is
-    removed again: a usage error leaves no half-made state directory behind."""
-    bisection = create_session(config, state_dir)
+def new_session(
+    config: SessionConfig, state_dir: Path | None, purpose: str = "run"
+) -> Iterator[Bisection]:
+    """Create a session for one command, which holds its lock until the block ends. If
+    the command then fails on its input before any probe ran (say, no change can be
+    applied on the backend), the session is removed again: a usage error leaves no
+    half-made state directory behind."""
+    bisection = create_session(config, state_dir, purpose)
     try:
         yield bisection
     except InputError:
         if not bisection.session.records():
             bisection.session.discard()
         raise
+    finally:
+        bisection.session.close()
 
 
 def _live_text(source: str, config: SessionConfig) -> str | None:
@@ -140,6 +151,7 @@ def runner_for(bisection: Bisection, render_only: bool = False) -> Any:
         parallel=config.search.parallel,
         timeout_s=config.limits.timeout,
         dry_run="client" if render_only else config.dry_run,
+        signature=config.signature.failure_signature(),
         state_dir=session.state_dir,
         manifests_dir=session.manifests_dir,
         private_dir=session.private_dir(config.backend),
@@ -187,6 +199,9 @@ def evidence(engine: Engine, search: SearchResult, elapsed_s: float) -> Evidence
         },
         elapsed_s=elapsed_s,
         read_log=session.read_log,
+        probe_timeout=engine.timeout().to_dict(),
+        next_step=next_step(config, search, session.input_path("good"), session.input_path("bad")),
+        backend_notes=runner_notes(engine.runner),
     )
 
 
@@ -204,8 +219,19 @@ def run_session(
     session can be resumed and reaches the same answer. The result is written, and
     given to ``publish`` (the CLI prints it), as soon as the search ends: tearing the
     runner down (stopping a local Ray, say) comes after, and its time is not in the
-    report's.
+    report's. The session's lock is held throughout (taken here for a session opened to
+    resume): one writer at a time.
     """
+    session = bisection.session
+    with session.locked("resume"):
+        return _run_locked(bisection, progress, publish)
+
+
+def _run_locked(
+    bisection: Bisection,
+    progress: Progress | None,
+    publish: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
     started = time.monotonic()
     session = bisection.session
     runner = runner_for(bisection)
@@ -242,9 +268,11 @@ def resume_session(
     progress: Progress | None = None,
     publish: Callable[[dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Continue a session: clear what an interrupted run left behind, then run it."""
-    clear_leftovers(bisection.session)
-    return run_session(bisection, progress, publish)
+    """Continue a session: clear what an interrupted run left behind, then run it
+    (both under the session's lock, so a run still going is never cleared)."""
+    with bisection.session.locked("resume"):
+        clear_leftovers(bisection.session)
+        return run_session(bisection, progress, publish)
 
 
 def clear_leftovers(session: Session) -> dict[str, Any] | None:
@@ -278,11 +306,13 @@ def cleanup(
     session_id: str | None,
     given: BackendOptions | None,
     state_dir: Path | None = None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """What ``cleanup`` does: delete a backend's leftovers, of one session or all.
 
     With ``state_dir``, that session's id, backend and stored connection are used
     (what ``given`` sets wins), and its own directory (a local Ray a killed run left).
+    With ``dry_run``, only list them (``found``, ``sessions``, ``summary``).
     """
     chosen = cleanup_backend(backend, state_dir)
     assert chosen.cleanup_options is not None
@@ -300,7 +330,7 @@ def cleanup(
                 **{k: v for k, v in dataclasses.asdict(connection).items() if v is not None},
             }
         )
-    return backends.cleanup(chosen.name, session_id, connection, private_dir)
+    return backends.cleanup(chosen.name, session_id, connection, private_dir, dry_run)
 
 
 def dry_run(bisection: Bisection) -> dict[str, Any]:
@@ -338,6 +368,7 @@ def dry_run(bisection: Bisection) -> dict[str, Any]:
         "changes_searched": len(engine.problem.testable),
         "untestable": engine.problem.untestable_list(),
         "plan": plan,
+        "notes": runner_notes(runner),
         "probe_count": 0,
         "rounds": 0,
         "culprits": [],

@@ -20,8 +20,11 @@ from clusterbisect.progress import TerminalProgress
 seen: list[tuple[Any, ...]] = []
 
 
-def cleanup_hook(session_id: str | None, *, options: Any, private_dir: Path | None) -> dict:
+def cleanup_hook(
+    session_id: str | None, *, options: Any, private_dir: Path | None, dry_run: bool
+) -> dict:
     """The scripted backend's cleanup hook: what a backend is given to clear leftovers."""
+    assert not dry_run  # resume deletes; only an unscoped ``cleanup`` asks first
     seen.append(("cleanup", session_id, type(options).__name__, private_dir))
     return {"summary": "nothing left"}
 

@@ -399,28 +399,37 @@ def remove_in_background(path: Path) -> int | None:
     return cleaner.pid
 
 
-def reap(private_dir: Path) -> dict[str, Any] | None:
-    """Stop the local Ray a killed run left (recorded in ``private_dir``), if it still
-    runs: by its PID, checked against its start time so a reused PID is never hit.
-    What was found, or None when there was nothing."""
-    path = private_dir / RECORD_FILE
+def recorded(private_dir: Path) -> dict[str, Any] | None:
+    """The local Ray a run recorded in ``private_dir`` (pid, temp_dir) and whether it
+    still runs (``running``: its PID checked against its start time, so a reused PID is
+    never taken for it); None when there is no record."""
     try:
-        record = json.loads(path.read_text())
+        record = json.loads((private_dir / RECORD_FILE).read_text())
         pid, created = int(record["pid"]), float(record["create_time"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
     psutil = _psutil()
-
     try:
         alive = abs(psutil.Process(pid).create_time() - created) < 1.0
     except psutil.Error:
         alive = False
+    return {"pid": pid, "running": alive, "temp_dir": str(record.get("temp_dir") or "")}
+
+
+def reap(private_dir: Path) -> dict[str, Any] | None:
+    """Stop the local Ray a killed run left (recorded in ``private_dir``), if it still
+    runs, by its PID (see :func:`recorded`). What was found, or None when there was
+    nothing."""
+    found = recorded(private_dir)
+    if found is None:
+        return None
+    pid, alive = found["pid"], found["running"]
     if alive:
         _stop_tree(pid)
         log.info("ray.leftover_stopped", pid=pid)
-    temp_dir = Path(str(record.get("temp_dir") or ""))
-    if record.get("temp_dir") and temp_dir.is_dir():
+    temp_dir = Path(found["temp_dir"])
+    if found["temp_dir"] and temp_dir.is_dir():
         remove_in_background(temp_dir)
     (private_dir / "auth_token").unlink(missing_ok=True)
-    path.unlink(missing_ok=True)
+    (private_dir / RECORD_FILE).unlink(missing_ok=True)
     return {"pid": pid, "was_running": alive, "temp_dir": str(temp_dir)}

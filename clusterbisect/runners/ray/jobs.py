@@ -21,7 +21,7 @@ from clusterbisect.config import RayConnection
 from clusterbisect.errors import BackendError, InputError
 from clusterbisect.extras import require
 from clusterbisect.log import get_logger
-from clusterbisect.runners.ray.cluster import reap
+from clusterbisect.runners.ray.cluster import reap, recorded
 
 log = get_logger(__name__)
 
@@ -106,6 +106,7 @@ def cleanup(
     options: RayConnection | None = None,
     private_dir: Path | None = None,
     grace_s: float = 30.0,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Stop and delete what clusterbisect left on Ray (the registry's cleanup hook).
 
@@ -114,36 +115,57 @@ def cleanup(
     - the cluster at ``options.address`` (or ``RAY_ADDRESS``): every job whose metadata
       names ``session_id`` (every clusterbisect job without one) is stopped, and its
       record deleted.
+
+    With ``dry_run`` nothing is stopped or deleted: ``found`` lists what would be, and
+    ``sessions`` the sessions it belongs to.
     """
     address = (options.address if options else None) or os.environ.get("RAY_ADDRESS")
-    report: dict[str, Any] = {
-        "backend": "ray",
-        "address": address,
-        "session_id": session_id,
-        "stopped": [],
-        "deleted": [],
-        "not_stopped": [],
-        "local_ray": reap(private_dir) if private_dir is not None else None,
-    }
+    if not address and private_dir is None:
+        raise InputError(
+            "needs the Ray cluster's Jobs API address (--ray-address or RAY_ADDRESS); "
+            "a session's own local Ray is found through its state directory (--state-dir)",
+            field="--ray-address",
+        )
+    report: dict[str, Any] = {"backend": "ray", "address": address, "session_id": session_id}
+    jobs = []
+    client = None
     if address:
         client = connect(address)
         try:
             jobs = session_jobs(client, session_id)
         except Exception as err:
             raise BackendError(f"cannot list the jobs at {address}: {err}") from err
-        report["stopped"] = sorted(
-            j.submission_id for j in jobs if status_text(j.status) not in FINAL
-        )
+    report["sessions"] = sorted({str(j.metadata[SESSION_KEY]) for j in jobs})
+    if dry_run:
+        local = recorded(private_dir) if private_dir is not None else None
+        report["found"] = {
+            "jobs": sorted(j.submission_id for j in jobs),
+            "local_ray": [local["pid"]] if local and local["running"] else [],
+        }
+        report["summary"] = _found_summary(report)
+        return report
+    report["local_ray"] = reap(private_dir) if private_dir is not None else None
+    report["stopped"] = sorted(j.submission_id for j in jobs if status_text(j.status) not in FINAL)
+    report["deleted"], report["not_stopped"] = [], []
+    if client is not None:
         deleted, running = stop_and_delete(client, [j.submission_id for j in jobs], grace_s)
         report["deleted"], report["not_stopped"] = sorted(deleted), running
-    elif private_dir is None:
-        raise InputError(
-            "needs the Ray cluster's Jobs API address (--ray-address or RAY_ADDRESS); "
-            "a session's own local Ray is found through its state directory (--state-dir)",
-            field="--ray-address",
-        )
     report["summary"] = _summary(report)
     return report
+
+
+def _found_summary(plan: dict[str, Any]) -> str:
+    parts = []
+    if plan["found"]["local_ray"]:
+        parts.append(f"the session's local Ray (PID {plan['found']['local_ray'][0]}) runs")
+    if plan["address"]:
+        sessions = plan["sessions"]
+        parts.append(
+            f"Ray at {plan['address']} holds {len(plan['found']['jobs'])} probe job(s) of "
+            f"{len(sessions)} session(s): {', '.join(sessions[:10])}"
+            + (" ..." if len(sessions) > 10 else "")
+        )
+    return "; ".join(parts) if parts else "nothing to clean up"
 
 
 def _summary(report: dict[str, Any]) -> str:
