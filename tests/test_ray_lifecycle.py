@@ -199,7 +199,13 @@ def test_cleanup_stops_and_deletes_one_sessions_leftovers(head, cli):
     assert report["stopped"] == report["deleted"] == [left[first]]
     assert report["not_stopped"] == []
     assert client.get_job_status(left[second]).value == "RUNNING"  # another session's
-    proc = cli("cleanup", "--backend", "ray", "--ray-address", head.address, env=env, expect=0)
+    # Without a session, another's jobs are listed and nothing goes without --all.
+    refused = cli("cleanup", "--backend", "ray", "--ray-address", head.address, env=env, expect=2)
+    assert f"1 probe job(s) of 1 session(s): {second}" in refused.stderr
+    assert client.get_job_status(left[second]).value == "RUNNING"
+    proc = cli(
+        "cleanup", "--backend", "ray", "--all", "--ray-address", head.address, env=env, expect=0
+    )
     assert "1 running clusterbisect job(s) stopped, 1 job record(s) deleted" in proc.stdout
     assert _session_jobs(head, second) == []
 
