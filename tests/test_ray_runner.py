@@ -418,6 +418,58 @@ def test_cleanup_on_ray_needs_an_address_or_a_session(tmp_path, cli):
     assert "--ray-address" in proc.stderr
 
 
+NO_AGENT_YET = RuntimeError(
+    "Request failed with status code 500: No available agent to submit job, please try again later."
+)
+
+
+def _client_that_refuses(*errors: Exception):
+    """A Jobs API client (autospecced: a wrong argument fails) whose first submissions
+    fail with ``errors``."""
+    from unittest.mock import create_autospec
+
+    from ray.job_submission import JobSubmissionClient
+
+    client = create_autospec(JobSubmissionClient, instance=True)
+    client.submit_job.side_effect = [*errors, "submitted"]
+    return client
+
+
+def _submitting_runner(tmp_path: Path, **tuning) -> RayRunner:
+    settings = RaySettings(address="http://ray.invalid:8265", poll_s=0.01, **tuning)
+    return RayRunner(RunnerContext(private_dir=tmp_path / "ray"), settings)
+
+
+def test_a_head_without_a_job_agent_yet_is_asked_again(tmp_path):
+    """A head whose node is still starting answers "No available agent" (after 10 s):
+    the probe is submitted again, not given up as unresolved."""
+    runner = _submitting_runner(tmp_path)
+    client = _client_that_refuses(NO_AGENT_YET, NO_AGENT_YET)
+    probe = make_probe(tmp_path, "p1", {"entrypoint": "true"})
+    job = runner._submit(client, 0, probe, runner._render(probe))
+    assert job.result is None and job.submission_id in runner._active
+    assert client.submit_job.call_count == 3
+    assert {c.kwargs["submission_id"] for c in client.submit_job.call_args_list} == {
+        job.submission_id
+    }
+
+
+def test_a_refused_submission_is_unresolved_and_not_retried(tmp_path):
+    runner = _submitting_runner(tmp_path)
+    client = _client_that_refuses(RuntimeError("Request failed with status code 400: bad env"))
+    probe = make_probe(tmp_path, "p1", {"entrypoint": "true"})
+    job = runner._submit(client, 0, probe, runner._render(probe))
+    assert job.result is not None and job.result.infra_error == (
+        "SUBMISSION_FAILED: Request failed with status code 400: bad env"
+    )
+    assert client.submit_job.call_count == 1
+    # No agent for longer than a job may wait: unresolved too, with Ray's words.
+    runner = _submitting_runner(tmp_path, pending_timeout=0.0)
+    client = _client_that_refuses(NO_AGENT_YET)
+    job = runner._submit(client, 0, probe, runner._render(probe))
+    assert job.result is not None and "No available agent" in str(job.result.infra_error)
+
+
 def test_importing_the_cli_does_not_import_ray():
     code = "import sys, clusterbisect.cli; sys.exit(1 if 'ray' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
@@ -529,7 +581,6 @@ def test_timeout_stops_the_job_and_pending_is_unschedulable(runner):
         "; time.sleep(120)"
     )
     hog = {"entrypoint": f"python -c {shlex.quote(code)}", "entrypoint_num_cpus": cpus}
-    started = time.monotonic()
     runner.options.pending_timeout = 4
     try:
         hung, waiting = runner.run(
@@ -540,7 +591,6 @@ def test_timeout_stops_the_job_and_pending_is_unschedulable(runner):
         )
     finally:
         runner.options.pending_timeout = RaySettings.pending_timeout
-    assert time.monotonic() - started < 60
     assert hung.timed_out and hung.exit_code is None and hung.reason == "Timeout"
     # Stopped on the cluster (its driver is gone), and its record deleted after.
     assert not _alive(int(pid_file.read_text()))
@@ -550,9 +600,10 @@ def test_timeout_stops_the_job_and_pending_is_unschedulable(runner):
     assert waiting.infra_error and waiting.infra_error.startswith("UNSCHEDULABLE")
     assert ANY_FAILURE.classify(waiting) is Outcome.UNRESOLVED
     assert _job_ids(runner, {"p4", "p5"}) == []
-    # A request no node can ever satisfy is refused at once.
-    (gpu,) = runner.run([make_probe(state, "p6", {"entrypoint": "true", "entrypoint_num_gpus": 1})])
-    assert gpu.infra_error and "GPU=1" in gpu.infra_error
+    # A request no node can ever satisfy (more GPUs than any machine has) is refused at once.
+    gpus = {"entrypoint": "true", "entrypoint_num_gpus": 4096}
+    (gpu,) = runner.run([make_probe(state, "p6", gpus)])
+    assert gpu.infra_error and "GPU=4096" in gpu.infra_error
 
 
 @pytest.mark.ray

@@ -225,10 +225,10 @@ class LocalRay:
                 log.info("ray.local_ready", seconds=round(self.startup_s, 2))
                 return
             self._halt()
-            if attempt == 0 and "address already in use" in self._log_tail().lower():
+            if attempt == 0 and "address already in use" in self.log_tail().lower():
                 continue
             break
-        tail = self._log_tail(600)
+        tail = self.log_tail(600)
         self.stop()
         raise BackendError(
             f"could not start a local Ray for the session (see {self.log_path}): {tail}"
@@ -279,22 +279,36 @@ class LocalRay:
         return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     def _wait_ready(self, started: float) -> bool:
+        """Wait until the Jobs API answers and the head node is alive: the dashboard
+        answers before the node has started (and on a loaded machine the node may
+        never start), and a job submitted before the node is up finds no job agent."""
         deadline = started + self.options.startup_timeout
-        request = urllib.request.Request(f"{self.address}/api/version", headers=self.headers())
         while time.monotonic() < deadline:
             assert self.process is not None
             if self.process.poll() is not None:
                 return False
-            try:
-                with urllib.request.urlopen(request, timeout=2) as answer:
-                    if answer.status == 200:
-                        return True
-            except (urllib.error.URLError, OSError):
-                pass
+            if self._node_alive():
+                return True
             time.sleep(0.2)
         return False
 
-    def _log_tail(self, limit: int = 2000) -> str:
+    def _node_alive(self) -> bool:
+        request = urllib.request.Request(
+            f"{self.address}/api/v0/nodes?limit=10", headers=self.headers()
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                nodes = json.load(answer)["data"]["result"]["result"]
+        except (urllib.error.URLError, OSError, ValueError, KeyError, TypeError):
+            return False
+        return any(node.get("state") == "ALIVE" for node in nodes)
+
+    def running(self) -> bool:
+        """Whether the head process still runs."""
+        return self.process is not None and self.process.poll() is None
+
+    def log_tail(self, limit: int = 2000) -> str:
+        """The end of ``ray start``'s output (why the head did not start, or stopped)."""
         if not self.log_path or not self.log_path.exists():
             return ""
         return self.log_path.read_text(errors="replace")[-limit:].strip()

@@ -91,6 +91,8 @@ INFRA_ERROR_TYPES = frozenset(
 
 
 UNSCHEDULABLE = "UNSCHEDULABLE"
+# What the head answers a submission while no job agent has registered yet.
+NO_AGENT = "No available agent to submit job"
 
 
 # Lines the Jobs API adds at the top of every driver log. They are Ray's, not the
@@ -307,12 +309,12 @@ class RayRunner:
             return job
         try:
             self._package(client, submission.runtime_env)
-            client.submit_job(submission_id=submission_id, **submission.kwargs())
+            self._submit_when_an_agent_takes_it(client, job, submission_id, submission)
         except InputError:
             raise
         except Exception as err:
             if _is_connection_error(err):
-                raise BackendError(f"lost the Ray Jobs API at {self._address}: {err}") from err
+                raise self._lost(err) from err
             # The probe's own runtime_env or fields were refused (a working_dir that
             # does not exist, a malformed field): this probe is unresolved.
             job.result = self._infra(job, f"SUBMISSION_FAILED: {_first_line(str(err))}", {})
@@ -320,6 +322,34 @@ class RayRunner:
         self._active[submission_id] = job
         log.debug("ray.submitted", probe=probe.probe_id, job=submission_id)
         return job
+
+    def _submit_when_an_agent_takes_it(
+        self, client: Any, job: _Job, submission_id: str, submission: Submission
+    ) -> None:
+        """Submit; while the head has no job agent yet (a node still starting, a loaded
+        machine: Ray answers "No available agent" after 10 s), try again, for up to
+        ``pending_timeout``, as a job waiting for its node would."""
+        while True:
+            try:
+                client.submit_job(submission_id=submission_id, **submission.kwargs())
+                return
+            except Exception as err:
+                waited = time.monotonic() - job.submitted
+                if NO_AGENT not in str(err) or waited > self.options.pending_timeout:
+                    raise
+                log.debug("ray.no_agent_yet", probe=job.probe.probe_id, waited=round(waited, 1))
+                time.sleep(self.options.poll_s * 4)
+
+    def _lost(self, err: BaseException) -> BackendError:
+        """The Jobs API stopped answering: for the session's own Ray, say whether it
+        died (and what its log says), since then no retry will help."""
+        message = f"lost the Ray Jobs API at {self._address}: {err}"
+        if self.local is not None and not self.local.running():
+            message += (
+                f". The session's local Ray stopped (see {self.local.log_path}): "
+                f"{self.local.log_tail(400)}"
+            )
+        return BackendError(message)
 
     def _package(self, client: Any, runtime_env: dict[str, Any]) -> None:
         """Replace a local working_dir by its package on the cluster, uploaded once per
@@ -350,7 +380,7 @@ class RayRunner:
         try:
             info = client.get_job_info(job.submission_id)
         except Exception as err:
-            raise BackendError(f"lost the Ray Jobs API at {self._address}: {err}") from err
+            raise self._lost(err) from err
         status = status_text(info.status)
         now = time.monotonic()
         if status == "RUNNING" and job.running_since is None:
