@@ -103,6 +103,9 @@ class Progress(Protocol):
         """The per-probe limit changed (said once, then on each change)."""
         ...
 
+    def torn_down(self, seconds: float) -> None:
+        """The backend was released after the result (not part of the search's time)."""
+
 
 @dataclass
 class Pending:

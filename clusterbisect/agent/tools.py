@@ -17,7 +17,6 @@ Handlers take the validated arguments and return a :class:`Reply`; they raise
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,9 @@ from clusterbisect.session import RESULT_FILE
 
 # The backends whose leftovers `cleanup` deletes, and what it needs to reach them.
 CLEANABLE = [b.name for b in backends.with_cleanup()]
-CLEANUP_OPTIONS = tuple({b.cleanup_options for b in backends.with_cleanup() if b.cleanup_options})
+CLEANUP_OPTIONS = tuple(
+    dict.fromkeys(b.cleanup_options for b in backends.with_cleanup() if b.cleanup_options)
+)
 
 READ_ONLY = "read_only"
 WRITES_STATE = "writes_state"
@@ -302,34 +303,25 @@ def _resume(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode, workflow
 
     bisection = stepmode.open_session(args.get("state_dir"))
-    return _finished(workflow.run_session(bisection, None))
+    return _finished(workflow.resume_session(bisection, None))
 
 
 def _cleanup(args: dict[str, Any]) -> Reply:
-    from clusterbisect import stepmode
+    from clusterbisect import stepmode, workflow
 
-    backend = backends.get(args.get("backend") or CLEANABLE[0])
-    assert backend.cleanup_options is not None
-    session_id = args.get("session_id")
-    given = options.from_arguments(backend.cleanup_options, args, flat=True)
+    state_dir = None
     if args.get("state_dir"):
-        session = stepmode.open_state(args["state_dir"])
-        session_id = session.session_id
-        stored = options.narrow(session.config.backend_options, backend.cleanup_options)
-        # What the call gives wins over what the session was run with.
-        given = type(given)(
-            **{
-                **dataclasses.asdict(stored),
-                **{k: v for k, v in dataclasses.asdict(given).items() if v is not None},
-            }
-        )
-    if not session_id and not args.get("all"):
+        state_dir = stepmode.open_state(args["state_dir"]).state_dir
+    elif not args.get("session_id") and not args.get("all"):
         raise InputError(
             "name a session (state_dir or session_id), or set all=true to delete every "
             "clusterbisect probe in the namespace",
             field="all",
         )
-    return Reply(backends.cleanup(backend.name, session_id, given))
+    chosen = workflow.cleanup_backend(args.get("backend"), state_dir)
+    assert chosen.cleanup_options is not None
+    given = options.from_arguments(chosen.cleanup_options, args, flat=True)
+    return Reply(workflow.cleanup(chosen.name, args.get("session_id"), given, state_dir))
 
 
 # --- the tools -----------------------------------------------------------------------------
@@ -501,9 +493,10 @@ TOOLS: list[Tool] = [
     Tool(
         "cleanup",
         "Delete leftover probe jobs",
-        "Delete the Kubernetes Jobs, pods and ConfigMaps clusterbisect created, found by "
-        "their labels: those of one session (state_dir or session_id), or every one in "
-        "the namespace with all=true. DESTRUCTIVE.",
+        "Stop and delete the probes clusterbisect left behind: Kubernetes Jobs, pods and "
+        "ConfigMaps found by their labels, or Ray jobs found by their metadata (and a "
+        "local Ray a killed run left, with state_dir); those of one session (state_dir "
+        "or session_id), or every one with all=true. DESTRUCTIVE.",
         _obj(
             {
                 "state_dir": _str("The session whose probes to delete."),
@@ -512,8 +505,8 @@ TOOLS: list[Tool] = [
                 "backend": {
                     "type": "string",
                     "enum": CLEANABLE,
-                    "default": CLEANABLE[0],
-                    "description": "Whose leftovers to delete.",
+                    "description": "Whose leftovers to delete (default: the session's, "
+                    f"else {backends.CLEANUP_DEFAULT}).",
                 },
                 **options.schema_properties(*CLEANUP_OPTIONS, flat=True),
             }

@@ -71,14 +71,24 @@ def progress(quiet: bool) -> Any:
     return TerminalProgress(quiet=quiet)
 
 
-def finish(result: dict[str, Any], as_json: bool) -> None:
-    """Print the result and exit 0 with a culprit, 1 without."""
-    from clusterbisect.errors import EXIT_NO_CULPRIT
-    from clusterbisect.report import render_text
+def show_result(as_json: bool) -> Callable[[dict[str, Any]], None]:
+    """What prints a result (as JSON, or the text report): a run hands it the result
+    as soon as the search ends, before the backend is torn down."""
 
-    if as_json:
-        emit_json(result)
-    else:
-        click.echo(render_text(result))
+    def show(result: dict[str, Any]) -> None:
+        from clusterbisect.report import render_text
+
+        if as_json:
+            emit_json(result)
+        else:
+            click.echo(render_text(result))
+
+    return show
+
+
+def exit_for(result: dict[str, Any]) -> None:
+    """Exit 0 with a culprit, 1 without."""
+    from clusterbisect.errors import EXIT_NO_CULPRIT
+
     if result["status"] != "found":
         sys.exit(EXIT_NO_CULPRIT)

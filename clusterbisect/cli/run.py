@@ -9,13 +9,14 @@ import click
 
 from clusterbisect.cli.common import (
     emit_json,
-    finish,
+    exit_for,
     json_option,
     progress,
     quiet_option,
     require_workload,
     session_config,
     session_options,
+    show_result,
 )
 from clusterbisect.config import RUN_GROUPS
 
@@ -40,7 +41,7 @@ def run(
     config, state_dir = session_config(good, bad, command, options)
     with workflow.new_session(config, state_dir) as bisection:
         if not config.dry_run:
-            finish(workflow.run_session(bisection, progress(quiet)), as_json)
+            exit_for(workflow.run_session(bisection, progress(quiet), show_result(as_json)))
             return
         plan = workflow.dry_run(bisection)
     if as_json:
@@ -54,11 +55,15 @@ def run(
 @json_option
 @quiet_option
 def resume(state_dir: str, as_json: bool, quiet: bool) -> None:
-    """Continue an interrupted session without re-running finished probes."""
+    """Continue an interrupted session without re-running finished probes.
+
+    What the interrupted run left behind (probe jobs still on a cluster, a local Ray)
+    is stopped and deleted first.
+    """
     from clusterbisect import workflow
 
     bisection = workflow.Bisection.open(Path(state_dir))
-    finish(workflow.run_session(bisection, progress(quiet)), as_json)
+    exit_for(workflow.resume_session(bisection, progress(quiet), show_result(as_json)))
 
 
 @click.command()

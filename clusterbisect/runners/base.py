@@ -35,6 +35,7 @@ class RunnerContext:
     "server") asks for rendering without launching. ``signature`` is what counts as
     the failure: a backend that streams a probe's output can match it as it passes,
     so an error in the middle of a long log is kept. The paths belong to the session:
+    ``state_dir`` is its directory (to keep it out of what a backend ships),
     ``manifests_dir`` receives rendered manifests, ``private_dir`` the backend's own
     files (a local Ray's token and log). Without a session (a test, a benchmark) the
     defaults describe a runner that knows nothing and writes nowhere.
@@ -49,6 +50,7 @@ class RunnerContext:
     timeout_s: float | None = None
     dry_run: str | None = None
     signature: FailureSignature | None = None
+    state_dir: Path | None = None
     manifests_dir: Path | None = None
     private_dir: Path | None = None
 
