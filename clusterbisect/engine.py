@@ -171,8 +171,7 @@ class Engine:
             self.progress.round_started(round_no, probes, left, self.strategy.remaining_estimate())
         results = self.runner.run(probes)
         for request, probe, run in zip(requests, probes, results, strict=False):
-            record = self._record(request, probe, run, round_no)
-            self.session.append(record)
+            record = self.session.append(self._record(request, probe, run, round_no))
             self._remember(record)
             if self.progress:
                 self.progress.probe_finished(record)
@@ -225,12 +224,14 @@ class Engine:
         log: str | None = None,
         run: RunResult | None = None,
         number: int | None = None,
+        source: str = "manual",
     ) -> ProbeRecord:
         """Journal an outcome reported by hand (the step-by-step mode).
 
         ``run``, when the reporter observed one (exit code, reason, ...), is journaled
         with the outcome, as the runner's probes are. ``number`` is the probe's id
-        number as shown (default: the next one).
+        number as shown (default: the next one). ``source`` is ``manual``, or ``exec``
+        for a probe the step mode ran with ``clusterbisect exec``.
         """
         record = ProbeRecord(
             probe_id=f"p{number if number is not None else len(self.records) + 1:03d}",
@@ -240,7 +241,7 @@ class Engine:
             purpose=purpose,
             log=log,
             finished_at=time.time(),
-            source="manual",
+            source=source,
         )
         if run is not None:
             record.exit_code = run.exit_code
@@ -250,6 +251,6 @@ class Engine:
             record.duration_s = round(run.duration_s, 3)
             if outcome is not Outcome.PASS:
                 record.observed = self.signature.observed(run)
-        self.session.append(record)
+        record = self.session.append(record)
         self._remember(record)
         return record

@@ -32,7 +32,7 @@ from clusterbisect.interrupts import sigterm_as_interrupt
 from clusterbisect.outcome import Outcome
 from clusterbisect.problem import Problem
 from clusterbisect.report import Evidence, build_result
-from clusterbisect.runners.base import RunnerContext
+from clusterbisect.runners.base import Probe, RunnerContext
 from clusterbisect.search import make_strategy
 from clusterbisect.search.base import ProbeAnswer, ProbeRequest, SearchResult, Strategy, Subset
 from clusterbisect.session import DRY_RUN_DIR, Session
@@ -62,6 +62,7 @@ class Bisection:
     @classmethod
     def of(cls, session: Session, good: Spec, bad: Spec) -> Bisection:
         scope = session.config.scope
+        session.use_specs(good, bad)
         return cls(
             session, good, bad, diff(good, bad, ignore=scope.ignore, container=scope.container)
         )
@@ -86,7 +87,9 @@ def create_session(config: SessionConfig, state_dir: Path | None) -> Bisection:
     )
     scope = config.scope
     changes = diff(good, bad, ignore=scope.ignore, container=scope.container)
-    session = Session.create(config, state_dir, good_text=texts[0], bad_text=texts[1])
+    session = Session.create(
+        config, state_dir, good_text=texts[0], bad_text=texts[1], specs=(good, bad)
+    )
     return Bisection(session, good, bad, changes)
 
 
@@ -133,6 +136,7 @@ def runner_for(bisection: Bisection, render_only: bool = False) -> Any:
         dry_run="client" if render_only else config.dry_run,
         manifests_dir=session.manifests_dir,
         private_dir=session.private_dir(config.backend),
+        redactor=session.redactor,
     )
     return backends.make_runner(config.backend, context, config.backend_options)
 
@@ -177,6 +181,7 @@ def evidence(engine: Engine, search: SearchResult, elapsed_s: float) -> Evidence
         },
         elapsed_s=elapsed_s,
         read_log=session.read_log,
+        redactor=session.redactor,
     )
 
 
@@ -228,13 +233,12 @@ def dry_run(bisection: Bisection) -> dict[str, Any]:
         plan: list[dict[str, Any]] = []
         for request in [r for batch in batches for r in batch]:
             probe = engine.make_probe(request, len(plan) + 1)
-            path = session.save_rendered(DRY_RUN_DIR, probe.probe_id, runner.render(probe))
             plan.append(
                 {
                     "id": probe.probe_id,
                     "purpose": request.purpose,
                     "subset": engine.problem.subset_keys(request.subset),
-                    "manifest": str(path),
+                    **save_probe(session, DRY_RUN_DIR, runner, probe),
                 }
             )
     finally:
@@ -252,6 +256,23 @@ def dry_run(bisection: Bisection) -> dict[str, Any]:
         "rounds": 0,
         "culprits": [],
     }
+
+
+def save_probe(session: Session, folder: str, runner: Any, probe: Probe) -> dict[str, Any]:
+    """Write what ``runner`` renders for ``probe`` under ``folder``: the rendered probe
+    (no secret value in it) and, when it refers to real values, the private file that
+    holds them (mode 0600). Their paths, and how the two are used together."""
+    saved: dict[str, Any] = {
+        "manifest": str(session.save_rendered(folder, probe.probe_id, runner.render(probe)))
+    }
+    private = runner.private(probe)
+    if private is not None:
+        path = session.save_private(folder, probe.probe_id, private.suffix, private.text)
+        saved["private_file"] = str(path)
+        saved["private_file_holds"] = private.holds
+        if private.usage:
+            saved["use"] = private.usage.format(private=path, rendered=saved["manifest"])
+    return saved
 
 
 def _first_batches(strategy: Strategy, n: int) -> list[list[ProbeRequest]]:

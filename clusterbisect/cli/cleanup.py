@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from clusterbisect import backends
-from clusterbisect.cli.common import emit_json, json_option
+from clusterbisect.cli.common import echo, emit_json, json_option
 from clusterbisect.options import click_options, from_params
 
 _CLEANABLE = backends.with_cleanup()
@@ -33,7 +33,7 @@ def cleanup_command(session_id: str | None, backend: str, as_json: bool, **optio
         emit_json(report)
         return
     deleted = report["deleted"]
-    click.echo(
+    echo(
         f"Namespace {report['namespace']}: deleted {len(deleted['jobs'])} job(s), "
         f"{len(deleted['pods'])} orphaned pod(s), {len(deleted['configmaps'])} configmap(s) "
         f"matching {report['selector']}."

@@ -6,7 +6,9 @@ the pods for what a Job's conditions do not say (stuck Pending, a main container
 exited while sidecars run on), keeps our own deadline, reads the main container's log,
 settles each probe into a ``RunResult`` and deletes its Job
 (``propagationPolicy=Background``), and deletes whatever is still in flight when asked
-(:meth:`ProbeJobs.abort`: interruption, error, close).
+(:meth:`ProbeJobs.abort`: interruption, error, close). A probe's Secret (its secret
+values, ``secretref.py``) is created before its Job and deleted with it
+(``probe_secret.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterbisect.errors import BackendError
+from clusterbisect.files import private_dir, write_private
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult
 from clusterbisect.runners.base import Probe
@@ -29,6 +32,7 @@ from clusterbisect.runners.kubernetes.client import (
     api_error,
     connection_errors,
 )
+from clusterbisect.runners.kubernetes.probe_secret import ProbeSecrets
 from clusterbisect.runners.kubernetes.status import (
     PERMANENT_ERRORS,
     disrupted,
@@ -54,6 +58,7 @@ class Tracked:
     result: RunResult | None = None
     pod_name: str | None = None
     seen: dict[str, float] = field(default_factory=dict)  # waiting reason -> first seen
+    secret: str | None = None  # the probe's Secret, deleted with its Job
 
 
 class ProbeJobs:
@@ -72,26 +77,37 @@ class ProbeJobs:
         self.clock = clock
         self.sleep = sleep
         self.live: dict[str, Tracked] = {}
+        self.secrets = ProbeSecrets(api)
         self._last_pod_check = float("-inf")
 
-    def start(self, probe: Probe, render_job: Callable[[], dict[str, Any]], main: str) -> Tracked:
-        """Create the probe's Job (``render_job()`` renders it, with a fresh name each
-        time); a name clash (409) gets a fresh name."""
+    def start(
+        self, probe: Probe, render_job: Callable[[], list[dict[str, Any]]], main: str
+    ) -> Tracked:
+        """Create the probe's Job (``render_job()`` renders what it needs, its Secret,
+        then the Job last, with a fresh name each time); a name clash (409) gets a
+        fresh name."""
         from kubernetes.client.exceptions import ApiException
 
         conn = self.conn
         for _ in range(3):
-            job = render_job()
+            *needs, job = render_job()
             name = job["metadata"]["name"]
+            secret = None
             try:
-                self.api.create(
+                secret = self.secrets.create(needs)
+                created = self.api.create(
                     conn.batch.create_namespaced_job, job, "jobs.batch", passthrough=(409,)
                 )
             except ApiException:
+                self.secrets.delete(secret)
                 continue
+            except BaseException:
+                self.secrets.delete(secret)
+                raise
+            self.secrets.adopt(secret, created)
             now = self.clock()
             deadline = now + job["spec"]["activeDeadlineSeconds"] + self.options.deadline_slack_s
-            tracked = Tracked(probe, name, now, deadline, main)
+            tracked = Tracked(probe, name, now, deadline, main, secret=secret)
             self.live[name] = tracked
             log.info("k8s.job_created", job=name, probe=probe.probe_id, namespace=conn.namespace)
             return tracked
@@ -250,6 +266,7 @@ class ProbeJobs:
         item.result = result
         pending.pop(item.name, None)
         self.api.delete_job(item.name)
+        self.secrets.delete(item.secret)
         self.live.pop(item.name, None)
         log.info(
             "k8s.probe_done",
@@ -388,6 +405,7 @@ class ProbeJobs:
                     deleted += 1
             except BackendError as err:
                 log.warning("k8s.cleanup_failed", job=name, error=err.message)
+            self.secrets.delete(self.live[name].secret)
             self.live.pop(name, None)
         if deleted:
             log.warning("k8s.jobs_deleted", count=deleted)
@@ -395,8 +413,9 @@ class ProbeJobs:
 
 
 def write_log(path: Path, text: str, limit: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The probe's log as the workload wrote it (secrets and all: mode 0600)."""
+    private_dir(path.parent)
     data = text.encode("utf-8", errors="replace")
     if len(data) > limit:
         data = b"[... log truncated to its last %d bytes ...]\n" % limit + data[-limit:]
-    path.write_bytes(data)
+    write_private(path, data)
