@@ -254,11 +254,9 @@ def describe_probe(position: Position, request: ProbeRequest, number: int) -> di
 
 
 def _exec_line(session: Session, probe_id: str) -> str:
-    """The command that runs ``probe_id`` here with its real environment, as written."""
-    words = ["clusterbisect", "exec", probe_id]
-    if not is_current(session):
-        words += ["--state-dir", str(session.state_dir)]
-    line = shlex.join(words)
+    """The command that runs ``probe_id`` here with its real environment, as written
+    (from any directory: it names the session)."""
+    line = shlex.join(["clusterbisect", "exec", probe_id, "--state-dir", str(session.state_dir)])
     return line if session.config.command else line + " -- COMMAND..."
 
 

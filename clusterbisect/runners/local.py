@@ -108,7 +108,6 @@ class LocalRunner:
             "backend": self.name,
             "argv": redactor.setting(list(probe.command)) if probe.command else None,
             "env": redactor.env(dict(sorted(env.items()))),
-            "unset": self.unset(probe),
             "changes": [redactor.value(c.to_dict()) for c in probe.changes],
         }
 

@@ -20,8 +20,9 @@ def cleanup(
 ) -> dict[str, Any]:
     """Delete everything clusterbisect left in the namespace (one session, or all).
 
-    Jobs go with propagationPolicy=Background (their pods with them); ConfigMaps and
-    orphaned probe pods are deleted too. ``options`` say how to connect (the
+    Jobs go with propagationPolicy=Background (their pods and their probe Secrets
+    with them: a probe's Secret is owned by its Job); ConfigMaps and orphaned probe
+    pods are deleted too. ``options`` say how to connect (the
     registry's cleanup hook: ``cleanup(session_id, options=...)``).
     """
     options = settings_of(options)
