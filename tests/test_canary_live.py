@@ -11,6 +11,7 @@ applied as written with kubectl, and the probe they start gets the real values t
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 from canary_helpers import (
+    ANNOTATION,
     MARK,
     assert_no_canary,
     assert_state_dir,
@@ -116,11 +118,22 @@ def test_a_bisection_on_the_cluster_delivers_every_secret_and_shows_none(tmp_pat
     # Every probe got the real values (a probe that did not would be unresolved).
     logs = sorted((state / "logs").glob("p*.log"))
     assert logs and all("received every real value" in p.read_text() for p in logs)
-    # The Jobs the cluster held never had a secret in them; their Secrets did.
+    # The Jobs the cluster held had no secret in them, but the annotation's value (no
+    # manifest can refer to one: a controller reads it there); their Secrets held them.
     assert observer.jobs, "no probe Job was seen while the bisection ran"
-    assert_no_canary(*observer.jobs.values())
-    assert set(observer.secrets) <= set(observer.jobs)
-    assert observer.secrets and all(MARK in s for s in observer.secrets.values())
+    for shown in observer.jobs.values():
+        job = json.loads(shown)
+        annotations = job["spec"]["template"]["metadata"].pop("annotations")
+        assert annotations == {"vault.example.com/password": ANNOTATION}
+        assert_no_canary(json.dumps(job))
+    assert observer.secrets and set(observer.secrets) <= set(observer.jobs)
+    for name, shown in observer.secrets.items():
+        secret = json.loads(shown)
+        values = [base64.b64decode(v).decode() for v in secret["data"].values()]
+        assert values and all(MARK in v for v in values)
+        # Owned by its Job: the garbage collector deletes it with the Job.
+        (owner,) = secret["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["name"]) == ("Job", name)
     # Nothing is left: Jobs, pods and Secrets go with their probes.
     assert left_over(result["session_id"]) == {"jobs": [], "pods": [], "secrets": []}
     assert_state_dir(state)
