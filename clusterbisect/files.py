@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, BinaryIO, Literal, overload
 
 PRIVATE_FILE = 0o600
 PRIVATE_DIR = 0o700
@@ -25,6 +25,10 @@ def private_dir(path: Path) -> Path:
     return path
 
 
+@overload
+def open_private(path: Path, mode: Literal["wb", "ab"], **kwargs: Any) -> BinaryIO: ...
+@overload
+def open_private(path: Path, mode: str = "w", **kwargs: Any) -> IO[Any]: ...
 def open_private(path: Path, mode: str = "w", **kwargs: Any) -> IO[Any]:
     """Open ``path`` for writing (``w``/``wb``/``a``/``ab``) created mode 0600; an
     existing file is restricted too before anything is written."""

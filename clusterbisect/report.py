@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusterbisect.diff import Change
@@ -20,6 +20,7 @@ from clusterbisect.journal import ProbeRecord
 from clusterbisect.problem import Problem
 from clusterbisect.redact import Redactor
 from clusterbisect.search.base import SearchResult, Subset
+from clusterbisect.terminal import printable
 
 EXCERPT_LINES = 12
 EXCERPT_CHARS = 1500
@@ -35,7 +36,9 @@ class Evidence:
     ``session_id``, ``backend``, ``good``, ``bad``); ``signature`` describes the failure
     signature. ``read_log`` gives a probe log's text by its journaled (relative) path:
     the session reads its files, the report only quotes them; ``redactor`` hides the
-    session's secrets in what it quotes, and fingerprints them.
+    session's secrets in what it quotes, and fingerprints them. ``probe_timeout`` is
+    the per-probe limit and its rule (``engine.ProbeTimeout.to_dict``); ``next_step``
+    what to run next when the search is inconclusive (``nextstep.py``).
     """
 
     search: SearchResult
@@ -48,6 +51,9 @@ class Evidence:
     elapsed_s: float
     read_log: Callable[[str], str]
     redactor: Redactor
+    probe_timeout: dict[str, Any] | None = None
+    next_step: dict[str, Any] | None = field(default=None)
+    backend_notes: list[str] = field(default_factory=list)  # what every probe changed
 
     def runs_of(self, subset: Subset) -> list[ProbeRecord]:
         """The journaled runs of ``subset``, in order."""
@@ -55,13 +61,16 @@ class Evidence:
         return [r for r in self.records if sorted(r.subset) == keys]
 
     def excerpt(self, record: ProbeRecord) -> str:
-        """The last lines of a probe's log, without a secret of the session."""
+        """The lines of a probe's log that show its failure, without a secret of the
+        session and with terminal controls removed: those around the line the signature
+        matched, else the last ones."""
         if not record.log:
             return ""
         # Scrubbed before it is cut, so that no cut leaves part of a secret behind.
-        text = self.redactor.text(self.read_log(record.log))
+        text = printable(self.redactor.text(self.read_log(record.log)))
         lines = [_clip(line) for line in text.splitlines() if line.strip()]
-        return "\n".join(lines[-EXCERPT_LINES:])[-EXCERPT_CHARS:]
+        end = _matched_line_end(lines, record.observed)
+        return "\n".join(lines[max(0, end - EXCERPT_LINES) : end])[-EXCERPT_CHARS:]
 
     def shown_change(self, change: Change) -> dict[str, Any]:
         """A culprit's change for the report; a secret one (by name, or holding a
@@ -71,6 +80,28 @@ class Evidence:
         if involved is not None:
             shown["secret"] = involved
         return shown
+
+
+def _matched_line_end(lines: list[str], observed: str) -> int:
+    """Where an excerpt of ``lines`` ends: a few lines past the one ``observed`` quotes
+    (``matched: LINE``), or at the end."""
+    _, found, quoted = observed.partition("matched: ")
+    needle = quoted.strip()[:80]
+    if found and needle:
+        for index, line in enumerate(lines):
+            if needle in line:
+                return min(len(lines), index + 1 + EXCERPT_LINES // 4)
+    return len(lines)
+
+
+def confidence_value(confidence: float) -> float:
+    """A confidence for the report, never rounded up: below 1 stays below 1."""
+    return 1.0 if confidence >= 1.0 else math.floor(confidence * 10_000) / 10_000
+
+
+def confidence_text(confidence: float) -> str:
+    """Two decimals, cut not rounded: 0.996 is "0.99", never "1.00"."""
+    return "1.00" if confidence >= 1.0 else f"{math.floor(confidence * 100) / 100:.2f}"
 
 
 def build_result(evidence: Evidence) -> dict[str, Any]:
@@ -104,7 +135,9 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
             [c.to_dict() for c in problem.subset_changes(subset)] for subset in search.candidates
         ],
         "estimates": search.estimates,
-        "notes": search.notes + _baseline_notes(evidence),
+        "probe_timeout": evidence.probe_timeout,
+        "notes": search.notes + evidence.backend_notes + _baseline_notes(evidence),
+        "next": evidence.next_step,
         "elapsed_s": round(evidence.elapsed_s, 3),
         "probes": [_probe(r) for r in records],
     }
@@ -124,7 +157,7 @@ def _culprit(
     rest_record = _decisive_record(evidence, rest, None) if isinstance(rest, frozenset) else None
     return {
         "changes": [evidence.shown_change(c) for c in evidence.problem.subset_changes(subset)],
-        "confidence": round(confidence, 4),
+        "confidence": confidence_value(confidence),
         "confirmed": confirmed,
         "proof": {
             "probe": proof.probe_id if proof else None,
@@ -239,6 +272,8 @@ def render_text(result: dict[str, Any]) -> str:
     rates = _rates(result)
     if rates:
         out.append(f"Failure rates: {rates}")
+    if result.get("probe_timeout"):
+        out.append(f"Probe timeout: {result['probe_timeout']['rule']}")
     if result["untestable"]:
         out.append(
             f"Not testable on the {result['backend']} backend ({len(result['untestable'])}):"
@@ -249,6 +284,8 @@ def render_text(result: dict[str, Any]) -> str:
             out.append(f"  ... and {len(result['untestable']) - 20} more (see --json)")
     for note in result["notes"]:
         out.append(f"Note: {note}")
+    if result.get("next"):
+        out += [f"Next: {result['next']['why']}:", f"  {result['next']['command']}"]
     out.append(f"State: {result['state_dir']}")
     return "\n".join(out)
 
@@ -257,7 +294,7 @@ def _culprit_lines(number: int, culprit: dict[str, Any]) -> list[str]:
     """One culprit for the text report: its settings, the proof and the log excerpt."""
     kind = "interaction" if len(culprit["changes"]) > 1 else "single setting"
     out = [
-        f"Culprit {number} ({kind}, confidence {culprit['confidence']:.2f}"
+        f"Culprit {number} ({kind}, confidence {confidence_text(culprit['confidence'])}"
         f"{', confirmed both ways' if culprit['confirmed'] else ''}):"
     ]
     width = max(len(c["key"]) for c in culprit["changes"])
@@ -334,7 +371,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
     ]
     for number, culprit in enumerate(result["culprits"], 1):
-        out += [f"## Culprit {number} (confidence {culprit['confidence']:.2f})", ""]
+        out += [f"## Culprit {number} (confidence {confidence_text(culprit['confidence'])})", ""]
         out += ["| setting | good | bad |", "|---|---|---|"]
         for change in culprit["changes"]:
             out.append(
@@ -363,6 +400,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         out += [f"- `{u['key']}`: {u['reason']}" for u in result["untestable"]]
     if result["notes"]:
         out += ["", "## Notes", ""] + [f"- {note}" for note in result["notes"]]
+    if result.get("next"):
+        out += ["", "## Next", "", result["next"]["why"] + ":", "", "```"]
+        out += [result["next"]["command"], "```"]
     return "\n".join(out) + "\n"
 
 

@@ -17,7 +17,7 @@ from clusterbisect import backends
 from clusterbisect.errors import InputError
 from clusterbisect.runners.base import RunnerContext
 from clusterbisect.stepmode import Position, next_view, pending_index, recorded_view, with_position
-from clusterbisect.workflow import Bisection
+from clusterbisect.workflow import Bisection, runner_context
 
 
 def exec_probe(
@@ -67,19 +67,18 @@ def exec_probe(
         )
         return recorded_view(session, entry, "signature")
 
-    recorded = with_position(bisection, _exec)
-    return {**recorded, "next": next_view(bisection)}
+    with bisection.session.locked("exec"):
+        recorded = with_position(bisection, _exec)
+        return {**recorded, "next": next_view(bisection)}
 
 
 def _exec_context(position: Position) -> RunnerContext:
-    session, config = position.session, position.session.config
-    return RunnerContext(
-        session_id=session.session_id,
-        good=position.bisection.good,
-        changes=tuple(position.bisection.changes),
-        command=config.command,
-        container=config.scope.container,
-        timeout_s=config.limits.timeout,
+    """The session's runner context (its failure signature, its redactor...), for one
+    process on this machine with files of its own."""
+    session = position.session
+    return dataclasses.replace(
+        runner_context(position.bisection),
+        parallel=1,
+        dry_run=None,
         private_dir=session.private_dir("exec"),
-        redactor=session.redactor,
     )

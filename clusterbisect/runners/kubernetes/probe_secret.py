@@ -21,23 +21,28 @@ log = get_logger(__name__)
 RESOURCE = "secrets"
 
 
+def secret_name(objects: list[dict[str, Any]]) -> str | None:
+    """The name of the Secret among ``objects`` (what a Job needs), or None."""
+    secret = next((o for o in objects if o.get("kind") == "Secret"), None)
+    return None if secret is None else str(secret["metadata"]["name"])
+
+
 class ProbeSecrets:
     """The Secrets of the probe Jobs in flight, in one namespace."""
 
     def __init__(self, api: Api) -> None:
         self.api = api
 
-    def create(self, objects: list[dict[str, Any]]) -> str | None:
-        """Create the Secret among ``objects`` (what a Job needs before it is created);
-        its name, or None when there is none. A name clash (409) is raised as is."""
-        secret = next((o for o in objects if o.get("kind") == "Secret"), None)
-        if secret is None:
-            return None
+    def create(self, objects: list[dict[str, Any]]) -> None:
+        """Create the Secret among ``objects`` (what a Job needs before it is created),
+        if there is one. A name clash (409) is raised as is."""
+        name = secret_name(objects)
+        if name is None:
+            return
+        secret = next(o for o in objects if o.get("kind") == "Secret")
         core = self.api.conn.core
         self.api.create(core.create_namespaced_secret, secret, RESOURCE, passthrough=(409,))
-        name = str(secret["metadata"]["name"])
         log.info("k8s.secret_created", secret=name, namespace=self.api.conn.namespace)
-        return name
 
     def adopt(self, name: str | None, job: Any) -> None:
         """Make the created ``job`` the owner of Secret ``name`` (garbage-collected
