@@ -23,7 +23,7 @@ from clusterbisect import backends
 from clusterbisect.config import BackendOptions
 from clusterbisect.diff import Change
 from clusterbisect.outcome import RunResult
-from clusterbisect.runners.base import Probe, RunnerContext
+from clusterbisect.runners.base import Fidelity, Probe, RunnerContext
 from clusterbisect.settings import ENV
 from clusterbisect.specs.workload import spec_env
 
@@ -63,6 +63,9 @@ class ScriptedRunner:
 
     def untestable(self, changes: list[Change]) -> dict[str, str]:
         return {c.key: "not an environment variable" for c in changes if c.category != ENV}
+
+    def fidelity(self) -> Fidelity:
+        return Fidelity(target="this process", runs="a rule over the spec's environment")
 
     def render(self, probe: Probe) -> dict[str, Any]:
         return {"backend": self.name, "env": spec_env(probe.spec), "purpose": probe.purpose}

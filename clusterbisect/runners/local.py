@@ -22,7 +22,7 @@ from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult, signal_reason
 from clusterbisect.redact import redact_env, secret_env_names
-from clusterbisect.runners.base import Probe, RunnerContext
+from clusterbisect.runners.base import Fidelity, Probe, RunnerContext
 from clusterbisect.settings import ENV
 from clusterbisect.specs.workload import main_container, spec_env
 
@@ -97,6 +97,13 @@ class LocalRunner:
         container = self.context.container or main_container(probe.spec)
         env.update(spec_env(probe.spec, container))
         return env
+
+    def fidelity(self) -> Fidelity:
+        """Probes are processes here; what they leave out is in ``untestable``."""
+        return Fidelity(
+            target="this machine",
+            runs="the workload after `--` with the spec's environment variables",
+        )
 
     def render(self, probe: Probe) -> dict[str, Any]:
         """The argv and the environment variables the probe sets (secrets redacted)."""

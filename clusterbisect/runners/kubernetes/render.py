@@ -21,11 +21,13 @@ from typing import Any
 
 from clusterbisect.diff import Change
 from clusterbisect.errors import InputError
-from clusterbisect.settings import PathSegment
+from clusterbisect.redact import redact_value, setting_is_secret
+from clusterbisect.runners.base import NotCarried
+from clusterbisect.runners.kubernetes import operators
+from clusterbisect.settings import PathSegment, flatten
 from clusterbisect.specs.kubernetes import PodTemplateRef, pod_templates, resolve
 from clusterbisect.specs.model import KUBERNETES, Spec
 from clusterbisect.specs.noise import LABEL_NOISE
-from clusterbisect.specs.workload import main_container
 
 # --- labels and annotations --------------------------------------------------------
 
@@ -78,6 +80,7 @@ class RenderOptions:
     probe_configmap: str | None = None  # that ConfigMap's name
     ttl: int = 3600
     default_timeout_s: float = 3600.0
+    template: str | None = None  # --template: the role probes run; default: the kind's
 
 
 # --- names -------------------------------------------------------------------------
@@ -141,15 +144,16 @@ def session_selector(session_id: str | None = None) -> str:
 # --- pod templates -----------------------------------------------------------------
 
 
-def primary_template(spec: Spec) -> PodTemplateRef:
-    """The template a probe runs: the only one, else the primary role's (Master, Chief,
-    Launcher, head, the first replicated job; ``pod_templates`` lists it first)."""
+def probe_template(spec: Spec, wanted: str | None = None) -> PodTemplateRef:
+    """The template a probe runs: ``wanted`` (``--template``), else the kind's default
+    (the coordinator, the chief, the launcher, ..., else the first worker: see
+    ``specs/kinds.py``)."""
     if spec.format != KUBERNETES:
         raise InputError(
             f"the kubernetes backend runs Kubernetes objects, not a {spec.kind}",
             source=spec.source,
         )
-    refs = [r for r in pod_templates(spec) if isinstance(template_of(spec, r), dict)]
+    refs = [r for r in pod_templates(spec, wanted) if isinstance(template_of(spec, r), dict)]
     if not refs:
         raise InputError(
             f"no pod template found in this {spec.kind} (expected e.g. spec.template)",
@@ -157,6 +161,13 @@ def primary_template(spec: Spec) -> PodTemplateRef:
             field="spec",
         )
     return refs[0]
+
+
+def where_probes_run(spec: Spec, ref: PodTemplateRef) -> str:
+    """``the Worker template of the TFJob``, for reasons and reports."""
+    if ref.role:
+        return f"the {ref.role} template of the {spec.kind}"
+    return f"the {spec.kind}'s pod template"
 
 
 def template_of(spec: Spec, ref: PodTemplateRef) -> dict[str, Any] | None:
@@ -190,8 +201,7 @@ def main_container_name(spec: Spec, template: dict[str, Any], wanted: str | None
     default = annotated.get(DEFAULT_CONTAINER_ANNOTATION)
     if default in names:
         return str(default)
-    chosen = main_container(spec)
-    return str(chosen) if chosen in names else names[0]
+    return str(names[0])
 
 
 # --- rendering ---------------------------------------------------------------------
@@ -213,10 +223,11 @@ def render_job(
 
     ``workload`` is the argv given after ``--``; ``options.command`` wins over it.
     """
-    ref = primary_template(spec)
+    ref = probe_template(spec, options.template)
     template = copy.deepcopy(template_of(spec, ref))
     assert template is not None
     pod = template["spec"]
+    operators.overlay_trainer(spec, ref, pod)
     main = main_container_name(spec, template, options.container)
     name = name or job_name(session_id, probe_id)
 
@@ -224,7 +235,7 @@ def render_job(
     pod.pop("ephemeralContainers", None)  # cannot be set when a pod is created
     _override_workload(pod, main, options, workload)
     container = next(c for c in pod["containers"] if c.get("name") == main)
-    injected = add_operator_env(spec, ref, container)
+    injected = operators.add_operator_env(spec, ref, container)
 
     ours = {
         LABEL_MANAGED_BY: MANAGED_BY,
@@ -259,6 +270,7 @@ def render_job(
         "kind": "Job",
         "metadata": metadata,
         "spec": {
+            **operators.job_fields(spec, ref),
             "backoffLimit": 0,
             "activeDeadlineSeconds": max(1, math.ceil(timeout)),
             "ttlSecondsAfterFinished": int(options.ttl),
@@ -273,57 +285,6 @@ def render_job(
             "template": {"metadata": pod_meta, "spec": pod},
         },
     }
-
-
-def operator_env(spec: Spec, ref: PodTemplateRef, container: dict[str, Any]) -> dict[str, str]:
-    """The env a Kubeflow training operator gives a job's first replica, for a world of
-    one: a probe is a single pod, so it rendezvouses with itself.
-
-    PyTorchJob and XGBoostJob: ``MASTER_ADDR``/``MASTER_PORT``/``WORLD_SIZE``/``RANK``
-    (and torchrun's ``PET_*`` with an ``elasticPolicy`` or ``nprocPerNode``); TFJob:
-    ``TF_CONFIG``; JAXJob: ``COORDINATOR_ADDRESS``/``NUM_PROCESSES``/``PROCESS_ID``.
-    Other kinds (MPIJob, PaddleJob, ...) get nothing: their launchers are not emulated.
-    """
-    kind = spec.kind
-    body = spec.document.get("spec") or {}
-    defaults = {"PyTorchJob": 23456, "XGBoostJob": 9999, "TFJob": 2222, "JAXJob": 6666}
-    if kind not in defaults:
-        return {}
-    port = str(_named_port(container, kind.lower() + "-port") or defaults[kind])
-    if kind == "TFJob":
-        role = (ref.role or "chief").lower()
-        config = {"cluster": {role: [f"localhost:{port}"]}, "task": {"type": role, "index": 0}}
-        return {"TF_CONFIG": json.dumps(config, separators=(",", ":"))}
-    if kind == "JAXJob":
-        return {
-            "COORDINATOR_ADDRESS": f"localhost:{port}",
-            "NUM_PROCESSES": "1",
-            "PROCESS_ID": "0",
-        }
-    env = {"MASTER_ADDR": "localhost", "MASTER_PORT": port, "WORLD_SIZE": "1", "RANK": "0"}
-    if kind == "PyTorchJob" and (body.get("elasticPolicy") or body.get("nprocPerNode")):
-        env.update(PET_MASTER_ADDR="localhost", PET_MASTER_PORT=port, PET_NNODES="1")
-        env["PET_NODE_RANK"] = "0"
-        if body.get("nprocPerNode"):
-            env["PET_NPROC_PER_NODE"] = str(body["nprocPerNode"])
-    return env
-
-
-def add_operator_env(spec: Spec, ref: PodTemplateRef, container: dict[str, Any]) -> list[str]:
-    """Add :func:`operator_env` to ``container``, except what its own env already sets;
-    the names added."""
-    have = {e.get("name") for e in container.get("env") or [] if isinstance(e, dict)}
-    added = {k: v for k, v in operator_env(spec, ref, container).items() if k not in have}
-    if added:
-        container.setdefault("env", []).extend({"name": k, "value": v} for k, v in added.items())
-    return list(added)
-
-
-def _named_port(container: dict[str, Any], name: str) -> int | None:
-    for port in container.get("ports") or []:
-        if isinstance(port, dict) and port.get("name") == name and port.get("containerPort"):
-            return int(port["containerPort"])
-    return None
 
 
 def _override_workload(
@@ -405,71 +366,222 @@ def untestable(
 
     ``paths`` maps keys to document paths when a change does not carry its own.
     """
-    ref = primary_template(spec)
-    refs = pod_templates(spec)
-    template = template_of(spec, ref) or {"spec": {}}
-    main = main_container_name(spec, template, options.container)
-    where = f"the {ref.role} template" if ref.role else f"the {spec.kind}'s pod template"
-    dropped_labels = selector_labels(spec)
+    probed = Probed.of(spec, options)
     reasons: dict[str, str] = {}
     for change in changes:
         path = tuple(change.path) or (paths or {}).get(change.key, ())
-        reason = (
-            _why_by_path(spec, ref, refs, path, main, options, dropped_labels, where)
-            if path
-            else _why_by_key(spec, ref, refs, change.key, where)
-        )
+        reason = probed.why(path) if path else probed.why_by_key(change.key)
         if reason:
             reasons[change.key] = reason
     return reasons
 
 
-def _why_by_path(
-    spec: Spec,
-    ref: PodTemplateRef,
-    refs: list[PodTemplateRef],
-    path: tuple[PathSegment, ...],
-    main: str,
-    options: RenderOptions,
-    dropped_labels: set[str],
-    where: str,
-) -> str | None:
-    base = tuple(ref.path)
-    if spec.kind != "Pod" or base:
-        inside = path[: len(base)] == base
-    else:
-        inside = path[:1] in (("spec",), ("metadata",))
-    if not inside:
-        return _why_outside(spec, ref, refs, path, where)
-    rest = path[len(base) :]
-    if rest[:2] == ("metadata", "labels") and len(rest) > 2:
-        label = rest[2]
-        if label in dropped_labels:
-            return "a selector label of the workload; probe pods drop it so they join no Service"
-        return "a controller-managed label" if label in CONTROLLER_LABELS else None
-    if rest[:1] == ("metadata",) and rest[1:2] != ("annotations",):
-        return "pod metadata that a probe Job generates itself"
-    if rest == ("spec", "restartPolicy"):
-        return "probe Jobs always run with restartPolicy Never"
-    if rest[:2] == ("spec", "containers") and len(rest) > 3 and rest[2] == ("name", main):
-        return _why_overridden(str(rest[3]), options)
-    return None
+def not_carried(spec: Spec, options: RenderOptions) -> list[NotCarried]:
+    """The good spec's settings a probe does not carry, with the reason: job-level
+    settings, the templates not probed (one entry each), what the probe Job replaces,
+    and a command that cannot run as a world of one. Secret values are redacted."""
+    probed = Probed.of(spec, options)
+    out: list[NotCarried] = []
+    others_seen: set[str] = set()
+    for setting in flatten(spec).values():
+        other = probed.other_template(setting.path)
+        if other is not None:
+            if other.key_prefix not in others_seen:
+                others_seen.add(other.key_prefix)
+                name = other.key_prefix.removesuffix(".") or other.role
+                out.append(NotCarried(name, "(pod template)", probed.why_other(other)))
+            continue
+        reason = probed.why(setting.path)
+        if reason:
+            secret = setting_is_secret(setting.env_name, setting.path)
+            out.append(
+                NotCarried(
+                    setting.key, redact_value(setting.value) if secret else setting.value, reason
+                )
+            )
+    world = probed.world_of_one()
+    if world is not None:
+        out.append(world)
+    return out
 
 
-def _why_outside(
-    spec: Spec,
-    ref: PodTemplateRef,
-    refs: list[PodTemplateRef],
-    path: tuple[PathSegment, ...],
-    where: str,
-) -> str:
-    """Why a setting outside the probed pod template does not reach the probe."""
-    for other in refs:
-        if other != ref and path[: len(other.path)] == tuple(other.path):
-            return f"belongs to the {other.role or 'other'} pod template; probes run {where} only"
-    if path[:1] == ("metadata",):
-        return f"{spec.kind} metadata does not reach the probe pod"
-    return f"a {spec.kind}-level setting; probe Jobs run {where} only"
+# Why a job-level field does not reach a probe, by the field's name.
+_WORLD_OF_ONE = "a probe is one pod, a world of one"
+_RUNS_ONCE = "a probe runs once: no retries, no failure or success policy of the job"
+_SCHEDULING = (
+    "gang scheduling, queues and pod groups belong to the job's scheduler; "
+    "the probe pod is scheduled on its own"
+)
+JOB_LEVEL_REASONS: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "replicas",
+            "parallelism",
+            "completions",
+            "minReplicas",
+            "maxReplicas",
+            "numOfHosts",
+            "size",
+            "numNodes",
+            "minAvailable",
+            "elasticPolicy",
+            "subGroupPolicy",
+        ),
+        _WORLD_OF_ONE,
+    ),
+    **dict.fromkeys(
+        (
+            "backoffLimit",
+            "backoffLimitPerIndex",
+            "maxFailedIndexes",
+            "maxRetry",
+            "maxRestarts",
+            "restartPolicy",
+            "podFailurePolicy",
+            "successPolicy",
+            "failurePolicy",
+            "policies",
+            "cleanPodPolicy",
+        ),
+        _RUNS_ONCE,
+    ),
+    **dict.fromkeys(
+        (
+            "schedulerName",
+            "queue",
+            "schedulingPolicy",
+            "podGroupPolicy",
+            "priorityClassName",
+            "minResources",
+            "networkTopology",
+        ),
+        _SCHEDULING,
+    ),
+    "activeDeadlineSeconds": "the probe's own deadline replaces it (--timeout)",
+    "ttlSecondsAfterFinished": "probe Jobs are deleted when they end",
+    "suspend": "probes are never suspended",
+    "network": "the probe pod gets no headless Service or subdomain of the job",
+    "networkConfig": "the probe pod gets no headless Service or subdomain of the job",
+    "startupPolicy": _WORLD_OF_ONE,
+    "rolloutStrategy": "a probe is a Job, never rolled out",
+}
+
+
+@dataclass
+class Probed:
+    """What a probe of ``spec`` runs, and why a setting would not reach it."""
+
+    spec: Spec
+    ref: PodTemplateRef
+    refs: list[PodTemplateRef]
+    main: str
+    options: RenderOptions
+    dropped_labels: set[str]
+
+    @classmethod
+    def of(cls, spec: Spec, options: RenderOptions) -> Probed:
+        ref = probe_template(spec, options.template)
+        template = copy.deepcopy(template_of(spec, ref)) or {"spec": {}}
+        operators.overlay_trainer(spec, ref, template["spec"])
+        main = main_container_name(spec, template, options.container)
+        refs = pod_templates(spec, options.template)
+        return cls(spec, ref, refs, main, options, selector_labels(spec))
+
+    @property
+    def where(self) -> str:
+        return where_probes_run(self.spec, self.ref)
+
+    def other_template(self, path: tuple[PathSegment, ...]) -> PodTemplateRef | None:
+        """The template, other than the probed one, that ``path`` is in."""
+        for other in self.refs:
+            if other != self.ref and path[: len(other.path)] == tuple(other.path):
+                return other
+        return None
+
+    def why_other(self, other: PodTemplateRef) -> str:
+        return (
+            f"belongs to the {other.role or 'other'} pod template; probes run {self.where} "
+            f"(--template {other.role} probes that one)"
+        )
+
+    def why(self, path: tuple[PathSegment, ...]) -> str | None:
+        """Why the setting at ``path`` does not reach the probe pod, or None."""
+        spec, ref = self.spec, self.ref
+        base = tuple(ref.path)
+        if spec.kind != "Pod" or base:
+            inside = path[: len(base)] == base
+        else:
+            inside = path[:1] in (("spec",), ("metadata",))
+        if not inside:
+            return self.why_outside(path)
+        rest = path[len(base) :]
+        if rest[:2] == ("metadata", "labels") and len(rest) > 2:
+            label = rest[2]
+            if label in self.dropped_labels:
+                return (
+                    "a selector label of the workload; probe pods drop it so they join no Service"
+                )
+            return "a controller-managed label" if label in CONTROLLER_LABELS else None
+        if rest[:1] == ("metadata",) and rest[1:2] != ("annotations",):
+            return "pod metadata that a probe Job generates itself"
+        if rest == ("spec", "restartPolicy"):
+            return "probe Jobs always run with restartPolicy Never"
+        if rest[:2] == ("spec", "containers") and len(rest) > 3 and rest[2] == ("name", self.main):
+            return _why_overridden(str(rest[3]), self.options)
+        return None
+
+    def why_outside(self, path: tuple[PathSegment, ...]) -> str | None:
+        """Why a setting outside the probed pod template does not reach the probe."""
+        spec = self.spec
+        other = self.other_template(path)
+        if other is not None:
+            return self.why_other(other)
+        if operators.carries(spec, self.ref, path):
+            return None
+        if path[:1] == ("metadata",):
+            return f"{spec.kind} metadata does not reach the probe pod"
+        fields = [s for s in path if isinstance(s, str)]
+        reason = next(
+            (JOB_LEVEL_REASONS[f] for f in reversed(fields) if f in JOB_LEVEL_REASONS), None
+        )
+        if reason:
+            return f"a {spec.kind}-level setting: {reason}"
+        return f"a {spec.kind}-level setting; probe Jobs run {self.where} only"
+
+    def why_by_key(self, key: str) -> str | None:
+        spec, ref = self.spec, self.ref
+        for other in self.refs:
+            if other != ref and other.key_prefix and key.startswith(other.key_prefix):
+                return self.why_other(other)
+        if ref.key_prefix and not key.startswith(ref.key_prefix):
+            return f"a {spec.kind}-level setting; probe Jobs run {self.where} only"
+        if key.startswith("metadata.") and spec.kind != "Pod":
+            return f"{spec.kind} metadata does not reach the probe pod"
+        return None
+
+    def world_of_one(self) -> NotCarried | None:
+        """The main container's command, when it cannot run as a world of one."""
+        if self.options.command is not None or self.options.probe_name:
+            return None
+        template = copy.deepcopy(template_of(self.spec, self.ref)) or {"spec": {}}
+        operators.overlay_trainer(self.spec, self.ref, template["spec"])
+        for container in template["spec"].get("containers") or []:
+            if container.get("name") != self.main:
+                continue
+            argv = [
+                str(a) for a in [*(container.get("command") or []), *(container.get("args") or [])]
+            ]
+            found = operators.world_of_one(argv)
+            if found:
+                return NotCarried(
+                    f"{self.ref.key_prefix}containers[{self.main}].command",
+                    found,
+                    f"the command fixes {found} but a probe is one pod, a world of one "
+                    "(its operator env says 1 node): it would wait for peers that never "
+                    "come. Give the probe a command for one node (--command, --args or "
+                    "the workload after --)",
+                )
+        return None
 
 
 def _why_overridden(field: str, options: RenderOptions) -> str | None:
@@ -480,17 +592,4 @@ def _why_overridden(field: str, options: RenderOptions) -> str | None:
     replaced = options.args is not None or options.command is not None or options.probe_name
     if field == "args" and replaced:
         return "the main container's args are replaced by --args/--command/--probe"
-    return None
-
-
-def _why_by_key(
-    spec: Spec, ref: PodTemplateRef, refs: list[PodTemplateRef], key: str, where: str
-) -> str | None:
-    for other in refs:
-        if other != ref and other.key_prefix and key.startswith(other.key_prefix):
-            return f"belongs to the {other.role} pod template; probes run {where} only"
-    if ref.key_prefix and not key.startswith(ref.key_prefix):
-        return f"a {spec.kind}-level setting; probe Jobs run {where} only"
-    if key.startswith("metadata.") and spec.kind != "Pod":
-        return f"{spec.kind} metadata does not reach the probe pod"
     return None

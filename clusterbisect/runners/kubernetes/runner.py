@@ -1,4 +1,5 @@
-"""The Kubernetes runner: probes rendered as Jobs, run, and always cleaned up.
+"""The Kubernetes runner: probes rendered as Jobs (RayJobs for a RayJob), run, and
+always cleaned up.
 
 Rendering is pure and lives in ``render``; following the Jobs in flight (watch,
 verdicts, logs, deletion) in ``jobs``. This module is the runner itself: what a probe
@@ -27,8 +28,8 @@ from clusterbisect.interrupts import sigterm_as_interrupt
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult
 from clusterbisect.redact import redact_manifest, secret_env_names
-from clusterbisect.runners.base import DRY_RUN_MODES, Probe, RunnerContext
-from clusterbisect.runners.kubernetes import render
+from clusterbisect.runners.base import DRY_RUN_MODES, Fidelity, Probe, RunnerContext
+from clusterbisect.runners.kubernetes import rayjobs, render
 from clusterbisect.runners.kubernetes.client import (
     Api,
     Connection,
@@ -38,6 +39,7 @@ from clusterbisect.runners.kubernetes.client import (
 )
 from clusterbisect.runners.kubernetes.jobs import ProbeJobs
 from clusterbisect.settings import flatten
+from clusterbisect.specs.model import Spec
 
 log = get_logger(__name__)
 
@@ -64,25 +66,71 @@ class KubernetesRunner:
                 f"expected one of {', '.join(DRY_RUN_MODES)}, got {self.mode!r}",
                 field="--dry-run",
             )
-        if self.context.good is not None:
-            render.primary_template(self.context.good)  # a spec without a pod template
+        # A RayJob is probed as RayJobs (KubeRay runs its entrypoint); the rest as Jobs.
+        self.rayjob = rayjobs.applies(self.context.good)
+        if self.context.good is not None:  # refuse a spec without a pod template now
+            if self.rayjob:
+                rayjobs.check_options(self.context.good, self._static_render_options())
+            else:
+                render.probe_template(self.context.good, self.options.template)
         self._conn = connection
+        self._namespace_from: str | None = None  # where the probe namespace came from
         self._api: Api | None = None
         self.clock = clock
         self.sleep = sleep
         self._script: str | None = None
         self._configmap: str | None = None  # created in the cluster, to delete on close
         self._jobs: ProbeJobs | None = None
+        self._rayjobs: rayjobs.RayJobProbes | None = None
 
     # --- setup ----------------------------------------------------------------------
 
     def connection(self) -> Connection:
-        """The cluster connection, made on first use (a client dry run never makes one)."""
+        """The cluster connection, made on first use (a client dry run never makes one).
+
+        Its namespace is where probes go: ``-n``, else the source's namespace when the
+        cluster has it, else the context's, else ``default``.
+        """
         if self._conn is None:
-            self._conn = connect(
-                self.options.kubeconfig, self.options.context, self.options.namespace
-            )
+            source = self._source_namespace()
+            wanted = self.options.namespace or source
+            conn = connect(self.options.kubeconfig, self.options.context, wanted)
+            if self.options.namespace:
+                self._namespace_from = "-n"
+            elif source and self._namespace_exists(conn, source):
+                self._namespace_from = "the source's"
+            elif source:
+                conn = connect(self.options.kubeconfig, self.options.context, None)
+                self._namespace_from = (
+                    f"the context's; the source's namespace {source!r} does not exist here"
+                )
+            else:
+                self._namespace_from = "the context's"
+            self._conn = conn
         return self._conn
+
+    def _source_namespace(self) -> str | None:
+        good = self.context.good
+        namespace = good.extra.get("namespace") if good is not None else None
+        return str(namespace) if namespace else None
+
+    def _namespace_exists(self, conn: Connection, namespace: str) -> bool:
+        """False only when the API server says the namespace is not there (a 403 on
+        reading namespaces leaves it to the probe's creation to tell)."""
+        from kubernetes.client.exceptions import ApiException
+
+        api = Api(conn, self.options.retries, self.options.retry_base_s, self.sleep)
+        try:
+            api.call(
+                conn.core.read_namespace,
+                namespace,
+                verb="get",
+                resource="namespaces",
+                passthrough=(403, 404),
+            )
+        except ApiException as err:
+            return err.status != 404
+        return True
 
     @property
     def jobs(self) -> ProbeJobs:
@@ -100,14 +148,26 @@ class KubernetesRunner:
         return self._api
 
     def namespace(self) -> str | None:
-        """The probe namespace: -n, else the context's; None when unknown (client dry run)."""
+        """The probe namespace: -n, else the source's, else the context's; None when
+        unknown (a client dry run without a kubeconfig)."""
         if self.options.namespace:
+            self._namespace_from = "-n"
             return self.options.namespace
-        if self._conn is not None:
-            return self._conn.namespace
-        if self.mode == "client":
+        if self._conn is None and self.mode == "client":
+            source = self._source_namespace()
+            if source:
+                self._namespace_from = "the source's (not checked: client dry run)"
+                return source
+            self._namespace_from = "the context's"
             return context_namespace(self.options.kubeconfig, self.options.context)
         return self.connection().namespace
+
+    def namespace_said(self) -> str:
+        """``namespace 'ml' (the source's)``: where probes go, and why there."""
+        namespace = self.namespace()
+        if namespace is None:
+            return "the namespace of the kubeconfig's context when applied (none set)"
+        return f"namespace {namespace!r} ({self._namespace_from or 'the context s'})"
 
     def probe_script(self) -> str | None:
         """The text of ``probes/NAME.py`` for ``--probe NAME``."""
@@ -144,6 +204,7 @@ class KubernetesRunner:
             ),
             ttl=self.options.ttl,
             default_timeout_s=self.options.default_timeout_s,
+            template=self.options.template,
         )
 
     # --- the Runner protocol --------------------------------------------------------
@@ -157,8 +218,13 @@ class KubernetesRunner:
         paths: dict[str, Any] = {}
         if any(not c.path for c in changes):
             paths = {k: s.path for k, s in flatten(spec).items()}
+        if self.rayjob:
+            return rayjobs.untestable(changes, self._workload_given(), paths)
         options = self._static_render_options()
         return render.untestable(spec, changes, options, paths)
+
+    def _workload_given(self) -> bool:
+        return self.options.command is not None or bool(self.context.command)
 
     def _static_render_options(self) -> render.RenderOptions:
         return render.RenderOptions(
@@ -166,12 +232,36 @@ class KubernetesRunner:
             command=self.options.command,
             args=self.options.args,
             probe_name=self.options.probe,
+            template=self.options.template,
+        )
+
+    def fidelity(self) -> Fidelity:
+        """Where probes go (which namespace, and why), which template they run and the
+        good spec's settings they do not carry."""
+        spec = self.context.good
+        target = self.namespace_said()
+        if spec is None:
+            return Fidelity(target=target)
+        if self.rayjob:
+            return Fidelity(
+                target=target,
+                runs="the whole RayJob: a fresh Ray cluster per probe, its entrypoint "
+                "submitted by KubeRay",
+                not_carried=rayjobs.not_carried(spec, self._workload_given()),
+            )
+        options = self._static_render_options()
+        ref = render.probe_template(spec, options.template)
+        return Fidelity(
+            target=target,
+            runs=f"{render.where_probes_run(spec, ref)}, as a Job of one pod",
+            not_carried=render.not_carried(spec, options),
         )
 
     def manifests(self, probe: Probe, name: str | None = None) -> list[dict[str, Any]]:
         """What ``probe`` creates, unredacted: [ConfigMap (with --probe)], Job."""
         options = self.render_options(probe.session_id)
-        job = render.render_job(
+        make = rayjobs.render_rayjob if rayjobs.applies(probe.spec) else render.render_job
+        job = make(
             probe.probe_id,
             probe.session_id,
             probe.spec,
@@ -200,7 +290,7 @@ class KubernetesRunner:
         manifests = self.manifests(probe)
         if self.mode == "server":
             # --dry-run=server: what is planned must also pass admission, quota and RBAC.
-            verdict = self._server_dry_run(manifests)
+            verdict = self._server_dry_run(manifests, probe.spec)
             if not verdict["accepted"]:
                 raise BackendError(
                     f"server dry run rejected probe {probe.probe_id}: {verdict['error']}",
@@ -226,17 +316,12 @@ class KubernetesRunner:
                 for entry in plan["probes"]
             ]
         require("kubernetes", "the Kubernetes backend")
+        rayjob = rayjobs.applies(probes[0].spec)
+        if rayjob:
+            rayjobs.check_crd(self.api, probes[0].spec)
         with sigterm_as_interrupt():
             try:
-                self._ensure_configmap(probes[0].session_id)
-                jobs = self.jobs
-                tracked = [
-                    jobs.start(
-                        probe, functools.partial(self._job, probe), self._main_container(probe)
-                    )
-                    for probe in probes
-                ]
-                jobs.watch(tracked)
+                tracked = self._run_rayjobs(probes) if rayjob else self._run_jobs(probes)
             except KeyboardInterrupt:
                 deleted = self._abort()
                 raise Interrupted(
@@ -251,6 +336,27 @@ class KubernetesRunner:
             assert item.result is not None
             results.append(item.result)
         return results
+
+    def _run_jobs(self, probes: list[Probe]) -> list[Any]:
+        self._ensure_configmap(probes[0].session_id)
+        jobs = self.jobs
+        tracked = [
+            jobs.start(probe, functools.partial(self._job, probe), self._main_container(probe))
+            for probe in probes
+        ]
+        jobs.watch(tracked)
+        return tracked
+
+    def _run_rayjobs(self, probes: list[Probe]) -> list[Any]:
+        if self._rayjobs is None:
+            self._rayjobs = rayjobs.RayJobProbes(
+                self.api, probes[0].spec, self.options, self.clock, self.sleep
+            )
+        tracked = [
+            self._rayjobs.start(probe, functools.partial(self._job, probe)) for probe in probes
+        ]
+        self._rayjobs.watch(tracked)
+        return tracked
 
     def close(self) -> None:
         """Delete anything still in flight and the ``--probe`` ConfigMap."""
@@ -280,7 +386,7 @@ class KubernetesRunner:
                 "manifest": str(path) if path else None,
             }
             if mode == "server":
-                entry.update(self._server_dry_run(manifests))
+                entry.update(self._server_dry_run(manifests, probe.spec))
             entries.append(entry)
         return {
             "mode": mode,
@@ -296,9 +402,21 @@ class KubernetesRunner:
             out.mkdir(parents=True, exist_ok=True)
         return out
 
-    def _server_dry_run(self, manifests: list[dict[str, Any]]) -> dict[str, Any]:
-        """Send ``manifests`` with dryRun=All; a rejection is reported, not raised."""
+    def _server_dry_run(
+        self, manifests: list[dict[str, Any]], spec: Spec | None = None
+    ) -> dict[str, Any]:
+        """Send ``manifests`` (of ``spec``'s probe) with dryRun=All; a rejection is
+        reported, not raised."""
         conn = self.connection()
+        if spec is not None and rayjobs.applies(spec):
+            rayjobs.check_crd(self.api, spec)
+            probes = rayjobs.RayJobProbes(self.api, spec, self.options)
+            try:
+                for manifest in manifests:
+                    probes.create(manifest, dry_run="All")
+            except BackendError as err:
+                return {"accepted": False, "error": err.message}
+            return {"accepted": True}
         for manifest in manifests:
             if manifest["kind"] == "ConfigMap":
                 fn, resource = conn.core.create_namespaced_config_map, "configmaps"
@@ -341,7 +459,7 @@ class KubernetesRunner:
 
     def _main_container(self, probe: Probe) -> str:
         """The container whose exit and log are the probe's."""
-        ref = render.primary_template(probe.spec)
+        ref = render.probe_template(probe.spec, self.options.template)
         template = (
             render.template_of(probe.spec, ref) or self.manifests(probe)[-1]["spec"]["template"]
         )
@@ -350,6 +468,8 @@ class KubernetesRunner:
     def _abort(self) -> int:
         """Delete every Job still in flight and the ``--probe`` ConfigMap."""
         deleted = self.jobs.abort() if self._jobs is not None else 0
+        if self._rayjobs is not None:
+            deleted += self._rayjobs.abort()
         self._delete_configmap()
         return deleted
 
@@ -357,7 +477,10 @@ class KubernetesRunner:
 def _redacted(manifests: list[dict[str, Any]], probe: Probe) -> list[dict[str, Any]]:
     """Copies of ``manifests`` for display: secret env values hidden."""
     names = secret_env_names(probe.changes)
-    return [redact_manifest(m, names) for m in manifests]
+    return [
+        rayjobs.redacted(m, names) if m.get("kind") == "RayJob" else redact_manifest(m, names)
+        for m in manifests
+    ]
 
 
 def _default_probes_dir() -> Path:

@@ -45,10 +45,11 @@ from clusterbisect.extras import require
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult, signal_reason
 from clusterbisect.redact import redact_env, secret_env_names
-from clusterbisect.runners.base import Probe, RunnerContext
+from clusterbisect.runners.base import Fidelity, Probe, RunnerContext
 from clusterbisect.runners.ray.cluster import LocalRay, LocalRayOptions
 from clusterbisect.runners.ray.render import (
     Submission,
+    not_carried,
     render_submission,
     why_untestable,
     why_untestable_in_workload,
@@ -182,6 +183,21 @@ class RayRunner:
             if why:
                 reasons[change.key] = why
         return reasons
+
+    def fidelity(self) -> Fidelity:
+        """Where the Ray jobs run, what they run, what of the spec they leave out."""
+        where = self.target_address() or "a local Ray started for the session"
+        spec = self.context.good
+        runs = (
+            "the workload after `--` as a Ray job"
+            if self.context.command
+            else "the spec's entrypoint as a Ray job"
+        )
+        return Fidelity(
+            target=where,
+            runs=runs,
+            not_carried=not_carried(spec, where) if spec is not None else [],
+        )
 
     def render(self, probe: Probe) -> dict[str, Any]:
         """The job submission for ``probe`` (secret env values redacted)."""
