@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusterbisect.journal import ProbeRecord
@@ -43,6 +43,9 @@ class Evidence:
     session: dict[str, str]
     elapsed_s: float
     read_log: Callable[[str], str]
+    # Where probes ran, what they ran, what of the job they did not carry
+    # (``runners.base.Fidelity.to_dict``).
+    fidelity: dict[str, Any] = field(default_factory=dict)
 
     def runs_of(self, subset: Subset) -> list[ProbeRecord]:
         """The journaled runs of ``subset``, in order."""
@@ -82,6 +85,7 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
         "changes_searched": n,
         "best_possible_probes": math.ceil(math.log2(n)) if n > 1 else 0,
         "untestable": problem.untestable_list(),
+        "fidelity": evidence.fidelity,
         "signature": {
             "expected": evidence.signature,
             "observed": _observed_in_bad_baseline(records, n),
@@ -232,10 +236,26 @@ def render_text(result: dict[str, Any]) -> str:
             out.append(f"  - {item['key']}: {item['reason']}")
         if len(result["untestable"]) > 20:
             out.append(f"  ... and {len(result['untestable']) - 20} more (see --json)")
+    out += fidelity_lines(result.get("fidelity") or {})
     for note in result["notes"]:
         out.append(f"Note: {note}")
     out.append(f"State: {result['state_dir']}")
     return "\n".join(out)
+
+
+def fidelity_lines(fidelity: dict[str, Any], limit: int = 20) -> list[str]:
+    """Where the probes ran, what they ran, and the settings they did not carry."""
+    out = []
+    if fidelity.get("runs") or fidelity.get("target"):
+        out.append(f"Probes run: {fidelity.get('runs') or '?'}; in {fidelity.get('target') or '?'}")
+    items = fidelity.get("not_carried") or []
+    if items:
+        out.append(f"Not carried by the probes ({len(items)}):")
+        for item in items[:limit]:
+            out.append(f"  - {item['setting']} = {_value(item['value'])}: {item['reason']}")
+        if len(items) > limit:
+            out.append(f"  ... and {len(items) - limit} more (see --json)")
+    return out
 
 
 def _culprit_lines(number: int, culprit: dict[str, Any]) -> list[str]:
@@ -331,6 +351,16 @@ def render_markdown(result: dict[str, Any]) -> str:
     if result["untestable"]:
         out += ["", "## Not testable on this backend", ""]
         out += [f"- `{u['key']}`: {u['reason']}" for u in result["untestable"]]
+    fidelity = result.get("fidelity") or {}
+    if fidelity.get("runs") or fidelity.get("not_carried"):
+        out += ["", "## What the probes ran", ""]
+        out.append(f"{fidelity.get('runs') or '?'}; in {fidelity.get('target') or '?'}.")
+        if fidelity.get("not_carried"):
+            out += ["", "Not carried by the probes:", ""]
+            out += [
+                f"- `{n['setting']}` = `{_value(n['value'])}`: {n['reason']}"
+                for n in fidelity["not_carried"]
+            ]
     if result["notes"]:
         out += ["", "## Notes", ""] + [f"- {note}" for note in result["notes"]]
     return "\n".join(out) + "\n"

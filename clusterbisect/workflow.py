@@ -177,6 +177,7 @@ def evidence(engine: Engine, search: SearchResult, elapsed_s: float) -> Evidence
         },
         elapsed_s=elapsed_s,
         read_log=session.read_log,
+        fidelity=engine.runner.fidelity().to_dict() if engine.runner is not None else {},
     )
 
 
@@ -247,6 +248,7 @@ def dry_run(bisection: Bisection) -> dict[str, Any]:
         "changes_total": len(engine.problem.changes),
         "changes_searched": len(engine.problem.testable),
         "untestable": engine.problem.untestable_list(),
+        "fidelity": runner.fidelity().to_dict(),
         "plan": plan,
         "probe_count": 0,
         "rounds": 0,

@@ -450,6 +450,7 @@ def test_the_role_grants_only_what_the_runner_uses() -> None:
         ("", "pods"): {"get", "list", "delete"},
         ("", "pods/log"): {"get"},
         ("", "configmaps"): {"create", "list", "delete"},
+        ("ray.io", "rayjobs"): {"create", "get", "list", "delete"},
     }
 
 

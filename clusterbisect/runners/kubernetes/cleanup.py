@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from clusterbisect.config import KubeConnection
-from clusterbisect.runners.kubernetes import render
+from clusterbisect.runners.kubernetes import rayjobs, render
 from clusterbisect.runners.kubernetes.client import Api, Connection, connect, settings_of
 
 
@@ -20,9 +20,10 @@ def cleanup(
 ) -> dict[str, Any]:
     """Delete everything clusterbisect left in the namespace (one session, or all).
 
-    Jobs go with propagationPolicy=Background (their pods with them); ConfigMaps and
-    orphaned probe pods are deleted too. ``options`` say how to connect (the
-    registry's cleanup hook: ``cleanup(session_id, options=...)``).
+    Jobs and RayJobs go with propagationPolicy=Background (their pods and Ray
+    clusters with them); ConfigMaps and orphaned probe pods are deleted too.
+    ``options`` say how to connect (the registry's cleanup hook:
+    ``cleanup(session_id, options=...)``).
     """
     options = settings_of(options)
     conn = conn or connect(options.kubeconfig, options.context, options.namespace)
@@ -31,6 +32,7 @@ def cleanup(
     jobs = _list_labelled(api, conn.batch.list_namespaced_job, conn, selector, "jobs.batch")
     deleted_jobs = [j.metadata.name for j in jobs if api.delete_job(j.metadata.name)]
     job_names = {j.metadata.name for j in jobs}
+    deleted_rayjobs = rayjobs.cleanup(api, selector)
     pods = _list_labelled(api, conn.core.list_namespaced_pod, conn, selector, "pods")
     orphans = [
         pod.metadata.name
@@ -53,7 +55,12 @@ def cleanup(
         "namespace": conn.namespace,
         "session": session_id,
         "selector": selector,
-        "deleted": {"jobs": deleted_jobs, "pods": deleted_pods, "configmaps": deleted_maps},
+        "deleted": {
+            "jobs": deleted_jobs,
+            "rayjobs": deleted_rayjobs,
+            "pods": deleted_pods,
+            "configmaps": deleted_maps,
+        },
     }
 
 

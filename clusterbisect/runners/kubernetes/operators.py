@@ -244,9 +244,17 @@ def carries(spec: Spec, ref: PodTemplateRef, path: tuple[PathSegment, ...]) -> b
         return path == ("spec", "nprocPerNode")
     if kind == kinds.VOLCANO_JOB:
         return path[:2] == ("spec", "plugins") and len(path) > 2 and path[2] in VOLCANO_ENV
-    if kind == "TrainJob" and _is_trainer_step(spec, ref):
+    # A TrainJob's runtime is read from the file (runtime.*): naming it adds nothing.
+    if kind == "TrainJob" and (
+        path[:2] == ("spec", "runtimeRef") or path == (kinds.RUNTIME_FIELD, "kind")
+    ):
+        return True
+    if (kind == "TrainJob" or kind in kinds.RUNTIME_KINDS) and _is_trainer_step(spec, ref):
         trainer_fields = ("image", "command", "args", "env", "resourcesPerNode", "numProcPerNode")
-        return path[:2] == ("spec", "trainer") and len(path) > 2 and path[2] in trainer_fields
+        if path[:2] == ("spec", "trainer") and len(path) > 2 and path[2] in trainer_fields:
+            return True
+        policy = (kinds.RUNTIME_FIELD, "spec") if kind == "TrainJob" else ("spec",)
+        return path[: len(policy) + 2] == (*policy, "mlPolicy", "torch")
     return False
 
 

@@ -29,7 +29,7 @@ from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult
 from clusterbisect.redact import redact_manifest, secret_env_names
 from clusterbisect.runners.base import DRY_RUN_MODES, Fidelity, Probe, RunnerContext
-from clusterbisect.runners.kubernetes import rayjobs, render
+from clusterbisect.runners.kubernetes import carried, rayjobs, render
 from clusterbisect.runners.kubernetes.client import (
     Api,
     Connection,
@@ -156,7 +156,7 @@ class KubernetesRunner:
         if self._conn is None and self.mode == "client":
             source = self._source_namespace()
             if source:
-                self._namespace_from = "the source's (not checked: client dry run)"
+                self._namespace_from = "the source's; not checked in a client dry run"
                 return source
             self._namespace_from = "the context's"
             return context_namespace(self.options.kubeconfig, self.options.context)
@@ -221,7 +221,7 @@ class KubernetesRunner:
         if self.rayjob:
             return rayjobs.untestable(changes, self._workload_given(), paths)
         options = self._static_render_options()
-        return render.untestable(spec, changes, options, paths)
+        return carried.untestable(spec, changes, options, paths)
 
     def _workload_given(self) -> bool:
         return self.options.command is not None or bool(self.context.command)
@@ -254,7 +254,7 @@ class KubernetesRunner:
         return Fidelity(
             target=target,
             runs=f"{render.where_probes_run(spec, ref)}, as a Job of one pod",
-            not_carried=render.not_carried(spec, options),
+            not_carried=carried.not_carried(spec, options),
         )
 
     def manifests(self, probe: Probe, name: str | None = None) -> list[dict[str, Any]]:
