@@ -147,6 +147,16 @@ def failed_steps(code: int, reason: str, new_cluster: bool = True) -> list[Step]
     ]
 
 
+def allow_access_reviews(mocker: Any, allowed: bool = True) -> Any:
+    """An autospec'd AuthorizationV1Api whose access reviews answer ``allowed``."""
+    auth = mocker.patch("kubernetes.client.AuthorizationV1Api", autospec=True).return_value
+    auth.create_self_subject_access_review.return_value = client.V1SelfSubjectAccessReview(
+        spec=client.V1SelfSubjectAccessReviewSpec(),
+        status=client.V1SubjectAccessReviewStatus(allowed=allowed),
+    )
+    return auth
+
+
 class FakeCluster:
     """Jobs created through the mocked BatchV1Api follow the script of their probe."""
 
@@ -170,6 +180,7 @@ class FakeCluster:
         self.batch = mocker.patch("kubernetes.client.BatchV1Api").return_value
         self.core = mocker.patch("kubernetes.client.CoreV1Api").return_value
         self.watch = mocker.patch("kubernetes.watch.Watch")
+        self.auth = allow_access_reviews(mocker)
         self.batch.create_namespaced_job.side_effect = self.create
         self.batch.list_namespaced_job.side_effect = self.list_jobs
         self.batch.delete_namespaced_job.side_effect = self.delete
@@ -890,6 +901,7 @@ class FakeKubeRay:
         self.polls: dict[str, int] = {}
         self.custom = mocker.patch("kubernetes.client.CustomObjectsApi", autospec=True).return_value
         self.core = mocker.patch("kubernetes.client.CoreV1Api", autospec=True).return_value
+        self.auth = allow_access_reviews(mocker)
         resources = [
             client.V1APIResource(
                 name="rayjobs",
@@ -1055,3 +1067,45 @@ def test_a_rayjob_past_our_deadline_is_a_timeout_and_deleted(
     (result,) = runner.run(batch)
     assert result.timed_out and result.exit_code is None
     assert kuberay.deleted == list(kuberay.created)
+
+
+# --- where probes go ---------------------------------------------------------------------
+
+
+def test_probes_go_to_the_source_namespace_when_it_exists_and_is_allowed(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """The example's Job is in ml-training; the kubeconfig context's namespace is ns1."""
+    core = mocker.patch("kubernetes.client.CoreV1Api", autospec=True).return_value
+    auth = allow_access_reviews(mocker)
+    good = load_spec(str(EXAMPLE / "good.yaml"))
+
+    def runner(**options: Any) -> KubernetesRunner:
+        context = RunnerContext(session_id=SESSION, good=good)
+        settings = KubernetesSettings(kubeconfig=str(kubeconfig), retry_base_s=0.0, **options)
+        return KubernetesRunner(context, settings, sleep=lambda s: None)
+
+    there = runner()
+    assert there.namespace() == "ml-training"
+    assert there.fidelity().target == "namespace 'ml-training' (the source's)"
+    review = auth.create_self_subject_access_review.call_args.args[0]
+    assert review["spec"]["resourceAttributes"] == {
+        "namespace": "ml-training",
+        "verb": "create",
+        "group": "batch",
+        "resource": "jobs",
+    }
+
+    auth.create_self_subject_access_review.return_value.status.allowed = False
+    refused = runner()
+    assert refused.namespace() == "ns1"
+    assert refused.fidelity().target == (
+        "namespace 'ns1' (the context's; no permission to create jobs in the source's "
+        "namespace 'ml-training')"
+    )
+
+    core.read_namespace.side_effect = api_exception(404, 'namespaces "ml-training" not found')
+    gone = runner()
+    assert gone.namespace() == "ns1"
+    assert "does not exist here" in gone.fidelity().target
+    assert runner(namespace="probes").fidelity().target == "namespace 'probes' (-n)"

@@ -89,21 +89,21 @@ class KubernetesRunner:
         """The cluster connection, made on first use (a client dry run never makes one).
 
         Its namespace is where probes go: ``-n``, else the source's namespace when the
-        cluster has it, else the context's, else ``default``.
+        cluster has it and we may create probes there, else the context's, else
+        ``default``.
         """
         if self._conn is None:
             source = self._source_namespace()
             wanted = self.options.namespace or source
             conn = connect(self.options.kubeconfig, self.options.context, wanted)
+            refused = self._source_refused(conn, source) if source and wanted == source else None
             if self.options.namespace:
                 self._namespace_from = "-n"
-            elif source and self._namespace_exists(conn, source):
+            elif source and refused is None:
                 self._namespace_from = "the source's"
             elif source:
                 conn = connect(self.options.kubeconfig, self.options.context, None)
-                self._namespace_from = (
-                    f"the context's; the source's namespace {source!r} does not exist here"
-                )
+                self._namespace_from = f"the context's; {refused}"
             else:
                 self._namespace_from = "the context's"
             self._conn = conn
@@ -114,9 +114,10 @@ class KubernetesRunner:
         namespace = good.extra.get("namespace") if good is not None else None
         return str(namespace) if namespace else None
 
-    def _namespace_exists(self, conn: Connection, namespace: str) -> bool:
-        """False only when the API server says the namespace is not there (a 403 on
-        reading namespaces leaves it to the probe's creation to tell)."""
+    def _source_refused(self, conn: Connection, namespace: str) -> str | None:
+        """Why probes cannot go to the source's namespace (it is not there, or we may
+        not create probes in it), or None. What the API server will not say (a 403 on
+        reading namespaces, a failed access review) leaves it to the probe's creation."""
         from kubernetes.client.exceptions import ApiException
 
         api = Api(conn, self.options.retries, self.options.retry_base_s, self.sleep)
@@ -129,8 +130,32 @@ class KubernetesRunner:
                 passthrough=(403, 404),
             )
         except ApiException as err:
-            return err.status != 404
-        return True
+            if err.status == 404:
+                return f"the source's namespace {namespace!r} does not exist here"
+        group, resource = ("ray.io", "rayjobs") if self.rayjob else ("batch", "jobs")
+        review = {
+            "spec": {
+                "resourceAttributes": {
+                    "namespace": namespace,
+                    "verb": "create",
+                    "group": group,
+                    "resource": resource,
+                }
+            }
+        }
+        try:
+            answer = api.call(
+                conn.api("AuthorizationV1Api").create_self_subject_access_review,
+                review,
+                verb="create",
+                resource="selfsubjectaccessreviews",
+                passthrough=(400, 403, 404),
+            )
+        except ApiException:
+            return None
+        if getattr(answer.status, "allowed", True) is False:
+            return f"no permission to create {resource} in the source's namespace {namespace!r}"
+        return None
 
     @property
     def jobs(self) -> ProbeJobs:
