@@ -480,3 +480,32 @@ def test_an_anyscale_job_file_keeps_its_runtime_fields(tmp_path: Path) -> None:
     assert "cluster" in str(reasons["compute_config"])
     left = {n.setting for n in not_carried(spec, "a local Ray")}
     assert left == {"image_uri", "compute_config", "max_retries"}
+
+
+# --- errors name the user's file ---------------------------------------------------------------
+
+
+def test_a_session_of_one_object_of_a_file_reopens_and_names_the_users_file(
+    cli: Any, tmp_path: Path
+) -> None:
+    """`start FILE#NAME` keeps the pick in its copy; an error about a stored input
+    names the file the user gave, not the copy under inputs/."""
+    pod = yaml.safe_load((K8S_FIXTURES / "pod.yaml").read_text())
+    other = {**copy.deepcopy(pod), "metadata": {"name": "other"}}
+    bad_pod = copy.deepcopy(pod)
+    bad_pod["spec"]["containers"][0]["env"][0]["value"] = "0.5"
+    good = write(tmp_path / "good.yaml", pod, other)
+    bad = write(tmp_path / "bad.yaml", bad_pod, other)
+    name = pod["metadata"]["name"]
+    state = tmp_path / "state"
+    started = cli.json(
+        "start", f"{good}#{name}", f"{bad}#{name}", "--backend", "kubernetes",
+        "--state-dir", str(state), expect=0,
+    )  # fmt: skip
+    assert started["changes_searched"] == 1
+    view = cli.json("next", "--state-dir", str(state), expect=0)
+    assert view["probe"]["id"] == "p001"
+    # The stored copy turns into something refused: the error names good.yaml#NAME.
+    (state / "inputs" / "good.yaml").write_text((K8S_FIXTURES / "argo-workflow.yaml").read_text())
+    proc = cli("next", "--state-dir", str(state), "--json", expect=2)
+    assert f"{good}#{name}: " in proc.stderr and "inputs/" not in proc.stderr
