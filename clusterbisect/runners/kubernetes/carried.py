@@ -152,6 +152,12 @@ JOB_LEVEL_REASONS: dict[str, str] = {
     "startupPolicy": _WORLD_OF_ONE,
     "rolloutStrategy": "a probe is a Job, never rolled out",
     "dependsOn": "the probe runs this template alone: what it depends on does not run first",
+    "svc": (
+        "the other tasks' hosts (/etc/volcano/*.host, their VC_*_HOSTS) do not exist for "
+        "a probe; it gets its own task's VC_<TASK>_HOSTS=localhost only"
+    ),
+    "ssh": "no SSH keys are made between a probe and peers it does not have",
+    "mpi": "MPI launchers (hostfiles, SSH between pods) are not emulated for a probe",
 }
 
 

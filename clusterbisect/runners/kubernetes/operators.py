@@ -258,7 +258,9 @@ def carries(spec: Spec, ref: PodTemplateRef, path: tuple[PathSegment, ...]) -> b
     return False
 
 
-VOLCANO_ENV = frozenset({"env", "svc", "pytorch", "tensorflow"})
+# Volcano plugins whose whole effect on a pod is env a probe gets (svc also writes
+# the other tasks' hosts files, which a probe does not have).
+VOLCANO_ENV = frozenset({"env", "pytorch", "tensorflow"})
 
 
 def _job_path(spec: Spec, ref: PodTemplateRef) -> tuple[Any, ...] | None:

@@ -433,24 +433,7 @@ class RayJobProbes:
 
     def delete(self, name: str) -> bool:
         """Delete a probe RayJob (its Ray cluster and submitter go with it)."""
-        from kubernetes.client.exceptions import ApiException
-
-        try:
-            self.api.call(
-                self.custom.delete_namespaced_custom_object,
-                self.group,
-                self.version,
-                self.conn.namespace,
-                PLURAL,
-                name,
-                propagation_policy="Background",
-                verb="delete",
-                resource=RESOURCE,
-                passthrough=(404,),
-            )
-        except ApiException:
-            return False
-        return True
+        return delete_rayjob(self.api, name, self.group, self.version)
 
     def abort(self) -> int:
         """Delete every RayJob still in flight."""
@@ -462,6 +445,30 @@ class RayJobProbes:
                 log.warning("k8s.cleanup_failed", rayjob=name, error=err.message)
             self.live.pop(name, None)
         return deleted
+
+
+def delete_rayjob(api: Any, name: str, group: str = GROUP, version: str = "v1") -> bool:
+    """Delete a RayJob (Background: its Ray cluster and submitter go with it); False
+    when it was gone already."""
+    from kubernetes.client.exceptions import ApiException
+
+    custom = api.conn.api("CustomObjectsApi")
+    try:
+        api.call(
+            custom.delete_namespaced_custom_object,
+            group,
+            version,
+            api.conn.namespace,
+            PLURAL,
+            name,
+            propagation_policy="Background",
+            verb="delete",
+            resource=RESOURCE,
+            passthrough=(404,),
+        )
+    except ApiException:
+        return False
+    return True
 
 
 def cleanup(api: Any, selector: str) -> list[str]:
@@ -486,25 +493,7 @@ def cleanup(api: Any, selector: str) -> list[str]:
         log.info("k8s.no_rayjobs_to_clean", status=err.status)
         return []
     names = [item["metadata"]["name"] for item in found.get("items") or []]
-    deleted = []
-    for name in names:
-        try:
-            api.call(
-                custom.delete_namespaced_custom_object,
-                GROUP,
-                "v1",
-                api.conn.namespace,
-                PLURAL,
-                name,
-                propagation_policy="Background",
-                verb="delete",
-                resource=RESOURCE,
-                passthrough=(404,),
-            )
-        except ApiException:
-            continue
-        deleted.append(name)
-    return deleted
+    return [name for name in names if delete_rayjob(api, name)]
 
 
 def redacted(manifest: dict[str, Any], secret_names: set[str]) -> dict[str, Any]:
