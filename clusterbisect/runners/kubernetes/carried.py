@@ -17,7 +17,7 @@ from typing import Any
 from clusterbisect.diff import Change
 from clusterbisect.redact import redact_value, setting_is_secret
 from clusterbisect.runners.base import NotCarried
-from clusterbisect.runners.kubernetes import operators
+from clusterbisect.runners.kubernetes import isolation, operators
 from clusterbisect.runners.kubernetes.render import (
     CONTROLLER_LABELS,
     RenderOptions,
@@ -216,6 +216,8 @@ class Probed:
         if rest[:2] == ("metadata", "labels") and len(rest) > 2:
             label = rest[2]
             if label in self.dropped_labels:
+                if self.spec.kind == "Pod":
+                    return "a label of the Pod, which a Service may select; probe pods drop it"
                 return (
                     "a selector label of the workload; probe pods drop it so they join no Service"
                 )
@@ -224,6 +226,8 @@ class Probed:
             return "pod metadata that a probe Job generates itself"
         if rest == ("spec", "restartPolicy"):
             return "probe Jobs always run with restartPolicy Never"
+        if rest[:1] == ("spec",) and len(rest) == 2 and rest[1] in isolation.COMPUTED_BY_ADMISSION:
+            return "computed by admission from priorityClassName; probes let admission compute it"
         if rest[:2] == ("spec", "containers") and len(rest) > 3 and rest[2] == ("name", self.main):
             return _why_overridden(str(rest[3]), self.options)
         return None
@@ -236,6 +240,10 @@ class Probed:
             return self.why_other(other)
         if operators.carries(spec, self.ref, path):
             return None
+        if path[:2] == ("metadata", "labels") and len(path) > 2:
+            wanted = self.options.admission_labels
+            if isolation.admission_labels({str(path[2]): ""}, wanted):
+                return None  # copied onto the probe Job for admission (Kueue's queue)
         if path[:1] == ("metadata",):
             return f"{spec.kind} metadata does not reach the probe pod"
         fields = [s for s in path if isinstance(s, str)]

@@ -240,6 +240,11 @@ def carries(spec: Spec, ref: PodTemplateRef, path: tuple[PathSegment, ...]) -> b
     job = _job_path(spec, ref)
     if job is not None and path == (*job, "completionMode"):
         return True
+    if path == PRIORITY_CLASS:
+        # isolation.copy_priority_class puts it on the probe pod, unless the template
+        # names its own (which then wins, as with the operator)
+        template = resolve(spec.document, (*ref.path, "spec")) if ref.path else None
+        return not (isinstance(template, dict) and template.get("priorityClassName"))
     if kind == "PyTorchJob":
         return path == ("spec", "nprocPerNode")
     if kind == kinds.VOLCANO_JOB:
@@ -257,6 +262,9 @@ def carries(spec: Spec, ref: PodTemplateRef, path: tuple[PathSegment, ...]) -> b
         return path[: len(policy) + 2] == (*policy, "mlPolicy", "torch")
     return False
 
+
+# A Kubeflow job's priority class, set on the pods the operator makes.
+PRIORITY_CLASS = ("spec", "runPolicy", "schedulingPolicy", "priorityClass")
 
 # Volcano plugins whose whole effect on a pod is env a probe gets (svc also writes
 # the other tasks' hosts files, which a probe does not have).

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import shlex
 import time
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult
 from clusterbisect.runners.base import NotCarried, Probe
 from clusterbisect.runners.kubernetes import render
+from clusterbisect.runners.kubernetes.logs import LogCapture, read_pod_log
 from clusterbisect.specs import kinds
 from clusterbisect.specs.model import KUBERNETES, Spec
 
@@ -310,8 +312,10 @@ class RayJobProbes:
         options: Any,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        pattern: re.Pattern[str] | None = None,
     ) -> None:
         self.api = api
+        self.pattern = pattern  # the failure signature, matched over the whole log
         self.conn = api.conn
         self.group, self.version = group_version(spec)
         self.custom = self.conn.api("CustomObjectsApi")
@@ -376,23 +380,20 @@ class RayJobProbes:
                         passthrough=(404,),
                     )
                 except ApiException:
-                    self._settle(
-                        pending, item, RunResult(None, infra_error="the RayJob was deleted")
-                    )
+                    gone = RunResult(None, infra_error="the RayJob was deleted")
+                    self._settle(pending, item, gone, LogCapture())
                     continue
                 result = verdict(obj)
                 if result is None and self.clock() >= item.deadline:
                     result = RunResult(None, timed_out=True, reason="DeadlineExceeded")
                 if result is not None:
-                    result.output = self._submitter_log(item.name)
-                    self._settle(pending, item, result)
+                    self._settle(pending, item, result, self._submitter_log(item.name))
             if pending:
                 self.sleep(self.options.poll_s)
 
-    def _submitter_log(self, name: str) -> str:
-        """The submitter pod's log: ``ray job submit`` prints the driver's log."""
-        from kubernetes.client.exceptions import ApiException
-
+    def _submitter_log(self, name: str) -> LogCapture:
+        """The submitter pod's log, streamed whole (``ray job submit`` prints the
+        driver's log): its end, its start and the lines matching the signature."""
         pods = self.api.call(
             self.conn.core.list_namespaced_pod,
             self.conn.namespace,
@@ -401,31 +402,22 @@ class RayJobProbes:
             resource="pods",
         ).items
         if not pods:
-            return ""
+            return LogCapture()
         pod = sorted(pods, key=lambda p: str(p.metadata.creation_timestamp or ""))[-1]
-        try:
-            text = self.api.call(
-                self.conn.core.read_namespaced_pod_log,
-                pod.metadata.name,
-                self.conn.namespace,
-                container=SUBMITTER,
-                limit_bytes=self.options.max_log_bytes,
-                verb="get",
-                resource="pods/log",
-                passthrough=(400, 404),
-            )
-        except ApiException:
-            return ""
-        return text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text or "")
+        return read_pod_log(self.api, pod.metadata.name, SUBMITTER, self.options, self.pattern)
 
-    def _settle(self, pending: dict[str, Tracked], item: Tracked, result: RunResult) -> None:
-        from clusterbisect.runners.kubernetes.jobs import write_log
-
+    def _settle(
+        self, pending: dict[str, Tracked], item: Tracked, result: RunResult, capture: LogCapture
+    ) -> None:
+        result.output = capture.output()
         result.duration_s = self.clock() - item.created
         result.log_path = str(item.probe.log_path)
         result.details.setdefault("rayjob", item.name)
         result.details.setdefault("namespace", self.conn.namespace)
-        write_log(item.probe.log_path, result.output, self.options.max_log_bytes)
+        if capture.total > capture.tail_bytes:
+            result.details["log_bytes"] = capture.total
+        if capture.total or not item.probe.log_path.exists():
+            capture.write(item.probe.log_path)
         item.result = result
         pending.pop(item.name, None)
         self.delete(item.name)
@@ -471,9 +463,9 @@ def delete_rayjob(api: Any, name: str, group: str = GROUP, version: str = "v1") 
     return True
 
 
-def cleanup(api: Any, selector: str) -> list[str]:
-    """Delete the labelled probe RayJobs in the namespace (``ray.io/v1``); [] where the
-    cluster has no RayJob CRD."""
+def leftovers(api: Any, selector: str) -> list[dict[str, Any]]:
+    """The labelled probe RayJobs in the namespace (``ray.io/v1``), those not already
+    being deleted; [] where the cluster has no RayJob CRD."""
     from kubernetes.client.exceptions import ApiException
 
     custom = api.conn.api("CustomObjectsApi")
@@ -492,8 +484,8 @@ def cleanup(api: Any, selector: str) -> list[str]:
     except ApiException as err:  # no RayJob CRD, or a Role from before RayJob probes
         log.info("k8s.no_rayjobs_to_clean", status=err.status)
         return []
-    names = [item["metadata"]["name"] for item in found.get("items") or []]
-    return [name for name in names if delete_rayjob(api, name)]
+    items = [i for i in found.get("items") or [] if isinstance(i, dict)]
+    return [i for i in items if not (i.get("metadata") or {}).get("deletionTimestamp")]
 
 
 def redacted(manifest: dict[str, Any], secret_names: set[str]) -> dict[str, Any]:

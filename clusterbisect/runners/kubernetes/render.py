@@ -21,7 +21,7 @@ from typing import Any
 
 from clusterbisect.diff import Change
 from clusterbisect.errors import InputError
-from clusterbisect.runners.kubernetes import operators
+from clusterbisect.runners.kubernetes import isolation, operators
 from clusterbisect.specs.kubernetes import PodTemplateRef, pod_templates, resolve
 from clusterbisect.specs.model import KUBERNETES, Spec
 from clusterbisect.specs.noise import LABEL_NOISE
@@ -39,6 +39,7 @@ ANN_PURPOSE = "clusterbisect.io/purpose"
 ANN_SOURCE = "clusterbisect.io/source"
 ANN_TEMPLATE = "clusterbisect.io/template"
 ANN_OPERATOR_ENV = "clusterbisect.io/operator-env"
+ANN_VOLUMES = "clusterbisect.io/volumes"  # the volumes a probe does not share as they are
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 
 # The changes annotation stays well below the 256 KiB limit on all annotations.
@@ -78,6 +79,8 @@ class RenderOptions:
     ttl: int = 3600
     default_timeout_s: float = 3600.0
     template: str | None = None  # --template: the role probes run; default: the kind's
+    volumes: str = isolation.READ_ONLY  # persistent volumes: read-only, scratch or shared
+    admission_labels: tuple[str, ...] = isolation.ADMISSION_LABELS  # copied onto the Job
 
 
 # --- names -------------------------------------------------------------------------
@@ -233,6 +236,7 @@ def render_job(
     _override_workload(pod, main, options, workload)
     container = next(c for c in pod["containers"] if c.get("name") == main)
     injected = operators.add_operator_env(spec, ref, container)
+    volumes = _isolate(spec, pod, options)
 
     ours = {
         LABEL_MANAGED_BY: MANAGED_BY,
@@ -247,9 +251,10 @@ def render_job(
         pod_meta["annotations"] = dict(source_meta["annotations"])
 
     timeout = timeout_s if timeout_s and timeout_s > 0 else options.default_timeout_s
+    admission = {**((spec.document.get("metadata") or {}).get("labels") or {}), **pod_labels}
     metadata: dict[str, Any] = {
         "name": name,
-        "labels": dict(ours),
+        "labels": {**isolation.admission_labels(admission, options.admission_labels), **ours},
         "annotations": {
             **changes_annotation(changes),
             ANN_SOURCE: spec.source[:1024],
@@ -260,6 +265,8 @@ def render_job(
         metadata["annotations"][ANN_PURPOSE] = purpose
     if injected:
         metadata["annotations"][ANN_OPERATOR_ENV] = ",".join(injected)
+    if volumes:
+        metadata["annotations"][ANN_VOLUMES] = "; ".join(volumes)
     if options.namespace:
         metadata["namespace"] = options.namespace
     return {
@@ -284,6 +291,17 @@ def render_job(
     }
 
 
+def _isolate(spec: Spec, pod: dict[str, Any], options: RenderOptions) -> list[str]:
+    """What the probe pod must not share with production (isolation.py); the volumes
+    it changed, for the report."""
+    changed = []
+    if spec.kind == "StatefulSet":
+        changed += isolation.claim_template_volumes(spec.document, pod, options.volumes)
+    isolation.drop_computed_priority(pod)
+    isolation.copy_priority_class(spec.document, pod)
+    return changed + isolation.protect_volumes(pod, options.volumes)
+
+
 def _override_workload(
     pod: dict[str, Any], main: str, options: RenderOptions, workload: list[str] | None
 ) -> None:
@@ -306,7 +324,11 @@ def _override_workload(
 
 
 def selector_labels(spec: Spec) -> set[str]:
-    """Selector labels of a long-running workload: kept off probe pods (see SERVICE_KINDS)."""
+    """Selector labels of a long-running workload: kept off probe pods (see SERVICE_KINDS).
+    A Pod has no selector: any of its labels may be a Service's, so all are kept off."""
+    if spec.kind == "Pod":
+        labels = (spec.document.get("metadata") or {}).get("labels") or {}
+        return {k for k in labels if k not in CONTROLLER_LABELS}
     if spec.kind not in SERVICE_KINDS:
         return set()
     selector = (spec.document.get("spec") or {}).get("selector") or {}
