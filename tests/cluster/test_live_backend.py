@@ -105,6 +105,14 @@ def job_doc(script: str, name: str = "train", **pod: Any) -> dict[str, Any]:
     }
 
 
+def mounted(name: str, source: dict[str, Any], path: str) -> dict[str, Any]:
+    """``job_doc`` arguments for a volume ``name`` (``source``) mounted at ``path``."""
+    return {
+        "volumes": [{"name": name, **source}],
+        "container": {"volumeMounts": [{"name": name, "mountPath": path}]},
+    }
+
+
 class Bench:
     """Runners and probes of one session in one namespace, with the test's tuning."""
 
@@ -295,8 +303,7 @@ def test_an_evicted_probe_is_run_again_and_counts_once(tmp_path: Path, kube: Kub
     doc = job_doc(
         script,
         terminationGracePeriodSeconds=120,
-        volumes=[{"name": "gate", "hostPath": {"path": str(gate), "type": "Directory"}}],
-        container={"volumeMounts": [{"name": "gate", "mountPath": "/gate"}]},
+        **mounted("gate", {"hostPath": {"path": str(gate), "type": "Directory"}}, "/gate"),
     )
     bench = Bench(tmp_path, ns)
     results: list[RunResult] = []
@@ -364,8 +371,7 @@ def test_every_kind_of_stuck_pod_is_unresolved_with_its_reason(tmp_path: Path, k
         "missing volume": (
             job_doc(
                 ok,
-                volumes=[{"name": "cfg", "configMap": {"name": "no-such-configmap"}}],
-                container={"volumeMounts": [{"name": "cfg", "mountPath": "/cfg"}]},
+                **mounted("cfg", {"configMap": {"name": "no-such-configmap"}}, "/cfg"),
             ),
             "FailedMount",
             "no-such-configmap",
@@ -373,8 +379,7 @@ def test_every_kind_of_stuck_pod_is_unresolved_with_its_reason(tmp_path: Path, k
         "unbound PVC": (
             job_doc(
                 ok,
-                volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "cb-unbound"}}],
-                container={"volumeMounts": [{"name": "data", "mountPath": "/data"}]},
+                **mounted("data", {"persistentVolumeClaim": {"claimName": "cb-unbound"}}, "/data"),
             ),
             "Unschedulable",
             "PersistentVolumeClaim",
@@ -522,8 +527,7 @@ def test_a_probe_survives_an_api_server_restart_with_its_verdict(
     )
     doc = job_doc(
         script,
-        volumes=[{"name": "gate", "hostPath": {"path": str(gate), "type": "Directory"}}],
-        container={"volumeMounts": [{"name": "gate", "mountPath": "/gate"}]},
+        **mounted("gate", {"hostPath": {"path": str(gate), "type": "Directory"}}, "/gate"),
     )
     signature = FailureSignature(fail_on="FATAL")
     bench = Bench(tmp_path, ns)
@@ -631,8 +635,7 @@ def test_a_jobs_checkpoint_volume_is_read_only_in_probes_unless_asked(
     with hostpath_claim(kube, ns, "checkpoints", data) as claim:
         doc = job_doc(
             script,
-            volumes=[{"name": "ckpt", "persistentVolumeClaim": {"claimName": claim}}],
-            container={"volumeMounts": [{"name": "ckpt", "mountPath": "/ckpt"}]},
+            **mounted("ckpt", {"persistentVolumeClaim": {"claimName": claim}}, "/ckpt"),
         )
         bench = Bench(tmp_path, ns)
         seen = {}
