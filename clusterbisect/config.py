@@ -71,7 +71,8 @@ class ScopeOptions:
     ignore: list[str] = option(
         factory=list,
         metavar="GLOB",
-        help="Leave out settings whose key matches GLOB (fnmatch; repeatable).",
+        help="Leave out settings whose key matches GLOB: `*` and `?` are wildcards, "
+        "brackets are literal as in the keys, e.g. 'containers[trainer].env.*' (repeatable).",
     )
     container: str | None = option(
         metavar="NAME", help="Only this container's settings (and the pod-level ones)."

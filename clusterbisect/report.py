@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusterbisect.journal import ProbeRecord
@@ -43,6 +43,7 @@ class Evidence:
     session: dict[str, str]
     elapsed_s: float
     read_log: Callable[[str], str]
+    warnings: list[str] = field(default_factory=list)  # about the scope (--ignore)
 
     def runs_of(self, subset: Subset) -> list[ProbeRecord]:
         """The journaled runs of ``subset``, in order."""
@@ -91,6 +92,7 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
         ],
         "estimates": search.estimates,
         "notes": search.notes + _baseline_notes(evidence, secrets),
+        "warnings": list(evidence.warnings),
         "elapsed_s": round(evidence.elapsed_s, 3),
         "probes": [_probe(r) for r in records],
     }
@@ -234,6 +236,8 @@ def render_text(result: dict[str, Any]) -> str:
             out.append(f"  ... and {len(result['untestable']) - 20} more (see --json)")
     for note in result["notes"]:
         out.append(f"Note: {note}")
+    for warning in result.get("warnings") or []:
+        out.append(f"Warning: {warning}")
     out.append(f"State: {result['state_dir']}")
     return "\n".join(out)
 

@@ -140,6 +140,7 @@ def start(config: SessionConfig, state_dir: Path | None) -> dict[str, Any]:
         "session_id": session.session_id,
         "backend": config.backend,
         **{k: view[k] for k in ("changes_total", "changes_searched", "untestable") if k in view},
+        "warnings": list(bisection.warnings),
         "next": view,
     }
 
@@ -393,7 +394,9 @@ def finish(position: Position) -> dict[str, Any]:
         return stored
     assert position.outcome.result is not None
     elapsed = _elapsed(session, engine)
-    document = build_result(evidence(engine, position.outcome.result, elapsed))
+    document = build_result(
+        evidence(engine, position.outcome.result, elapsed, position.bisection.warnings)
+    )
     session.write_result(document)
     return document
 

@@ -19,13 +19,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clusterbisect import backends
 from clusterbisect.config import KubeConnection, SessionConfig
-from clusterbisect.diff import Change, diff
+from clusterbisect.diff import Change, Comparison, compare
 from clusterbisect.engine import Engine, Progress
 from clusterbisect.errors import InputError, Interrupted
 from clusterbisect.interrupts import sigterm_as_interrupt
@@ -52,6 +52,7 @@ class Bisection:
     good: Spec
     bad: Spec
     changes: list[Change]
+    warnings: list[str] = field(default_factory=list)  # about the scope (--ignore)
 
     @classmethod
     def open(cls, state_dir: Path) -> Bisection:
@@ -61,10 +62,12 @@ class Bisection:
 
     @classmethod
     def of(cls, session: Session, good: Spec, bad: Spec) -> Bisection:
-        scope = session.config.scope
-        return cls(
-            session, good, bad, diff(good, bad, ignore=scope.ignore, container=scope.container)
-        )
+        found = _compare(session.config, good, bad)
+        return cls(session, good, bad, found.changes, found.warnings)
+
+
+def _compare(config: SessionConfig, good: Spec, bad: Spec) -> Comparison:
+    return compare(good, bad, ignore=config.scope.ignore, container=config.scope.container)
 
 
 # --- creating a session -------------------------------------------------------------------
@@ -84,10 +87,9 @@ def create_session(config: SessionConfig, state_dir: Path | None) -> Bisection:
         parse_spec(text, source) if text is not None else load_spec(source)
         for text, source in zip(texts, sources, strict=True)
     )
-    scope = config.scope
-    changes = diff(good, bad, ignore=scope.ignore, container=scope.container)
+    found = _compare(config, good, bad)
     session = Session.create(config, state_dir, good_text=texts[0], bad_text=texts[1])
-    return Bisection(session, good, bad, changes)
+    return Bisection(session, good, bad, found.changes, found.warnings)
 
 
 @contextmanager
@@ -157,7 +159,9 @@ def engine_for(bisection: Bisection, runner: Any, progress: Progress | None = No
     )
 
 
-def evidence(engine: Engine, search: SearchResult, elapsed_s: float) -> Evidence:
+def evidence(
+    engine: Engine, search: SearchResult, elapsed_s: float, warnings: list[str] | None = None
+) -> Evidence:
     """What the report is built from: the engine's journal and problem, as data."""
     session = engine.session
     config = session.config
@@ -177,6 +181,7 @@ def evidence(engine: Engine, search: SearchResult, elapsed_s: float) -> Evidence
         },
         elapsed_s=elapsed_s,
         read_log=session.read_log,
+        warnings=list(warnings or []),
     )
 
 
@@ -208,7 +213,8 @@ def run_session(bisection: Bisection, progress: Progress | None = None) -> dict[
     finally:
         runner.close()
     assert outcome.result is not None
-    result = build_result(evidence(engine, outcome.result, time.monotonic() - started))
+    elapsed = time.monotonic() - started
+    result = build_result(evidence(engine, outcome.result, elapsed, bisection.warnings))
     session.write_result(result)
     return result
 
@@ -248,6 +254,7 @@ def dry_run(bisection: Bisection) -> dict[str, Any]:
         "changes_searched": len(engine.problem.testable),
         "untestable": engine.problem.untestable_list(),
         "plan": plan,
+        "warnings": list(bisection.warnings),
         "probe_count": 0,
         "rounds": 0,
         "culprits": [],

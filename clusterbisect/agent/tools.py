@@ -168,13 +168,17 @@ def _state_dir(args: dict[str, Any]) -> Path | None:
 
 
 def _diff(args: dict[str, Any]) -> Reply:
-    from clusterbisect.diff import diff, diff_document
+    from clusterbisect.diff import compare, diff_document
     from clusterbisect.specs import load_specs
 
     scope = options.from_arguments(config.ScopeOptions, args)
     good, bad = load_specs([args["good"], args["bad"]])
-    changes = diff(good, bad, ignore=scope.ignore, container=scope.container)
-    return Reply(diff_document(args["good"], args["bad"], good.kind, good.format, changes))
+    found = compare(good, bad, ignore=scope.ignore, container=scope.container)
+    return Reply(
+        diff_document(
+            args["good"], args["bad"], good.kind, good.format, found.changes, found.warnings
+        )
+    )
 
 
 def _start(args: dict[str, Any]) -> Reply:

@@ -25,6 +25,12 @@ def emit_json(document: Any) -> None:
     click.echo(json.dumps(document, indent=2, sort_keys=False, default=str))
 
 
+def warn(warnings: list[str]) -> None:
+    """Each warning as a line on stderr (the JSON document also lists them)."""
+    for warning in warnings:
+        click.echo(f"warning: {warning}", err=True)
+
+
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document on stdout."
 )

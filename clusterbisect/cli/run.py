@@ -16,6 +16,7 @@ from clusterbisect.cli.common import (
     require_workload,
     session_config,
     session_options,
+    warn,
 )
 from clusterbisect.config import RUN_GROUPS
 
@@ -39,6 +40,7 @@ def run(
     require_workload(options["backend"], command, options["dry_run"])
     config, state_dir = session_config(good, bad, command, options)
     with workflow.new_session(config, state_dir) as bisection:
+        warn(bisection.warnings)
         if not config.dry_run:
             finish(workflow.run_session(bisection, progress(quiet)), as_json)
             return
@@ -58,6 +60,7 @@ def resume(state_dir: str, as_json: bool, quiet: bool) -> None:
     from clusterbisect import workflow
 
     bisection = workflow.Bisection.open(Path(state_dir))
+    warn(bisection.warnings)
     finish(workflow.run_session(bisection, progress(quiet)), as_json)
 
 

@@ -14,6 +14,7 @@ from clusterbisect.cli.common import (
     session_config,
     session_options,
     state_dir_option,
+    warn,
 )
 from clusterbisect.config import START_GROUPS
 
@@ -36,6 +37,7 @@ def step_start(
     from clusterbisect import stepmode
 
     started = stepmode.start(*session_config(good, bad, command, options))
+    warn(started["warnings"])
     if as_json:
         emit_json(started)
         return
