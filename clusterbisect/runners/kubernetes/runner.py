@@ -80,7 +80,10 @@ class KubernetesRunner:
         """The cluster connection, made on first use (a client dry run never makes one)."""
         if self._conn is None:
             self._conn = connect(
-                self.options.kubeconfig, self.options.context, self.options.namespace
+                self.options.kubeconfig,
+                self.options.context,
+                self.options.namespace,
+                hint="a client --dry-run needs no cluster",
             )
         return self._conn
 
@@ -365,5 +368,10 @@ def _default_probes_dir() -> Path:
 
 
 def make_runner(context: RunnerContext, options: KubernetesOptions) -> KubernetesRunner:
-    """The runner (the registry's factory); nothing connects until a probe is run or sent."""
-    return KubernetesRunner(context, options)
+    """The runner (the registry's factory). A run that launches connects now, so a
+    missing or broken kubeconfig fails before any progress is shown; a dry run or step
+    mode (render only) never connects."""
+    runner = KubernetesRunner(context, options)
+    if runner.mode == "none" and context.good is not None:
+        runner.connection()
+    return runner
