@@ -65,12 +65,15 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
     search = evidence.search
     secrets = secret_values(problem.changes)
     n = len(problem.testable)
+    culprits = [
+        _culprit(evidence, c.changes, c.confidence, c.confirmed, c.evidence, secrets)
+        for c in search.culprits
+    ]
+    for number, culprit in enumerate(culprits, 1):
+        culprit["explains"] = _explains(culprit, number)
     return {
         "status": search.status,
-        "culprits": [
-            _culprit(evidence, c.changes, c.confidence, c.confirmed, c.evidence, secrets)
-            for c in search.culprits
-        ],
+        "culprits": culprits,
         "probe_count": len(records),
         "rounds": evidence.rounds,
         "state_dir": evidence.session["state_dir"],
@@ -124,6 +127,18 @@ def _culprit(
             "bad_minus_culprits": _brief(rest_record),
         },
     }
+
+
+def _explains(culprit: dict[str, Any], number: int) -> str:
+    """How much of the failure a culprit accounts for, from the bad spec without it
+    (and without the culprits found before it): ``all`` (that passes), ``rest`` (that
+    passes, with the earlier culprits also taken out), ``part`` (that still fails:
+    another change fails the job too), ``unknown`` (unresolved, or not probed)."""
+    rest = culprit["confirmation"]["bad_minus_culprits"]
+    outcome = rest["outcome"] if rest else None
+    if outcome == "pass":
+        return "all" if number == 1 else "rest"
+    return "part" if outcome == "fail" else "unknown"
 
 
 def _decisive_record(evidence: Evidence, subset: Subset, outcome: str | None) -> ProbeRecord | None:
@@ -242,14 +257,28 @@ def render_text(result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _claim(number: int, culprit: dict[str, Any]) -> str | None:
+    """What a culprit's heading may say about it: only what its probes showed."""
+    if not culprit["confirmed"]:
+        return None
+    explains = culprit.get("explains", "all")
+    if explains == "part":
+        return "fails on its own; explains only part of the failures"
+    if explains == "rest":
+        earlier = "culprit 1" if number == 2 else f"culprits 1-{number - 1}"
+        return f"fails on its own; with {earlier}, explains every failure"
+    return "confirmed both ways" if explains == "all" else None
+
+
 def _culprit_lines(number: int, culprit: dict[str, Any]) -> list[str]:
     """One culprit for the text report: its settings, the proof and the log excerpt."""
     kind = "interaction" if len(culprit["changes"]) > 1 else "single setting"
+    claim = _claim(number, culprit)
     out = [
         f"Culprit {number} ({kind}, confidence {culprit['confidence']:.2f}"
-        f"{', confirmed both ways' if culprit['confirmed'] else ''}):"
+        f"{', ' + claim if claim else ''}):"
     ]
-    width = max(len(c["key"]) for c in culprit["changes"])
+    width = max(len("SETTING"), *(len(c["key"]) for c in culprit["changes"]))
     out.append(f"  {'SETTING'.ljust(width)}  {'GOOD':<30}  BAD")
     for change in culprit["changes"]:
         out.append(
@@ -259,13 +288,27 @@ def _culprit_lines(number: int, culprit: dict[str, Any]) -> list[str]:
     if not proof["probe"]:
         return out
     out.append(f"  Proved by probe {proof['probe']}: {proof['observed'] or 'failed'}")
-    conf = culprit["confirmation"]["bad_minus_culprits"]
-    if conf:
-        out.append(f"  Bad spec without the culprits: probe {conf['probe']} {conf['outcome']}")
+    rest = _without_line(number, culprit)
+    if rest:
+        out.append(f"  {rest}")
     if proof["excerpt"]:
         out.append(f"  Log excerpt ({proof['log']}):")
         out.extend("    | " + line for line in proof["excerpt"].splitlines())
     return out
+
+
+def _without_line(number: int, culprit: dict[str, Any]) -> str | None:
+    """The probe of the bad spec without the culprit, and what it says."""
+    conf = culprit["confirmation"]["bad_minus_culprits"]
+    if not conf:
+        return None
+    probe = f"probe {conf['probe']} {conf['outcome']}"
+    explains = culprit.get("explains")
+    if explains == "part":
+        return f"Bad spec without this culprit: {probe} (another change fails the job too)"
+    if explains == "rest":
+        return f"Bad spec without culprits 1-{number}: {probe}"
+    return f"Bad spec without the culprits: {probe}"
 
 
 def _rates(result: dict[str, Any]) -> str | None:
@@ -280,9 +323,10 @@ def _headline(result: dict[str, Any]) -> str:
     status = result["status"]
     culprits = result["culprits"]
     if status == "found":
-        keys = " + ".join(c["key"] for c in culprits[0]["changes"])
-        more = f" (and {len(culprits) - 1} more)" if len(culprits) > 1 else ""
-        return f"FOUND: {keys}{more}"
+        named = [" + ".join(c["key"] for c in culprit["changes"]) for culprit in culprits]
+        if len(named) == 1:
+            return f"FOUND: {named[0]}"
+        return f"FOUND {len(named)} culprits, each failing on its own: {'; '.join(named)}"
     return {
         "no_differences": "NO DIFFERENCES: the good and bad specs differ in nothing searchable",
         "not_reproducible": (
@@ -321,6 +365,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         proof = culprit["proof"]
         if proof["probe"]:
             out += ["", f"Proved by probe `{proof['probe']}`: {proof['observed']}", ""]
+            rest = _without_line(number, culprit)
+            if rest:
+                out += [rest, ""]
             if proof["excerpt"]:
                 out += ["```", proof["excerpt"], "```"]
         out.append("")

@@ -99,3 +99,43 @@ def test_a_failed_baseline_is_explained_by_its_log() -> None:
     (note,) = result["notes"]
     assert note.startswith("baseline-good probe p001: fail") and "ImportError" in note
     assert render_text(result).startswith("BASELINE FAILED")
+
+
+def test_two_independent_culprits_each_claim_only_what_their_probes_show() -> None:
+    """Culprit 1 fails on its own but the bad spec without it still fails (culprit 2):
+    it explains only part of the failures, and the report must not call it confirmed
+    both ways; culprit 2, with culprit 1, explains every failure."""
+    index = {c.key: i for i, c in enumerate(problem().testable)}
+    lr, nccl, token = index["env.LR"], index["env.NCCL_ALGO"], index["env.HF_TOKEN"]
+    records = [
+        run("p001", [], "pass", "baseline-good"),
+        run("p002", ALL, "fail", "baseline-bad"),
+        run("p003", ["env.NCCL_ALGO"], "fail", "confirm-good-plus-culprit"),
+        run("p004", ["env.HF_TOKEN", "env.LR"], "fail", "confirm-bad-minus-culprits"),
+        run("p005", ["env.LR"], "fail", "confirm-good-plus-culprit"),
+        run("p006", ["env.HF_TOKEN"], "pass", "confirm-bad-minus-culprits"),
+    ]
+    culprits = [
+        Culprit(
+            frozenset({nccl}),
+            confirmed=True,
+            evidence={"bad_minus_culprits": frozenset({token, lr})},
+        ),
+        Culprit(
+            frozenset({lr}), confirmed=True, evidence={"bad_minus_culprits": frozenset({token})}
+        ),
+    ]
+    result = build_result(evidence(SearchResult(FOUND, culprits), records, lambda path: ""))
+    assert [c["explains"] for c in result["culprits"]] == ["part", "rest"]
+    text = render_text(result)
+    first, second = text.split("Culprit 2")
+    assert "confirmed both ways" not in text
+    assert "explains only part of the failures" in first.splitlines()[2]
+    assert "Bad spec without this culprit: probe p004 fail (another change fails" in first
+    assert "with culprit 1, explains every failure" in second.splitlines()[0]
+    assert "Bad spec without culprits 1-2: probe p006 pass" in second
+    assert text.startswith("FOUND 2 culprits, each failing on its own: env.NCCL_ALGO; env.LR")
+    assert "Bad spec without this culprit: probe p004 fail" in render_markdown(result)
+    # One culprit that explains everything keeps the words the README shows.
+    alone = build_result(evidence(SearchResult(FOUND, culprits[:1]), records[:2], lambda p: ""))
+    assert alone["culprits"][0]["explains"] == "unknown"  # its probes are not journaled
