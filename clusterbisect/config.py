@@ -122,10 +122,21 @@ class LimitOptions:
     timeout: float | None = option(
         metavar="SECONDS", exclusive_minimum=0, help="Per-probe timeout in seconds."
     )
-    max_probes: int | None = option(metavar="N", minimum=1, help="Stop after this many probes.")
-    max_time: float | None = option(
-        metavar="SECONDS", exclusive_minimum=0, help="Stop after this many seconds."
+    max_probes: int | None = option(
+        metavar="N",
+        minimum=1,
+        help="Stop after this many probes (all of the session's, those run before a "
+        "resume included).",
     )
+    max_time: float | None = option(
+        metavar="SECONDS",
+        exclusive_minimum=0,
+        help="Stop after this many seconds (of this run or resume).",
+    )
+
+
+# The limits a `resume` may change: the budget of a run that was stopped by it.
+BUDGET = ("max_probes", "max_time")
 
 
 @dataclass

@@ -33,13 +33,25 @@ from clusterbisect.settings import apply_changes
 
 
 class Progress(Protocol):
-    """Receives progress events (the CLI prints them on stderr)."""
+    """Receives progress events (the CLI prints them on stderr).
+
+    ``round_started`` gets the round's probes, the candidates left, the strategy's
+    estimate of probes to go and why it last widened its candidates (``turn``);
+    ``round_finished`` follows every round, also one that failed or was interrupted.
+    """
 
     def round_started(
-        self, round_no: int, probes: list[Probe], left: int, to_go: int | None
+        self,
+        round_no: int,
+        probes: list[Probe],
+        left: int,
+        to_go: int | None,
+        turn: str | None = None,
     ) -> None: ...
 
     def probe_finished(self, record: ProbeRecord) -> None: ...
+
+    def round_finished(self, round_no: int) -> None: ...
 
 
 @dataclass
@@ -168,8 +180,15 @@ class Engine:
         probes = [self.make_probe(r, len(self.records) + 1 + i) for i, r in enumerate(requests)]
         if self.progress:
             left = self.strategy.candidates_left() or len(self._by_key)
-            self.progress.round_started(round_no, probes, left, self.strategy.remaining_estimate())
-        results = self.runner.run(probes)
+            to_go = self.strategy.remaining_estimate()
+            self.progress.round_started(
+                round_no, probes, left, to_go, self.strategy.last_turn()
+            )
+        try:
+            results = self.runner.run(probes)
+        finally:
+            if self.progress:
+                self.progress.round_finished(round_no)
         for request, probe, run in zip(requests, probes, results, strict=False):
             record = self._record(request, probe, run, round_no)
             self.session.append(record)

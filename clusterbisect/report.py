@@ -44,6 +44,8 @@ class Evidence:
     elapsed_s: float
     read_log: Callable[[str], str]
     warnings: list[str] = field(default_factory=list)  # about the scope (--ignore)
+    stopped_early: str | None = None  # why the budget ended the run ("the probe budget ...")
+    continue_with: str | None = None  # how to go on after a budget stop
 
     def runs_of(self, subset: Subset) -> list[ProbeRecord]:
         """The journaled runs of ``subset``, in order."""
@@ -96,6 +98,8 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
         "estimates": search.estimates,
         "notes": search.notes + _baseline_notes(evidence, secrets),
         "warnings": list(evidence.warnings),
+        "stopped_early": evidence.stopped_early,
+        "continue_with": evidence.continue_with,
         "elapsed_s": round(evidence.elapsed_s, 3),
         "probes": [_probe(r) for r in records],
     }
@@ -221,7 +225,10 @@ def _value(value: Any) -> str:
 
 def render_text(result: dict[str, Any]) -> str:
     """The operator's report: verdict, culprits with evidence, what was not tested."""
-    out = [_headline(result), ""]
+    out = [_headline(result)]
+    if result.get("continue_with"):
+        out.append(f"  {result['continue_with'][0].upper()}{result['continue_with'][1:]}")
+    out.append("")
     for number, culprit in enumerate(result["culprits"], 1):
         out += [*_culprit_lines(number, culprit), ""]
     if result["candidates"] and result["status"] != "found":
@@ -249,8 +256,8 @@ def render_text(result: dict[str, Any]) -> str:
             out.append(f"  - {item['key']}: {item['reason']}")
         if len(result["untestable"]) > 20:
             out.append(f"  ... and {len(result['untestable']) - 20} more (see --json)")
-    for note in result["notes"]:
-        out.append(f"Note: {note}")
+    shown = f"stopped early: {result.get('stopped_early')}"  # already in the headline
+    out += [f"Note: {note}" for note in result["notes"] if note != shown]
     for warning in result.get("warnings") or []:
         out.append(f"Warning: {warning}")
     out.append(f"State: {result['state_dir']}")
@@ -334,12 +341,16 @@ def _headline(result: dict[str, Any]) -> str:
         ),
         "baseline_failed": "BASELINE FAILED: the good spec without any change did not pass",
         "inconclusive": "INCONCLUSIVE: no culprit could be isolated",
-    }.get(status, status.upper())
+    }.get(status, status.upper()) + (
+        f" yet: stopped early, {result['stopped_early']}" if result.get("stopped_early") else ""
+    )
 
 
 def render_markdown(result: dict[str, Any]) -> str:
     """A Markdown report with a Mermaid diagram of how the candidates narrowed."""
     out = ["# clusterbisect report", "", f"**{_headline(result)}**", ""]
+    if result.get("continue_with"):
+        out += [f"To go on, {result['continue_with']}.", ""]
     out += [
         f"- Good: `{result['good']}`",
         f"- Bad: `{result['bad']}`",

@@ -90,10 +90,7 @@ class Session:
         config.bad = _store_input(state_dir, "bad", config.bad_source, bad_text)
         created = time.time()
         session = cls(state_dir, session_id, config, created)
-        _write_json_atomic(
-            state_dir / SESSION_FILE,
-            {"session_id": session_id, "created": created, "config": config.to_dict()},
-        )
+        session.save_config()
         return session
 
     @classmethod
@@ -110,6 +107,14 @@ class Session:
         except (ValueError, KeyError, TypeError) as err:
             raise InputError(f"unreadable session file ({err})", source=str(path)) from err
         return cls(state_dir.resolve(), session_id, config, created)
+
+    def save_config(self) -> None:
+        """Write :attr:`config` back to ``session.json`` (a resume that raised the
+        budget, a signature that was decided): later commands see what this one used."""
+        _write_json_atomic(
+            self.state_dir / SESSION_FILE,
+            {"session_id": self.session_id, "created": self.created, "config": self.config.to_dict()},
+        )
 
     # --- inputs ---------------------------------------------------------------------
 

@@ -160,7 +160,11 @@ def engine_for(bisection: Bisection, runner: Any, progress: Progress | None = No
 
 
 def evidence(
-    engine: Engine, search: SearchResult, elapsed_s: float, warnings: list[str] | None = None
+    engine: Engine,
+    search: SearchResult,
+    elapsed_s: float,
+    warnings: list[str] | None = None,
+    stopped_early: str | None = None,
 ) -> Evidence:
     """What the report is built from: the engine's journal and problem, as data."""
     session = engine.session
@@ -182,10 +186,46 @@ def evidence(
         elapsed_s=elapsed_s,
         read_log=session.read_log,
         warnings=list(warnings or []),
+        stopped_early=stopped_early,
+        continue_with=budget_hint(engine, stopped_early) if stopped_early else None,
     )
 
 
 # --- running ------------------------------------------------------------------------------------
+
+
+def extend_budget(
+    bisection: Bisection, max_probes: int | None = None, max_time: float | None = None
+) -> None:
+    """Give a session a new budget (``resume --max-probes/--max-time``), kept in its
+    ``session.json``. ``max_probes`` counts every probe of the session, as ``run``'s
+    does, so it must be above the number already run."""
+    session = bisection.session
+    limits = session.config.limits
+    if max_probes is not None:
+        done = len(session.records())
+        if max_probes <= done:
+            raise InputError(
+                f"the session has run {done} probes already and --max-probes counts all "
+                f"of them: give more than {done} (e.g. {done + 10})",
+                field="max_probes",
+            )
+        limits.max_probes = max_probes
+    if max_time is not None:
+        limits.max_time = max_time
+    if max_probes is not None or max_time is not None:
+        session.save_config()
+
+
+def budget_hint(engine: Engine, why: str) -> str:
+    """How to continue a session its budget stopped: a budget that covers the
+    strategy's estimate of the probes still to go."""
+    to_go = engine.strategy.remaining_estimate() or 10
+    if "time" in why:
+        option = "--max-time SECONDS"
+    else:
+        option = f"--max-probes {len(engine.records) + max(to_go, 1)}"
+    return f"continue with: clusterbisect resume {engine.session.state_dir} {option}"
 
 
 def run_session(bisection: Bisection, progress: Progress | None = None) -> dict[str, Any]:
@@ -214,7 +254,9 @@ def run_session(bisection: Bisection, progress: Progress | None = None) -> dict[
         runner.close()
     assert outcome.result is not None
     elapsed = time.monotonic() - started
-    result = build_result(evidence(engine, outcome.result, elapsed, bisection.warnings))
+    result = build_result(
+        evidence(engine, outcome.result, elapsed, bisection.warnings, outcome.budget_exhausted)
+    )
     session.write_result(result)
     return result
 

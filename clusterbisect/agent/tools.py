@@ -309,6 +309,8 @@ def _resume(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode, workflow
 
     bisection = stepmode.open_session(args.get("state_dir"))
+    budget = options.from_arguments(config.LimitOptions, args)
+    workflow.extend_budget(bisection, budget.max_probes, budget.max_time)
     return _finished(workflow.run_session(bisection, None))
 
 
@@ -498,10 +500,16 @@ TOOLS: list[Tool] = [
     Tool(
         "resume",
         "Finish a session automatically",
-        "Continue a session (interrupted `run`, or one driven by hand with start/record) "
-        "by launching its remaining probes on its backend, without re-running finished "
-        "ones. Returns the result. LAUNCHES JOBS.",
-        _obj({"state_dir": STATE_DIR}),
+        "Continue a session (interrupted `run`, one its budget stopped, or one driven "
+        "by hand with start/record) by launching its remaining probes on its backend, "
+        "without re-running finished ones. max_probes/max_time give it a new budget "
+        "(max_probes counts every probe of the session). Returns the result. LAUNCHES JOBS.",
+        _obj(
+            {
+                "state_dir": STATE_DIR,
+                **options.schema_properties(config.LimitOptions, only=config.BUDGET),
+            }
+        ),
         LAUNCHES,
         _resume,
     ),

@@ -18,7 +18,8 @@ from clusterbisect.cli.common import (
     session_options,
     warn,
 )
-from clusterbisect.config import RUN_GROUPS
+from clusterbisect.config import BUDGET, RUN_GROUPS, LimitOptions
+from clusterbisect.options import click_options, from_params
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
@@ -53,13 +54,20 @@ def run(
 
 @click.command()
 @click.argument("state_dir", type=click.Path(file_okay=False))
+@click_options(LimitOptions, only=BUDGET)
 @json_option
 @quiet_option
-def resume(state_dir: str, as_json: bool, quiet: bool) -> None:
-    """Continue an interrupted session without re-running finished probes."""
+def resume(state_dir: str, as_json: bool, quiet: bool, **options: Any) -> None:
+    """Continue an interrupted session without re-running finished probes.
+
+    --max-probes and --max-time give a session its budget stopped a new one (kept for
+    later resumes): --max-probes counts every probe of the session.
+    """
     from clusterbisect import workflow
 
     bisection = workflow.Bisection.open(Path(state_dir))
+    budget = from_params(LimitOptions, options)
+    workflow.extend_budget(bisection, budget.max_probes, budget.max_time)
     warn(bisection.warnings)
     finish(workflow.run_session(bisection, progress(quiet)), as_json)
 
