@@ -181,9 +181,7 @@ class Engine:
         if self.progress:
             left = self.strategy.candidates_left() or len(self._by_key)
             to_go = self.strategy.remaining_estimate()
-            self.progress.round_started(
-                round_no, probes, left, to_go, self.strategy.last_turn()
-            )
+            self.progress.round_started(round_no, probes, left, to_go, self.strategy.last_turn())
         try:
             results = self.runner.run(probes)
         finally:

@@ -113,7 +113,11 @@ class Session:
         budget, a signature that was decided): later commands see what this one used."""
         _write_json_atomic(
             self.state_dir / SESSION_FILE,
-            {"session_id": self.session_id, "created": self.created, "config": self.config.to_dict()},
+            {
+                "session_id": self.session_id,
+                "created": self.created,
+                "config": self.config.to_dict(),
+            },
         )
 
     # --- inputs ---------------------------------------------------------------------
