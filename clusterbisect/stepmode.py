@@ -358,6 +358,11 @@ def status(bisection: Bisection) -> dict[str, Any]:
             view["result"] = finish(position)
         else:
             view["done"] = False
+            stored = position.session.read_result() or {}
+            if stored.get("stopped_early") and stored.get("probe_count") == len(records):
+                # A run its budget stopped: say so before anything else.
+                view["stopped_early"] = stored["stopped_early"]
+                view["continue_with"] = stored.get("continue_with")
             view["pending"] = position.pending_ids()
             view["candidates_left"] = _candidates_left(position)
             view["estimated_probes_to_go"] = position.engine.strategy.remaining_estimate()

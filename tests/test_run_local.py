@@ -115,6 +115,51 @@ def test_budget_cut_short_is_inconclusive_with_candidates(tmp_path, cli, env_pai
     assert any("budget" in note for note in result["notes"])
 
 
+def test_a_budget_stopped_run_says_so_first_and_resume_extends_it(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 64)
+    proc, result = bisect(cli, good, bad, "VAR_050", "--max-probes", "4")
+    state = result["state_dir"]
+    assert result["stopped_early"] == "the probe budget (4) is spent"
+    assert result["continue_with"].startswith(f"continue with: clusterbisect resume {state} ")
+    extra = {"CULPRITS": "VAR_050"}
+    text = cli("report", state, expect=0).stdout.splitlines()
+    assert text[0] == (
+        "INCONCLUSIVE: no culprit could be isolated yet: stopped early, "
+        "the probe budget (4) is spent"
+    )
+    assert text[1].startswith(f"  Continue with: clusterbisect resume {state} --max-probes ")
+    status = cli.json("status", "--state-dir", state)
+    assert status["stopped_early"] == "the probe budget (4) is spent" and not status["done"]
+    assert (
+        "Stopped early: the probe budget (4) is spent" in cli("status", "--state-dir", state).stdout
+    )
+    # Without a new budget, resume stops again at once; a budget at or below what was
+    # run is refused (it counts every probe of the session).
+    again = cli.json("resume", state, extra_env=extra, expect=1)
+    assert again["probe_count"] == 4 and again["stopped_early"]
+    refused = cli("resume", state, "--max-probes", "4", extra_env=extra, expect=2)
+    assert "has run 4 probes already" in refused.stderr
+    # A larger one finishes the search, and is kept for the session.
+    done = cli.json("resume", state, "--max-probes", "40", extra_env=extra, expect=0)
+    assert culprit_keys(done) == [["env.VAR_050"]] and done["stopped_early"] is None
+    stored = json.loads((Path(state) / "session.json").read_text())
+    assert stored["config"]["limits"]["max_probes"] == 40
+
+
+def test_the_resume_tool_takes_a_new_budget(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 16)
+    _, result = bisect(cli, good, bad, "VAR_003", "--max-probes", "3")
+    extra = {"CULPRITS": "VAR_003"}
+    code, document = cli.call(
+        "resume", {"state_dir": result["state_dir"], "max_probes": 2}, extra_env=extra
+    )
+    assert code == 2 and "give more than 3" in document["error"]["message"]
+    code, document = cli.call(
+        "resume", {"state_dir": result["state_dir"], "max_probes": 30}, extra_env=extra
+    )
+    assert code == 0 and culprit_keys(document) == [["env.VAR_003"]]
+
+
 def test_baseline_failed_and_not_reproducible(tmp_path, cli, env_pair):
     good, bad = write_env_pair(env_pair, 4)
     proc, result = bisect(cli, good, bad, "", env_extra={"ODD_SETTING": "bad"})

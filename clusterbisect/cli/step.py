@@ -161,6 +161,8 @@ def step_status(state_dir: str | None, as_json: bool) -> None:
         return
     current = " (current)" if view["current"] else ""
     click.echo(f"Session {view['session_id']}{current}: {view['state_dir']}")
+    if view.get("stopped_early"):
+        click.echo(f"Stopped early: {view['stopped_early']}; {view['continue_with']}")
     click.echo(
         f"{view['changes_searched']} of {view['changes_total']} changes searched on the "
         f"{view['backend']} backend; {view['probes_done']} probes done "
