@@ -98,12 +98,41 @@ class SignatureOptions:
     hang_is_failure: bool = option(
         False, help="A probe that times out shows the failure (needs --timeout)."
     )
+    fail_on_exit: str | None = option(
+        choices=("any", "nonzero"),
+        help="With --fail-on: a match is the failure with any exit code (any), or only "
+        "with a non-zero exit (nonzero). Default: any, until the good baseline exits 0 "
+        "with the text in its output; then nonzero, with a note.",
+    )
+    # Why fail_on_exit was chosen for the user (a note for the report); not an option.
+    decided: str | None = None
 
     def failure_signature(self) -> FailureSignature:
         """The classifier these options describe."""
         return FailureSignature(
-            self.fail_on, self.fail_exit_code, self.fail_reason, self.hang_is_failure
+            self.fail_on,
+            self.fail_exit_code,
+            self.fail_reason,
+            self.hang_is_failure,
+            fail_on_exit=self.fail_on_exit or "any",
         )
+
+    def decide_exit_rule(self, probe_id: str, exit_code: int | None, output: str) -> bool:
+        """The good baseline ran: if it exited 0 with output the ``fail_on`` regex
+        matches, and the user did not choose ``fail_on_exit``, a probe fails only with
+        a non-zero exit from now on (the text alone is in passing runs too). True when
+        this changed the signature."""
+        if self.fail_on_exit is not None or not self.fail_on or exit_code != 0:
+            return False
+        if not self.failure_signature().text_matches(output):
+            return False
+        self.fail_on_exit = "nonzero"
+        self.decided = (
+            f"the good baseline ({probe_id}) exited 0 with output matching /{self.fail_on}/, "
+            "so a probe fails only with a non-zero exit and that text "
+            "(--fail-on-exit any counts the text alone)"
+        )
+        return True
 
     def validate(self) -> None:
         if self.fail_on:

@@ -211,10 +211,28 @@ class Engine:
             env_names=self.problem.env_names,
         )
 
+    def classify(self, purpose: str, probe_id: str, run: RunResult) -> Outcome:
+        """The run's outcome under the session's failure signature.
+
+        The good baseline decides what an unspecified ``--fail-on-exit`` means: when it
+        exits 0 with the ``--fail-on`` text in its output, that text is in passing runs
+        too, so from then on a probe fails only with a non-zero exit as well (kept in
+        ``session.json``; the report says why).
+        """
+        signature = self.session.config.signature
+        if (
+            purpose == "baseline-good"
+            and not (run.timed_out or run.infra_error)
+            and signature.decide_exit_rule(probe_id, run.exit_code, run.output)
+        ):
+            self.session.save_config()
+            self.signature = signature.failure_signature()
+        return self.signature.classify(run)
+
     def _record(
         self, request: ProbeRequest, probe: Probe, run: RunResult, round_no: int
     ) -> ProbeRecord:
-        outcome = self.signature.classify(run)
+        outcome = self.classify(request.purpose, probe.probe_id, run)
         log = (
             probe.log_path.relative_to(self.session.state_dir) if probe.log_path.exists() else None
         )

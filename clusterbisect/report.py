@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clusterbisect.journal import ProbeRecord
+from clusterbisect.outcome import FailureSignature
 from clusterbisect.problem import Problem
 from clusterbisect.redact import redact_text, secret_values
 from clusterbisect.search.base import SearchResult, Subset
@@ -46,6 +47,8 @@ class Evidence:
     warnings: list[str] = field(default_factory=list)  # about the scope (--ignore)
     stopped_early: str | None = None  # why the budget ended the run ("the probe budget ...")
     continue_with: str | None = None  # how to go on after a budget stop
+    failure: FailureSignature | None = None  # the signature itself, to check it on the logs
+    notes: list[str] = field(default_factory=list)  # the session's own (a signature decided)
 
     def runs_of(self, subset: Subset) -> list[ProbeRecord]:
         """The journaled runs of ``subset``, in order."""
@@ -96,7 +99,12 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
             [c.to_dict() for c in problem.subset_changes(subset)] for subset in search.candidates
         ],
         "estimates": search.estimates,
-        "notes": search.notes + _baseline_notes(evidence, secrets),
+        "notes": [
+            *evidence.notes,
+            *search.notes,
+            *_baseline_notes(evidence, secrets),
+            *_signature_notes(evidence),
+        ],
         "warnings": list(evidence.warnings),
         "stopped_early": evidence.stopped_early,
         "continue_with": evidence.continue_with,
@@ -207,6 +215,38 @@ def _baseline_notes(evidence: Evidence, secrets: list[str]) -> list[str]:
                 + (f"; log {record.log}:\n{excerpt}" if excerpt else "")
             )
     return notes
+
+
+def _signature_notes(evidence: Evidence) -> list[str]:
+    """Hints about a ``--fail-on`` regex, from the baselines' logs: it matches both
+    (so the text alone does not tell the failure apart), or it made a good baseline
+    that exited 0 fail."""
+    failure = evidence.failure
+    if failure is None or not failure.fail_on:
+        return []
+    first: dict[str, tuple[ProbeRecord, bool]] = {}
+    for record in evidence.records:
+        if record.purpose in ("baseline-good", "baseline-bad") and record.log:
+            matched = failure.text_matches(evidence.read_log(record.log))
+            first.setdefault(record.purpose, (record, matched))
+    good, bad = first.get("baseline-good"), first.get("baseline-bad")
+    regex = f"/{failure.fail_on}/"
+    if good and bad and good[1] and bad[1]:
+        tail = (
+            "only the non-zero exit tells them apart"
+            if failure.needs_nonzero_exit
+            else "choose text only the failing run prints, or --fail-on-exit nonzero"
+        )
+        return [
+            f"the --fail-on regex {regex} matches the output of both baselines "
+            f"({good[0].probe_id} and {bad[0].probe_id}): {tail}"
+        ]
+    if good and good[1] and good[0].exit_code == 0 and good[0].outcome == "fail":
+        return [
+            f"the good baseline ({good[0].probe_id}) exited 0 but its output matches {regex}; "
+            "with --fail-on-exit nonzero the text counts only with a non-zero exit"
+        ]
+    return []
 
 
 def _clip(line: str, width: int = EXCERPT_LINE_CHARS) -> str:

@@ -301,7 +301,7 @@ def record(
             verdict = outcome
         else:
             assert run is not None
-            verdict = position.engine.signature.classify(run)
+            verdict = position.engine.classify(request.purpose, f"p{number:03d}", run)
         entry = position.engine.record_manual(
             request.subset, verdict, request.purpose, log=log_rel, run=run, number=number
         )

@@ -188,6 +188,8 @@ def evidence(
         warnings=list(warnings or []),
         stopped_early=stopped_early,
         continue_with=budget_hint(engine, stopped_early) if stopped_early else None,
+        failure=engine.signature,
+        notes=[config.signature.decided] if config.signature.decided else [],
     )
 
 
