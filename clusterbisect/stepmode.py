@@ -126,6 +126,22 @@ def _with_position(bisection: Bisection, func: Any) -> Any:
         position.runner.close()
 
 
+def shown(document: dict[str, Any], verbose: bool = False) -> dict[str, Any]:
+    """A step-mode document as it is replied: compact (``compact.py``) unless
+    ``verbose``. A view is compacted itself; a reply carrying one under ``next``
+    (start, record, replay) has that view compacted."""
+    if verbose:
+        return document
+    from clusterbisect import compact
+
+    view = document.get("next", document)
+    backend = document.get("backend") or view.get("backend") or "local"
+    local = backends.get(backend).capabilities.local_process
+    if "next" in document:
+        return compact.with_next(document, local)
+    return compact.next_view(document, local)
+
+
 # --- start ------------------------------------------------------------------------------
 
 
@@ -272,11 +288,13 @@ def record(
     run: RunResult | None = None,
     log_file: str | None = None,
     log_text: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Journal the outcome of a pending probe (default: the first) and show the next.
 
     Without ``outcome``, the session's failure signature classifies ``run`` (with the
-    log as its output), exactly as it classifies the runner's probes.
+    log as its output), exactly as it classifies the runner's probes. With both, they
+    must agree (a pass with exit code 1 is refused) unless ``force``.
     """
     if outcome is None and run is None:
         raise InputError("give an outcome, or an exit code for the signature to classify")
@@ -298,6 +316,8 @@ def record(
         if run is not None and text is not None:
             run.output = text  # a --fail-on regex is matched against the log
         if outcome is not None:
+            if run is not None and not force:
+                _check_agreement(position, outcome, run)
             verdict = outcome
         else:
             assert run is not None
@@ -319,6 +339,28 @@ def record(
 
     recorded = _with_position(bisection, _record)
     return {**recorded, "next": next_view(bisection)}
+
+
+def _check_agreement(position: Position, outcome: Outcome, run: RunResult) -> None:
+    """Refuse an outcome that what was observed contradicts: a pass the signature reads
+    as a failure or unresolved (exit code 1, a timeout, an infrastructure error), or a
+    fail it reads as a pass. An unresolved outcome is always accepted (a reporter may
+    know the probe did not run properly)."""
+    signature = position.engine.signature
+    read = signature.classify(run)
+    if outcome is Outcome.UNRESOLVED or read is outcome:
+        return
+    if outcome is Outcome.FAIL and read is Outcome.UNRESOLVED:
+        return  # a different failure by the signature, but the reporter saw this one
+    seen = signature.observed(run) if read is not Outcome.PASS else "a clean run"
+    raise InputError(
+        f"outcome {outcome.value!r} contradicts what was observed ({seen}), which the "
+        f"session's signature ({signature.describe()}) reads as {read.value}: give only "
+        "what you observed and let the signature decide, or force the outcome "
+        "(force: true, --force)",
+        field="outcome",
+        details={"outcome": outcome.value, "signature_reads": read.value},
+    )
 
 
 def _read_log(path: str) -> str:

@@ -117,7 +117,7 @@ def test_budget_cut_short_is_inconclusive_with_candidates(tmp_path, cli, env_pai
 
 def test_a_budget_stopped_run_says_so_first_and_resume_extends_it(tmp_path, cli, env_pair):
     good, bad = write_env_pair(env_pair, 64)
-    proc, result = bisect(cli, good, bad, "VAR_050", "--max-probes", "4")
+    _, result = bisect(cli, good, bad, "VAR_050", "--max-probes", "4")
     state = result["state_dir"]
     assert result["stopped_early"] == "the probe budget (4) is spent"
     assert result["continue_with"].startswith(f"continue with: clusterbisect resume {state} ")

@@ -185,7 +185,8 @@ def _start(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode
 
     document = stepmode.start(*session_config(args))
-    return Reply(document, full=document["next"].get("probe", {}).get("rendered_file"))
+    full = document["next"].get("probe", {}).get("rendered_file")
+    return Reply(stepmode.shown(document, args.get("verbose", False)), full=full)
 
 
 def _next(args: dict[str, Any]) -> Reply:
@@ -193,7 +194,8 @@ def _next(args: dict[str, Any]) -> Reply:
 
     bisection = stepmode.open_session(args.get("state_dir"))
     document = stepmode.next_view(bisection, args.get("probe"))
-    return Reply(document, full=document.get("probe", {}).get("rendered_file"))
+    full = document.get("probe", {}).get("rendered_file")
+    return Reply(stepmode.shown(document, args.get("verbose", False)), full=full)
 
 
 def _record(args: dict[str, Any]) -> Reply:
@@ -226,14 +228,16 @@ def _record(args: dict[str, Any]) -> Reply:
         run=run,
         log_file=args.get("log_file"),
         log_text=args.get("log_text"),
+        force=args.get("force", False),
     )
-    return Reply(document)
+    return Reply(stepmode.shown(document, args.get("verbose", False)))
 
 
 def _status(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode
 
-    return Reply(stepmode.status(stepmode.open_session(args.get("state_dir"))))
+    document = stepmode.status(stepmode.open_session(args.get("state_dir")))
+    return Reply(stepmode.shown(document, args.get("verbose", False)))
 
 
 def _result(args: dict[str, Any]) -> Reply:
@@ -275,7 +279,8 @@ def _replay(args: dict[str, Any]) -> Reply:
             raise InputError(f"cannot read ({err.strerror or err})", source=source) from None
     else:
         source, text = "log_text", args["log_text"]
-    return Reply(stepmode.replay(text, source, _state_dir(args)))
+    document = stepmode.replay(text, source, _state_dir(args))
+    return Reply(stepmode.shown(document, args.get("verbose", False)))
 
 
 def _reset(args: dict[str, Any]) -> Reply:
@@ -344,6 +349,13 @@ def _cleanup(args: dict[str, Any]) -> Reply:
 # --- the tools -----------------------------------------------------------------------------
 
 _OPTIONAL_STATE = _obj({"state_dir": STATE_DIR})
+VERBOSE = {
+    "verbose": {
+        "type": "boolean",
+        "description": "The full document: every change with its values, the rendered "
+        "Job or submission inline, each pending probe's keys, the untestable list.",
+    }
+}
 
 TOOLS: list[Tool] = [
     Tool(
@@ -364,7 +376,7 @@ TOOLS: list[Tool] = [
         "current one, and return the first probe to run (as `next` does). You run each "
         "probe yourself and report it with `record`. Writes only the state directory; "
         "launches nothing.",
-        START_INPUT,
+        {**START_INPUT, "properties": {**START_INPUT["properties"], **VERBOSE}},
         WRITES_STATE,
         _start,
     ),
@@ -381,6 +393,7 @@ TOOLS: list[Tool] = [
             {
                 "state_dir": STATE_DIR,
                 "probe": _str("Show this pending probe (an id from `pending`), not the first."),
+                **VERBOSE,
             }
         ),
         READ_ONLY,
@@ -394,7 +407,9 @@ TOOLS: list[Tool] = [
         "unresolved: it could not run, or failed differently), or what you observed "
         "(`exit_code`, `timed_out`, `reason`, with the log) for the session's failure "
         "signature to classify. The log (a file or text) is kept as evidence. Returns "
-        "the recorded entry and the next probe. Writes only the state directory.",
+        "the recorded entry and the next probe (compact; verbose for everything). An "
+        "outcome that contradicts what you observed (pass with exit code 1) is refused "
+        "unless force. Writes only the state directory.",
         _obj(
             {
                 "state_dir": STATE_DIR,
@@ -418,6 +433,12 @@ TOOLS: list[Tool] = [
                     "maxLength": 4_000_000,
                     "description": "The probe's output as text (instead of log_file).",
                 },
+                "force": {
+                    "type": "boolean",
+                    "description": "Keep `outcome` even when what you observed "
+                    "contradicts it (refused otherwise).",
+                },
+                **VERBOSE,
             }
         ),
         WRITES_STATE,
@@ -428,7 +449,7 @@ TOOLS: list[Tool] = [
         "Show a session's status",
         "Where a session stands: probes done, pending probes, candidates left, estimated "
         "probes to go; the result when the search is complete. Launches nothing.",
-        _OPTIONAL_STATE,
+        _obj({"state_dir": STATE_DIR, **VERBOSE}),
         READ_ONLY,
         _status,
     ),
@@ -472,6 +493,7 @@ TOOLS: list[Tool] = [
                 "log_file": _str("A file holding a `log` output."),
                 "log_text": {"type": "string", "minLength": 1, "description": "A `log` output."},
                 "state_dir": _str("Where the new session lives."),
+                **VERBOSE,
             }
         ),
         WRITES_STATE,
@@ -548,46 +570,3 @@ def get_tool(name: str) -> Tool | None:
 def available(read_only: bool = False) -> list[Tool]:
     """The tools to offer; with ``read_only``, only those that launch nothing."""
     return [t for t in TOOLS if t.launches_nothing or not read_only]
-
-
-def definitions(fmt: str = "mcp", read_only: bool = False) -> list[dict[str, Any]]:
-    """The tool definitions in the shape an API expects.
-
-    ``anthropic``: {name, description, input_schema}; ``openai``: Chat Completions
-    function tools; ``mcp``: {name, title, description, inputSchema, annotations};
-    ``json``: every field, including ``effect``.
-    """
-    tools = available(read_only)
-    if fmt == "anthropic":
-        return [
-            {"name": t.name, "description": t.description, "input_schema": t.input_schema}
-            for t in tools
-        ]
-    if fmt == "openai":
-        return [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": t.input_schema,
-                },
-            }
-            for t in tools
-        ]
-    if fmt == "mcp":
-        return [t.mcp_definition() for t in tools]
-    if fmt == "json":
-        return [
-            {
-                "name": t.name,
-                "title": t.title,
-                "description": t.description,
-                "input_schema": t.input_schema,
-                "effect": t.effect,
-                "launches_nothing": t.launches_nothing,
-                "annotations": t.annotations(),
-            }
-            for t in tools
-        ]
-    raise InputError(f"unknown format {fmt!r}; expected anthropic, openai, mcp or json")
