@@ -8,8 +8,8 @@ changes annotation), every pending probe's change keys, the untestable list. Com
 
 - ``probe.changes`` is the list of keys applied (the values are in the rendering);
 - ``probe.rendered`` stays inline only when it is what to run on this machine (an
-  ``env`` and an ``argv``, without the changes it repeats); a Job or a Ray submission
-  is in ``probe.rendered_file``;
+  ``env``, an ``argv`` and the pins to install, without the changes it repeats); a
+  Job or a Ray submission is in ``probe.rendered_file``;
 - ``pending`` gives each probe's id, purpose, runs and number of changes;
 - ``untestable`` becomes ``untestable_count``;
 - a ``record`` reply holds the compact ``next`` view, never the full one.
@@ -39,7 +39,7 @@ def probe(described: dict[str, Any], local_process: bool) -> dict[str, Any]:
     out["changes"] = [c["key"] if isinstance(c, dict) else c for c in described["changes"]]
     rendered = described.get("rendered")
     if local_process and isinstance(rendered, dict):
-        out["rendered"] = {k: rendered[k] for k in ("argv", "env") if k in rendered}
+        out["rendered"] = {k: rendered[k] for k in ("argv", "env", "requirements") if k in rendered}
     else:
         out["run"] = "launch what rendered_file holds (verbose: inline), then record"
     return out

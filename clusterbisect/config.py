@@ -255,6 +255,16 @@ class LocalOptions(BackendOptions):
     clean_env: bool = option(
         False, help="Local: start probes from a minimal environment, not the caller's."
     )
+    venv_python: str | None = option(
+        metavar="PYTHON",
+        help="Local, pip freeze specs: the interpreter each probe's virtual environment "
+        "is made with (default: the workload's python, else python3 on PATH).",
+    )
+    pip_installer: str | None = option(
+        choices=("uv", "pip"),
+        help="Local, pip freeze specs: install each probe's pins with uv (the default "
+        "when installed: clusterbisect[pip]) or with pip.",
+    )
 
 
 @dataclass

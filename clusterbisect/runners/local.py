@@ -4,16 +4,22 @@ The probe's environment is the current environment (or a minimal one with
 ``clean_env``), plus the good spec's environment variables, plus the applied
 changes. Only environment variables can be applied here: image, resources and
 scheduling changes are reported as untestable and left out of the search.
+
+A ``pip freeze`` pair is the exception: each probe runs in a virtual environment
+with the probe's pins installed (``venvs.py``: one per pin set, cached), its ``bin``
+first on PATH, so the workload's ``python`` is that environment's.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 from clusterbisect.config import LocalOptions, with_tuning
@@ -23,7 +29,10 @@ from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult, signal_reason
 from clusterbisect.redact import redact_env, secret_env_names
 from clusterbisect.runners.base import Probe, RunnerContext
-from clusterbisect.settings import ENV
+from clusterbisect.runners.venvs import InstallFailed, ProbeEnvironments, activate
+from clusterbisect.settings import ENV, PIP
+from clusterbisect.specs.model import PIP as PIP_FORMAT
+from clusterbisect.specs.pip import install_lines, shown_lines
 from clusterbisect.specs.workload import main_container, spec_env
 
 # What a minimal environment keeps: enough to find programs and a home.
@@ -65,6 +74,10 @@ class LocalRunner:
     ) -> None:
         self.context = context or RunnerContext()
         self.options = with_tuning(options, LocalSettings)
+        good = self.context.good
+        self.pip = good is not None and good.format == PIP_FORMAT  # probes in venvs
+        self._venvs: dict[str, Path] = {}  # probe id -> its environment
+        self._environments: ProbeEnvironments | None = None
 
     def untestable(self, changes: list[Change]) -> dict[str, str]:
         """Everything but plain environment variables of the main container."""
@@ -76,6 +89,8 @@ class LocalRunner:
         return reasons
 
     def _why_untestable(self, change: Change) -> str | None:
+        if self.pip and change.category == PIP:
+            return None  # installed in the probe's virtual environment
         if change.category != ENV or not change.env_name:
             return f"{change.category} settings cannot be applied to a local process"
         wanted = self.context.container
@@ -96,19 +111,24 @@ class LocalRunner:
             env.pop(name, None)  # so a variable the spec removes is really absent
         container = self.context.container or main_container(probe.spec)
         env.update(spec_env(probe.spec, container))
-        return env
+        venv = self._venvs.get(probe.probe_id)
+        return activate(env, venv) if venv is not None else env
 
     def render(self, probe: Probe) -> dict[str, Any]:
         """The argv and the environment variables the probe sets (secrets redacted)."""
         env = spec_env(probe.spec, self.context.container or main_container(probe.spec))
         # Redact by name too: the good spec's own secrets are not among the changes.
         shown = redact_env(dict(sorted(env.items())), secret_env_names(probe.changes))
-        return {
+        rendered: dict[str, Any] = {
             "backend": self.name,
             "argv": list(probe.command) if probe.command else None,
             "env": shown,
             "changes": [c.to_dict() for c in probe.changes],
         }
+        if self.pip:
+            # What to install first, in a fresh virtual environment (credentials hidden).
+            rendered["requirements"] = shown_lines(install_lines(probe.spec))
+        return rendered
 
     def _argv(self, probe: Probe) -> list[str]:
         if not probe.command:
@@ -120,6 +140,38 @@ class LocalRunner:
         return list(probe.command)
 
     def run(self, probes: list[Probe]) -> list[RunResult]:
+        """Install each probe's pins first (pip freeze pairs), then run the probes; a
+        probe whose pins cannot be installed is an infrastructure error, not run."""
+        failed = self._prepare_environments(probes) if self.pip else {}
+        started = iter(self._run_processes([p for p in probes if p.probe_id not in failed]))
+        return [failed[p.probe_id] if p.probe_id in failed else next(started) for p in probes]
+
+    def _prepare_environments(self, probes: list[Probe]) -> dict[str, RunResult]:
+        """Build (or find) the virtual environment of each probe's pin set."""
+        if self._environments is None:
+            self._environments = ProbeEnvironments(
+                (self.context.private_dir or Path(".clusterbisect-local")) / "venvs",
+                python=self.options.venv_python or _workload_python(self.context.command),
+                installer=self.options.pip_installer,
+            )
+        failed: dict[str, RunResult] = {}
+        for probe in probes:
+            try:
+                installed = self._environments.ensure(install_lines(probe.spec))
+            except InstallFailed as err:
+                probe.log_path.parent.mkdir(parents=True, exist_ok=True)
+                probe.log_path.write_text(err.output, encoding="utf-8")
+                failed[probe.probe_id] = RunResult(
+                    exit_code=None,
+                    output=err.output,
+                    infra_error=f"installing the probe's pins: {err.message}",
+                    log_path=str(probe.log_path),
+                )
+                continue
+            self._venvs[probe.probe_id] = installed.path
+        return failed
+
+    def _run_processes(self, probes: list[Probe]) -> list[RunResult]:
         """Start every probe, wait for all, kill process groups on timeout or Ctrl-C."""
         running: list[_Running] = []
         try:
@@ -231,6 +283,17 @@ def _copy_bounded(
             sink.write(kept)
             sink.flush()
         dropped[0] += max(0, len(chunk) - max(room, 0))
+
+
+def _workload_python(command: list[str] | None) -> str | None:
+    """The interpreter the workload names (``python3.11 train.py``), for its probes'
+    virtual environments; None when it names none (then python3 on PATH)."""
+    if not command:
+        return None
+    name = Path(command[0]).name
+    if name.startswith("python") and (found := shutil.which(command[0])):
+        return found
+    return None
 
 
 def make_runner(context: RunnerContext, options: LocalOptions) -> LocalRunner:
