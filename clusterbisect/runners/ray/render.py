@@ -14,7 +14,8 @@ from clusterbisect.diff import Change
 from clusterbisect.errors import InputError
 from clusterbisect.settings import COMMAND, YAML_SEGMENT
 from clusterbisect.settings import ENV as ENV_SETTING
-from clusterbisect.specs.model import ENV, KUBERNETES, RAY_JOB, SNAPSHOT, Spec
+from clusterbisect.specs.model import ENV, KUBERNETES, PIP, RAY_JOB, SNAPSHOT, Spec
+from clusterbisect.specs.pip import install_lines
 from clusterbisect.specs.workload import container_argv, main_container, runtime_env_of, spec_env
 
 # Fields of a Ray job submission (``JobSubmissionClient.submit_job``) a spec may set.
@@ -140,9 +141,13 @@ def _job_fields(spec: Spec, container: str | None = None) -> dict[str, Any]:
     if spec.format in (ENV, SNAPSHOT):
         # An env dump run on Ray: its variables become the job's env_vars.
         return {"runtime_env": {"env_vars": spec_env(spec)}}
+    if spec.format == PIP:
+        # A pip freeze run on Ray: its pins are the job's runtime_env pip, which Ray
+        # installs (and caches by content) itself; the workload comes after `--`.
+        return {"runtime_env": {"pip": install_lines(spec)}}
     raise InputError(
-        f"the Ray backend runs Ray job specs, KubeRay RayJobs, Kubernetes workloads and env "
-        f"files, not a {spec.kind}; use --backend kubernetes or local",
+        f"the Ray backend runs Ray job specs, KubeRay RayJobs, Kubernetes workloads, env "
+        f"files and pip freezes, not a {spec.kind}; use --backend kubernetes or local",
         source=spec.source,
     )
 
@@ -205,6 +210,8 @@ def why_untestable(
         inner = fields[2:] if YAML_SEGMENT in path or name == "runtime_env" else []
     elif fields[0] == "env" and change.env_name:
         return None  # an env file: the variables become runtime_env env_vars
+    elif fields[0] == "pip":
+        return None  # a pip freeze: the pins become runtime_env pip
     elif fields[0] in SUBMIT_FIELDS:
         name, inner = fields[0], fields[1:]
     else:

@@ -55,6 +55,7 @@ from clusterbisect.runners.ray.render import (
 )
 from clusterbisect.settings import YAML_SEGMENT
 from clusterbisect.specs.model import KUBERNETES, Spec
+from clusterbisect.specs.pip import shown_lines
 from clusterbisect.specs.workload import main_container
 
 log = get_logger(__name__)
@@ -196,6 +197,10 @@ class RayRunner:
                 **kwargs["runtime_env"],
                 "env_vars": redact_env(env_vars, secret_env_names(probe.changes)),
             }
+        pins = kwargs["runtime_env"].get("pip")
+        if isinstance(pins, list) and all(isinstance(p, str) for p in pins):
+            # An index URL's credentials are not shown (the job installs with them).
+            kwargs["runtime_env"] = {**kwargs["runtime_env"], "pip": shown_lines(pins)}
         return {
             "backend": self.name,
             "address": self.target_address() or "local Ray started for the session",
