@@ -339,6 +339,12 @@ class KubernetesOptions(KubeConnection):
         pattern=PROBE_NAME,
         help="Kubernetes: run probes/NAME.py from a ConfigMap.",
     )
+    pip_image: str | None = option(
+        flags=("--pip-image",),
+        metavar="IMAGE",
+        help="Kubernetes, pip freeze specs: the image probes run in (python3 with venv "
+        "and pip); an init container installs each probe's pins before the command.",
+    )
 
     def __post_init__(self) -> None:
         if self.probe is not None and not re.match(PROBE_NAME, self.probe):

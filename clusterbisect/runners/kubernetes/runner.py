@@ -28,7 +28,7 @@ from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult
 from clusterbisect.redact import redact_manifest, secret_env_names
 from clusterbisect.runners.base import DRY_RUN_MODES, Probe, RunnerContext
-from clusterbisect.runners.kubernetes import render
+from clusterbisect.runners.kubernetes import pipjob, render
 from clusterbisect.runners.kubernetes.client import (
     Api,
     Connection,
@@ -38,6 +38,8 @@ from clusterbisect.runners.kubernetes.client import (
 )
 from clusterbisect.runners.kubernetes.jobs import ProbeJobs
 from clusterbisect.settings import flatten
+from clusterbisect.specs.model import PIP
+from clusterbisect.specs.pip import install_lines
 
 log = get_logger(__name__)
 
@@ -64,8 +66,14 @@ class KubernetesRunner:
                 f"expected one of {', '.join(DRY_RUN_MODES)}, got {self.mode!r}",
                 field="--dry-run",
             )
-        if self.context.good is not None:
-            render.primary_template(self.context.good)  # a spec without a pod template
+        good = self.context.good
+        # A pip freeze has no pod: its probes run in --pip-image (pipjob.py).
+        self.pip = good is not None and good.format == PIP
+        self._template = (
+            pipjob.job_spec(good, self.options.pip_image) if good is not None and self.pip else good
+        )
+        if self._template is not None:
+            render.primary_template(self._template)  # a spec without a pod template
         self._conn = connection
         self._api: Api | None = None
         self.clock = clock
@@ -152,8 +160,11 @@ class KubernetesRunner:
     # --- the Runner protocol --------------------------------------------------------
 
     def untestable(self, changes: list[Change]) -> dict[str, str]:
-        """Changes outside the probe's pod template (other roles, object-level fields)."""
+        """Changes outside the probe's pod template (other roles, object-level fields);
+        every pin of a pip freeze is installed by the probe's install step."""
         spec = self.context.good
+        if self.pip:
+            return {}
         if spec is None:
             log.warning("k8s.untestable_without_spec", changes=len(changes))
             return {}
@@ -177,7 +188,7 @@ class KubernetesRunner:
         job = render.render_job(
             probe.probe_id,
             probe.session_id,
-            probe.spec,
+            self._template if self.pip and self._template else probe.spec,
             probe.changes,
             options,
             name=name,
@@ -185,6 +196,9 @@ class KubernetesRunner:
             workload=probe.command,
             purpose=probe.purpose or None,
         )
+        if self.pip:
+            assert self.options.pip_image is not None
+            job = pipjob.add_install_step(job, install_lines(probe.spec), self.options.pip_image)
         script = self.probe_script()
         if script is None or self.options.probe is None:
             return [job]
@@ -252,7 +266,7 @@ class KubernetesRunner:
         results = []
         for item in tracked:
             assert item.result is not None
-            results.append(item.result)
+            results.append(pipjob.install_verdict(item.result) if self.pip else item.result)
         return results
 
     def close(self) -> None:
@@ -344,6 +358,8 @@ class KubernetesRunner:
 
     def _main_container(self, probe: Probe) -> str:
         """The container whose exit and log are the probe's."""
+        if self.pip:
+            return pipjob.CONTAINER
         ref = render.primary_template(probe.spec)
         template = (
             render.template_of(probe.spec, ref) or self.manifests(probe)[-1]["spec"]["template"]
@@ -358,9 +374,10 @@ class KubernetesRunner:
 
 
 def _redacted(manifests: list[dict[str, Any]], probe: Probe) -> list[dict[str, Any]]:
-    """Copies of ``manifests`` for display: secret env values hidden."""
+    """Copies of ``manifests`` for display: secret env values hidden, and the
+    credentials of a pip freeze's index URLs."""
     names = secret_env_names(probe.changes)
-    return [redact_manifest(m, names) for m in manifests]
+    return [pipjob.hide_credentials(redact_manifest(m, names)) for m in manifests]
 
 
 def _default_probes_dir() -> Path:
