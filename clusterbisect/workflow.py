@@ -141,12 +141,12 @@ def runner_for(bisection: Bisection, render_only: bool = False) -> Any:
 
 def engine_for(bisection: Bisection, runner: Any, progress: Progress | None = None) -> Engine:
     """An engine over the session's journal; ``runner`` decides what is testable."""
+    untestable = runner.untestable(bisection.changes)
+    instead = "choose another --backend"
+    if bisection.changes and len(untestable) == len(bisection.changes):
+        instead = _backends_that_can(bisection, runner.name) or instead
     problem = Problem.split(
-        bisection.good,
-        bisection.bad,
-        bisection.changes,
-        runner.untestable(bisection.changes),
-        runner.name,
+        bisection.good, bisection.bad, bisection.changes, untestable, runner.name, instead
     )
     config = bisection.session.config
     return Engine(
@@ -157,6 +157,33 @@ def engine_for(bisection: Bisection, runner: Any, progress: Progress | None = No
         signature=config.signature.failure_signature(),
         progress=progress,
     )
+
+
+def _backends_that_can(bisection: Bisection, current: str) -> str | None:
+    """The other backends that can apply some of the changes (asked as step mode asks:
+    render only, nothing started), as advice for an error."""
+    able = []
+    for name in backends.BACKENDS:
+        if name == current:
+            continue
+        context = RunnerContext(
+            good=bisection.good,
+            changes=tuple(bisection.changes),
+            command=bisection.session.config.command,
+            dry_run="client",
+        )
+        try:
+            runner = backends.make_runner(name, context)
+            try:
+                count = len(bisection.changes) - len(runner.untestable(bisection.changes))
+            finally:
+                runner.close()
+        except InputError as err:
+            able.append(f"--backend {name} ({err.message})")
+            continue
+        if count:
+            able.append(f"--backend {name} can apply {count}")
+    return "; ".join(able) or None
 
 
 def evidence(

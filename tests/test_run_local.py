@@ -387,3 +387,20 @@ def test_a_usage_error_keeps_the_other_files_of_a_given_state_dir(tmp_path, cli)
     proc = cli("run", str(job), str(bad), "--state-dir", str(state), "--", "true", expect=None)
     assert proc.returncode == 2, proc.stderr
     assert sorted(p.name for p in state.iterdir()) == ["notes.txt"]
+
+
+def test_a_backend_that_can_apply_nothing_names_the_one_that_can(tmp_path, cli):
+    import yaml
+
+    job = yaml.safe_load((EXAMPLES / "training-upgrade" / "good.yaml").read_text())
+    (tmp_path / "good.yaml").write_text(yaml.safe_dump(job))
+    job["spec"]["template"]["spec"]["containers"][0]["image"] += "-next"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(job))
+    proc = cli("run", "good.yaml", "bad.yaml", "--", "python", "train.py", expect=2)
+    assert "error: good.yaml: none of the 1 changes can be applied on the local backend" in (
+        proc.stderr
+    )
+    assert proc.stderr.rstrip().endswith("--backend kubernetes can apply 1")
+    assert not (tmp_path / ".clusterbisect").exists() or not any(
+        (tmp_path / ".clusterbisect").iterdir()
+    )  # no half-made session
