@@ -345,10 +345,35 @@ class KubernetesOptions(KubeConnection):
         help="Kubernetes, pip freeze specs: the image probes run in (python3 with venv "
         "and pip); an init container installs each probe's pins before the command.",
     )
+    allow_shared_volumes: bool = option(
+        False,
+        flags=("--allow-shared-volumes",),
+        help="Kubernetes: mount the job's persistent volumes (PVCs, NFS, hostPath) in "
+        "probes as they are, writable (default: read-only).",
+    )
+    scratch_volumes: bool = option(
+        False,
+        flags=("--scratch-volumes",),
+        help="Kubernetes: give probes an empty directory in place of each persistent "
+        "volume (default: mount them read-only).",
+    )
+    admission_labels: list[str] = option(
+        factory=list,
+        flags=("--admission-label",),
+        metavar="KEY",
+        help="Kubernetes: also copy this label of the job (a glob) onto probe Jobs "
+        "(repeatable); kueue.x-k8s.io/queue-name and kueue.x-k8s.io/priority-class "
+        "always are.",
+    )
 
     def __post_init__(self) -> None:
         if self.probe is not None and not re.match(PROBE_NAME, self.probe):
             raise InputError(f"not a probe name: {self.probe!r}", field="--probe")
+        if self.allow_shared_volumes and self.scratch_volumes:
+            raise InputError(
+                "choose one of --allow-shared-volumes and --scratch-volumes",
+                field="--scratch-volumes",
+            )
 
 
 S = TypeVar("S", bound=BackendOptions)
@@ -472,7 +497,24 @@ class SessionConfig:
             known = {f.name for f in dataclasses.fields(options_class)}
             stored = {k: v for k, v in stored.items() if k in known}
         data["backend_options"] = options_class(**stored)
-        return cls(**data)
+        config = cls(**data)
+        config.check_types()
+        return config
+
+    def check_types(self) -> None:
+        """Every field as declared (a stored config may have been edited by hand)."""
+        from clusterbisect.options import check
+
+        for name in ("good_source", "bad_source", "good", "bad", "backend"):
+            if not isinstance(getattr(self, name), str):
+                raise InputError(f"expected a string, got {getattr(self, name)!r}", field=name)
+        command = self.command
+        if command is not None and not (
+            isinstance(command, list) and all(isinstance(w, str) for w in command)
+        ):
+            raise InputError(f"expected a list of strings, got {command!r}", field="command")
+        for group in (self.scope, self.signature, self.limits, self.search, self.backend_options):
+            check(group)
 
 
 def _from_flat(data: dict[str, Any]) -> dict[str, Any]:

@@ -19,10 +19,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from clusterbisect.journal import ProbeRecord
 from clusterbisect.runners.base import Probe
+
+if TYPE_CHECKING:
+    from clusterbisect.engine import ProbeTimeout
 
 # When the elapsed-time line appears: on a terminal after TTY_FIRST_S, then every
 # TTY_EVERY_S; in a log at these marks, then every LOG_EVERY_S.
@@ -144,6 +147,9 @@ class TerminalProgress:
             f"{left} candidate change{'s' if left != 1 else ''} left{eta}"
         )
         self._start_ticker(round_no, count)
+
+    def timeout_set(self, timeout: ProbeTimeout) -> None:
+        self._write(f"probe timeout: {timeout.describe()}")
 
     def probe_finished(self, record: ProbeRecord) -> None:
         detail = f" - {record.observed}" if record.observed else ""

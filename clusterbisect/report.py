@@ -18,6 +18,7 @@ from clusterbisect.outcome import FailureSignature
 from clusterbisect.problem import Problem
 from clusterbisect.redact import redact_text, secret_values
 from clusterbisect.search.base import SearchResult, Subset
+from clusterbisect.terminal import printable
 
 EXCERPT_LINES = 12
 EXCERPT_CHARS = 1500
@@ -32,7 +33,9 @@ class Evidence:
     how many batches they ran in; ``session`` names the session (``state_dir``,
     ``session_id``, ``backend``, ``good``, ``bad``); ``signature`` describes the failure
     signature. ``read_log`` gives a probe log's text by its journaled (relative) path:
-    the session reads its files, the report only quotes them.
+    the session reads its files, the report only quotes them. ``probe_timeout`` is the
+    per-probe limit and its rule (``engine.ProbeTimeout.to_dict``); ``next_step`` what
+    to run next when the search is inconclusive (``nextstep.py``).
     """
 
     search: SearchResult
@@ -49,6 +52,9 @@ class Evidence:
     continue_with: str | None = None  # how to go on after a budget stop
     failure: FailureSignature | None = None  # the signature itself, to check it on the logs
     notes: list[str] = field(default_factory=list)  # the session's own (a signature decided)
+    probe_timeout: dict[str, Any] | None = None
+    next_step: dict[str, Any] | None = field(default=None)
+    backend_notes: list[str] = field(default_factory=list)  # what every probe changed
 
     def runs_of(self, subset: Subset) -> list[ProbeRecord]:
         """The journaled runs of ``subset``, in order."""
@@ -56,12 +62,38 @@ class Evidence:
         return [r for r in self.records if sorted(r.subset) == keys]
 
     def excerpt(self, record: ProbeRecord, secrets: list[str]) -> str:
-        """The last lines of a probe's log, secrets redacted."""
+        """The lines of a probe's log that show its failure, secrets redacted and
+        terminal controls removed: those around the line the signature matched, else
+        the last ones."""
         if not record.log:
             return ""
-        lines = [_clip(line) for line in self.read_log(record.log).splitlines() if line.strip()]
-        excerpt = "\n".join(lines[-EXCERPT_LINES:])[-EXCERPT_CHARS:]
+        text = printable(self.read_log(record.log))
+        lines = [_clip(line) for line in text.splitlines() if line.strip()]
+        end = _matched_line_end(lines, record.observed)
+        excerpt = "\n".join(lines[max(0, end - EXCERPT_LINES) : end])[-EXCERPT_CHARS:]
         return redact_text(excerpt, secrets)
+
+
+def _matched_line_end(lines: list[str], observed: str) -> int:
+    """Where an excerpt of ``lines`` ends: a few lines past the one ``observed`` quotes
+    (``matched: LINE``), or at the end."""
+    _, found, quoted = observed.partition("matched: ")
+    needle = quoted.strip()[:80]
+    if found and needle:
+        for index, line in enumerate(lines):
+            if needle in line:
+                return min(len(lines), index + 1 + EXCERPT_LINES // 4)
+    return len(lines)
+
+
+def confidence_value(confidence: float) -> float:
+    """A confidence for the report, never rounded up: below 1 stays below 1."""
+    return 1.0 if confidence >= 1.0 else math.floor(confidence * 10_000) / 10_000
+
+
+def confidence_text(confidence: float) -> str:
+    """Two decimals, cut not rounded: 0.996 is "0.99", never "1.00"."""
+    return "1.00" if confidence >= 1.0 else f"{math.floor(confidence * 100) / 100:.2f}"
 
 
 def build_result(evidence: Evidence) -> dict[str, Any]:
@@ -99,15 +131,18 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
             [c.to_dict() for c in problem.subset_changes(subset)] for subset in search.candidates
         ],
         "estimates": search.estimates,
+        "probe_timeout": evidence.probe_timeout,
         "notes": [
             *evidence.notes,
             *search.notes,
+            *evidence.backend_notes,
             *_baseline_notes(evidence, secrets),
             *_signature_notes(evidence),
         ],
         "warnings": list(evidence.warnings),
         "stopped_early": evidence.stopped_early,
         "continue_with": evidence.continue_with,
+        "next": evidence.next_step,
         "elapsed_s": round(evidence.elapsed_s, 3),
         "probes": [_probe(r) for r in records],
     }
@@ -126,7 +161,7 @@ def _culprit(
     rest_record = _decisive_record(evidence, rest, None) if isinstance(rest, frozenset) else None
     return {
         "changes": [c.to_dict() for c in evidence.problem.subset_changes(subset)],
-        "confidence": round(confidence, 4),
+        "confidence": confidence_value(confidence),
         "confirmed": confirmed,
         "proof": {
             "probe": proof.probe_id if proof else None,
@@ -288,6 +323,16 @@ def render_text(result: dict[str, Any]) -> str:
     rates = _rates(result)
     if rates:
         out.append(f"Failure rates: {rates}")
+    if result.get("probe_timeout"):
+        out.append(f"Probe timeout: {result['probe_timeout']['rule']}")
+    out += _closing_lines(result)
+    out.append(f"State: {result['state_dir']}")
+    return "\n".join(out)
+
+
+def _closing_lines(result: dict[str, Any]) -> list[str]:
+    """What was left out, the notes and warnings, and what to run next."""
+    out = []
     if result["untestable"]:
         out.append(
             f"Not testable on the {result['backend']} backend ({len(result['untestable'])}):"
@@ -300,8 +345,9 @@ def render_text(result: dict[str, Any]) -> str:
     out += [f"Note: {note}" for note in result["notes"] if note != shown]
     for warning in result.get("warnings") or []:
         out.append(f"Warning: {warning}")
-    out.append(f"State: {result['state_dir']}")
-    return "\n".join(out)
+    if result.get("next") and not result.get("continue_with"):  # that one is said first
+        out += [f"Next: {result['next']['why']}:", f"  {result['next']['command']}"]
+    return out
 
 
 def _claim(number: int, culprit: dict[str, Any]) -> str | None:
@@ -322,7 +368,7 @@ def _culprit_lines(number: int, culprit: dict[str, Any]) -> list[str]:
     kind = "interaction" if len(culprit["changes"]) > 1 else "single setting"
     claim = _claim(number, culprit)
     out = [
-        f"Culprit {number} ({kind}, confidence {culprit['confidence']:.2f}"
+        f"Culprit {number} ({kind}, confidence {confidence_text(culprit['confidence'])}"
         f"{', ' + claim if claim else ''}):"
     ]
     width = max(len("SETTING"), *(len(c["key"]) for c in culprit["changes"]))
@@ -407,7 +453,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
     ]
     for number, culprit in enumerate(result["culprits"], 1):
-        out += [f"## Culprit {number} (confidence {culprit['confidence']:.2f})", ""]
+        out += [f"## Culprit {number} (confidence {confidence_text(culprit['confidence'])})", ""]
         out += ["| setting | good | bad |", "|---|---|---|"]
         for change in culprit["changes"]:
             out.append(
@@ -435,6 +481,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         out += [f"- `{u['key']}`: {u['reason']}" for u in result["untestable"]]
     if result["notes"]:
         out += ["", "## Notes", ""] + [f"- {note}" for note in result["notes"]]
+    if result.get("next") and not result.get("continue_with"):  # said first
+        out += ["", "## Next", "", result["next"]["why"] + ":", "", "```"]
+        out += [result["next"]["command"], "```"]
     return "\n".join(out) + "\n"
 
 

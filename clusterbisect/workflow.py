@@ -24,15 +24,16 @@ from pathlib import Path
 from typing import Any
 
 from clusterbisect import backends
-from clusterbisect.config import KubeConnection, SessionConfig
+from clusterbisect.config import KubeConnection, LimitOptions, SessionConfig
 from clusterbisect.diff import Change, Comparison, compare
 from clusterbisect.engine import Engine, Progress
 from clusterbisect.errors import InputError, Interrupted
 from clusterbisect.interrupts import sigterm_as_interrupt
+from clusterbisect.nextstep import Reached, next_step
 from clusterbisect.outcome import Outcome
 from clusterbisect.problem import Problem
 from clusterbisect.report import Evidence, build_result
-from clusterbisect.runners.base import RunnerContext
+from clusterbisect.runners.base import RunnerContext, runner_notes
 from clusterbisect.search import make_strategy
 from clusterbisect.search.base import ProbeAnswer, ProbeRequest, SearchResult, Strategy, Subset
 from clusterbisect.session import DRY_RUN_DIR, Session
@@ -73,8 +74,11 @@ def _compare(config: SessionConfig, good: Spec, bad: Spec) -> Comparison:
 # --- creating a session -------------------------------------------------------------------
 
 
-def create_session(config: SessionConfig, state_dir: Path | None) -> Bisection:
-    """Validate the inputs (they must load and be comparable), then make the state dir.
+def create_session(
+    config: SessionConfig, state_dir: Path | None, purpose: str = "run"
+) -> Bisection:
+    """Validate the inputs (they must load and be comparable), then make the state dir,
+    locked for ``purpose`` (the caller releases it: ``bisection.session.close()``).
 
     A source naming a live object (``job/NAME``, ``k8s://NS/job/NAME``) is fetched with
     the session's kubeconfig and stored as YAML, so a resume never depends on the
@@ -88,22 +92,29 @@ def create_session(config: SessionConfig, state_dir: Path | None) -> Bisection:
         for text, source in zip(texts, sources, strict=True)
     )
     found = _compare(config, good, bad)
-    session = Session.create(config, state_dir, good_text=texts[0], bad_text=texts[1])
+    session = Session.create(
+        config, state_dir, good_text=texts[0], bad_text=texts[1], purpose=purpose
+    )
     return Bisection(session, good, bad, found.changes, found.warnings)
 
 
 @contextmanager
-def new_session(config: SessionConfig, state_dir: Path | None) -> Iterator[Bisection]:
-    """Create a session for one command. If the command then fails on its input before
-    any probe ran (say, no change can be applied on the backend), the session is
-    removed again: a usage error leaves no half-made state directory behind."""
-    bisection = create_session(config, state_dir)
+def new_session(
+    config: SessionConfig, state_dir: Path | None, purpose: str = "run"
+) -> Iterator[Bisection]:
+    """Create a session for one command, which holds its lock until the block ends. If
+    the command then fails on its input before any probe ran (say, no change can be
+    applied on the backend), the session is removed again: a usage error leaves no
+    half-made state directory behind."""
+    bisection = create_session(config, state_dir, purpose)
     try:
         yield bisection
     except InputError:
         if not bisection.session.records():
             bisection.session.discard()
         raise
+    finally:
+        bisection.session.close()
 
 
 def _live_text(source: str, config: SessionConfig) -> str | None:
@@ -133,6 +144,7 @@ def runner_for(bisection: Bisection, render_only: bool = False) -> Any:
         parallel=config.search.parallel,
         timeout_s=config.limits.timeout,
         dry_run="client" if render_only else config.dry_run,
+        signature=config.signature.failure_signature(),
         manifests_dir=session.manifests_dir,
         private_dir=session.private_dir(config.backend),
     )
@@ -196,6 +208,9 @@ def evidence(
     """What the report is built from: the engine's journal and problem, as data."""
     session = engine.session
     config = session.config
+    reached = Reached(session.state_dir, len(engine.records), engine.strategy.remaining_estimate())
+    inputs = session.input_path("good"), session.input_path("bad")
+    step = next_step(config, search, *inputs, reached)
     return Evidence(
         search=search,
         problem=engine.problem,
@@ -214,9 +229,12 @@ def evidence(
         read_log=session.read_log,
         warnings=list(warnings or []),
         stopped_early=stopped_early,
-        continue_with=budget_hint(engine, stopped_early) if stopped_early else None,
+        continue_with=f"continue with: {step['command']}" if stopped_early and step else None,
         failure=engine.signature,
         notes=[config.signature.decided] if config.signature.decided else [],
+        probe_timeout=engine.timeout().to_dict(),
+        next_step=step,
+        backend_notes=runner_notes(engine.runner),
     )
 
 
@@ -228,7 +246,8 @@ def extend_budget(
 ) -> None:
     """Give a session a new budget (``resume --max-probes/--max-time``), kept in its
     ``session.json``. ``max_probes`` counts every probe of the session, as ``run``'s
-    does, so it must be above the number already run."""
+    does, so it must be above the number already run. Call it holding the session's
+    lock (:func:`run_session` does, given the budget)."""
     session = bisection.session
     limits = session.config.limits
     if max_probes is not None:
@@ -246,23 +265,24 @@ def extend_budget(
         session.save_config()
 
 
-def budget_hint(engine: Engine, why: str) -> str:
-    """How to continue a session its budget stopped: a budget that covers the
-    strategy's estimate of the probes still to go."""
-    to_go = engine.strategy.remaining_estimate() or 10
-    if "time" in why:
-        option = "--max-time SECONDS"
-    else:
-        option = f"--max-probes {len(engine.records) + max(to_go, 1)}"
-    return f"continue with: clusterbisect resume {engine.session.state_dir} {option}"
-
-
-def run_session(bisection: Bisection, progress: Progress | None = None) -> dict[str, Any]:
+def run_session(
+    bisection: Bisection, progress: Progress | None = None, budget: LimitOptions | None = None
+) -> dict[str, Any]:
     """Drive the session to a result with its backend; always release the runner.
 
     The journal is written as probes finish, so an interruption loses nothing: the
-    session can be resumed and reaches the same answer.
+    session can be resumed and reaches the same answer. The session's lock is held
+    throughout (taken here for a session opened to resume): one writer at a time.
+    ``budget`` (resume's) replaces the stored one where it sets a limit.
     """
+    session = bisection.session
+    with session.locked("resume"):
+        if budget is not None:
+            extend_budget(bisection, budget.max_probes, budget.max_time)
+        return _run_locked(bisection, progress)
+
+
+def _run_locked(bisection: Bisection, progress: Progress | None) -> dict[str, Any]:
     started = time.monotonic()
     session = bisection.session
     runner = runner_for(bisection)
@@ -326,6 +346,7 @@ def dry_run(bisection: Bisection) -> dict[str, Any]:
         "untestable": engine.problem.untestable_list(),
         "plan": plan,
         "warnings": list(bisection.warnings),
+        "notes": runner_notes(runner),
         "probe_count": 0,
         "rounds": 0,
         "culprits": [],

@@ -139,3 +139,57 @@ def test_two_independent_culprits_each_claim_only_what_their_probes_show() -> No
     # One culprit that explains everything keeps the words the README shows.
     alone = build_result(evidence(SearchResult(FOUND, culprits[:1]), records[:2], lambda p: ""))
     assert alone["culprits"][0]["explains"] == "unknown"  # its probes are not journaled
+
+
+def test_a_confidence_is_cut_never_rounded_up_to_1() -> None:
+    from clusterbisect.report import confidence_text, confidence_value
+
+    assert (confidence_text(0.996), confidence_value(0.99999)) == ("0.99", 0.9999)
+    assert (confidence_text(1.0), confidence_value(1.0)) == ("1.00", 1.0)
+    records = [run("p001", [], "pass", "baseline-good"), run("p002", ALL, "fail", "baseline-bad")]
+    culprit = Culprit(frozenset({2}), confidence=0.9996, confirmed=True)
+    result = build_result(evidence(SearchResult(FOUND, [culprit]), records, lambda _: ""))
+    assert result["culprits"][0]["confidence"] == 0.9996
+    assert "(single setting, confidence 0.99" in render_text(result)
+    assert "1.00" not in render_text(result) + render_markdown(result)
+
+
+def test_an_inconclusive_search_says_what_to_run_next() -> None:
+    import dataclasses
+    from pathlib import Path
+
+    from clusterbisect.config import LimitOptions, SessionConfig, SignatureOptions
+    from clusterbisect.nextstep import Reached, next_step
+
+    config = SessionConfig(
+        "good.env",
+        "bad.env",
+        command=["python", "train.py", "--token=hunter2"],
+        signature=SignatureOptions(fail_on="NCCL error"),
+        limits=LimitOptions(max_probes=30),
+    )
+    good, bad = Path("/s/inputs/good.env"), Path("/s/inputs/bad.env")
+    reached = Reached(Path("/s"), probes_run=30, to_go=4)
+    flaky = next_step(
+        config, SearchResult("inconclusive", notes=["runs disagree"]), good, bad, reached
+    )
+    assert flaky is not None
+    assert flaky["command"] == (
+        "clusterbisect run /s/inputs/good.env /s/inputs/bad.env --fail-on 'NCCL error' "
+        "--max-probes 30 --flaky --baseline-runs 6 -- python train.py '--token=<redacted>'"
+    )
+    # A budget stop goes on where it stopped: resume, the probes run plus those to go.
+    spent = "stopped early: the probe budget (30) is spent"
+    short = next_step(config, SearchResult("inconclusive", notes=[spent]), good, bad, reached)
+    assert short is not None and short["command"] == "clusterbisect resume /s --max-probes 34"
+    assert short["why"].startswith("the probe budget (30) is spent before a culprit")
+    timed = dataclasses.replace(config, limits=LimitOptions(max_time=60))
+    spent = "stopped early: the time budget (60 s) is spent"
+    late = next_step(timed, SearchResult("inconclusive", notes=[spent]), good, bad, reached)
+    assert late is not None and late["command"] == "clusterbisect resume /s --max-time 120"
+    assert next_step(config, SearchResult(FOUND), good, bad, reached) is None
+    records = [run("p001", [], "pass", "baseline-good")]
+    document = evidence(SearchResult("inconclusive"), records, lambda _: "")
+    document.next_step = flaky
+    text = render_text(build_result(document))
+    assert f"Next: {flaky['why']}:\n  {flaky['command']}" in text

@@ -273,10 +273,7 @@ def _replay(args: dict[str, Any]) -> Reply:
         raise InputError("give exactly one of log_file and log_text", field="log_file")
     if "log_file" in args:
         source = args["log_file"]
-        try:
-            text = Path(source).read_text(encoding="utf-8")
-        except OSError as err:
-            raise InputError(f"cannot read ({err.strerror or err})", source=source) from None
+        text = stepmode.read_log_file(source)
     else:
         source, text = "log_text", args["log_text"]
     document = stepmode.replay(text, source, _state_dir(args))
@@ -315,8 +312,7 @@ def _resume(args: dict[str, Any]) -> Reply:
 
     bisection = stepmode.open_session(args.get("state_dir"))
     budget = options.from_arguments(config.LimitOptions, args)
-    workflow.extend_budget(bisection, budget.max_probes, budget.max_time)
-    return _finished(workflow.run_session(bisection, None))
+    return _finished(workflow.run_session(bisection, None, budget))
 
 
 def _cleanup(args: dict[str, Any]) -> Reply:

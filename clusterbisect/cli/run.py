@@ -67,9 +67,8 @@ def resume(state_dir: str, as_json: bool, quiet: bool, **options: Any) -> None:
 
     bisection = workflow.Bisection.open(Path(state_dir))
     budget = from_params(LimitOptions, options)
-    workflow.extend_budget(bisection, budget.max_probes, budget.max_time)
     warn(bisection.warnings)
-    finish(workflow.run_session(bisection, progress(quiet)), as_json)
+    finish(workflow.run_session(bisection, progress(quiet), budget), as_json)
 
 
 @click.command()
