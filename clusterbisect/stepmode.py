@@ -355,7 +355,7 @@ def _check_agreement(position: Position, outcome: Outcome, run: RunResult) -> No
         return  # a different failure by the signature, but the reporter saw this one
     seen = signature.observed(run) if read is not Outcome.PASS else "a clean run"
     raise InputError(
-        f"outcome {outcome.value!r} contradicts what was observed ({seen}), which the "
+        f"{outcome.value!r} contradicts what was observed ({seen}), which the "
         f"session's signature ({signature.describe()}) reads as {read.value}: give only "
         "what you observed and let the signature decide, or force the outcome "
         "(force: true, --force)",

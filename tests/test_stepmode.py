@@ -248,7 +248,7 @@ def test_a_contradicting_outcome_is_refused_unless_forced(tmp_path, cli, env_pai
     command = write_inputs(env_pair)
     cli.json("start", "good.env", "bad.env", "--fail-on", "CUDA error", "--", *command)
     refused = cli("mark", "--outcome", "pass", "--exit-code", "1", expect=2)
-    assert "outcome 'pass' contradicts what was observed (exit code 1)" in refused.stderr
+    assert "outcome: 'pass' contradicts what was observed (exit code 1)" in refused.stderr
     code, error = cli.call("record", {"outcome": "pass", "exit_code": 1})
     assert code == 2 and error["error"]["details"]["signature_reads"] == "unresolved"
     assert cli.json("status")["probes_done"] == 0
