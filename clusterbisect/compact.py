@@ -21,21 +21,14 @@ from __future__ import annotations
 
 from typing import Any
 
-# What a compact probe keeps as it is (besides changes and rendered).
-_PROBE_KEYS = (
-    "id",
-    "purpose",
-    "runs_needed",
-    "changes_applied",
-    "unset",
-    "redacted",
-    "rendered_file",
-)
+# What a compact probe shortens; every other key of a probe is kept as it is (how to
+# run it: rendered_file, private_file, use, exec, unset, redacted...).
+_SHORTENED = ("changes", "rendered")
 
 
 def probe(described: dict[str, Any], local_process: bool) -> dict[str, Any]:
     """A probe of a ``next`` view, compact (see the module docstring)."""
-    out = {k: described[k] for k in _PROBE_KEYS if k in described}
+    out = {k: v for k, v in described.items() if k not in _SHORTENED}
     out["changes"] = [c["key"] if isinstance(c, dict) else c for c in described["changes"]]
     rendered = described.get("rendered")
     if local_process and isinstance(rendered, dict):

@@ -198,3 +198,8 @@ class TerminalProgress:
                 self.stream.write("\r\x1b[K")
                 self.stream.flush()
                 self._status = False
+
+    def torn_down(self, seconds: float) -> None:
+        # Only a teardown worth mentioning (a local Ray), after the result is out.
+        if seconds >= 0.5:
+            self._write(f"teardown: {seconds:.1f}s after the result (not counted in its time)")

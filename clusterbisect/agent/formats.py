@@ -1,4 +1,4 @@
-"""The tool definitions in the shapes the APIs expect (MCP, Anthropic, OpenAI, all)."""
+"""The tool definitions in the shapes the APIs expect: MCP, Anthropic, OpenAI, or all."""
 
 from __future__ import annotations
 
