@@ -85,7 +85,7 @@ def analyse(fleet: Fleet, options: TriageOptions, sources: Sequence[str] = ()) -
     _require_both_sides(fleet.jobs, explained, good, bad, ", ".join(sources) or None)
     required = _suspects(result, table, good, bad, options)
     analysis = Analysis(result)
-    analysis.priors = priors_from_result({"suspects": [s.to_dict() for s in result.suspects]})
+    analysis.priors = priors_from_result(result.to_dict())
     _pair(analysis, table, with_spec, good, bad, required, options)
     return analysis
 
