@@ -44,6 +44,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.fleet import FleetConfig, as_list, generate, write
+from clusterbisect.config import TriageOptions
 from clusterbisect.diff import diff
 from clusterbisect.search.auto import AutoStrategy
 from clusterbisect.search.bisection import BisectionStrategy
@@ -52,7 +53,6 @@ from clusterbisect.specs.kubernetes import parse_documents
 from clusterbisect.specs.model import Spec
 from clusterbisect.triage.api import analyse_inventory
 from clusterbisect.triage.model import Inventory
-from clusterbisect.triage.options import TriageOptions
 from clusterbisect.triage.priors import Priors
 from clusterbisect.triage.sources import classify
 
@@ -312,9 +312,9 @@ def _priors_row(scenario: str, rate: str, jobs: str, measured: list[Bisections])
 CHILD = """
 import gc, json, os, resource, sys, time
 os.sched_setaffinity(0, {int(sys.argv[2])})
-from clusterbisect.triage import triage
+from clusterbisect.triage import TriageRequest, triage
 start = time.perf_counter()
-result = triage([sys.argv[1]])
+result = triage(TriageRequest([sys.argv[1]]))
 seconds = time.perf_counter() - start
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 top = result.suspects[0].key if result.suspects else None

@@ -15,8 +15,11 @@ The groups:
 - :class:`SearchOptions`: the search strategy and its parallelism;
 - :class:`DryRunOptions`: render the probes without launching them (``run`` only);
 - one per backend: :class:`LocalOptions`, :class:`RayOptions`,
-  :class:`KubernetesOptions` (its connection part, :class:`KubeConnection`, is what
-  ``cleanup`` takes). The backend registry (:mod:`clusterbisect.backends`) names them.
+  :class:`KubernetesOptions` (their connection parts, :class:`KubeConnection` and
+  :class:`RayConnection`, are what ``cleanup`` and ``triage`` take). The backend
+  registry (:mod:`clusterbisect.backends`) names them;
+- ``triage``'s: :class:`TriageSourceOptions` (which jobs of a cluster, how old, their
+  logs) and :class:`TriageOptions` (the failure to explain, the report, the pair).
 
 :class:`SessionConfig` is a session's whole configuration, as stored in its state
 directory: the inputs, the workload, and one instance of each group.
@@ -168,6 +171,11 @@ class SearchOptions:
         maximum=0.99,
         help="Flaky: how often the good spec fails, if known (else learned).",
     )
+    priors: str | None = option(
+        metavar="FILE",
+        help="A triage result (clusterbisect triage --json, or its triage.json): try the "
+        "changes it ranks likeliest first.",
+    )
 
     def validate(self) -> None:
         p, q = self.repro_rate, self.background_rate
@@ -217,8 +225,8 @@ class LocalOptions(BackendOptions):
 
 
 @dataclass
-class RayOptions(BackendOptions):
-    """The Ray backend: where the jobs go and what each asks for (flags override the spec)."""
+class RayConnection(BackendOptions):
+    """Which Ray cluster: its Jobs API."""
 
     SCHEMA_GROUP: ClassVar[str | None] = "ray"
     PARAM_PREFIX: ClassVar[str] = "ray_"
@@ -229,6 +237,12 @@ class RayOptions(BackendOptions):
         envvar="RAY_ADDRESS",
         help="Ray: an existing cluster's Jobs API (default: a local Ray for the session).",
     )
+
+
+@dataclass
+class RayOptions(RayConnection):
+    """The Ray backend: where the jobs go and what each asks for (flags override the spec)."""
+
     entrypoint_num_cpus: float | None = option(
         flags=("--entrypoint-num-cpus",), metavar="N", minimum=0, help="Ray: CPUs per probe job."
     )
@@ -294,6 +308,109 @@ class KubernetesOptions(KubeConnection):
             raise InputError(f"not a probe name: {self.probe!r}", field="--probe")
 
 
+# --- triage -------------------------------------------------------------------------------
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+DURATION = r"^\s*(\d+(\.\d+)?[smhdwSMHDW])+\s*$"
+
+
+def parse_duration(text: str, field_name: str = "--since") -> float:
+    """Seconds in ``90s``, ``30m``, ``2h``, ``1d``, ``1h30m`` (kubectl's style)."""
+    cleaned = text.strip().lower()
+    parts = _DURATION_PART.findall(cleaned)
+    if not cleaned or "".join(n + u for n, u in parts) != cleaned:
+        raise InputError(
+            f"expected a duration such as 90s, 30m, 2h, 1d or 1h30m, got {text!r}",
+            field=field_name,
+        )
+    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
+    if seconds <= 0:
+        raise InputError(f"expected a positive duration, got {text!r}", field=field_name)
+    return seconds
+
+
+@dataclass
+class TriageSourceOptions:
+    """Which jobs triage reads: a live cluster's selection (kubectl's), their age, logs."""
+
+    all_namespaces: bool = option(
+        False, flags=("-A", "--all-namespaces"), help="Read the Jobs of every namespace."
+    )
+    selector: str | None = option(
+        flags=("-l", "--selector"),
+        metavar="SELECTOR",
+        help="Only the Jobs with these labels (kubectl's label selector, e.g. team=ml).",
+    )
+    since: str | None = option(
+        metavar="DURATION",
+        pattern=DURATION,
+        help="Only the jobs created in the last DURATION (90s, 30m, 2h, 1d, 1h30m).",
+    )
+    logs: int = option(
+        0,
+        metavar="N",
+        minimum=0,
+        maximum=10000,
+        help="Read the last N log lines of each failed job (from a cluster or Ray).",
+    )
+    page_size: int = 500  # list calls return at most this many objects (not an option)
+
+    def since_seconds(self) -> float | None:
+        """``since`` in seconds (None: every job); ``InputError`` when it is no duration."""
+        return parse_duration(self.since) if self.since else None
+
+    def validate(self) -> None:
+        self.since_seconds()
+        if self.logs < 0:
+            raise InputError(f"expected 0 or more lines, got {self.logs}", field="--logs")
+        if self.page_size < 1:
+            raise InputError(f"expected at least 1, got {self.page_size}", field="page_size")
+
+
+@dataclass
+class TriageOptions:
+    """How triage analyses the jobs, and where it writes the pair."""
+
+    signature: str | None = option(
+        metavar="REGEX",
+        regex=True,
+        help="Explain the failures whose signature or text matches (default: the most "
+        "common failure).",
+    )
+    workload_label: str | None = option(
+        metavar="LABEL",
+        help="The label naming a job's workload (default: app.kubernetes.io/name, app, "
+        "workload, then the name's stem).",
+    )
+    top: int = option(20, metavar="N", minimum=1, show_default=True, help="Suspects reported.")
+    out: str | None = option(
+        metavar="DIR",
+        directory=True,
+        help="Write the pair (good.yaml, bad.yaml: real values, mode 0600) and the "
+        "redacted result (triage.json) into DIR.",
+    )
+    # The analysis's own tuning (not options).
+    min_jobs: int = 2  # a value held by fewer jobs is not tested
+    interaction_top: int = 5  # the top suspects checked in pairs
+    alpha: float = 0.05  # the family-wise error rate of "significant" (Bonferroni)
+
+    def validate(self) -> None:
+        if self.signature:
+            try:
+                re.compile(self.signature)
+            except re.error as err:
+                raise InputError(
+                    f"invalid regular expression {self.signature!r}: {err}", field="--signature"
+                ) from None
+        if self.top < 1:
+            raise InputError(f"expected at least 1, got {self.top}", field="--top")
+        if self.min_jobs < 1:
+            raise InputError(f"expected at least 1, got {self.min_jobs}", field="min_jobs")
+        if not 0 < self.alpha < 1:
+            raise InputError(f"expected a number between 0 and 1, got {self.alpha}", field="alpha")
+
+
 S = TypeVar("S", bound=BackendOptions)
 
 
@@ -341,6 +458,9 @@ class SessionConfig:
     # The backend's options (its class in the registry); default: that class's defaults.
     backend_options: BackendOptions = field(default_factory=BackendOptions)
     dry_run: str | None = None
+    # The priors' weights by change key, read from ``search.priors`` when the session
+    # is made (so a resume replays the same search without the file).
+    prior_weights: dict[str, float] = field(default_factory=dict)
 
     GROUPS: ClassVar[dict[str, type]] = {
         "scope": ScopeOptions,

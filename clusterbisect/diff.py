@@ -75,7 +75,9 @@ def check_comparable(good: Spec, bad: Spec) -> None:
             raise InputError(f"cannot compare {where}: the pod templates are laid out differently")
 
 
-def _ignore_matcher(ignore: Iterable[str]) -> re.Pattern[str] | None:
+def ignore_matcher(ignore: Iterable[str]) -> re.Pattern[str] | None:
+    """One regex for ``--ignore`` globs on keys (None: nothing is ignored); triage
+    leaves settings out with the same rule."""
     globs = [g for g in ignore if g]
     if not globs:
         return None
@@ -147,7 +149,7 @@ def diff(
                 container=element.container,
             )
         )
-    matcher = _ignore_matcher(ignore)
+    matcher = ignore_matcher(ignore)
     kept = [
         c
         for c in changes

@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.fleet import FleetConfig, generate, write
 from clusterbisect.diff import diff
 from clusterbisect.specs import load_spec
-from clusterbisect.triage import TriageOptions, triage
+from clusterbisect.triage import TriageOptions, TriageRequest, triage
 
 
 def run(
@@ -25,7 +25,7 @@ def run(
     objects, truth = generate(FleetConfig(jobs=400, seed=seed, culprit=culprit))
     path = tmp_path / f"fleet.{fmt}"
     write(path, objects, fmt)
-    result = triage([str(path)], TriageOptions(out_dir=tmp_path / "out")).to_dict()
+    result = triage(TriageRequest([str(path)], TriageOptions(out=str(tmp_path / "out")))).to_dict()
     return result, truth.culprit_keys, truth.bundle_keys
 
 

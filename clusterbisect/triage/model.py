@@ -30,7 +30,8 @@ class Inventory:
     the entries of Ray job listings. Each is ``(source, object)``. ``logs`` maps
     ``(namespace, pod, container)`` to a log tail read from a live cluster, and
     ``("", submission_id, "")`` to a Ray job's.
-    ``skipped`` counts objects of other kinds (Service, ConfigMap, ...) by kind.
+    ``skipped`` counts objects of other kinds (Service, ConfigMap, ...) by kind;
+    ``unread`` names the kinds of job a cluster has but did not let us list, and why.
     """
 
     workloads: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -39,9 +40,11 @@ class Inventory:
     logs: dict[tuple[str, str, str], str] = field(default_factory=dict)
     skipped: Counter[str] = field(default_factory=Counter)
     sources: list[str] = field(default_factory=list)
+    unread: dict[str, str] = field(default_factory=dict)
 
     def extend(self, other: Inventory) -> None:
         """Add ``other``'s objects to this inventory."""
+        self.unread.update(other.unread)
         self.workloads.extend(other.workloads)
         self.pods.extend(other.pods)
         self.ray_jobs.extend(other.ray_jobs)
