@@ -235,7 +235,8 @@ class RayConnection(BackendOptions):
         flags=("--ray-address",),
         metavar="URL",
         envvar="RAY_ADDRESS",
-        help="Ray: an existing cluster's Jobs API (default: a local Ray for the session).",
+        help="Ray: an existing cluster's Jobs API: where probes run (default: a local "
+        "Ray for the session); triage reads its jobs.",
     )
 
 

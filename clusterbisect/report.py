@@ -43,6 +43,7 @@ class Evidence:
     session: dict[str, str]
     elapsed_s: float
     read_log: Callable[[str], str]
+    priors: dict[str, Any] | None = None  # {"source", "weights": {key: weight}} if given
 
     def runs_of(self, subset: Subset) -> list[ProbeRecord]:
         """The journaled runs of ``subset``, in order."""
@@ -90,7 +91,8 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
             [c.to_dict() for c in problem.subset_changes(subset)] for subset in search.candidates
         ],
         "estimates": search.estimates,
-        "notes": search.notes + _baseline_notes(evidence, secrets),
+        "notes": search.notes + _baseline_notes(evidence, secrets) + _priors_notes(evidence),
+        "priors": evidence.priors,
         "elapsed_s": round(evidence.elapsed_s, 3),
         "probes": [_probe(r) for r in records],
     }
@@ -186,6 +188,22 @@ def _baseline_notes(evidence: Evidence, secrets: list[str]) -> list[str]:
                 + (f"; log {record.log}:\n{excerpt}" if excerpt else "")
             )
     return notes
+
+
+def _priors_notes(evidence: Evidence) -> list[str]:
+    if evidence.priors is None:
+        return []
+    weights = evidence.priors["weights"]
+    source, searched = evidence.priors["source"], len(evidence.problem.testable)
+    if not weights:
+        return [f"priors from {source}: none of the {searched} changes searched is a suspect"]
+    top = max(weights.values())
+    first = [k for k, w in weights.items() if w == top]
+    return [
+        f"priors from {source}: {len(weights)} of the {searched} changes searched "
+        f"{'is a suspect' if len(weights) == 1 else 'are suspects'}; searched first: "
+        + ", ".join(first)
+    ]
 
 
 def _clip(line: str, width: int = EXCERPT_LINE_CHARS) -> str:

@@ -308,6 +308,20 @@ def _resume(args: dict[str, Any]) -> Reply:
     return _finished(workflow.run_session(bisection, None))
 
 
+def _triage(args: dict[str, Any]) -> Reply:
+    from clusterbisect.triage import TriageRequest, triage
+
+    request = TriageRequest.from_options(
+        args.get("sources") or [],
+        lambda group: options.from_arguments(group, args),
+        kube_given=bool(args.get("kubernetes")),
+        ray_given=bool((args.get("ray") or {}).get("address")),
+    )
+    document = triage(request).to_dict()
+    code = EXIT_OK if document["status"] == "suspects_found" else EXIT_NO_CULPRIT
+    return Reply(document, exit_code=code, full=document["files"].get("result"))
+
+
 def _cleanup(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode
 
@@ -502,6 +516,35 @@ TOOLS: list[Tool] = [
         _resume,
     ),
     Tool(
+        "triage",
+        "Triage a fleet of jobs",
+        "Many jobs, some failed: cluster the failures by signature, rank every setting "
+        "value by how strongly it goes with the failure (Fisher's exact test; bundles of "
+        "settings that always change together; pairs that fail only together), and choose "
+        "the pair to bisect. Reads `sources` (exported files), a Kubernetes cluster (Jobs, "
+        "Kubeflow jobs, RayJobs) or a Ray cluster. With `out`, writes the pair (good.yaml, "
+        "bad.yaml) and triage.json there, for `start`/`run` (good, bad, priors). Secrets "
+        "are redacted. Launches nothing.",
+        _obj(
+            {
+                "sources": _strings(
+                    "Files or folders of exported objects: kubectl get jobs,pods -o "
+                    "yaml|json (Kubeflow jobs and RayJobs too), or ray list jobs --detail "
+                    "--format json."
+                ),
+                **options.schema_properties(
+                    config.TriageSourceOptions,
+                    config.TriageOptions,
+                    config.ScopeOptions,
+                    config.KubeConnection,
+                    config.RayConnection,
+                ),
+            }
+        ),
+        READ_ONLY,
+        _triage,
+    ),
+    Tool(
         "cleanup",
         "Delete leftover probe jobs",
         "Delete the Kubernetes Jobs, pods and ConfigMaps clusterbisect created, found by "
@@ -536,46 +579,3 @@ def get_tool(name: str) -> Tool | None:
 def available(read_only: bool = False) -> list[Tool]:
     """The tools to offer; with ``read_only``, only those that launch nothing."""
     return [t for t in TOOLS if t.launches_nothing or not read_only]
-
-
-def definitions(fmt: str = "mcp", read_only: bool = False) -> list[dict[str, Any]]:
-    """The tool definitions in the shape an API expects.
-
-    ``anthropic``: {name, description, input_schema}; ``openai``: Chat Completions
-    function tools; ``mcp``: {name, title, description, inputSchema, annotations};
-    ``json``: every field, including ``effect``.
-    """
-    tools = available(read_only)
-    if fmt == "anthropic":
-        return [
-            {"name": t.name, "description": t.description, "input_schema": t.input_schema}
-            for t in tools
-        ]
-    if fmt == "openai":
-        return [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": t.input_schema,
-                },
-            }
-            for t in tools
-        ]
-    if fmt == "mcp":
-        return [t.mcp_definition() for t in tools]
-    if fmt == "json":
-        return [
-            {
-                "name": t.name,
-                "title": t.title,
-                "description": t.description,
-                "input_schema": t.input_schema,
-                "effect": t.effect,
-                "launches_nothing": t.launches_nothing,
-                "annotations": t.annotations(),
-            }
-            for t in tools
-        ]
-    raise InputError(f"unknown format {fmt!r}; expected anthropic, openai, mcp or json")

@@ -23,7 +23,7 @@ from clusterbisect.cli.common import emit_json
 @click.option("--read-only", is_flag=True, help="Only the tools that launch nothing.")
 def tools_command(fmt: str, read_only: bool) -> None:
     """Print the tool definitions (JSON Schema inputs) for agents."""
-    from clusterbisect.agent.tools import definitions
+    from clusterbisect.agent.formats import definitions
 
     emit_json(definitions(fmt, read_only))
 

@@ -12,13 +12,14 @@ import gc
 import json
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clusterbisect.config import (
     KubeConnection,
+    RayConnection,
     ScopeOptions,
     TriageOptions,
     TriageSourceOptions,
@@ -56,6 +57,34 @@ class TriageRequest:
     ray_address: str | None = None
     now: float | None = None
 
+    @classmethod
+    def from_options(
+        cls,
+        sources: Sequence[str],
+        read: Callable[[type[Any]], Any],
+        *,
+        kube_given: bool,
+        ray_given: bool,
+    ) -> TriageRequest:
+        """The request of the ``triage`` command or tool: ``read(Group)`` gives each
+        option group, typed (from click's parameters or the tool's arguments);
+        ``kube_given``/``ray_given``: whether a Kubernetes connection option or a Ray
+        address was given outright (see :func:`live_sources`)."""
+        select: TriageSourceOptions = read(TriageSourceOptions)
+        kube: KubeConnection = read(KubeConnection)
+        ray: RayConnection = read(RayConnection)
+        read_kube, ray_address = live_sources(
+            sources, select, kube_given=kube_given, ray_address=ray.address, ray_given=ray_given
+        )
+        return cls(
+            sources=list(sources),
+            options=read(TriageOptions),
+            select=select,
+            scope=read(ScopeOptions),
+            cluster=kube if read_kube else None,
+            ray_address=ray_address,
+        )
+
     def validate(self) -> None:
         """Bad input before anything is read (``InputError``)."""
         if not self.sources and self.cluster is None and not self.ray_address:
@@ -72,6 +101,32 @@ class TriageRequest:
         if since is None:
             return None
         return (self.now if self.now is not None else time.time()) - since
+
+
+def live_sources(
+    sources: Sequence[str],
+    select: TriageSourceOptions,
+    *,
+    kube_given: bool,
+    ray_address: str | None,
+    ray_given: bool,
+) -> tuple[bool, str | None]:
+    """Whether to read the Kubernetes cluster, and which Ray cluster to read (if any).
+
+    With files and folders, a cluster is read only when asked for outright: the
+    Kubernetes one with ``-A`` or ``-l``, a Ray one with ``--ray-address``. Without
+    them, the Kubernetes cluster is read when any of its options is given
+    (``kube_given``: ``-n``, ``--kubeconfig``, ``--context``) or when no Ray address is
+    known; a Ray cluster when ``--ray-address`` is given (``ray_given``), or
+    ``RAY_ADDRESS`` names one and no Kubernetes option is given. (``-n`` alone does not
+    add the cluster to files: with ``--bisect`` it is where probes run.)
+    """
+    selected = select.all_namespaces or bool(select.selector)
+    if sources:
+        return selected, ray_address if ray_given else None
+    ray = ray_address if ray_given or (ray_address and not (kube_given or selected)) else None
+    kube = selected or kube_given or not ray
+    return kube, ray
 
 
 def triage(request: TriageRequest) -> TriageResult:
