@@ -162,7 +162,9 @@ def test_kubeflow_jobs_and_rayjobs_are_read_where_their_crds_are_served() -> Non
         assert (namespace, kw["limit"], kw["_preload_content"]) == ("ml", 500, False)
         if plural == "rayjobs":
             raise ApiException(status=403, reason="Forbidden")
-        return Raw([failed, ok] if plural == "pytorchjobs" else [])
+        if plural != "pytorchjobs":  # the group is served, but this kind has no CRD
+            raise ApiException(status=404, reason="NotFound")
+        return Raw([failed, ok])
 
     custom.list_namespaced_custom_object.side_effect = listing
     master = pod(job("ddp-1"), exit_code=1, message="RuntimeError: NCCL error on rank 0")

@@ -178,10 +178,12 @@ def _selected(
             found[(str(meta.get("namespace") or ""), str(meta.get("name") or ""))] = job
             inventory.workloads.append((inventory.sources[0], job))
     except BackendError as err:
-        if not listing.custom or (err.details or {}).get("status") not in (403, 404):
+        status = (err.details or {}).get("status")
+        if not listing.custom or status not in (403, 404):
             raise
-        # A served kind we may not list (or whose CRD went away): the Jobs still tell.
-        inventory.unread[listing.resource] = err.message
+        if status == 403:  # a kind we may not list: the rest still tells, and says so
+            inventory.unread[listing.resource] = err.message
+        # 404: the group is served, but not this kind (no CRD for it)
     return found
 
 
