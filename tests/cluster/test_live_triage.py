@@ -4,9 +4,9 @@ finds it again with Kubernetes probes. Kubeflow jobs and RayJobs are read throug
 CustomObjects API (their CRDs are installed; no operator runs, so the test writes
 their status as the operators would).
 
-The 200 Jobs take about a minute on the 2-core machine (the test node runs each pod
-as processes); the whole test about two (measured: tests/cluster/README of the report
-in docs/triage.md, "Live").
+The 200 Jobs run in 70-95 s on the 2-core machine (the test node runs each pod as
+local processes); the whole module takes about 2 min 20 s (docs/triage.md, "A real
+run").
 """
 
 from __future__ import annotations
