@@ -272,6 +272,19 @@ def failed_with(j: dict[str, Any], rank: int = 0, text: str = NCCL) -> dict[str,
     return pod(j, exit_code=1, message=text.format(rank=rank, pod=name))
 
 
+def secret_fleet(path: Path, token: str) -> str:
+    """16 Jobs: the 8 with HF_TOKEN=``token`` fail with a message that quotes it."""
+    text = "PermissionError: token " + token + " rejected on rank {rank} (pod {pod})"
+    jobs, pods = [], []
+    for i in range(16):
+        bad = i < 8
+        env = {"HF_TOKEN": token if bad else "hf_oldvalue000"}
+        j = job(f"train-{i:02d}", "failed" if bad else "succeeded", env=env)
+        jobs.append(j)
+        pods.append(failed_with(j, i, text) if bad else pod(j))
+    return export(path, jobs + pods)
+
+
 FleetRows = Sequence[tuple[Mapping[str, str], str]]
 
 

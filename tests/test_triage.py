@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TRAINER, export, failed_with, job, pod
+from conftest import TRAINER, export, failed_with, job, pod, secret_fleet
 
 from clusterbisect.diff import diff
 from clusterbisect.errors import InputError
@@ -238,18 +238,7 @@ def test_the_pair_is_the_closest_and_its_files_diff_to_it(
 
 def test_secrets_are_redacted_in_suspects_and_scrubbed_from_failures(tmp_path: Path) -> None:
     token = "hf_s3cr3tvalue42"
-    text = "PermissionError: token " + token + " rejected for rank {rank} (pod {pod})"
-    jobs, pods = [], []
-    for i in range(16):
-        bad = i < 8
-        j = job(
-            f"train-{i:02d}",
-            "failed" if bad else "succeeded",
-            env={"HF_TOKEN": token if bad else "hf_oldvalue000"},
-        )
-        jobs.append(j)
-        pods.append(failed_with(j, i, text) if bad else pod(j))
-    result = triage(TriageRequest([export(tmp_path / "f.json", jobs + pods)]))
+    result = triage(TriageRequest([secret_fleet(tmp_path / "f.json", token)]))
     document = json.dumps(result.to_dict())
     shown = render_text(result)
     assert token not in document and token not in shown

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TRAINER, Cli, culprit_keys, export, failed_with, job, pod
+from conftest import TRAINER, Cli, culprit_keys, secret_fleet
 
 FLAG = TRAINER + "env.FLAG"
 Rows = list[tuple[dict[str, str], str]]
@@ -87,18 +87,7 @@ def test_bad_input_is_one_line_and_exit_2(
 
 def test_secrets_never_reach_the_output(cli: Cli, tmp_path: Path) -> None:
     token = "hf_s3cr3tvalue42"
-    jobs, pods = [], []
-    for i in range(16):
-        bad = i < 8
-        j = job(
-            f"t-{i:02d}",
-            "failed" if bad else "succeeded",
-            env={"HF_TOKEN": token if bad else "hf_old00000"},
-        )
-        jobs.append(j)
-        text = "PermissionError: token " + token + " rejected on rank {rank} (pod {pod})"
-        pods.append(failed_with(j, i, text) if bad else pod(j))
-    path = export(tmp_path / "f.json", jobs + pods)
+    path = secret_fleet(tmp_path / "f.json", token)
     for args in (("--json",), ()):
         proc = cli("triage", path, "--out", str(tmp_path / "out"), *args, expect=0)
         assert token not in proc.stdout + proc.stderr
