@@ -22,9 +22,11 @@ HERE = Path(__file__).resolve().parent
 # Arguments for --quick: the same tables on a smaller grid.
 QUICK_ARGS: dict[str, list[str]] = {
     "bisection": ["--trials", "5"],
+    "chaos": ["--kills", "5", "--n", "16"],
     "diff": ["--repeat", "1"],
     "flaky": ["--quick"],
     "ray_overhead": ["--probes", "4"],
+    "scale": ["--changed", "2000", "--env-settings", "20000", "--probes", "10"],
 }
 
 

@@ -53,7 +53,9 @@ class Backend:
     options: type[BackendOptions]
     factory: str  # (RunnerContext, options) -> Runner
     capabilities: Capabilities
-    cleanup: str | None = None  # (session_id, options=...) -> report, for leftovers
+    # (session_id, options=..., dry_run=...) -> report, for leftovers; with dry_run it
+    # lists what it would delete (and the sessions it belongs to) without deleting.
+    cleanup: str | None = None
     cleanup_options: type[BackendOptions] | None = None  # what cleanup needs (a connection)
 
     def load(self, target: str) -> Callable[..., Any]:
@@ -112,12 +114,16 @@ def with_cleanup() -> list[Backend]:
     return [b for b in BACKENDS.values() if b.cleanup and b.cleanup_options]
 
 
-def cleanup(name: str, session_id: str | None, options: BackendOptions) -> dict[str, Any]:
-    """Delete what backend ``name`` left behind (one session's objects, or all)."""
+def cleanup(
+    name: str, session_id: str | None, options: BackendOptions, dry_run: bool = False
+) -> dict[str, Any]:
+    """Delete what backend ``name`` left behind (one session's objects, or all); with
+    ``dry_run``, only list it."""
     backend = get(name)
     if backend.cleanup is None:
         raise InputError(f"the {name} backend leaves nothing to clean up", field="backend")
-    report: dict[str, Any] = backend.load(backend.cleanup)(session_id, options=options)
+    hook = backend.load(backend.cleanup)
+    report: dict[str, Any] = hook(session_id, options=options, dry_run=dry_run)
     return report
 
 

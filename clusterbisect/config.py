@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from clusterbisect.durations import DURATION, parse_duration
 from clusterbisect.errors import InputError
 from clusterbisect.options import option
 from clusterbisect.outcome import FailureSignature
@@ -303,32 +304,38 @@ class KubernetesOptions(KubeConnection):
         pattern=PROBE_NAME,
         help="Kubernetes: run probes/NAME.py from a ConfigMap.",
     )
+    allow_shared_volumes: bool = option(
+        False,
+        flags=("--allow-shared-volumes",),
+        help="Kubernetes: mount the job's persistent volumes (PVCs, NFS, hostPath) in "
+        "probes as they are, writable (default: read-only).",
+    )
+    scratch_volumes: bool = option(
+        False,
+        flags=("--scratch-volumes",),
+        help="Kubernetes: give probes an empty directory in place of each persistent "
+        "volume (default: mount them read-only).",
+    )
+    admission_labels: list[str] = option(
+        factory=list,
+        flags=("--admission-label",),
+        metavar="KEY",
+        help="Kubernetes: also copy this label of the job (a glob) onto probe Jobs "
+        "(repeatable); kueue.x-k8s.io/queue-name and kueue.x-k8s.io/priority-class "
+        "always are.",
+    )
 
     def __post_init__(self) -> None:
         if self.probe is not None and not re.match(PROBE_NAME, self.probe):
             raise InputError(f"not a probe name: {self.probe!r}", field="--probe")
+        if self.allow_shared_volumes and self.scratch_volumes:
+            raise InputError(
+                "choose one of --allow-shared-volumes and --scratch-volumes",
+                field="--scratch-volumes",
+            )
 
 
 # --- triage -------------------------------------------------------------------------------
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-DURATION = r"^\s*(\d+(\.\d+)?[smhdwSMHDW])+\s*$"
-
-
-def parse_duration(text: str, field_name: str = "--since") -> float:
-    """Seconds in ``90s``, ``30m``, ``2h``, ``1d``, ``1h30m`` (kubectl's style)."""
-    cleaned = text.strip().lower()
-    parts = _DURATION_PART.findall(cleaned)
-    if not cleaned or "".join(n + u for n, u in parts) != cleaned:
-        raise InputError(
-            f"expected a duration such as 90s, 30m, 2h, 1d or 1h30m, got {text!r}",
-            field=field_name,
-        )
-    seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in parts)
-    if seconds <= 0:
-        raise InputError(f"expected a positive duration, got {text!r}", field=field_name)
-    return seconds
 
 
 @dataclass
@@ -536,7 +543,24 @@ class SessionConfig:
             known = {f.name for f in dataclasses.fields(options_class)}
             stored = {k: v for k, v in stored.items() if k in known}
         data["backend_options"] = options_class(**stored)
-        return cls(**data)
+        config = cls(**data)
+        config.check_types()
+        return config
+
+    def check_types(self) -> None:
+        """Every field as declared (a stored config may have been edited by hand)."""
+        from clusterbisect.options import check
+
+        for name in ("good_source", "bad_source", "good", "bad", "backend"):
+            if not isinstance(getattr(self, name), str):
+                raise InputError(f"expected a string, got {getattr(self, name)!r}", field=name)
+        command = self.command
+        if command is not None and not (
+            isinstance(command, list) and all(isinstance(w, str) for w in command)
+        ):
+            raise InputError(f"expected a list of strings, got {command!r}", field="command")
+        for group in (self.scope, self.signature, self.limits, self.search, self.backend_options):
+            check(group)
 
 
 def _from_flat(data: dict[str, Any]) -> dict[str, Any]:

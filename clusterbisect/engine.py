@@ -4,12 +4,17 @@ It is the only place where the pure search meets I/O. The cache is the journal:
 identical probes (the same applied subset) are never run twice in a session, and a
 resumed session replays the journal through a fresh strategy, so finished probes
 are answered from disk and the search continues where it stopped.
+
+Every probe has a time limit (:func:`probe_timeout`): ``--timeout`` when given, else
+the larger of a minute and five times the slower baseline, so a hanging probe always
+ends. ``--max-time`` stops probes in flight: a probe cut short by the budget is not
+evidence and is not journaled.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -30,6 +35,59 @@ from clusterbisect.search.base import (
 )
 from clusterbisect.session import Session
 from clusterbisect.settings import apply_changes
+from clusterbisect.terminal import printable
+
+# The default per-probe limit: the larger of a floor and a multiple of the slower
+# baseline; before any baseline has finished, a generous cap (the baselines are the
+# user's own jobs, whose length nothing tells us yet).
+TIMEOUT_FLOOR_S = 60.0
+TIMEOUT_FACTOR = 5.0
+FIRST_PROBES_TIMEOUT_S = 3600.0
+
+
+@dataclass(frozen=True)
+class ProbeTimeout:
+    """How long a probe may run, and why: ``source`` is ``option`` (``--timeout``),
+    ``baselines`` (derived from them) or ``first`` (no baseline has finished yet)."""
+
+    seconds: float
+    source: str
+    slower_baseline_s: float | None = None
+
+    def describe(self) -> str:
+        if self.source == "option":
+            return f"{self.seconds:g} s (--timeout)"
+        if self.source == "baselines":
+            return (
+                f"{self.seconds:g} s (default: the larger of {TIMEOUT_FLOOR_S:g} s and "
+                f"{TIMEOUT_FACTOR:g}x the slower baseline, {self.slower_baseline_s:.1f} s; "
+                "--timeout sets it)"
+            )
+        return f"{self.seconds:g} s (default until a baseline has finished; --timeout sets it)"
+
+    def to_dict(self) -> dict[str, object]:
+        return {"seconds": self.seconds, "source": self.source, "rule": self.describe()}
+
+
+def probe_timeout(option: float | None, records: Sequence[ProbeRecord]) -> ProbeTimeout:
+    """The per-probe limit: ``option`` when given, else derived from the baselines run
+    so far (those that ran the workload to its end: neither timed out nor broken, and
+    timed: a step-mode mark without a duration says nothing)."""
+    if option:
+        return ProbeTimeout(float(option), "option")
+    durations = [
+        r.duration_s
+        for r in records
+        if r.purpose.startswith("baseline")
+        and not r.timed_out
+        and not r.infra_error
+        and r.duration_s > 0  # an outcome reported by hand, without its duration
+    ]
+    if not durations:
+        return ProbeTimeout(FIRST_PROBES_TIMEOUT_S, "first")
+    slower = max(durations)
+    seconds = max(TIMEOUT_FLOOR_S, round(TIMEOUT_FACTOR * slower, 1))
+    return ProbeTimeout(seconds, "baselines", slower)
 
 
 class Progress(Protocol):
@@ -40,6 +98,10 @@ class Progress(Protocol):
     ) -> None: ...
 
     def probe_finished(self, record: ProbeRecord) -> None: ...
+
+    def timeout_set(self, timeout: ProbeTimeout) -> None:
+        """The per-probe limit changed (said once, then on each change)."""
+        ...
 
 
 @dataclass
@@ -77,6 +139,9 @@ class Engine:
         for record in self.session.records():
             self._remember(record)
         self._started = self.clock()
+        self._deadline: float | None = None  # the --max-time budget's end (monotonic)
+        self._timeout_told: ProbeTimeout | None = None
+        self.stopped_in_flight = 0  # probes the time budget stopped (not journaled)
 
     # --- the cache ------------------------------------------------------------------
 
@@ -115,6 +180,7 @@ class Engine:
         needs a run and returns those requests as pending.
         """
         search = self.strategy.search(len(self.problem.testable))
+        self._deadline = self._started + max_time_s if max_time_s is not None else None
         try:
             batch = next(search)
             while True:
@@ -145,11 +211,17 @@ class Engine:
         return None
 
     def _cut_short(self, why: str) -> SearchResult:
-        return SearchResult(
-            INCONCLUSIVE,
-            candidates=self.strategy.candidates(),
-            notes=[f"stopped early: {why}"],
-        )
+        notes = [f"stopped early: {why}"]
+        if self.stopped_in_flight:
+            notes.append(
+                f"{self.stopped_in_flight} probe(s) in flight were stopped by the time "
+                "budget; they are not evidence and were not journaled"
+            )
+        return SearchResult(INCONCLUSIVE, candidates=self.strategy.candidates(), notes=notes)
+
+    def timeout(self) -> ProbeTimeout:
+        """The per-probe limit for the next probes (see :func:`probe_timeout`)."""
+        return probe_timeout(self.session.config.limits.timeout, self.records)
 
     def _run_batch(self, pending: list[ProbeRequest], max_probes: int | None) -> None:
         """Run the missing runs of ``pending``, K at a time; journal each round."""
@@ -165,20 +237,38 @@ class Engine:
     def _run_round(self, requests: list[ProbeRequest]) -> None:
         assert self.runner is not None
         round_no = self.rounds + 1
-        probes = [self.make_probe(r, len(self.records) + 1 + i) for i, r in enumerate(requests)]
+        numbers = self.session.new_probe_numbers(len(requests))
+        limit = self.timeout()
+        told = self._timeout_told
+        if self.progress and (told is None or told.seconds != limit.seconds):
+            self.progress.timeout_set(limit)
+        self._timeout_told = limit
+        # The time budget stops probes in flight: none may outlive it.
+        left = self._deadline - self.clock() if self._deadline is not None else None
+        cut_by_budget = left is not None and left < limit.seconds
+        seconds = max(0.001, left) if left is not None and cut_by_budget else limit.seconds
+        probes = [self.make_probe(r, n, seconds) for r, n in zip(requests, numbers, strict=True)]
         if self.progress:
-            left = self.strategy.candidates_left() or len(self._by_key)
-            self.progress.round_started(round_no, probes, left, self.strategy.remaining_estimate())
+            candidates = self.strategy.candidates_left() or len(self._by_key)
+            self.progress.round_started(
+                round_no, probes, candidates, self.strategy.remaining_estimate()
+            )
         results = self.runner.run(probes)
         for request, probe, run in zip(requests, probes, results, strict=False):
+            if run.timed_out and cut_by_budget:
+                self.stopped_in_flight += 1
+                continue  # stopped by the budget, not by its own limit: no evidence
             record = self._record(request, probe, run, round_no)
             self.session.append(record)
             self._remember(record)
             if self.progress:
                 self.progress.probe_finished(record)
 
-    def make_probe(self, request: ProbeRequest, number: int) -> Probe:
-        """Render the probe for ``request``: the good spec with its subset applied."""
+    def make_probe(
+        self, request: ProbeRequest, number: int, timeout_s: float | None = None
+    ) -> Probe:
+        """Render the probe for ``request``: the good spec with its subset applied, with
+        ``timeout_s`` (default: the per-probe limit, :meth:`timeout`)."""
         probe_id = f"p{number:03d}"
         changes = self.problem.subset_changes(request.subset)
         config = self.session.config
@@ -188,7 +278,7 @@ class Engine:
             spec=apply_changes(self.problem.good, changes),
             changes=changes,
             log_path=self.session.log_path(probe_id),
-            timeout_s=config.limits.timeout,
+            timeout_s=timeout_s if timeout_s is not None else self.timeout().seconds,
             command=config.command,
             purpose=request.purpose,
             env_names=self.problem.env_names,
@@ -209,8 +299,8 @@ class Engine:
             purpose=request.purpose,
             exit_code=run.exit_code,
             timed_out=run.timed_out,
-            reason=run.reason,
-            infra_error=run.infra_error,
+            reason=printable(run.reason) if run.reason else None,
+            infra_error=printable(run.infra_error) if run.infra_error else None,
             duration_s=round(run.duration_s, 3),
             log=str(log) if log else None,
             observed=self.signature.observed(run) if outcome is not Outcome.PASS else "",
@@ -232,8 +322,10 @@ class Engine:
         with the outcome, as the runner's probes are. ``number`` is the probe's id
         number as shown (default: the next one).
         """
+        if number is None:
+            (number,) = self.session.new_probe_numbers(1)
         record = ProbeRecord(
-            probe_id=f"p{number if number is not None else len(self.records) + 1:03d}",
+            probe_id=f"p{number:03d}",
             round=self.rounds + 1,
             subset=self.problem.subset_keys(subset),
             outcome=outcome.value,
@@ -245,8 +337,8 @@ class Engine:
         if run is not None:
             record.exit_code = run.exit_code
             record.timed_out = run.timed_out
-            record.reason = run.reason
-            record.infra_error = run.infra_error
+            record.reason = printable(run.reason) if run.reason else None
+            record.infra_error = printable(run.infra_error) if run.infra_error else None
             record.duration_s = round(run.duration_s, 3)
             if outcome is not Outcome.PASS:
                 record.observed = self.signature.observed(run)

@@ -51,6 +51,14 @@ class BackendError(ClusterBisectError):
     code = "backend_error"
 
 
+class HostError(ClusterBisectError):
+    """This machine failed us (exit 3): a state directory that cannot be written (read-only,
+    immutable, full), a probe that cannot be started."""
+
+    exit_code = EXIT_BACKEND
+    code = "environment"
+
+
 class Interrupted(ClusterBisectError):
     """The run was interrupted (Ctrl-C, SIGTERM); probes were cleaned up, state saved."""
 

@@ -16,6 +16,7 @@ option (or one shell-quoted string with ``shell_words``) and an array.
 from __future__ import annotations
 
 import dataclasses
+import math
 import shlex
 import types
 import typing
@@ -169,13 +170,88 @@ def _click_number(item: OptionField) -> Any:
 
     meta = item.meta
     low = meta.exclusive_minimum if meta.exclusive_minimum is not None else meta.minimum
-    if low is None and meta.maximum is None:
-        return item.kind
     opened = meta.exclusive_minimum is not None
     if item.kind is int:
+        if low is None and meta.maximum is None:
+            return int
         as_int = [None if v is None else int(v) for v in (low, meta.maximum)]
         return click.IntRange(as_int[0], as_int[1], min_open=opened)
-    return click.FloatRange(low, meta.maximum, min_open=opened)
+
+    class FiniteRange(click.FloatRange):
+        """A JSON number: "nan" and "inf" parse as floats, but no schema accepts them."""
+
+        def convert(self, value: Any, param: Any, ctx: Any) -> Any:
+            number = super().convert(value, param, ctx)
+            if not math.isfinite(number):
+                self.fail(f"{value!r} is not a finite number.", param, ctx)
+            return number
+
+    return FiniteRange(low, meta.maximum, min_open=opened)
+
+
+def check(options: Any) -> None:
+    """Raise ``InputError`` unless every option of ``options`` (a group instance) has
+    its declared type and range: what the CLI and the schemas check on the way in,
+    checked again on what was stored (``session.json``, a log's start line)."""
+    from clusterbisect.errors import InputError
+
+    for item in fields_of(type(options)):
+        value = getattr(options, item.name)
+        problem = _type_problem(item, value) if value is not None or not item.optional else None
+        if problem is None and value is not None:
+            problem = _range_problem(item, value)
+        if problem:
+            raise InputError(f"{problem}, got {value!r}", field=item.name)
+
+
+def _type_problem(item: OptionField, value: Any) -> str | None:
+    if item.kind is list:
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return None if ok else "expected a list of strings"
+    if item.kind is bool:
+        return None if isinstance(value, bool) else "expected true or false"
+    if item.kind in (int, float):
+        wanted = (int,) if item.kind is int else (int, float)
+        if isinstance(value, bool) or not isinstance(value, wanted):
+            return f"expected {'an integer' if item.kind is int else 'a number'}"
+        return None if math.isfinite(value) else "expected a finite number"
+    return None if isinstance(value, str) else "expected a string"
+
+
+def _range_problem(item: OptionField, value: Any) -> str | None:
+    meta = item.meta
+    if meta.choice_list() and value not in meta.choice_list():
+        return f"expected one of {', '.join(meta.choice_list())}"
+    if item.kind not in (int, float):
+        return None
+    if meta.minimum is not None and value < meta.minimum:
+        return f"expected at least {meta.minimum:g}"
+    if meta.maximum is not None and value > meta.maximum:
+        return f"expected at most {meta.maximum:g}"
+    if meta.exclusive_minimum is not None and value <= meta.exclusive_minimum:
+        return f"expected more than {meta.exclusive_minimum:g}"
+    return None
+
+
+def cli_words(options: Any) -> list[str]:
+    """The command-line words that give ``options`` (a group instance): one flag per
+    option that differs from its default, as a user would type it."""
+    words: list[str] = []
+    for item in fields_of(type(options)):
+        value = getattr(options, item.name)
+        if not item.meta.cli or value == item.default or value is None:
+            continue
+        flag = next((f for f in item.flags if f.startswith("--")), item.flags[0])
+        if item.kind is bool:
+            words.append(flag)
+        elif item.kind is list and item.meta.shell_words:
+            words += [flag, shlex.join(value)]
+        elif item.kind is list:
+            for element in value:
+                words += [flag, str(element)]
+        else:
+            words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return words
 
 
 def from_params(group: type[G], params: Mapping[str, Any]) -> G:

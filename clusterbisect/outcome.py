@@ -1,4 +1,11 @@
-"""Failure signatures and the classification of a probe run into an outcome."""
+"""Failure signatures and the classification of a probe run into an outcome.
+
+A signature's regular expression is matched line by line (a carriage return ends a
+line too), on the line as it would be printed (terminal control sequences removed),
+over the probe's *whole* output: a runner that streams the output matches it as it
+reads (:class:`LineMatcher`) and says so (``RunResult.scanned``), so what it keeps of
+a long output (its head and tail) does not decide the outcome.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,14 @@ import enum
 import re
 import signal
 from dataclasses import dataclass, field
+
+from clusterbisect.terminal import printable
+
+# A line longer than this is matched in pieces of this size (overlapping), so one
+# endless line (a progress bar without newlines) costs bounded memory.
+MAX_LINE_BYTES = 1 << 16
+LINE_OVERLAP_BYTES = 1 << 10
+MATCH_CONTEXT_CHARS = 200  # of a long matching line, what is quoted around the match
 
 
 class Outcome(str, enum.Enum):
@@ -33,6 +48,11 @@ class RunResult:
     duration_s: float = 0.0
     log_path: str | None = None
     details: dict[str, object] = field(default_factory=dict)
+    # Set by a runner that matched the signature's regex over the whole stream as it
+    # read it (``scanned``): the first matching line (printable), or None. Otherwise
+    # the regex is matched against ``output``, which may be only part of the output.
+    matched: str | None = None
+    scanned: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,7 +104,18 @@ class FailureSignature:
         )
 
     def compiled(self) -> re.Pattern[str] | None:
-        return re.compile(self.fail_on, re.MULTILINE) if self.fail_on else None
+        return compile_line_pattern(self.fail_on)
+
+    def matched_line(self, run: RunResult) -> str | None:
+        """The first line of ``run``'s output that the regex matches (None without a
+        regex or a match): from the runner's scan of the whole stream when it made
+        one, else from the output kept."""
+        pattern = self.compiled()
+        if pattern is None:
+            return None
+        if run.scanned:
+            return run.matched
+        return first_matching_line(pattern, run.output)
 
     def classify(self, run: RunResult) -> Outcome:
         """Map one run to pass, fail or unresolved."""
@@ -107,8 +138,7 @@ class FailureSignature:
             return False
         if self.fail_reason and run.reason != self.fail_reason:
             return False
-        pattern = self.compiled()
-        return not (pattern and not pattern.search(run.output))
+        return not self.fail_on or self.matched_line(run) is not None
 
     def observed(self, run: RunResult, max_chars: int = 160) -> str:
         """A short description of the failure as seen in ``run`` (for the report)."""
@@ -118,16 +148,67 @@ class FailureSignature:
         if run.exit_code is not None:
             bits.append(f"exit code {run.exit_code}")
         if run.reason:
-            bits.append(f"reason {run.reason}")
-        pattern = self.compiled()
-        if pattern:
-            match = pattern.search(run.output)
-            if match:
-                line_start = run.output.rfind("\n", 0, match.start()) + 1
-                line_end = run.output.find("\n", match.end())
-                line = run.output[line_start : line_end if line_end != -1 else None]
-                bits.append(f"matched: {line.strip()[:max_chars]}")
+            bits.append(f"reason {printable(run.reason)}")
+        line = self.matched_line(run)
+        if line is not None:
+            bits.append(f"matched: {printable(line).strip()[:max_chars]}")
         return ", ".join(bits) or "no failure observed"
+
+
+def compile_line_pattern(regex: str | None) -> re.Pattern[str] | None:
+    """A signature's regex, for matching one line at a time (``^``/``$`` per line)."""
+    return re.compile(regex, re.MULTILINE) if regex else None
+
+
+def first_matching_line(pattern: re.Pattern[str], text: str) -> str | None:
+    """The first line of ``text`` (as printed) that ``pattern`` matches; of a long line,
+    the part around the match."""
+    for line in printable(text).split("\n"):
+        match = pattern.search(line)
+        if match:
+            if len(line) <= MATCH_CONTEXT_CHARS * 2:
+                return line
+            start = max(0, match.start() - MATCH_CONTEXT_CHARS // 2)
+            return line[start : max(match.end(), start + MATCH_CONTEXT_CHARS)]
+    return None
+
+
+class LineMatcher:
+    """Matches a regex against a byte stream line by line, as it is read.
+
+    Feed it chunks; :attr:`matched` is the first matching line (printable), if any.
+    After a match it stops looking (the first match decides). Lines are split on
+    ``\\n`` and ``\\r``; an over-long line is matched in overlapping pieces.
+    """
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern = pattern
+        self.matched: str | None = None
+        self._partial = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        if self.matched is not None:
+            return
+        self._partial += chunk
+        end = max(self._partial.rfind(b"\n"), self._partial.rfind(b"\r"))
+        if end >= 0:
+            whole = bytes(self._partial[: end + 1])
+            del self._partial[: end + 1]
+            self._match(whole)
+        if len(self._partial) > MAX_LINE_BYTES and self.matched is None:
+            self._match(bytes(self._partial))
+            del self._partial[:-LINE_OVERLAP_BYTES]
+
+    def close(self) -> None:
+        """The stream ended: match what is left (a last line without its newline)."""
+        if self._partial and self.matched is None:
+            self._match(bytes(self._partial))
+        self._partial.clear()
+
+    def _match(self, data: bytes) -> None:
+        line = first_matching_line(self.pattern, data.decode("utf-8", errors="replace"))
+        if line is not None:
+            self.matched = line
 
 
 def signal_reason(code: int | None) -> str | None:

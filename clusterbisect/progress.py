@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from clusterbisect.journal import ProbeRecord
 from clusterbisect.runners.base import Probe
+
+if TYPE_CHECKING:
+    from clusterbisect.engine import ProbeTimeout
 
 
 class TerminalProgress:
@@ -29,6 +32,9 @@ class TerminalProgress:
             f"round {round_no}: {len(probes)} probe{'s' if len(probes) != 1 else ''} in flight "
             f"({', '.join(purposes)}); {left} candidate change{'s' if left != 1 else ''} left{eta}"
         )
+
+    def timeout_set(self, timeout: ProbeTimeout) -> None:
+        self._write(f"probe timeout: {timeout.describe()}")
 
     def probe_finished(self, record: ProbeRecord) -> None:
         detail = f" - {record.observed}" if record.observed else ""

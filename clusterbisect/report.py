@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusterbisect.journal import ProbeRecord
 from clusterbisect.problem import Problem
 from clusterbisect.redact import redact_text, secret_values
 from clusterbisect.search.base import SearchResult, Subset
+from clusterbisect.terminal import printable
 
 EXCERPT_LINES = 12
 EXCERPT_CHARS = 1500
@@ -31,7 +32,9 @@ class Evidence:
     how many batches they ran in; ``session`` names the session (``state_dir``,
     ``session_id``, ``backend``, ``good``, ``bad``); ``signature`` describes the failure
     signature. ``read_log`` gives a probe log's text by its journaled (relative) path:
-    the session reads its files, the report only quotes them.
+    the session reads its files, the report only quotes them. ``probe_timeout`` is the
+    per-probe limit and its rule (``engine.ProbeTimeout.to_dict``); ``next_step`` what
+    to run next when the search is inconclusive (``nextstep.py``).
     """
 
     search: SearchResult
@@ -43,6 +46,9 @@ class Evidence:
     session: dict[str, str]
     elapsed_s: float
     read_log: Callable[[str], str]
+    probe_timeout: dict[str, Any] | None = None
+    next_step: dict[str, Any] | None = field(default=None)
+    backend_notes: list[str] = field(default_factory=list)  # what every probe changed
     priors: dict[str, Any] | None = None  # {"source", "weights": {key: weight}} if given
 
     def runs_of(self, subset: Subset) -> list[ProbeRecord]:
@@ -51,12 +57,38 @@ class Evidence:
         return [r for r in self.records if sorted(r.subset) == keys]
 
     def excerpt(self, record: ProbeRecord, secrets: list[str]) -> str:
-        """The last lines of a probe's log, secrets redacted."""
+        """The lines of a probe's log that show its failure, secrets redacted and
+        terminal controls removed: those around the line the signature matched, else
+        the last ones."""
         if not record.log:
             return ""
-        lines = [_clip(line) for line in self.read_log(record.log).splitlines() if line.strip()]
-        excerpt = "\n".join(lines[-EXCERPT_LINES:])[-EXCERPT_CHARS:]
+        text = printable(self.read_log(record.log))
+        lines = [_clip(line) for line in text.splitlines() if line.strip()]
+        end = _matched_line_end(lines, record.observed)
+        excerpt = "\n".join(lines[max(0, end - EXCERPT_LINES) : end])[-EXCERPT_CHARS:]
         return redact_text(excerpt, secrets)
+
+
+def _matched_line_end(lines: list[str], observed: str) -> int:
+    """Where an excerpt of ``lines`` ends: a few lines past the one ``observed`` quotes
+    (``matched: LINE``), or at the end."""
+    _, found, quoted = observed.partition("matched: ")
+    needle = quoted.strip()[:80]
+    if found and needle:
+        for index, line in enumerate(lines):
+            if needle in line:
+                return min(len(lines), index + 1 + EXCERPT_LINES // 4)
+    return len(lines)
+
+
+def confidence_value(confidence: float) -> float:
+    """A confidence for the report, never rounded up: below 1 stays below 1."""
+    return 1.0 if confidence >= 1.0 else math.floor(confidence * 10_000) / 10_000
+
+
+def confidence_text(confidence: float) -> str:
+    """Two decimals, cut not rounded: 0.996 is "0.99", never "1.00"."""
+    return "1.00" if confidence >= 1.0 else f"{math.floor(confidence * 100) / 100:.2f}"
 
 
 def build_result(evidence: Evidence) -> dict[str, Any]:
@@ -91,8 +123,13 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
             [c.to_dict() for c in problem.subset_changes(subset)] for subset in search.candidates
         ],
         "estimates": search.estimates,
-        "notes": search.notes + _baseline_notes(evidence, secrets) + _priors_notes(evidence),
+        "probe_timeout": evidence.probe_timeout,
+        "notes": search.notes
+        + evidence.backend_notes
+        + _baseline_notes(evidence, secrets)
+        + _priors_notes(evidence),
         "priors": evidence.priors,
+        "next": evidence.next_step,
         "elapsed_s": round(evidence.elapsed_s, 3),
         "probes": [_probe(r) for r in records],
     }
@@ -111,7 +148,7 @@ def _culprit(
     rest_record = _decisive_record(evidence, rest, None) if isinstance(rest, frozenset) else None
     return {
         "changes": [c.to_dict() for c in evidence.problem.subset_changes(subset)],
-        "confidence": round(confidence, 4),
+        "confidence": confidence_value(confidence),
         "confirmed": confirmed,
         "proof": {
             "probe": proof.probe_id if proof else None,
@@ -242,6 +279,8 @@ def render_text(result: dict[str, Any]) -> str:
     rates = _rates(result)
     if rates:
         out.append(f"Failure rates: {rates}")
+    if result.get("probe_timeout"):
+        out.append(f"Probe timeout: {result['probe_timeout']['rule']}")
     if result["untestable"]:
         out.append(
             f"Not testable on the {result['backend']} backend ({len(result['untestable'])}):"
@@ -252,6 +291,8 @@ def render_text(result: dict[str, Any]) -> str:
             out.append(f"  ... and {len(result['untestable']) - 20} more (see --json)")
     for note in result["notes"]:
         out.append(f"Note: {note}")
+    if result.get("next"):
+        out += [f"Next: {result['next']['why']}:", f"  {result['next']['command']}"]
     out.append(f"State: {result['state_dir']}")
     return "\n".join(out)
 
@@ -260,7 +301,7 @@ def _culprit_lines(number: int, culprit: dict[str, Any]) -> list[str]:
     """One culprit for the text report: its settings, the proof and the log excerpt."""
     kind = "interaction" if len(culprit["changes"]) > 1 else "single setting"
     out = [
-        f"Culprit {number} ({kind}, confidence {culprit['confidence']:.2f}"
+        f"Culprit {number} ({kind}, confidence {confidence_text(culprit['confidence'])}"
         f"{', confirmed both ways' if culprit['confirmed'] else ''}):"
     ]
     width = max(len(c["key"]) for c in culprit["changes"])
@@ -326,7 +367,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
     ]
     for number, culprit in enumerate(result["culprits"], 1):
-        out += [f"## Culprit {number} (confidence {culprit['confidence']:.2f})", ""]
+        out += [f"## Culprit {number} (confidence {confidence_text(culprit['confidence'])})", ""]
         out += ["| setting | good | bad |", "|---|---|---|"]
         for change in culprit["changes"]:
             out.append(
@@ -351,6 +392,9 @@ def render_markdown(result: dict[str, Any]) -> str:
         out += [f"- `{u['key']}`: {u['reason']}" for u in result["untestable"]]
     if result["notes"]:
         out += ["", "## Notes", ""] + [f"- {note}" for note in result["notes"]]
+    if result.get("next"):
+        out += ["", "## Next", "", result["next"]["why"] + ":", "", "```"]
+        out += [result["next"]["command"], "```"]
     return "\n".join(out) + "\n"
 
 

@@ -5,7 +5,9 @@ Layout::
     STATE_DIR/
       session.json      what was asked: inputs, backend, options (config.SessionConfig)
       inputs/           copies of the good and bad specs
+      lock              held (flock) by the one command writing the session (locking.py)
       journal.jsonl     one record per finished probe, fsynced before the next starts
+      journal.jsonl.torn  a torn last line cut off the journal (a crash mid-write)
       logs/p001.log     each probe's combined output, bounded in size
       result.json       the last result
       dry-run/          probes rendered by ``run --dry-run``
@@ -13,6 +15,13 @@ Layout::
       manifests/        manifests a Kubernetes dry run writes
       ray/              a session-local Ray's token and start log (a backend's own files)
       bisect.log        the journal as a replayable log (the ``log`` tool)
+
+Integrity: a command that writes (``run``, ``resume``, ``start``, ``replay``, recording an
+outcome) holds the session's lock (:meth:`Session.create`, :meth:`Session.locked`), so
+there is one writer at a time. On such an open, a torn last journal line
+(the process was killed mid-write) is cut off and kept aside in ``journal.jsonl.torn``,
+never appended to. Probe ids are never reused: a new probe takes a number no journal
+line, torn line or log file has taken (:meth:`Session.new_probe_numbers`).
 
 Step mode's current session is recorded in ``.clusterbisect/CURRENT`` (relative to the
 working directory), as git keeps its bisect state in ``.git``: :func:`set_current`,
@@ -24,17 +33,22 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
+import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from clusterbisect.config import SessionConfig
-from clusterbisect.errors import InputError
+from clusterbisect.errors import HostError, InputError
 from clusterbisect.journal import ProbeRecord
+from clusterbisect.locking import LOCK_FILE, StateLock
+from clusterbisect.log import get_logger
 from clusterbisect.specs.model import Spec
 
 SESSION_FILE = "session.json"
@@ -48,18 +62,33 @@ CURRENT_FILE = "CURRENT"
 DRY_RUN_DIR = "dry-run"
 PROBES_DIR = "probes"
 MANIFESTS_DIR = "manifests"
+TORN_SUFFIX = ".torn"
+PROBE_NUMBER = re.compile(r"\bp(\d+)\b")
+
+log = get_logger(__name__)
 
 
 class Session:
     """A state directory on disk."""
 
     def __init__(
-        self, state_dir: Path, session_id: str, config: SessionConfig, created: float = 0.0
+        self,
+        state_dir: Path,
+        session_id: str,
+        config: SessionConfig,
+        created: float = 0.0,
+        lock: StateLock | None = None,
     ) -> None:
         self.state_dir = state_dir
         self.session_id = session_id
         self.config = config
         self.created = created  # when the session was made (epoch seconds)
+        self.lock = lock  # held while this process writes the session
+
+    def close(self) -> None:
+        """Release the lock, if this process holds it (idempotent)."""
+        if self.lock is not None:
+            self.lock.release()
 
     # --- creation and opening -------------------------------------------------------
 
@@ -70,46 +99,77 @@ class Session:
         state_dir: Path | None = None,
         good_text: str | None = None,
         bad_text: str | None = None,
+        purpose: str = "run",
     ) -> Session:
-        """Make a new state directory and copy the inputs into it.
+        """Make a new state directory, locked for ``purpose``, and copy the inputs in.
 
         ``good_text``/``bad_text`` replace copying when the spec came from a cluster.
+        The lock is taken before the directory is checked for a session, so of two
+        commands creating a session in one directory exactly one succeeds.
         """
         session_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         if state_dir is None:
             state_dir = Path(DEFAULT_ROOT) / session_id
         state_dir = state_dir.resolve()
-        if (state_dir / SESSION_FILE).exists():
-            raise InputError(
-                "already holds a session; use `clusterbisect resume` or another --state-dir",
-                source=str(state_dir),
-            )
-        (state_dir / "inputs").mkdir(parents=True, exist_ok=True)
-        (state_dir / "logs").mkdir(exist_ok=True)
-        config.good = _store_input(state_dir, "good", config.good_source, good_text)
-        config.bad = _store_input(state_dir, "bad", config.bad_source, bad_text)
-        created = time.time()
-        session = cls(state_dir, session_id, config, created)
-        _write_json_atomic(
-            state_dir / SESSION_FILE,
-            {"session_id": session_id, "created": created, "config": config.to_dict()},
-        )
-        return session
+        with _writing(state_dir):
+            state_dir.mkdir(parents=True, exist_ok=True)
+        lock = StateLock.acquire(state_dir, purpose)
+        try:
+            if (state_dir / SESSION_FILE).exists():
+                raise InputError(
+                    "already holds a session; use `clusterbisect resume` or another --state-dir",
+                    source=str(state_dir),
+                )
+            with _writing(state_dir):
+                (state_dir / "inputs").mkdir(exist_ok=True)
+                (state_dir / "logs").mkdir(exist_ok=True)
+                config.good = _store_input(state_dir, "good", config.good_source, good_text)
+                config.bad = _store_input(state_dir, "bad", config.bad_source, bad_text)
+                created = time.time()
+                _write_json_atomic(
+                    state_dir / SESSION_FILE,
+                    {"session_id": session_id, "created": created, "config": config.to_dict()},
+                )
+        except BaseException:
+            lock.release()
+            raise
+        return cls(state_dir, session_id, config, created, lock)
 
     @classmethod
     def open(cls, state_dir: Path) -> Session:
-        """Open an existing state directory (for resume, report and the step mode)."""
+        """Open an existing state directory (for resume, report and the step mode), as
+        it stands: a command that writes it takes its lock with :meth:`locked`."""
         path = state_dir / SESSION_FILE
         if not path.is_file():
             raise InputError("is not a clusterbisect state directory", source=str(state_dir))
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
             config = SessionConfig.from_dict(data["config"])
             session_id = str(data["session_id"])
             created = float(data.get("created") or 0.0)
-        except (ValueError, KeyError, TypeError) as err:
-            raise InputError(f"unreadable session file ({err})", source=str(path)) from err
+        except (ValueError, KeyError, TypeError, AttributeError) as err:
+            raise InputError(f"unreadable session file ({err})", source=str(path)) from None
+        except InputError as err:
+            raise InputError(f"unreadable session file ({err.message})", source=str(path)) from None
+        except OSError as err:
+            raise HostError(f"{path}: cannot read ({err.strerror})") from None
         return cls(state_dir.resolve(), session_id, config, created)
+
+    @contextlib.contextmanager
+    def locked(self, purpose: str) -> Iterator[Session]:
+        """Hold the session's lock for the block, as the one writer (``purpose``: the
+        command, named to a refused second writer). A torn last journal line is
+        repaired first. Nothing to do if this object holds the lock already (a session
+        just created)."""
+        if self.lock is not None and self.lock.held:
+            yield self
+            return
+        self.lock = StateLock.acquire(self.state_dir, purpose)
+        try:
+            self.repair_journal()
+            yield self
+        finally:
+            self.close()
 
     # --- inputs ---------------------------------------------------------------------
 
@@ -143,8 +203,9 @@ class Session:
     def write_log(self, probe_id: str, text: str) -> str:
         """Keep ``text`` as the probe's log (a log reported by hand); its relative path."""
         path = self.log_path(probe_id)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        with _writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
         return str(path.relative_to(self.state_dir))
 
     @property
@@ -159,14 +220,16 @@ class Session:
     def save_rendered(self, folder: str, probe_id: str, rendered: dict[str, Any]) -> Path:
         """Write a rendered probe as YAML under ``folder`` (``dry-run`` or ``probes``)."""
         out = self.state_dir / folder
-        out.mkdir(exist_ok=True)
         path = out / f"{probe_id}.yaml"
-        path.write_text(yaml.safe_dump(rendered, sort_keys=False))
+        with _writing(path):
+            out.mkdir(exist_ok=True)
+            path.write_text(yaml.safe_dump(rendered, sort_keys=False))
         return path
 
     def write_bisect_log(self, text: str) -> Path:
         path = self.state_dir / BISECT_LOG_FILE
-        path.write_text(text)
+        with _writing(path):
+            path.write_text(text)
         return path
 
     @property
@@ -175,31 +238,129 @@ class Session:
 
     # --- the journal ----------------------------------------------------------------
 
+    @property
+    def journal_path(self) -> Path:
+        return self.state_dir / JOURNAL_FILE
+
     def append(self, record: ProbeRecord) -> None:
         """Append one record and fsync, so no finished probe is ever lost."""
-        with open(self.state_dir / JOURNAL_FILE, "a", encoding="utf-8") as journal:
+        with _writing(self.journal_path), open(self.journal_path, "a", encoding="utf-8") as journal:
             journal.write(record.to_line())
             journal.flush()
             os.fsync(journal.fileno())
 
     def records(self) -> list[ProbeRecord]:
-        """Every journaled probe, in order. A torn last line (killed mid-write) is skipped."""
-        path = self.state_dir / JOURNAL_FILE
-        if not path.exists():
-            return []
+        """Every journaled probe, in order.
+
+        A last line without its newline is a record still being written (or torn by a
+        crash, which the next writer repairs): it is left out. Any other line that is
+        not a record is a damaged journal, and an error naming the line.
+        """
+        lines, _ = self._journal_lines()
         records = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for number, line in enumerate(lines, 1):
             try:
                 records.append(ProbeRecord.from_line(line))
-            except (ValueError, TypeError):
-                continue
+            except (ValueError, TypeError) as err:
+                raise InputError(
+                    f"line {number} is not a probe record ({err}); the journal was changed "
+                    "by something other than clusterbisect",
+                    source=str(self.journal_path),
+                ) from None
         return records
+
+    def _journal_lines(self) -> tuple[list[str], bytes]:
+        """The journal's complete lines, and what follows the last newline (a tail)."""
+        try:
+            data = self.journal_path.read_bytes()
+        except FileNotFoundError:
+            return [], b""
+        except OSError as err:
+            raise HostError(f"{self.journal_path}: cannot read ({err.strerror})") from None
+        cut = data.rfind(b"\n") + 1
+        text = data[:cut].decode("utf-8", errors="replace")
+        return [line for line in text.splitlines() if line.strip()], data[cut:]
+
+    def repair_journal(self) -> None:
+        """Cut a torn last line off the journal (the writer was killed mid-write).
+
+        The torn bytes are kept aside in ``journal.jsonl.torn`` (appended, so every
+        crash's is kept), with a warning; the journal is never appended to after a torn
+        line. A last record that is whole but lacks its newline gets it back. Called
+        with the lock held (:meth:`locked`).
+        """
+        _, tail = self._journal_lines()
+        if not tail:
+            return
+        try:
+            ProbeRecord.from_line(tail.decode("utf-8"))
+            whole = True
+        except (ValueError, TypeError):
+            whole = False
+        path = self.journal_path
+        with _writing(path):
+            if whole:
+                with open(path, "ab") as journal:
+                    journal.write(b"\n")
+                    os.fsync(journal.fileno())
+                return
+            torn = path.with_name(path.name + TORN_SUFFIX)
+            with open(torn, "ab") as kept:
+                kept.write(tail + b"\n")
+                os.fsync(kept.fileno())
+            with open(path, "r+b") as journal:
+                journal.truncate(path.stat().st_size - len(tail))
+                os.fsync(journal.fileno())
+        log.warning(
+            "the journal's last line was torn (a crash mid-write); cut off and kept aside",
+            journal=str(path),
+            torn=str(torn),
+            bytes=len(tail),
+        )
+
+    def taken_numbers(self) -> set[int]:
+        """Probe numbers used so far: by journal lines (whole or torn) and log files.
+
+        A probe that was running when its run was killed has a log and no record; its
+        number stays taken, so its log is never overwritten.
+        """
+        taken: set[int] = set()
+        with contextlib.suppress(OSError):
+            for line in self.journal_path.read_text(encoding="utf-8", errors="replace").split("\n"):
+                found = re.search(r'"probe_id":\s*"p(\d+)"', line)
+                if found:
+                    taken.add(int(found.group(1)))
+        with contextlib.suppress(OSError):
+            # A torn line may have lost its shape: any probe id in it counts.
+            torn = self.journal_path.with_name(JOURNAL_FILE + TORN_SUFFIX)
+            taken.update(int(n) for n in PROBE_NUMBER.findall(torn.read_text(errors="replace")))
+        with contextlib.suppress(OSError):
+            for entry in os.scandir(self.state_dir / "logs"):
+                match = re.fullmatch(r"p(\d+)\.log", entry.name)
+                if match:
+                    taken.add(int(match.group(1)))
+        return taken
+
+    def new_probe_numbers(self, count: int, taken: set[int] | None = None) -> list[int]:
+        """The ``count`` smallest probe numbers nobody has taken (see :meth:`taken_numbers`)."""
+        taken = self.taken_numbers() if taken is None else taken
+        numbers: list[int] = []
+        number = 0
+        while len(numbers) < count:
+            number += 1
+            if number not in taken:
+                numbers.append(number)
+        return numbers
 
     def discard(self) -> None:
         """Remove a session that never ran a probe: what :meth:`create` made, and the
         directory itself if nothing else is in it (a --state-dir may hold other files)."""
         (self.state_dir / SESSION_FILE).unlink(missing_ok=True)
         shutil.rmtree(self.state_dir / "inputs", ignore_errors=True)
+        if self.lock is not None:
+            self.lock.release(remove=True)
+        else:
+            (self.state_dir / LOCK_FILE).unlink(missing_ok=True)
         for path in (self.state_dir / "logs", self.state_dir):
             with contextlib.suppress(OSError):
                 path.rmdir()  # only when empty
@@ -207,12 +368,26 @@ class Session:
     # --- the result -----------------------------------------------------------------
 
     def write_result(self, result: dict[str, Any]) -> None:
-        _write_json_atomic(self.result_path, result)
+        with _writing(self.result_path):
+            _write_json_atomic(self.result_path, result)
 
     def read_result(self) -> dict[str, Any] | None:
-        if not self.result_path.exists():
+        """The last result written, None if there is none; a damaged file is bad input."""
+        path = self.result_path
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
             return None
-        data: dict[str, Any] = json.loads(self.result_path.read_text())
+        except OSError as err:
+            raise HostError(f"{path}: cannot read ({err.strerror})") from None
+        except ValueError as err:
+            raise InputError(
+                f"is not a whole result ({err}); write it again with `clusterbisect resume "
+                f"{self.state_dir}`",
+                source=str(path),
+            ) from None
+        if not isinstance(data, dict) or "status" not in data:
+            raise InputError("is not a clusterbisect result", source=str(path))
         return data
 
 
@@ -268,6 +443,26 @@ def _store_input(state_dir: Path, which: str, source: str, text: str | None) -> 
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    """Write through a temporary file of our own, so concurrent readers (and a second
+    writer of the same file) never see half a document."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(data, indent=2, default=str) + "\n")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """An OSError while writing the state directory is this machine's problem (exit 3),
+    said in one line: read-only, immutable, full, not a directory."""
+    try:
+        yield
+    except OSError as err:
+        raise HostError(
+            f"{path}: the state directory cannot be written ({err.strerror or err})"
+        ) from None

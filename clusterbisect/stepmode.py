@@ -131,7 +131,7 @@ def _with_position(bisection: Bisection, func: Any) -> Any:
 
 def start(config: SessionConfig, state_dir: Path | None) -> dict[str, Any]:
     """Create a session, make it current and show the first probe."""
-    with new_session(config, state_dir) as bisection:
+    with new_session(config, state_dir, "start") as bisection:
         view = next_view(bisection)
     session = bisection.session
     set_current(session.state_dir)
@@ -316,8 +316,9 @@ def record(
             }
         }
 
-    recorded = _with_position(bisection, _record)
-    return {**recorded, "next": next_view(bisection)}
+    with bisection.session.locked("record"):
+        recorded = _with_position(bisection, _record)
+        return {**recorded, "next": next_view(bisection)}
 
 
 def _read_log(path: str) -> str:
@@ -444,7 +445,14 @@ def replay(text: str, source: str, state_dir: Path | None) -> dict[str, Any]:
     not ask for is still kept as a cached answer.
     """
     config, marks = parse_log(text, source)
-    bisection = create_session(config, state_dir)
+    bisection = create_session(config, state_dir, "replay")
+    try:
+        return _replay_marks(bisection, marks, source)
+    finally:
+        bisection.session.close()
+
+
+def _replay_marks(bisection: Bisection, marks: list[dict[str, Any]], source: str) -> dict[str, Any]:
     set_current(bisection.session.state_dir)
 
     def _apply(position: Position) -> int:
@@ -473,6 +481,23 @@ def replay(text: str, source: str, state_dir: Path | None) -> dict[str, Any]:
     return {"replayed": applied, "state_dir": state, "next": next_view(bisection)}
 
 
+def read_log_file(path: str) -> str:
+    """A ``log`` output from a file, for :func:`replay`: UTF-8 text, or bad input."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        raise InputError(f"cannot read ({err.strerror or err})", source=path) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = ""
+    if (not text and data) or "\x00" in text:
+        raise InputError(
+            "binary content; expected a `clusterbisect log` output (text)", source=path
+        )
+    return text
+
+
 def parse_log(text: str, source: str) -> tuple[SessionConfig, list[dict[str, Any]]]:
     """The session config and the marks of a log written by :func:`log_text`."""
     config: SessionConfig | None = None
@@ -487,8 +512,8 @@ def parse_log(text: str, source: str) -> tuple[SessionConfig, list[dict[str, Any
                 f"line {number}: expected `start {{...}}` or `mark {{...}}`", source=source
             )
         try:
-            data = json.loads(rest)
-        except ValueError as err:
+            data = json.loads(rest, parse_constant=_not_a_number)
+        except (ValueError, RecursionError) as err:
             raise InputError(
                 f"line {number}: not JSON after {word!r} ({err})", source=source
             ) from None
@@ -497,8 +522,13 @@ def parse_log(text: str, source: str) -> tuple[SessionConfig, list[dict[str, Any
         elif word == "mark" and isinstance(data, dict):
             if config is None:
                 raise InputError(f"line {number}: a mark before the start line", source=source)
-            if not isinstance(data.get("subset"), list) or "outcome" not in data:
-                raise InputError(f"line {number}: a mark needs outcome and subset", source=source)
+            subset = data.get("subset")
+            if not isinstance(subset, list) or not all(isinstance(k, str) for k in subset):
+                raise InputError(
+                    f"line {number}: a mark needs a subset (a list of change keys)", source=source
+                )
+            if not isinstance(data.get("outcome"), str):
+                raise InputError(f"line {number}: a mark needs an outcome", source=source)
             parse_outcome(str(data["outcome"]))
             marks.append(data)
         else:
@@ -510,11 +540,17 @@ def parse_log(text: str, source: str) -> tuple[SessionConfig, list[dict[str, Any
     return config, marks
 
 
+def _not_a_number(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
 def _config_from_log(data: dict[str, Any], source: str, number: int) -> SessionConfig:
     data = dict(data)
     for which in ("good", "bad"):
         copy = data.pop(f"{which}_copy", None)
         original = data.get(f"{which}_source")
+        if not all(isinstance(v, (str, type(None))) for v in (copy, original)):
+            raise InputError(f"line {number}: {which}_source is not a path", source=source)
         if (not original or not Path(original).exists()) and copy and Path(copy).exists():
             data[f"{which}_source"] = copy  # the original moved: use the session's copy
     try:

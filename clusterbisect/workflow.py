@@ -29,10 +29,11 @@ from clusterbisect.diff import Change, diff
 from clusterbisect.engine import Engine, Progress
 from clusterbisect.errors import InputError, Interrupted
 from clusterbisect.interrupts import sigterm_as_interrupt
+from clusterbisect.nextstep import next_step
 from clusterbisect.outcome import Outcome
 from clusterbisect.problem import Problem
 from clusterbisect.report import Evidence, build_result
-from clusterbisect.runners.base import RunnerContext
+from clusterbisect.runners.base import RunnerContext, runner_notes
 from clusterbisect.search import make_strategy
 from clusterbisect.search.base import ProbeAnswer, ProbeRequest, SearchResult, Strategy, Subset
 from clusterbisect.session import DRY_RUN_DIR, Session
@@ -70,8 +71,11 @@ class Bisection:
 # --- creating a session -------------------------------------------------------------------
 
 
-def create_session(config: SessionConfig, state_dir: Path | None) -> Bisection:
-    """Validate the inputs (they must load and be comparable), then make the state dir.
+def create_session(
+    config: SessionConfig, state_dir: Path | None, purpose: str = "run"
+) -> Bisection:
+    """Validate the inputs (they must load and be comparable), then make the state dir,
+    locked for ``purpose`` (the caller releases it: ``bisection.session.close()``).
 
     A source naming a live object (``job/NAME``, ``k8s://NS/job/NAME``) is fetched with
     the session's kubeconfig and stored as YAML, so a resume never depends on the
@@ -88,22 +92,29 @@ def create_session(config: SessionConfig, state_dir: Path | None) -> Bisection:
     )
     scope = config.scope
     changes = diff(good, bad, ignore=scope.ignore, container=scope.container)
-    session = Session.create(config, state_dir, good_text=texts[0], bad_text=texts[1])
+    session = Session.create(
+        config, state_dir, good_text=texts[0], bad_text=texts[1], purpose=purpose
+    )
     return Bisection(session, good, bad, changes)
 
 
 @contextmanager
-def new_session(config: SessionConfig, state_dir: Path | None) -> Iterator[Bisection]:
-    """Create a session for one command. If the command then fails on its input before
-    any probe ran (say, no change can be applied on the backend), the session is
-    removed again: a usage error leaves no half-made state directory behind."""
-    bisection = create_session(config, state_dir)
+def new_session(
+    config: SessionConfig, state_dir: Path | None, purpose: str = "run"
+) -> Iterator[Bisection]:
+    """Create a session for one command, which holds its lock until the block ends. If
+    the command then fails on its input before any probe ran (say, no change can be
+    applied on the backend), the session is removed again: a usage error leaves no
+    half-made state directory behind."""
+    bisection = create_session(config, state_dir, purpose)
     try:
         yield bisection
     except InputError:
         if not bisection.session.records():
             bisection.session.discard()
         raise
+    finally:
+        bisection.session.close()
 
 
 def _prior_weights(path: str) -> dict[str, float]:
@@ -141,6 +152,7 @@ def runner_for(bisection: Bisection, render_only: bool = False) -> Any:
         parallel=config.search.parallel,
         timeout_s=config.limits.timeout,
         dry_run="client" if render_only else config.dry_run,
+        signature=config.signature.failure_signature(),
         manifests_dir=session.manifests_dir,
         private_dir=session.private_dir(config.backend),
     )
@@ -209,6 +221,9 @@ def evidence(engine: Engine, search: SearchResult, elapsed_s: float) -> Evidence
         },
         elapsed_s=elapsed_s,
         read_log=session.read_log,
+        probe_timeout=engine.timeout().to_dict(),
+        next_step=next_step(config, search, session.input_path("good"), session.input_path("bad")),
+        backend_notes=runner_notes(engine.runner),
         priors=_priors_used(config, engine.problem),
     )
 
@@ -220,8 +235,15 @@ def run_session(bisection: Bisection, progress: Progress | None = None) -> dict[
     """Drive the session to a result with its backend; always release the runner.
 
     The journal is written as probes finish, so an interruption loses nothing: the
-    session can be resumed and reaches the same answer.
+    session can be resumed and reaches the same answer. The session's lock is held
+    throughout (taken here for a session opened to resume): one writer at a time.
     """
+    session = bisection.session
+    with session.locked("resume"):
+        return _run_locked(bisection, progress)
+
+
+def _run_locked(bisection: Bisection, progress: Progress | None) -> dict[str, Any]:
     started = time.monotonic()
     session = bisection.session
     runner = runner_for(bisection)
@@ -281,6 +303,7 @@ def dry_run(bisection: Bisection) -> dict[str, Any]:
         "changes_searched": len(engine.problem.testable),
         "untestable": engine.problem.untestable_list(),
         "plan": plan,
+        "notes": runner_notes(runner),
         "probe_count": 0,
         "rounds": 0,
         "culprits": [],

@@ -21,7 +21,7 @@ from clusterbisect.errors import InputError
 from clusterbisect.runners.base import Probe, RunnerContext
 from clusterbisect.runners.kubernetes import KubernetesRunner, KubernetesSettings, render
 from clusterbisect.settings import apply_changes, flatten
-from clusterbisect.specs import load_spec
+from clusterbisect.specs import load_spec, parse_spec
 from clusterbisect.specs.model import Spec
 
 K8S_FIXTURES = FIXTURES / "k8s"
@@ -351,10 +351,13 @@ def test_untestable_job_level_fields_and_overridden_settings() -> None:
     assert "--command" in reasons[command.key]
 
 
-def test_pod_metadata_reaches_the_probe_but_a_deployment_selector_label_does_not() -> None:
+def test_pod_labels_and_deployment_selector_labels_stay_off_probe_pods() -> None:
+    # A Pod has no selector: any of its labels may be a Service's.
     pod_spec = load("pod")
     runner = client_runner(pod_spec)
-    assert runner.untestable([change(pod_spec, "metadata.labels.team", "infra")]) == {}
+    reasons = runner.untestable([change(pod_spec, "metadata.labels.team", "infra")])
+    assert "Service" in reasons["metadata.labels.team"]
+    assert runner.untestable([change(pod_spec, "containers[trainer].env.LR", "1")]) == {}
     deployment = load("deployment")
     runner = client_runner(deployment)
     reasons = runner.untestable(
@@ -449,6 +452,7 @@ def test_the_role_grants_only_what_the_runner_uses() -> None:
         ("", "pods"): {"get", "list", "delete"},
         ("", "pods/log"): {"get"},
         ("", "configmaps"): {"create", "list", "delete"},
+        ("", "events"): {"list"},
     }
 
 
@@ -473,3 +477,129 @@ def test_kind_sized_copies_keep_the_same_changes() -> None:
     job = kind_sized(yaml.safe_load(originals[0]))
     assert "nvidia.com/gpu" not in json.dumps(job["spec"]["template"]["spec"]["containers"])
     assert all("persistentVolumeClaim" not in v for v in job["spec"]["template"]["spec"]["volumes"])
+
+
+# --- what probes do not share with production ----------------------------------------------
+
+
+def volumes_of(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in job["spec"]["template"]["spec"].get("volumes") or []}
+
+
+def mounts_of(job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    trainer = containers(job)["trainer"]
+    return {m["name"]: m for m in trainer.get("volumeMounts") or []}
+
+
+@pytest.mark.parametrize(
+    ("options", "checkpoints", "mount_read_only"),
+    [
+        (
+            {},
+            {
+                "persistentVolumeClaim": {
+                    "claimName": "checkpoints-search-relevance",
+                    "readOnly": True,
+                }
+            },
+            True,
+        ),
+        ({"scratch_volumes": True}, {"emptyDir": {}}, False),
+        (
+            {"allow_shared_volumes": True},
+            {"persistentVolumeClaim": {"claimName": "checkpoints-search-relevance"}},
+            False,
+        ),
+    ],
+)
+def test_persistent_volumes_are_not_shared_writable_unless_asked(
+    options: dict[str, Any], checkpoints: dict[str, Any], mount_read_only: bool
+) -> None:
+    spec = load("job")
+    runner = client_runner(spec, **options)
+    job = runner.manifests(probe_for(spec, []))[-1]
+    validate(job)
+    volumes = volumes_of(job)
+    assert {k: v for k, v in volumes["checkpoints"].items() if k != "name"} == checkpoints
+    assert bool(mounts_of(job)["checkpoints"].get("readOnly")) is mount_read_only
+    assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"  # per-pod volumes are kept
+    assert "readOnly" not in mounts_of(job)["dshm"]
+    changed = job["metadata"]["annotations"].get(render.ANN_VOLUMES, "")
+    notes = runner.notes()
+    if options.get("allow_shared_volumes"):
+        assert changed == "" and notes == []
+    else:
+        # datasets was read-only already: not a change; the two writable claims are.
+        assert "volume datasets" not in changed
+        assert "volume model-cache (PVC model-cache-rwx)" in changed
+        assert "volume checkpoints (PVC checkpoints-search-relevance)" in changed
+        assert any("checkpoints" in note for note in notes)
+
+
+def test_both_volume_options_at_once_are_bad_input() -> None:
+    with pytest.raises(InputError, match="--allow-shared-volumes and --scratch-volumes"):
+        KubernetesSettings(allow_shared_volumes=True, scratch_volumes=True)
+
+
+def test_statefulset_claim_templates_become_per_probe_volumes() -> None:
+    document = yaml.safe_load((K8S_FIXTURES / "statefulset.yaml").read_text())
+    trainer = document["spec"]["template"]["spec"]["containers"][0]
+    trainer["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    document["spec"]["volumeClaimTemplates"] = [
+        {
+            "metadata": {"name": "data", "labels": {"app": "ranker"}},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        }
+    ]
+    spec = parse_spec(yaml.safe_dump(document), "statefulset.yaml")
+    job = client_runner(spec).manifests(probe_for(spec, []))[-1]
+    validate(job)
+    data = volumes_of(job)["data"]
+    assert data["ephemeral"]["volumeClaimTemplate"]["spec"]["resources"] == {
+        "requests": {"storage": "1Gi"}
+    }
+    assert not mounts_of(job)["data"].get("readOnly")  # a fresh volume of its own: writable
+    scratch = client_runner(spec, scratch_volumes=True).manifests(probe_for(spec, []))[-1]
+    assert volumes_of(scratch)["data"] == {"name": "data", "emptyDir": {}}
+
+
+def test_a_pod_input_keeps_its_priority_class_but_not_the_computed_priority() -> None:
+    document = yaml.safe_load((K8S_FIXTURES / "pod.yaml").read_text())
+    document["spec"].update(priorityClassName="batch-low", priority=5, preemptionPolicy="Never")
+    spec = parse_spec(yaml.safe_dump(document), "pod.yaml")
+    job = client_runner(spec).manifests(probe_for(spec, []))[-1]
+    validate(job)
+    pod = job["spec"]["template"]["spec"]
+    assert pod["priorityClassName"] == "batch-low"
+    assert "priority" not in pod and "preemptionPolicy" not in pod
+    assert "app" not in job["spec"]["template"]["metadata"]["labels"]  # a Service's, maybe
+    reasons = client_runner(spec).untestable([change(spec, "priority", 7)])
+    assert "admission" in reasons["priority"]
+
+
+def test_admission_labels_are_copied_onto_probe_jobs() -> None:
+    document = yaml.safe_load((EXAMPLE / "good.yaml").read_text())
+    document["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = "team-a"
+    document["spec"]["template"]["metadata"]["labels"]["kueue.x-k8s.io/priority-class"] = "low"
+    spec = parse_spec(yaml.safe_dump(document), "good.yaml")
+    job = client_runner(spec).manifests(probe_for(spec, []))[-1]
+    labels = job["metadata"]["labels"]
+    assert labels["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert labels["kueue.x-k8s.io/priority-class"] == "low"
+    assert "team" not in labels
+    extended = client_runner(spec, admission_labels=["team", "platform.example.com/*"])
+    labels = extended.manifests(probe_for(spec, []))[-1]["metadata"]["labels"]
+    assert labels["team"] == "search-relevance"
+    assert labels["platform.example.com/base-image-version"] == "2026.11.01"
+    assert labels[render.LABEL_MANAGED_BY] == "clusterbisect"  # ours always win
+
+
+def test_a_kubeflow_priority_class_reaches_the_probe_pod() -> None:
+    document = yaml.safe_load((K8S_FIXTURES / "pytorchjob.yaml").read_text())
+    document["spec"].setdefault("runPolicy", {})["schedulingPolicy"] = {"priorityClass": "high"}
+    spec = parse_spec(yaml.safe_dump(document), "pytorchjob.yaml")
+    job = client_runner(spec).manifests(probe_for(spec, []))[-1]
+    assert job["spec"]["template"]["spec"]["priorityClassName"] == "high"

@@ -1,34 +1,51 @@
 """The Kubernetes runner's lifecycle, against a scripted API at the client boundary.
 
 Only ``kubernetes.client.BatchV1Api`` / ``CoreV1Api`` and ``kubernetes.watch.Watch``
-are replaced (pytest-mock); they answer with the client's own model objects (V1Job,
-V1Pod, ...), the way a cluster would. Kubeconfig loading, rendering, watching,
-classification and cleanup are the real code.
+are replaced, with ``create_autospec`` of the real classes (``autospec=True``): a call
+with an argument the real client does not take (``tailLines`` for ``tail_lines``)
+fails here as it would on a cluster. They answer with the client's own model objects
+(V1Job, V1Pod, ...) and, for a streamed log, a real ``urllib3.HTTPResponse``, the way
+a cluster would. Kubeconfig loading, rendering, watching, classification and cleanup
+are the real code. tests/cluster/ runs the same lifecycle against the real control
+plane.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import signal
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import EXAMPLES
+from k8s_fake import (
+    EXAMPLE,
+    RUNNING,
+    SESSION,
+    T0,
+    FakeCluster,
+    Step,
+    api_exception,
+    autospecced,
+    complete_steps,
+    container,
+    failed_steps,
+    make,
+    pod_for,
+    probes,
+    terminated,
+    waiting,
+    write_kubeconfig,
+)
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from clusterbisect.config import KubeConnection, KubernetesOptions
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.outcome import FailureSignature, Outcome
-from clusterbisect.runners.base import Probe, RunnerContext
+from clusterbisect.runners.base import RunnerContext
 from clusterbisect.runners.kubernetes import (
-    KubernetesRunner,
     KubernetesSettings,
     cleanup,
     connect,
@@ -38,309 +55,10 @@ from clusterbisect.runners.kubernetes import (
 from clusterbisect.specs import load_spec
 from clusterbisect.specs.live import is_live_ref, load_live_spec
 
-EXAMPLE = EXAMPLES / "training-upgrade"
-SESSION = "20261127-023012-a1b2c3"
-T0 = dt.datetime(2026, 11, 27, 3, 0, tzinfo=dt.timezone.utc)
-
-
-# --- a scripted cluster -------------------------------------------------------------
-
-
-@dataclass
-class Step:
-    """What one probe Job looks like at one tick of the fake cluster."""
-
-    conditions: list[tuple[str, str]] = field(default_factory=list)  # (type, reason)
-    pod: Callable[[str], client.V1Pod] | None = None
-
-
-def condition(kind: str, reason: str) -> client.V1JobCondition:
-    return client.V1JobCondition(
-        type=kind, status="True", reason=reason, last_transition_time=T0, message=reason
-    )
-
-
-def container(name: str, **state: Any) -> client.V1ContainerStatus:
-    return client.V1ContainerStatus(
-        name=name,
-        image="registry.example.com/ml/pytorch-train:2.6.0",
-        image_id="",
-        ready=False,
-        restart_count=0,
-        state=client.V1ContainerState(**state),
-    )
-
-
-def terminated(code: int, reason: str) -> dict[str, Any]:
-    return {
-        "terminated": client.V1ContainerStateTerminated(
-            exit_code=code, reason=reason, started_at=T0, finished_at=T0
-        )
-    }
-
-
-def waiting(reason: str, message: str = "") -> dict[str, Any]:
-    return {"waiting": client.V1ContainerStateWaiting(reason=reason, message=message)}
-
-
-def pod_for(
-    phase: str,
-    statuses: list[client.V1ContainerStatus] | None = None,
-    conditions: list[client.V1PodCondition] | None = None,
-) -> Callable[[str], client.V1Pod]:
-    def make(job: str) -> client.V1Pod:
-        return client.V1Pod(
-            api_version="v1",
-            kind="Pod",
-            metadata=client.V1ObjectMeta(
-                name=f"{job}-x7k2p",
-                namespace="ns1",
-                creation_timestamp=T0,
-                labels={
-                    render.LABEL_JOB: job,
-                    render.LABEL_SESSION: SESSION,
-                    render.LABEL_MANAGED_BY: "clusterbisect",
-                },
-                owner_references=[
-                    client.V1OwnerReference(
-                        api_version="batch/v1",
-                        kind="Job",
-                        name=job,
-                        uid="u-" + job,
-                        controller=True,
-                    )
-                ],
-            ),
-            status=client.V1PodStatus(
-                phase=phase, container_statuses=statuses, conditions=conditions
-            ),
-        )
-
-    return make
-
-
-RUNNING = Step(
-    pod=pod_for(
-        "Running", [container("trainer", running=client.V1ContainerStateRunning(started_at=T0))]
-    )
-)
-
-
-def complete_steps() -> list[Step]:
-    return [
-        RUNNING,
-        Step(
-            [("SuccessCriteriaMet", "CompletionsReached"), ("Complete", "CompletionsReached")],
-            pod_for("Succeeded", [container("trainer", **terminated(0, "Completed"))]),
-        ),
-    ]
-
-
-def failed_steps(code: int, reason: str, new_cluster: bool = True) -> list[Step]:
-    kinds = [("FailureTarget", "BackoffLimitExceeded")] if new_cluster else []
-    return [
-        RUNNING,
-        Step(
-            [*kinds, ("Failed", "BackoffLimitExceeded")],
-            pod_for("Failed", [container("trainer", **terminated(code, reason))]),
-        ),
-    ]
-
-
-class FakeCluster:
-    """Jobs created through the mocked BatchV1Api follow the script of their probe."""
-
-    def __init__(
-        self,
-        mocker: Any,
-        scripts: dict[str, list[Step]],
-        logs: dict[str, str] | None = None,
-        decide: Callable[[dict[str, Any]], tuple[list[Step], str]] | None = None,
-    ):
-        self.scripts = scripts
-        self.logs = logs or {}
-        self.decide = decide  # script a Job from its body (what the workload would do)
-        self.created: dict[str, dict[str, Any]] = {}  # job name -> body
-        self.probe_of: dict[str, str] = {}
-        self.deleted: list[str] = []
-        self.tick = 0
-        self.version = 100
-        self.stream_calls = 0
-        self.stream_hooks: dict[int, Callable[[], None]] = {}  # call number -> raise/act
-        self.batch = mocker.patch("kubernetes.client.BatchV1Api").return_value
-        self.core = mocker.patch("kubernetes.client.CoreV1Api").return_value
-        self.watch = mocker.patch("kubernetes.watch.Watch")
-        self.batch.create_namespaced_job.side_effect = self.create
-        self.batch.list_namespaced_job.side_effect = self.list_jobs
-        self.batch.delete_namespaced_job.side_effect = self.delete
-        self.core.list_namespaced_pod.side_effect = self.list_pods
-        self.core.read_namespaced_pod_log.side_effect = self.read_log
-        self.watch.return_value.stream.side_effect = self.stream
-
-    # API calls -------------------------------------------------------------------
-
-    def create(self, namespace: str, body: dict[str, Any], **kwargs: Any) -> client.V1Job:
-        name = body["metadata"]["name"]
-        if kwargs.get("dry_run") == "All":  # checked by the server, never persisted
-            return client.V1Job(metadata=client.V1ObjectMeta(name=name))
-        self.created[name] = body
-        probe = body["metadata"]["labels"][render.LABEL_PROBE]
-        self.probe_of[name] = probe
-        if self.decide is not None:
-            self.scripts[probe], self.logs[probe] = self.decide(body)
-        return self.job(name)
-
-    def delete(self, name: str, namespace: str, **kwargs: Any) -> client.V1Status:
-        self.deleted.append(name)
-        return client.V1Status(status="Success")
-
-    def list_jobs(self, namespace: str, **kwargs: Any) -> client.V1JobList:
-        self.version += 1
-        items = [self.job(n) for n in self.created if n not in self.deleted]
-        return client.V1JobList(
-            items=items, metadata=client.V1ListMeta(resource_version=str(self.version))
-        )
-
-    def list_pods(self, namespace: str, **kwargs: Any) -> client.V1PodList:
-        selector = kwargs.get("label_selector", "")
-        pods = []
-        for name in self.created:
-            step = self.step(name)
-            if step.pod is None or name in self.deleted:
-                continue
-            if selector.startswith(render.LABEL_JOB) and not selector.endswith("=" + name):
-                continue
-            pods.append(step.pod(name))
-        return client.V1PodList(items=pods, metadata=client.V1ListMeta(resource_version="1"))
-
-    def read_log(self, name: str, namespace: str, **kwargs: Any) -> str:
-        job = name.rsplit("-", 1)[0]
-        return self.logs.get(self.probe_of[job], "")
-
-    def stream(self, func: Any, *args: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        self.stream_calls += 1
-        hook = self.stream_hooks.get(self.stream_calls)
-        if hook:
-            hook()
-        self.tick += 1
-        for name in self.created:
-            if name not in self.deleted:
-                self.version += 1
-                job = self.job(name)
-                yield {"type": "MODIFIED", "object": job, "raw_object": {}}
-
-    # state -------------------------------------------------------------------------
-
-    def step(self, name: str) -> Step:
-        script = self.scripts[self.probe_of[name]]
-        return script[min(self.tick, len(script) - 1)]
-
-    def job(self, name: str) -> client.V1Job:
-        step = self.step(name)
-        body = self.created[name]
-        return client.V1Job(
-            api_version="batch/v1",
-            kind="Job",
-            metadata=client.V1ObjectMeta(
-                name=name,
-                namespace="ns1",
-                labels=body["metadata"]["labels"],
-                resource_version=str(self.version),
-                uid="u-" + name,
-            ),
-            status=client.V1JobStatus(
-                conditions=[condition(k, r) for k, r in step.conditions] or None,
-                active=0 if step.conditions else 1,
-                start_time=T0,
-            ),
-        )
-
-
-def api_exception(status: int, message: str, headers: dict[str, str] | None = None) -> ApiException:
-    err = ApiException(status=status, reason=message.split(":")[0])
-    err.body = json.dumps(
-        {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "status": "Failure",
-            "message": message,
-            "code": status,
-        }
-    )
-    err.headers = headers or {}
-    return err
-
 
 @pytest.fixture
 def kubeconfig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [
-                    {"name": "kind-clusterbisect", "cluster": {"server": "https://127.0.0.1:6443"}},
-                    {"name": "prod", "cluster": {"server": "https://prod.example.com"}},
-                ],
-                "users": [{"name": "probe", "user": {"token": "not-a-real-token"}}],
-                "contexts": [
-                    {
-                        "name": "kind-clusterbisect",
-                        "context": {
-                            "cluster": "kind-clusterbisect",
-                            "user": "probe",
-                            "namespace": "ns1",
-                        },
-                    },
-                    {"name": "prod", "context": {"cluster": "prod", "user": "probe"}},
-                ],
-                "current-context": "kind-clusterbisect",
-            }
-        )
-    )
-    monkeypatch.delenv("KUBECONFIG", raising=False)
-    return path
-
-
-def make(
-    kubeconfig: Path,
-    tmp_path: Path,
-    clock: list[float] | None = None,
-    dry_run: str | None = None,
-    **options: Any,
-) -> KubernetesRunner:
-    settings = {
-        "kubeconfig": str(kubeconfig),
-        "poll_s": 0.0,
-        "retry_base_s": 0.0,
-        "pending_grace_s": 0.0,
-        "image_pull_grace_s": 0.0,
-        **options,
-    }
-    context = RunnerContext(
-        session_id=SESSION, dry_run=dry_run, manifests_dir=tmp_path / "manifests"
-    )
-    if clock is None:
-        return KubernetesRunner(context, KubernetesSettings(**settings), sleep=lambda s: None)
-    return KubernetesRunner(
-        context, KubernetesSettings(**settings), clock=lambda: clock[0], sleep=lambda s: None
-    )
-
-
-def probes(tmp_path: Path, *ids: str) -> list[Probe]:
-    spec = load_spec(str(EXAMPLE / "good.yaml"))
-    return [
-        Probe(
-            probe_id=pid,
-            session_id=SESSION,
-            spec=spec,
-            changes=[],
-            log_path=tmp_path / "logs" / f"{pid}.log",
-            timeout_s=600,
-        )
-        for pid in ids
-    ]
+    return write_kubeconfig(tmp_path, monkeypatch)
 
 
 # --- verdicts ------------------------------------------------------------------------
@@ -384,15 +102,54 @@ def test_complete_and_failed_probes_run_together(
     assert runner.jobs.live == {}
 
 
-def test_logs_are_read_bounded(mocker: Any, kubeconfig: Path, tmp_path: Path) -> None:
-    cluster = FakeCluster(
-        mocker, {"p001": failed_steps(1, "Error")}, logs={"p001": "x" * 5000 + "\nFATAL: boom\n"}
+def test_long_logs_keep_their_end_and_every_matching_line(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    noise = "".join(f"step {i} loss=0.{i % 97:02d}\n" for i in range(40000))  # ~0.8 MB
+    text = noise + "NCCL WARN rank 3 slow\n" + noise + "RuntimeError: NCCL timeout\n"
+    cluster = FakeCluster(mocker, {"p001": failed_steps(1, "Error")}, logs={"p001": text})
+    runner = make(
+        kubeconfig,
+        tmp_path,
+        signature=FailureSignature(fail_on="NCCL WARN"),
+        max_log_bytes=100_000,
+        log_head_bytes=10_000,
     )
-    (result,) = make(kubeconfig, tmp_path, max_log_bytes=1000).run(probes(tmp_path, "p001"))
+    (result,) = runner.run(probes(tmp_path, "p001"))
     kwargs = cluster.core.read_namespaced_pod_log.call_args.kwargs
-    assert kwargs["limit_bytes"] == 1000 and kwargs["container"] == "trainer"
-    assert len(result.output) <= 1000 and result.output.endswith("FATAL: boom\n")
-    assert (tmp_path / "logs" / "p001.log").stat().st_size <= 1100
+    # The whole log is streamed: limitBytes would keep the start of the window.
+    assert kwargs["_preload_content"] is False and kwargs["container"] == "trainer"
+    assert "limit_bytes" not in kwargs and "tail_lines" not in kwargs
+    assert result.output.endswith("RuntimeError: NCCL timeout\n")
+    assert len(result.output) < 101_000 and result.details["log_bytes"] == len(text)
+    # The line in the middle was matched as it streamed past, and is kept.
+    assert "NCCL WARN rank 3 slow" in result.output
+    assert FailureSignature(fail_on="NCCL WARN").classify(result) is Outcome.FAIL
+    assert FailureSignature(fail_on="NCCL timeout").classify(result) is Outcome.FAIL
+    kept = (tmp_path / "logs" / "p001.log").read_text()
+    assert kept.startswith("step 0 loss") and kept.endswith("RuntimeError: NCCL timeout\n")
+    assert "NCCL WARN rank 3 slow" in kept and len(kept) < 112_000
+
+
+def test_a_broken_log_stream_falls_back_to_the_last_lines(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    import urllib3
+
+    cluster = FakeCluster(mocker, {"p001": failed_steps(1, "Error")}, logs={"p001": "a\nFATAL\n"})
+    read_log = cluster.read_log
+
+    def broken(name: str, namespace: str, **kwargs: Any) -> Any:
+        if kwargs.get("_preload_content") is False:
+            response = mocker.Mock(spec=urllib3.HTTPResponse)
+            response.stream.side_effect = urllib3.exceptions.ProtocolError("Connection broken")
+            return response
+        return read_log(name, namespace, **kwargs)
+
+    cluster.core.read_namespaced_pod_log.side_effect = broken
+    (result,) = make(kubeconfig, tmp_path, log_tail_lines=500).run(probes(tmp_path, "p001"))
+    assert result.output == "a\nFATAL\n"
+    assert cluster.core.read_namespaced_pod_log.call_args.kwargs["tail_lines"] == 500
 
 
 def test_old_cluster_conditions_are_understood(
@@ -531,7 +288,10 @@ def test_410_gone_mid_watch_relists(mocker: Any, kubeconfig: Path, tmp_path: Pat
     cluster.stream_hooks = {2: gone}
     (result,) = make(kubeconfig, tmp_path).run(probes(tmp_path, "p001"))
     assert result.exit_code == 0
-    assert cluster.batch.list_namespaced_job.call_count == 2  # the first list, and the re-list
+    lists = [
+        c for c in cluster.batch.list_namespaced_job.call_args_list if not c.kwargs.get("watch")
+    ]
+    assert len(lists) == 3  # leftovers of the session, the first list, and the re-list
     versions = [
         c.kwargs["resource_version"] for c in cluster.watch.return_value.stream.call_args_list
     ]
@@ -646,8 +406,8 @@ def test_an_error_mid_run_still_deletes_the_jobs(
 
 
 def test_cleanup_deletes_leftovers_by_label(mocker: Any, kubeconfig: Path) -> None:
-    batch = mocker.patch("kubernetes.client.BatchV1Api").return_value
-    core = mocker.patch("kubernetes.client.CoreV1Api").return_value
+    batch = autospecced(mocker, "kubernetes.client.BatchV1Api").return_value
+    core = autospecced(mocker, "kubernetes.client.CoreV1Api").return_value
     jobs = [
         client.V1Job(
             metadata=client.V1ObjectMeta(name=f"cb-{SESSION}-p00{i}-ab12c", namespace="ns1")
@@ -776,7 +536,7 @@ def test_make_runner_never_connects_for_a_client_dry_run(
 def test_live_input_is_fetched_and_normalised(
     mocker: Any, kubeconfig: Path, tmp_path: Path
 ) -> None:
-    batch = mocker.patch("kubernetes.client.BatchV1Api").return_value
+    batch = autospecced(mocker, "kubernetes.client.BatchV1Api").return_value
     manifest = yaml.safe_load((EXAMPLE / "good.yaml").read_text())
     job = client.ApiClient()._ApiClient__deserialize(manifest, "V1Job")  # what the API returns
     batch.read_namespaced_job.return_value = job
@@ -865,3 +625,12 @@ def test_the_example_incident_is_bisected_through_the_cli(
     ]
     assert result["probe_count"] == len(cluster.created) <= 16
     assert sorted(cluster.deleted) == sorted(cluster.created)  # nothing left behind
+    # The job's checkpoint and cache PVCs were mounted read-only, and the report says so.
+    notes = "\n".join(result["notes"])
+    assert "volume checkpoints (PVC checkpoints-search-relevance): mounted read-only" in notes
+    assert "--allow-shared-volumes" in notes
+    for body in cluster.created.values():
+        volumes = {v["name"]: v for v in body["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["checkpoints"]["persistentVolumeClaim"]["readOnly"] is True
+        mounts = body["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        assert all(m["readOnly"] for m in mounts if m["name"] != "dshm")

@@ -99,3 +99,47 @@ def test_a_failed_baseline_is_explained_by_its_log() -> None:
     (note,) = result["notes"]
     assert note.startswith("baseline-good probe p001: fail") and "ImportError" in note
     assert render_text(result).startswith("BASELINE FAILED")
+
+
+def test_a_confidence_is_cut_never_rounded_up_to_1() -> None:
+    from clusterbisect.report import confidence_text, confidence_value
+
+    assert (confidence_text(0.996), confidence_value(0.99999)) == ("0.99", 0.9999)
+    assert (confidence_text(1.0), confidence_value(1.0)) == ("1.00", 1.0)
+    records = [run("p001", [], "pass", "baseline-good"), run("p002", ALL, "fail", "baseline-bad")]
+    culprit = Culprit(frozenset({2}), confidence=0.9996, confirmed=True)
+    result = build_result(evidence(SearchResult(FOUND, [culprit]), records, lambda _: ""))
+    assert result["culprits"][0]["confidence"] == 0.9996
+    assert "confidence 0.99, confirmed both ways" in render_text(result)
+    assert "1.00" not in render_text(result) + render_markdown(result)
+
+
+def test_an_inconclusive_search_says_what_to_run_next() -> None:
+    from pathlib import Path
+
+    from clusterbisect.config import LimitOptions, SessionConfig, SignatureOptions
+    from clusterbisect.nextstep import next_step
+
+    config = SessionConfig(
+        "good.env",
+        "bad.env",
+        command=["python", "train.py", "--token=hunter2"],
+        signature=SignatureOptions(fail_on="NCCL error"),
+        limits=LimitOptions(max_probes=30),
+    )
+    good, bad = Path("/s/inputs/good.env"), Path("/s/inputs/bad.env")
+    flaky = next_step(config, SearchResult("inconclusive", notes=["runs disagree"]), good, bad)
+    assert flaky is not None
+    assert flaky["command"] == (
+        "clusterbisect run /s/inputs/good.env /s/inputs/bad.env --fail-on 'NCCL error' "
+        "--max-probes 30 --flaky --baseline-runs 6 -- python train.py '--token=<redacted>'"
+    )
+    short = next_step(config, SearchResult("inconclusive", notes=["stopped early: x"]), good, bad)
+    assert short is not None and "--max-probes 60" in short["command"]
+    assert "--flaky" not in short["command"] and "twice the budget" in short["why"]
+    assert next_step(config, SearchResult(FOUND), good, bad) is None
+    records = [run("p001", [], "pass", "baseline-good")]
+    document = evidence(SearchResult("inconclusive"), records, lambda _: "")
+    document.next_step = flaky
+    text = render_text(build_result(document))
+    assert f"Next: {flaky['why']}:\n  {flaky['command']}" in text

@@ -1,8 +1,16 @@
-"""The session's state directory, in process: creation, the journal, its paths, CURRENT."""
+"""The session's state directory, in process: creation, the journal, its paths, CURRENT.
+
+The journal survives every crash: a torn last line is cut off on open (with a
+warning), kept in journal.jsonl.torn and never appended to; a whole last record
+missing its newline is kept; probe ids are never reused (not after a torn line, not
+after a killed probe's log). The lock: one writer, named to the next (the real races
+between processes: tests/test_races.py).
+"""
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -11,6 +19,7 @@ from clusterbisect import session as sessions
 from clusterbisect.config import LimitOptions, SessionConfig
 from clusterbisect.errors import InputError
 from clusterbisect.journal import ProbeRecord
+from clusterbisect.locking import StateLock, holder
 from clusterbisect.session import Session
 
 
@@ -39,15 +48,16 @@ def test_a_session_is_created_and_opened_again(tmp_path: Path, config: SessionCo
     assert opened.created == pytest.approx(made.created)
     assert opened.spec("bad").document == {"env": {"A": "2"}}
     assert opened.spec("bad").source == config.bad_source  # what the user gave
+    with pytest.raises(InputError, match=r"in use by another clusterbisect \(PID \d+, `run`\)"):
+        Session.create(config, tmp_path / "s")  # the creator still holds the lock
+    made.close()
     with pytest.raises(InputError, match="already holds a session"):
         Session.create(config, tmp_path / "s")
     with pytest.raises(InputError, match="not a clusterbisect state directory"):
         Session.open(tmp_path)
 
 
-def test_the_journal_keeps_every_record_and_skips_a_torn_line(
-    tmp_path: Path, config: SessionConfig
-) -> None:
+def test_a_reader_skips_a_torn_line(tmp_path: Path, config: SessionConfig) -> None:
     made = Session.create(config, tmp_path / "s")
     made.append(record("p001"))
     made.append(record("p002", "fail"))
@@ -120,3 +130,95 @@ def test_the_current_session_pointer(
     assert sessions.resolve_state_dir("elsewhere") == Path("elsewhere")
     sessions.clear_current()
     assert not sessions.is_current(made)
+
+
+def made(config: SessionConfig, state: Path) -> Session:
+    session = Session.create(config, state)
+    session.close()
+    return session
+
+
+# --- the journal ------------------------------------------------------------------------
+
+
+def test_a_torn_tail_is_cut_off_kept_aside_and_never_appended_to(
+    tmp_path: Path, config: SessionConfig, capsys: pytest.CaptureFixture[str]
+) -> None:
+    session = made(config, tmp_path / "s")
+    for probe_id in ("p001", "p002", "p003"):
+        session.append(record(probe_id))
+    torn = b'{"duration_s": 0.1, "exit_code": 1, "log": "logs/p004.log", "probe_id": "p004", "ou'
+    with open(session.journal_path, "ab") as journal:
+        journal.write(torn)
+    # A reader (status, report) skips the torn tail and changes nothing.
+    assert [r.probe_id for r in session.records()] == ["p001", "p002", "p003"]
+    assert session.journal_path.read_bytes().endswith(torn)
+    # The torn record's id is taken: the next probe is p005, never a second p004.
+    assert session.new_probe_numbers(2) == [5, 6]
+    with session.locked("resume"):
+        assert not session.journal_path.read_bytes().endswith(torn)
+        session.append(record("p005", "fail"))
+    assert "torn" in capsys.readouterr().err
+    kept = session.journal_path.with_name("journal.jsonl.torn").read_bytes()
+    assert kept == torn + b"\n"
+    lines = session.journal_path.read_text().splitlines()
+    assert [json.loads(line)["probe_id"] for line in lines] == ["p001", "p002", "p003", "p005"]
+    assert session.new_probe_numbers(1) == [6]
+
+
+def test_a_whole_last_record_without_its_newline_is_kept(
+    tmp_path: Path, config: SessionConfig
+) -> None:
+    session = made(config, tmp_path / "s")
+    session.append(record("p001"))
+    with open(session.journal_path, "a") as journal:
+        journal.write(record("p002", "fail").to_line().rstrip("\n"))
+    with session.locked("resume"):
+        session.append(record("p003"))
+    assert [r.probe_id for r in session.records()] == ["p001", "p002", "p003"]
+    assert not session.journal_path.with_name("journal.jsonl.torn").exists()
+
+
+def test_a_damaged_line_inside_the_journal_is_an_error_naming_it(
+    tmp_path: Path, config: SessionConfig
+) -> None:
+    session = made(config, tmp_path / "s")
+    session.append(record("p001"))
+    with open(session.journal_path, "a") as journal:
+        journal.write("not a record\n")
+    session.append(record("p002"))
+    with pytest.raises(InputError, match=r"journal.jsonl: line 2 is not a probe record"):
+        session.records()
+
+
+def test_a_killed_probes_log_keeps_its_number(tmp_path: Path, config: SessionConfig) -> None:
+    session = made(config, tmp_path / "s")
+    session.append(record("p001"))
+    session.log_path("p002").write_text("killed mid-run\n")  # a log, no record
+    assert session.new_probe_numbers(2) == [3, 4]
+    assert session.taken_numbers() == {1, 2}
+
+
+# --- the lock, in process ------------------------------------------------------------------
+
+
+def test_the_lock_is_exclusive_and_names_its_holder(tmp_path: Path, config: SessionConfig) -> None:
+    session = made(config, tmp_path / "s")
+    with session.locked("resume"):
+        assert holder(session.state_dir) == (os.getpid(), "resume")
+        other = Session.open(session.state_dir)
+        with (
+            pytest.raises(InputError, match=r"in use by another clusterbisect \(PID \d+, `resume`"),
+            other.locked("record"),
+        ):
+            pass
+    with other.locked("record"):  # released: the next writer gets it
+        pass
+
+
+def test_a_discarded_session_leaves_no_lock_behind(tmp_path: Path, config: SessionConfig) -> None:
+    session = Session.create(config, tmp_path / "s")
+    session.discard()
+    assert not (tmp_path / "s").exists()
+    lock = StateLock.acquire(tmp_path, "run")  # the parent folder is untouched
+    lock.release(remove=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import sys
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 from clusterbisect.agent.tools import Reply, Tool, available, get_tool
 from clusterbisect.errors import EXIT_BACKEND, ClusterBisectError, InputError
+from clusterbisect.specs.yamlio import MAX_DEPTH
 
 # Payload bounds: an agent's context is precious. Anything cut says so and names the
 # file holding everything.
@@ -73,12 +75,52 @@ def find(name: str, read_only: bool = False) -> Tool:
     return tool
 
 
+def parse_input(data: bytes, source: str) -> Any:
+    """A tool's arguments from the bytes given: UTF-8 JSON, nothing else. Bad bytes,
+    NaN or Infinity (not JSON numbers) and absurd nesting are bad input (exit 2)."""
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise InputError(
+            f"not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); "
+            "the arguments must be a UTF-8 JSON document",
+            source=source,
+        ) from None
+    try:
+        return json.loads(text, parse_constant=_not_a_number)
+    except RecursionError:
+        raise InputError(f"nested more than {MAX_DEPTH} levels deep", source=source) from None
+    except ValueError as err:
+        raise InputError(f"invalid JSON: {err}", source=source) from None
+
+
+def _not_a_number(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def check_arguments(arguments: Any) -> None:
+    """Refuse what JSON Schema lets through: non-finite numbers (NaN passes every range
+    check) and nesting deeper than ``MAX_DEPTH`` (the validator recurses)."""
+    stack = [(arguments, 0, "")]
+    while stack:
+        value, depth, path = stack.pop()
+        if depth > MAX_DEPTH:
+            raise InputError(f"nested more than {MAX_DEPTH} levels deep", field=path or "/")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"{value} is not a number this tool accepts", field=path or "/")
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1, f"{path}/{k}") for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1, f"{path}/{i}") for i, v in enumerate(value))
+
+
 def call(name: str, arguments: Any, *, read_only: bool = False) -> Reply:
     """Validate and run tool ``name``; the reply's document is bounded in size.
 
     Raises ``ClusterBisectError`` (with its exit code) on any problem.
     """
     tool = find(name, read_only)
+    check_arguments(arguments)
     reply = tool.handler(validate(tool, arguments))
     reply.document = bound(reply.document, reply.full)
     return reply

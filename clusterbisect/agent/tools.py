@@ -265,10 +265,7 @@ def _replay(args: dict[str, Any]) -> Reply:
         raise InputError("give exactly one of log_file and log_text", field="log_file")
     if "log_file" in args:
         source = args["log_file"]
-        try:
-            text = Path(source).read_text(encoding="utf-8")
-        except OSError as err:
-            raise InputError(f"cannot read ({err.strerror or err})", source=source) from None
+        text = stepmode.read_log_file(source)
     else:
         source, text = "log_text", args["log_text"]
     return Reply(stepmode.replay(text, source, _state_dir(args)))

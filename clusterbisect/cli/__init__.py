@@ -16,7 +16,7 @@ import click
 from clusterbisect import __version__
 from clusterbisect.cli import agent, cleanup, diff, run, step, triage
 from clusterbisect.cli.common import emit_json
-from clusterbisect.errors import EXIT_INTERRUPTED, ClusterBisectError
+from clusterbisect.errors import EXIT_BACKEND, EXIT_INTERRUPTED, ClusterBisectError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -87,6 +87,21 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    except Exception as err:
+        _internal_error(err)
+
+
+def _internal_error(err: Exception) -> None:
+    """A bug of ours, or a failure nothing above foresaw: one line, exit 3. The
+    traceback is logged at debug level (``--log-level debug``) for a bug report."""
+    from clusterbisect.log import get_logger
+
+    get_logger(__name__).debug("internal error", exc_info=err)
+    message = f"{type(err).__name__}: {err}"
+    if isinstance(err, OSError):  # the machine, not the input: a disk, a permission
+        message = f"{err.filename + ': ' if err.filename else ''}{err.strerror or err}"
+    _report_error(f"internal error: {message}", "internal_error", {})
+    sys.exit(EXIT_BACKEND)
 
 
 def _wants_json() -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -55,6 +54,7 @@ def call_command(tool: str, input_path: str | None, read_only: bool) -> None:
 
 
 def _call_input(input_path: str | None) -> Any:
+    from clusterbisect.agent.dispatch import parse_input
     from clusterbisect.errors import InputError
 
     if input_path is None:
@@ -62,16 +62,13 @@ def _call_input(input_path: str | None) -> Any:
     source = "stdin" if input_path == "-" else input_path
     try:
         if input_path == "-":
-            text = sys.stdin.read()
+            data = sys.stdin.buffer.read()
         else:
-            with open(input_path, encoding="utf-8") as handle:
-                text = handle.read()
+            with open(input_path, "rb") as handle:
+                data = handle.read()
     except OSError as err:
         raise InputError(f"cannot read ({err.strerror or err})", source=source) from None
-    try:
-        return json.loads(text)
-    except ValueError as err:
-        raise InputError(f"invalid JSON: {err}", source=source) from None
+    return parse_input(data, source)
 
 
 @click.command("mcp")

@@ -202,7 +202,7 @@ def step_replay(logfile: str, state_dir: str | None, as_json: bool) -> None:
 
     from clusterbisect import stepmode
 
-    text = Path(logfile).read_text(encoding="utf-8")
+    text = stepmode.read_log_file(logfile)
     replayed = stepmode.replay(text, logfile, Path(state_dir) if state_dir else None)
     if as_json:
         emit_json(replayed)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from clusterbisect.diff import Change
-from clusterbisect.outcome import RunResult
+from clusterbisect.outcome import FailureSignature, RunResult
 from clusterbisect.specs.model import Spec
 
 # A render-only mode: probes are rendered (and, with "server", checked by the backend's
@@ -32,7 +32,9 @@ class RunnerContext:
     ``good`` is the good spec (every probe is it plus some changes) and ``changes``
     every change of the session; ``command`` is the workload after ``--``;
     ``container`` the container whose settings are searched. ``dry_run`` ("client" or
-    "server") asks for rendering without launching. The paths belong to the session:
+    "server") asks for rendering without launching. ``signature`` is what counts as
+    the failure: a backend that streams a probe's output can match it as it passes,
+    so an error in the middle of a long log is kept. The paths belong to the session:
     ``manifests_dir`` receives rendered manifests, ``private_dir`` the backend's own
     files (a local Ray's token and log). Without a session (a test, a benchmark) the
     defaults describe a runner that knows nothing and writes nowhere.
@@ -46,6 +48,7 @@ class RunnerContext:
     parallel: int = 1
     timeout_s: float | None = None
     dry_run: str | None = None
+    signature: FailureSignature | None = None
     manifests_dir: Path | None = None
     private_dir: Path | None = None
 
@@ -100,3 +103,10 @@ class Runner(Protocol):
     def close(self) -> None:
         """Release everything the runner started (clusters, sessions, leftovers)."""
         ...
+
+
+def runner_notes(runner: Any) -> list[str]:
+    """What a runner changed about every probe, for the report (say, volumes mounted
+    read-only). A runner may offer it as ``notes() -> list[str]``; most have none."""
+    notes = getattr(runner, "notes", None)
+    return list(notes()) if callable(notes) else []

@@ -4,32 +4,52 @@ The probe's environment is the current environment (or a minimal one with
 ``clean_env``), plus the good spec's environment variables, plus the applied
 changes. Only environment variables can be applied here: image, resources and
 scheduling changes are reported as untestable and left out of the search.
+
+Each probe runs under a keeper (``reaper.py``) in a session of its own: the keeper is a
+child subreaper, so every process the probe starts (a background ``cmd &``, a daemon
+that double-forks or calls ``setsid``) is killed when the probe ends, on success,
+failure, timeout, Ctrl-C and the death of clusterbisect itself. The environment goes
+to the keeper through a pipe and the keeper raises the stack limit execve needs, so a
+spec with tens of thousands of variables is not "Argument list too long".
+
+The output is matched against the signature's regex line by line as it streams, and
+kept as its head and tail (``output.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Any
 
 from clusterbisect.config import LocalOptions, with_tuning
 from clusterbisect.diff import Change
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.log import get_logger
-from clusterbisect.outcome import RunResult, signal_reason
+from clusterbisect.outcome import RunResult, compile_line_pattern, signal_reason
 from clusterbisect.redact import redact_env, secret_env_names
 from clusterbisect.runners.base import Probe, RunnerContext
+from clusterbisect.runners.output import HEAD_BYTES, TAIL_BYTES, OutputCapture
+from clusterbisect.runners.reaper import EXEC_MAX_BYTES, encode_job, read_status
 from clusterbisect.settings import ENV
 from clusterbisect.specs.workload import main_container, spec_env
 
 # What a minimal environment keeps: enough to find programs and a home.
 CLEAN_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TERM", "USER", "SYSTEMROOT")
 KILL_GRACE_S = 3.0
+# The keeper ends the probe's tree within its grace; this long after, it is killed too.
+KEEPER_MARGIN_S = 2.0
 POLL_S = 0.02
+REAPER = Path(__file__).with_name("reaper.py")
+# Linux's limit on one argument or "NAME=value" string (MAX_ARG_STRLEN, with its NUL).
+EXEC_MAX_STRING = 128 << 10
 
 log = get_logger(__name__)
 
@@ -38,7 +58,9 @@ log = get_logger(__name__)
 class LocalSettings(LocalOptions):
     """The user's options (``config.LocalOptions``) and the backend's own tuning."""
 
-    max_log_bytes: int = 1 << 20  # output kept per probe; the rest is counted, not stored
+    head_bytes: int = HEAD_BYTES  # output kept per probe: its head and its tail
+    tail_bytes: int = TAIL_BYTES
+    kill_grace_s: float = KILL_GRACE_S
     cwd: str | None = None
 
 
@@ -47,12 +69,14 @@ class _Running:
     probe: Probe
     process: subprocess.Popen[bytes]
     log_file: IO[bytes]
+    capture: OutputCapture
     reader: threading.Thread
+    status_fd: int
     started: float
     deadline: float | None
-    captured: bytearray
-    dropped: list[int]
     timed_out: bool = False
+    kill_at: float | None = None  # stopped: SIGKILL the group if still there by then
+    status: dict[str, Any] = field(default_factory=dict)
 
 
 class LocalRunner:
@@ -84,6 +108,8 @@ class LocalRunner:
         for value in (change.good, change.bad):
             if value is not None and not isinstance(value, str):
                 return "its value is a reference (secret, field) a local process cannot resolve"
+            if value is not None and _too_long(change.env_name, value):
+                return "its value is longer than a process's variable may be (128 KiB)"
         return None
 
     def environment(self, probe: Probe) -> dict[str, str]:
@@ -120,19 +146,21 @@ class LocalRunner:
         return list(probe.command)
 
     def run(self, probes: list[Probe]) -> list[RunResult]:
-        """Start every probe, wait for all, kill process groups on timeout or Ctrl-C."""
+        """Start every probe, wait for all; on a timeout or Ctrl-C, end its tree."""
         running: list[_Running] = []
         try:
             for probe in probes:
                 running.append(self._start(probe))
             self._wait(running)
         except KeyboardInterrupt as interrupt:
-            for item in running:
-                self._kill(item)
+            self._stop(running)
             raise Interrupted("interrupted; the running probes were stopped") from interrupt
         finally:
             for item in running:
                 self._finish(item)
+        for item in running:
+            if "error" in item.status:
+                raise BackendError(f"cannot start the probe workload {item.status['error']}")
         return [self._result(item) for item in running]
 
     def close(self) -> None:
@@ -140,97 +168,172 @@ class LocalRunner:
 
     # --- process lifecycle --------------------------------------------------------------
 
-    def _start(self, probe: Probe) -> _Running:
+    def _job(self, probe: Probe) -> bytes:
+        """What the keeper is sent: the argv and the environment, checked against what
+        execve(2) accepts (a clear error here, not E2BIG from the kernel later)."""
         argv = self._argv(probe)
+        env = self.environment(probe)
+        for name, value in env.items():
+            if _too_long(name, value):
+                raise InputError(
+                    f"the variable is {len(value) >> 10} KiB; a process's environment "
+                    "variable may be at most 128 KiB",
+                    field=f"env.{name}",
+                )
+            if "=" in name or "\0" in name + value or not name:
+                raise InputError(
+                    "a process's environment variable cannot have this name or a NUL in its value",
+                    field=f"env.{name}",
+                )
+        if any("\0" in word for word in argv):
+            raise InputError("an argument of the workload contains a NUL", field="COMMAND")
+        job = encode_job(argv, env, self.options.kill_grace_s)
+        words, items = len(argv), len(env)
+        size = len(job) + 8 * (words + items + 2)  # the strings, a NUL and a pointer each
+        if size > EXEC_MAX_BYTES:
+            raise InputError(
+                f"the probe's environment and arguments come to {size / (1 << 20):.1f} MiB; "
+                f"Linux passes at most {EXEC_MAX_BYTES >> 20} MiB to a process",
+                field="COMMAND",
+            )
+        return job
+
+    def _start(self, probe: Probe) -> _Running:
+        job = self._job(probe)
         probe.log_path.parent.mkdir(parents=True, exist_ok=True)
         log_file = open(probe.log_path, "wb")  # noqa: SIM115 - closed in _finish
+        job_read, job_write = os.pipe()
+        status_read, status_write = os.pipe()
         try:
-            # A new session makes the probe its own process group, so a timeout or a
-            # Ctrl-C kills the workload's children too.
+            # A new session makes the keeper and the workload a process group of their
+            # own, away from the terminal's Ctrl-C (we stop them ourselves).
             process = subprocess.Popen(
-                argv,
+                [sys.executable, "-I", "-S", str(REAPER)]
+                + [str(job_read), str(status_write), str(os.getpid())],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
-                env=self.environment(probe),
                 cwd=self.options.cwd,
                 start_new_session=True,
+                pass_fds=(job_read, status_write),
             )
         except OSError as err:
             log_file.close()
-            raise BackendError(f"cannot start the probe workload {argv[0]!r}: {err}") from err
-        captured = bytearray()
-        dropped = [0]
-        reader = threading.Thread(
-            target=_copy_bounded,
-            args=(process.stdout, log_file, captured, dropped, self.options.max_log_bytes),
-            daemon=True,
+            os.close(job_write)
+            os.close(status_read)
+            raise BackendError(f"cannot start a probe: {err}") from err
+        finally:
+            os.close(job_read)  # the keeper has its own copies now
+            os.close(status_write)
+        _send(job_write, job)
+        capture = OutputCapture(
+            log_file,
+            compile_line_pattern(
+                self.context.signature.fail_on if self.context.signature else None
+            ),
+            self.options.head_bytes,
+            self.options.tail_bytes,
         )
+        reader = threading.Thread(target=_copy, args=(process.stdout, capture), daemon=True)
         reader.start()
         now = time.monotonic()
         deadline = now + probe.timeout_s if probe.timeout_s else None
         log.debug("probe started", probe=probe.probe_id, pid=process.pid)
-        return _Running(probe, process, log_file, reader, now, deadline, captured, dropped)
+        return _Running(probe, process, log_file, capture, reader, status_read, now, deadline)
 
     def _wait(self, running: list[_Running]) -> None:
+        """Until every keeper has exited: a probe past its deadline is stopped (SIGTERM
+        to its group; SIGKILL if its keeper is not done in time), the others run on."""
         while any(item.process.poll() is None for item in running):
             now = time.monotonic()
             for item in running:
-                if item.process.poll() is None and item.deadline and now >= item.deadline:
+                if item.process.poll() is not None:
+                    continue
+                if item.deadline and now >= item.deadline and not item.timed_out:
                     item.timed_out = True
-                    self._kill(item)
+                    _signal(item, signal.SIGTERM)
+                    item.kill_at = now + self.options.kill_grace_s + KEEPER_MARGIN_S
+                elif item.kill_at is not None and now >= item.kill_at:
+                    _signal(item, signal.SIGKILL)
+                    item.kill_at = None
             time.sleep(POLL_S)
 
-    def _kill(self, item: _Running) -> None:
-        if item.process.poll() is not None:
-            return
-        for sig, wait in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, None)):
+    def _stop(self, items: list[_Running]) -> None:
+        """Stop these probes now (Ctrl-C): SIGTERM to every group at once, the keepers
+        end their trees; a keeper not done within its grace is killed with its group."""
+        for item in items:
+            _signal(item, signal.SIGTERM)
+        deadline = time.monotonic() + self.options.kill_grace_s + KEEPER_MARGIN_S
+        for item in items:
             try:
-                os.killpg(item.process.pid, sig)
-            except ProcessLookupError:
-                return
-            try:
-                item.process.wait(timeout=wait)
-                return
+                item.process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                continue
+                _signal(item, signal.SIGKILL)
+                item.process.wait()
 
     def _finish(self, item: _Running) -> None:
         if item.process.poll() is None:
-            self._kill(item)
-        item.process.wait()
+            self._stop([item])
+        item.status = _read_status(item.status_fd)
+        # The keeper has ended the probe's tree: the pipe is closed, the reader is done.
         item.reader.join(timeout=5)
-        if item.dropped[0]:
-            note = f"\n[clusterbisect: {item.dropped[0]} more bytes of output not kept]\n"
-            item.log_file.write(note.encode())
+        item.capture.close()
         item.log_file.close()
 
     def _result(self, item: _Running) -> RunResult:
-        code = item.process.returncode
+        code = item.status.get("exit", item.process.returncode)
+        duration = item.status.get("duration", time.monotonic() - item.started)
+        # A keeper that ended without saying how the workload did (killed from outside,
+        # out of memory) tells nothing about the workload: unresolved, never the failure.
+        lost = None
+        if "exit" not in item.status and not item.timed_out:
+            lost = f"the probe's keeper ended without a status (exit {item.process.returncode})"
         return RunResult(
             exit_code=None if item.timed_out else code,
-            output=item.captured.decode("utf-8", errors="replace"),
+            output=item.capture.text(),
             timed_out=item.timed_out,
             reason=signal_reason(code) if not item.timed_out else "Timeout",
-            duration_s=time.monotonic() - item.started,
+            infra_error=lost,
+            duration_s=float(duration),
             log_path=str(item.probe.log_path),
+            matched=item.capture.matched,
+            scanned=True,
         )
 
 
-def _copy_bounded(
-    stream: IO[bytes] | None, sink: IO[bytes], captured: bytearray, dropped: list[int], limit: int
-) -> None:
-    """Copy the probe's output to its log, keeping at most ``limit`` bytes."""
+def _signal(item: _Running, sig: int) -> None:
+    """``sig`` to the probe's process group (its keeper's session), if it still runs."""
+    if item.process.poll() is None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(item.process.pid, sig)
+
+
+def _too_long(name: str, value: str) -> bool:
+    return len(os.fsencode(name)) + len(os.fsencode(value)) + 2 > EXEC_MAX_STRING
+
+
+def _send(fd: int, data: bytes) -> None:
+    """Write the job to the keeper, which reads it all at once (a keeper that died
+    first reports itself through its exit status)."""
+    try:
+        with os.fdopen(fd, "wb") as pipe:
+            pipe.write(data)
+    except BrokenPipeError:
+        pass
+
+
+def _read_status(fd: int) -> dict[str, Any]:
+    """The keeper's one status line ({} if it was killed before it wrote one)."""
+    with os.fdopen(fd, "rb") as pipe:
+        return read_status(pipe.read())
+
+
+def _copy(stream: IO[bytes] | None, capture: OutputCapture) -> None:
+    """Feed the probe's output to its capture as it arrives."""
     if stream is None:
         return
     for chunk in iter(lambda: stream.read1(65536), b""):  # type: ignore[attr-defined]
-        room = limit - len(captured)
-        if room > 0:
-            kept = chunk[:room]
-            captured.extend(kept)
-            sink.write(kept)
-            sink.flush()
-        dropped[0] += max(0, len(chunk) - max(room, 0))
+        capture.feed(chunk)
 
 
 def make_runner(context: RunnerContext, options: LocalOptions) -> LocalRunner:

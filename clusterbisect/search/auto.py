@@ -12,8 +12,10 @@ failure later "confirms" a wrong interaction. So the bisection here is watched:
 * **Contradictions are evidence.** A subset whose runs disagree (a pass and a fail)
   means the failure is flaky. A failing subset inside a passing one contradicts the
   search's model (failures are monotone), so both probes are run again: if either
-  disagrees with itself, the failure is flaky; if both repeat, the note says that a
-  change masks the failure.
+  disagrees with itself, the failure is flaky; if both repeat, a change masks the
+  failure, and the bisection's model (whose every answer is certain) no longer holds
+  either: the flake-aware search weighs the runs instead. No culprit is reported with
+  confidence 1 after a contradiction.
 * **A candidate that does not fail on its own** (the descent's guess, or an
   interaction's part) is exactly what a flaky failure produces, and also what an
   interaction produces. The two cannot be told apart by more single runs, so the
@@ -228,11 +230,11 @@ class AutoStrategy:
             if _mixed(self._runs[subset]):
                 runs = _tally(self._runs[subset])
                 return f"a probe disagreed with itself when run again ({runs})"
-        self._notes.append(
+        return (
             f"a set of {len(failing)} changes fails while a set of {len(passing)} that "
-            "contains it passes, both twice: some change masks the failure"
+            "contains it passes, both twice: some change masks the failure, so the "
+            "bisection's answers cannot be taken as certain"
         )
-        return None
 
     def _monotone_violation(self) -> tuple[Subset, Subset] | None:
         failing = [s for s, runs in self._runs.items() if _verdict(runs) is Outcome.FAIL]

@@ -342,11 +342,26 @@ def _strip_nested(node: Any) -> None:
                 node["selector"] = selector
             else:
                 node.pop("selector")
-        for value in node.values():
-            _strip_nested(value)
+        for key, value in node.items():
+            if key == "volumeClaimTemplates" and isinstance(value, list):
+                _strip_claim_templates(value)
+            else:
+                _strip_nested(value)
     elif isinstance(node, list):
         for value in node:
             _strip_nested(value)
+
+
+def _strip_claim_templates(claims: list[Any]) -> None:
+    """A StatefulSet's claim templates: noise goes, but the name stays (the pod's
+    volumeMounts refer to it)."""
+    for claim in claims:
+        if isinstance(claim, dict) and isinstance(claim.get("metadata"), dict):
+            name = claim["metadata"].get("name")
+            claim["metadata"] = {
+                **noise.strip_metadata(claim["metadata"]),
+                **({"name": name} if name else {}),
+            }
 
 
 def _check_runtime_env_yaml(doc: dict[str, Any], source: str) -> None:

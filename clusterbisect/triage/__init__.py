@@ -26,7 +26,8 @@ is the user's guide.
 
 from __future__ import annotations
 
-from clusterbisect.config import TriageOptions, TriageSourceOptions, parse_duration
+from clusterbisect.config import TriageOptions, TriageSourceOptions
+from clusterbisect.durations import parse_duration
 from clusterbisect.triage.api import TriageRequest, triage, triage_analysis, write_outputs
 from clusterbisect.triage.priors import Priors, load_priors, priors_from_result
 from clusterbisect.triage.render import render_text

@@ -4,6 +4,7 @@
     python tests/cluster/cluster.py up       # build what is missing, start, bootstrap
     python tests/cluster/cluster.py down     # stop what `up` started, by PID
     python tests/cluster/cluster.py status   # where things are, and their memory
+    python tests/cluster/cluster.py restart kube-apiserver   # stop one component, start it again
 
 `up` builds tests/cluster/controlplane (one Go binary, `kcp`: etcd, kube-apiserver,
 kube-controller-manager, kube-scheduler, certificates) into build/controlplane/<key>/
@@ -218,10 +219,10 @@ class Cluster:
         tmp.replace(self.state_file)
 
     def spawn(
-        self, name: str, argv: list[str], env: dict[str, str] | None = None
+        self, name: str, argv: list[str], env: dict[str, str] | None = None, append: bool = False
     ) -> dict[str, Any]:
         log = self.logs / f"{name}.log"
-        with log.open("w") as out:
+        with log.open("a" if append else "w") as out:
             process = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
@@ -231,7 +232,13 @@ class Cluster:
                 env=env,
                 cwd=ROOT,
             )
-        entry = {"pid": process.pid, "start": start_time(process.pid), "log": str(log)}
+        entry = {
+            "pid": process.pid,
+            "start": start_time(process.pid),
+            "log": str(log),
+            "argv": argv,
+            "pythonpath": (env or {}).get("PYTHONPATH"),
+        }
         self.state["components"][name] = entry
         self.save()
         return entry
@@ -278,6 +285,53 @@ class Cluster:
         for port in sorted(ours & listening_ports()):
             problems.append(f"port {port} is still listening")
         return problems
+
+    def stop_one(self, name: str) -> None:
+        """Stop one component by its PID (SIGTERM, then SIGKILL after 20 s)."""
+        entry = self.state["components"][name]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(entry["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while alive(entry) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(entry):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(entry["pid"], signal.SIGKILL)
+            time.sleep(0.5)
+        if alive(entry):
+            raise ClusterError(f"{name} (pid {entry['pid']}) did not stop")
+
+    def start_one(self, name: str) -> None:
+        """Start a stopped component again with its recorded command line (its log is
+        appended to) and wait until it is ready."""
+        entry = self.state["components"][name]
+        if alive(entry):
+            raise ClusterError(f"{name} (pid {entry['pid']}) is running", 2)
+        env = {**os.environ, "PYTHONPATH": entry["pythonpath"]} if entry.get("pythonpath") else None
+        self.spawn(name, entry["argv"], env, append=True)
+        pki, port = self.pki, self.state["ports"]["apiserver"]
+        if name == "kube-apiserver":
+            self.wait_ready(name, lambda: tls_get(f"https://127.0.0.1:{port}/readyz", pki) == "ok")
+        else:  # still running after two seconds
+            deadline = time.monotonic() + 2
+            self.wait_ready(name, lambda: time.monotonic() > deadline)
+
+
+def restart(name: str, down_s: float = 0.0) -> float:
+    """Stop component ``name`` (say kube-apiserver), keep it down ``down_s``, start it
+    again; the seconds it was unreachable. For the live tests (an API server restart
+    in the middle of a probe)."""
+    cluster = Cluster(state_dir())
+    if not cluster.load():
+        raise ClusterError("no cluster is running", 2)
+    if name not in cluster.state.get("components", {}):
+        known = ", ".join(cluster.state.get("components", {}))
+        raise ClusterError(f"no component {name!r} (components: {known})", 2)
+    started = time.monotonic()
+    cluster.stop_one(name)
+    time.sleep(down_s)
+    cluster.start_one(name)
+    return time.monotonic() - started
 
 
 def sweep_cgroups(name: str | None) -> list[str]:
@@ -684,9 +738,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "restart"])
+    parser.add_argument("component", nargs="?", help="restart: the component to restart")
     args = parser.parse_args(argv)
     try:
+        if args.command == "restart":
+            if not args.component:
+                raise ClusterError("restart: name the component (e.g. kube-apiserver)", 2)
+            say(f"{args.component} was down for {restart(args.component):.1f} s")
+            return 0
         return {"up": up, "down": down, "status": status}[args.command]()
     except ClusterError as err:
         print(f"cluster: {err}", file=sys.stderr)

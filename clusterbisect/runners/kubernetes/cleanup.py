@@ -17,19 +17,23 @@ def cleanup(
     *,
     options: KubeConnection | None = None,
     sleep: Callable[[float], None] = time.sleep,
+    api: Api | None = None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
     """Delete everything clusterbisect left in the namespace (one session, or all).
 
     Jobs go with propagationPolicy=Background (their pods with them); ConfigMaps and
     orphaned probe pods are deleted too. ``options`` say how to connect (the
-    registry's cleanup hook: ``cleanup(session_id, options=...)``).
+    registry's cleanup hook: ``cleanup(session_id, options=...)``). With ``dry_run``
+    nothing is deleted: the report lists what would be, and the sessions it belongs to.
     """
-    options = settings_of(options)
-    conn = conn or connect(options.kubeconfig, options.context, options.namespace)
-    api = Api(conn, options.retries, options.retry_base_s, sleep)
+    settings = settings_of(options)
+    conn = conn or (api.conn if api else None)
+    conn = conn or connect(settings.kubeconfig, settings.context, settings.namespace)
+    api = api or Api.of(conn, settings, sleep)
     selector = render.session_selector(session_id)
     jobs = _list_labelled(api, conn.batch.list_namespaced_job, conn, selector, "jobs.batch")
-    deleted_jobs = [j.metadata.name for j in jobs if api.delete_job(j.metadata.name)]
+    jobs = [j for j in jobs if not j.metadata.deletion_timestamp]
     job_names = {j.metadata.name for j in jobs}
     pods = _list_labelled(api, conn.core.list_namespaced_pod, conn, selector, "pods")
     orphans = [
@@ -40,21 +44,28 @@ def cleanup(
             o.kind == "Job" and o.name in job_names for o in pod.metadata.owner_references or []
         )
     ]
-    deleted_pods = _delete_each(api, conn.core.delete_namespaced_pod, conn, orphans, "pods")
     maps = _list_labelled(api, conn.core.list_namespaced_config_map, conn, selector, "configmaps")
-    deleted_maps = _delete_each(
-        api,
-        conn.core.delete_namespaced_config_map,
-        conn,
-        [cm.metadata.name for cm in maps],
-        "configmaps",
-    )
-    return {
+    map_names = [cm.metadata.name for cm in maps]
+    report: dict[str, Any] = {
         "namespace": conn.namespace,
         "session": session_id,
         "selector": selector,
-        "deleted": {"jobs": deleted_jobs, "pods": deleted_pods, "configmaps": deleted_maps},
+        "sessions": sorted({_session_of(o) for o in [*jobs, *pods, *maps]} - {""}),
     }
+    if dry_run:
+        report["found"] = {"jobs": sorted(job_names), "pods": orphans, "configmaps": map_names}
+        return report
+    deleted_jobs = [j.metadata.name for j in jobs if api.delete_job(j.metadata.name)]
+    deleted_pods = _delete_each(api, conn.core.delete_namespaced_pod, conn, orphans, "pods")
+    deleted_maps = _delete_each(
+        api, conn.core.delete_namespaced_config_map, conn, map_names, "configmaps"
+    )
+    report["deleted"] = {"jobs": deleted_jobs, "pods": deleted_pods, "configmaps": deleted_maps}
+    return report
+
+
+def _session_of(obj: Any) -> str:
+    return str((obj.metadata.labels or {}).get(render.LABEL_SESSION, ""))
 
 
 def _list_labelled(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,10 +42,15 @@ class KubernetesSettings(KubernetesOptions):
     image_pull_grace_s: float = 60.0  # image pull or container config errors for this long
     poll_s: float = 5.0  # how often pods are checked; also the watch's server-side timeout
     deadline_slack_s: float = 120.0  # our own watchdog beyond activeDeadlineSeconds
-    max_log_bytes: int = 1 << 20
-    log_tail_lines: int = 20000
-    retries: int = 5
+    mount_grace_s: float = 120.0  # ContainerCreating with FailedMount events for this long
+    max_log_bytes: int = 1 << 20  # the end of a probe's log kept (and matched)
+    log_head_bytes: int = 256 << 10  # the start of a long log also kept in its file
+    log_tail_lines: int = 20000  # the fallback when the log cannot be streamed whole
+    retries: int = 5  # retries of a failed call, at least ...
+    retry_window_s: float = 120.0  # ... and for this long (an API server restart)
     retry_base_s: float = 0.5
+    retry_cap_s: float = 10.0
+    request_timeout_s: float = 60.0  # a create or list that hangs is retried after this
 
 
 def settings_of(options: KubeConnection | None) -> KubernetesSettings:
@@ -219,10 +225,100 @@ def _retry_after(err: Any) -> float | None:
         return None
 
 
+def _body_name(args: tuple[Any, ...]) -> str | None:
+    for arg in args:
+        if isinstance(arg, dict):
+            return (arg.get("metadata") or {}).get("name")
+    return None
+
+
 def connection_errors() -> tuple[type[BaseException], ...]:
     import urllib3
 
     return (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
+
+
+@dataclass
+class Backoff:
+    """Delays between retries: doubling from ``base_s`` up to ``cap_s``; no more once
+    ``retries`` were made *and* ``window_s`` of waiting is spent (so a short outage,
+    such as an API server restart, is ridden out; a zero base only counts retries)."""
+
+    base_s: float = 0.5
+    retries: int = 5
+    window_s: float = 0.0
+    cap_s: float = 10.0
+    attempt: int = 0
+    waited_s: float = 0.0
+
+    def next(self) -> float | None:
+        """The delay before the next try, or None to give up."""
+        more = self.attempt < self.retries or (self.base_s > 0 and self.waited_s < self.window_s)
+        if not more:
+            return None
+        delay = min(self.base_s * 2**self.attempt, self.cap_s)
+        self.attempt += 1
+        self.waited_s += delay
+        return delay
+
+    def reset(self) -> None:
+        self.attempt, self.waited_s = 0, 0.0
+
+
+def backoff_of(options: KubernetesSettings) -> Backoff:
+    """A fresh :class:`Backoff` with the options' retry tuning."""
+    return Backoff(
+        options.retry_base_s, options.retries, options.retry_window_s, options.retry_cap_s
+    )
+
+
+def unknown_field_error(err: Exception, resource: str, name: str | None) -> InputError | None:
+    """Bad input from a client-side validation error of a request's body (kubernetes
+    client 35+ validates bodies with pydantic); None for anything else, such as a wrong
+    keyword argument, which is our own bug and is not hidden as bad input."""
+    try:
+        errors = err.errors()  # type: ignore[attr-defined]
+    except (AttributeError, TypeError):
+        return None
+    about_body = [e for e in errors if len(e.get("loc") or ()) > 1 and isinstance(e["loc"][0], int)]
+    if not about_body or len(about_body) != len(errors):
+        return None
+    parts = []
+    for item in about_body:
+        path = field_path(item["loc"][1:])
+        if item.get("type") == "extra_forbidden":
+            parts.append(f"unknown field {path}")
+        else:
+            parts.append(f"{path}: {item.get('msg', 'invalid')}")
+    what = f"{resource} {name}" if name else resource
+    return InputError(
+        f"{'; '.join(parts)} (rejected by the Kubernetes client before sending {what}; "
+        "the Kubernetes API has no such field, or not with this type)",
+        field=field_path(about_body[0]["loc"][1:]),
+        details={"resource": resource, "name": name, "fields": [e["loc"][1:] for e in errors]},
+    )
+
+
+def field_path(loc: Any) -> str:
+    """``("spec", "containers", 0, "envv")`` as ``spec.containers[0].envv``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def strict_decoding_error(err: Any, resource: str) -> InputError | None:
+    """Bad input from the API server's ``fieldValidation=Strict`` rejection (HTTP 400,
+    "strict decoding error: unknown field ..."); None for any other error."""
+    message = _server_message(err)
+    if getattr(err, "status", None) != 400 or "strict decoding error" not in message:
+        return None
+    fields = re.findall(r'unknown field "([^"]+)"', message)
+    return InputError(
+        f"the API server refused {resource} with unknown fields: {message}",
+        field=fields[0] if fields else None,
+        details={"resource": resource, "fields": fields},
+    )
 
 
 class Api:
@@ -234,11 +330,36 @@ class Api:
         retries: int = 5,
         retry_base_s: float = 0.5,
         sleep: Callable[[float], None] = time.sleep,
+        *,
+        retry_window_s: float = 0.0,
+        retry_cap_s: float = 10.0,
+        request_timeout_s: float | None = None,
     ) -> None:
         self.conn = conn
+        self.request_timeout_s = request_timeout_s
         self.retries = retries
         self.retry_base_s = retry_base_s
+        self.retry_window_s = retry_window_s
+        self.retry_cap_s = retry_cap_s
         self.sleep = sleep
+
+    @classmethod
+    def of(
+        cls, conn: Connection, options: KubernetesSettings, sleep: Callable[[float], None]
+    ) -> Api:
+        """An ``Api`` with the options' retry tuning."""
+        return cls(
+            conn,
+            options.retries,
+            options.retry_base_s,
+            sleep,
+            retry_window_s=options.retry_window_s,
+            retry_cap_s=options.retry_cap_s,
+            request_timeout_s=options.request_timeout_s,
+        )
+
+    def backoff(self) -> Backoff:
+        return Backoff(self.retry_base_s, self.retries, self.retry_window_s, self.retry_cap_s)
 
     def call(
         self,
@@ -252,35 +373,42 @@ class Api:
         """Call ``fn``; ApiExceptions with a ``passthrough`` status are re-raised as is."""
         from kubernetes.client.exceptions import ApiException
 
-        attempt = 0
+        backoff = self.backoff()
         while True:
             try:
                 return fn(*args, **kwargs)
             except ApiException as err:
                 if err.status in passthrough:
                     raise
-                if err.status in RETRY_STATUSES and attempt < self.retries:
-                    delay = _retry_after(err) or self.retry_base_s * 2**attempt
+                delay = backoff.next() if err.status in RETRY_STATUSES else None
+                if delay is not None:
+                    delay = _retry_after(err) or delay
                     log.info(
                         "k8s.retry", verb=verb, resource=resource, status=err.status, delay_s=delay
                     )
                     self.sleep(min(delay, 30.0))
-                    attempt += 1
                     continue
+                bad_input = strict_decoding_error(err, resource)
+                if bad_input is not None:
+                    raise bad_input from None
                 raise api_error(err, verb, resource, self.conn.namespace) from err
             except connection_errors() as err:
-                if attempt < self.retries:
-                    delay = self.retry_base_s * 2**attempt
+                delay = backoff.next()
+                if delay is not None:
                     log.info(
                         "k8s.retry", verb=verb, resource=resource, error=str(err), delay_s=delay
                     )
-                    self.sleep(min(delay, 30.0))
-                    attempt += 1
+                    self.sleep(delay)
                     continue
                 raise BackendError(
                     f"cannot reach the Kubernetes API at {self.conn.host or '?'} to {verb} "
                     f"{resource}: {err}"
                 ) from err
+            except ValueError as err:  # pydantic's ValidationError (client 35+) is one
+                bad_body = unknown_field_error(err, resource, _body_name(args))
+                if bad_body is None:
+                    raise
+                raise bad_body from None
 
     def create(
         self,
@@ -291,8 +419,16 @@ class Api:
         passthrough: tuple[int, ...] = (),
         **kwargs: Any,
     ) -> Any:
-        """Create ``body`` in the namespace with ``fn`` (a ``create_namespaced_*``)."""
+        """Create ``body`` in the namespace with ``fn`` (a ``create_namespaced_*``).
+
+        With ``fieldValidation=Strict``: a field the API does not know is refused (bad
+        input), never dropped silently. A create that hangs is given up after the
+        request timeout and retried like a dropped connection.
+        """
         namespace = self.conn.namespace
+        kwargs.setdefault("field_validation", "Strict")
+        if self.request_timeout_s:
+            kwargs.setdefault("_request_timeout", self.request_timeout_s)
         return self.call(
             fn, namespace, body, verb="create", resource=resource, passthrough=passthrough, **kwargs
         )
@@ -323,3 +459,31 @@ class Api:
             "jobs.batch",
             propagation_policy="Background",
         )
+
+
+def model_problems(kind_model: str, body: dict[str, Any]) -> list[tuple[tuple[Any, ...], str]]:
+    """What the client's model of ``kind_model`` (``V1Job``) finds wrong with ``body``,
+    offline, as ``(path, message)``; nothing when the client does not validate (older
+    than 35) or is not installed. The API server checks again (fieldValidation=Strict)."""
+    try:
+        from kubernetes import client
+    except ImportError:
+        return []
+    model = getattr(client, kind_model, None)
+    validate = getattr(model, "model_validate", None)
+    if validate is None:
+        return []
+    try:
+        validate(body)
+    except ValueError as err:
+        errors = getattr(err, "errors", None)
+        if errors is None:
+            return []
+        return [
+            (
+                tuple(e.get("loc") or ()),
+                "unknown field" if e.get("type") == "extra_forbidden" else str(e.get("msg")),
+            )
+            for e in errors()
+        ]
+    return []

@@ -1,43 +1,38 @@
 """Probe Jobs in flight: created, watched until each has a result, and deleted.
 
-The runner renders a probe's Job; :class:`ProbeJobs` creates it and follows it with a
-watch on the session's Jobs (a resourceVersion, re-listing on ``410 Gone``), checks
-the pods for what a Job's conditions do not say (stuck Pending, a main container that
-exited while sidecars run on), keeps our own deadline, reads the main container's log,
-settles each probe into a ``RunResult`` and deletes its Job
-(``propagationPolicy=Background``), and deletes whatever is still in flight when asked
-(:meth:`ProbeJobs.abort`: interruption, error, close).
+The runner renders a probe's Job; :class:`ProbeJobs` creates it (adopting the Job a
+retried create finds already made) and follows it with a watch on the session's Jobs
+(a resourceVersion, re-listing on ``410 Gone`` with a back-off, riding out an API
+server restart), checks the pods for what a Job's conditions do not say (stuck
+Pending or ContainerCreating, a pod refused at creation, a main container that exited
+while sidecars run on, an evicted pod whose replacement is on its way), keeps our own
+deadline, streams the main container's log, settles each probe into a ``RunResult``
+and deletes its Job (``propagationPolicy=Background``), and deletes whatever is still
+in flight when asked (:meth:`ProbeJobs.abort`: interruption, error, close).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from clusterbisect.errors import BackendError
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult
 from clusterbisect.runners.base import Probe
-from clusterbisect.runners.kubernetes import render
+from clusterbisect.runners.kubernetes import render, status
 from clusterbisect.runners.kubernetes.client import (
     RETRY_STATUSES,
     Api,
     KubernetesSettings,
     api_error,
+    backoff_of,
     connection_errors,
 )
-from clusterbisect.runners.kubernetes.status import (
-    PERMANENT_ERRORS,
-    disrupted,
-    job_verdict,
-    main_done_sidecars_running,
-    pending_problem,
-    pod_sort_key,
-    terminated_state,
-)
+from clusterbisect.runners.kubernetes.logs import LogCapture, read_pod_log
 
 log = get_logger(__name__)
 
@@ -53,7 +48,11 @@ class Tracked:
     main: str
     result: RunResult | None = None
     pod_name: str | None = None
-    seen: dict[str, float] = field(default_factory=dict)  # waiting reason -> first seen
+    seen: dict[str, float] = field(default_factory=dict)  # stuck reason -> first seen
+    last_pod: float = 0.0  # when a pod of it (even a terminating one) was last seen
+    disruptions: dict[str, str] = field(default_factory=dict)  # pod -> why it was disrupted
+    adopted: bool = False
+    suspended: bool = False  # the Job waits for admission (a queue such as Kueue)
 
 
 class ProbeJobs:
@@ -65,39 +64,77 @@ class ProbeJobs:
         options: KubernetesSettings,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        pattern: re.Pattern[str] | None = None,
     ) -> None:
         self.api = api
         self.conn = api.conn
         self.options = options
         self.clock = clock
         self.sleep = sleep
+        self.pattern = pattern  # the failure signature's regex, matched on whole logs
         self.live: dict[str, Tracked] = {}
         self._last_pod_check = float("-inf")
+        self._events_forbidden = False
+
+    # --- creating ---------------------------------------------------------------------
 
     def start(self, probe: Probe, render_job: Callable[[], dict[str, Any]], main: str) -> Tracked:
         """Create the probe's Job (``render_job()`` renders it, with a fresh name each
-        time); a name clash (409) gets a fresh name."""
+        time). A create whose answer was lost (a dropped connection, a timeout, then a
+        409 on the retry) adopts the Job it made; only a real name clash gets a new name."""
         from kubernetes.client.exceptions import ApiException
 
         conn = self.conn
         for _ in range(3):
             job = render_job()
             name = job["metadata"]["name"]
+            adopted = False
             try:
                 self.api.create(
                     conn.batch.create_namespaced_job, job, "jobs.batch", passthrough=(409,)
                 )
-            except ApiException:
-                continue
-            now = self.clock()
-            deadline = now + job["spec"]["activeDeadlineSeconds"] + self.options.deadline_slack_s
-            tracked = Tracked(probe, name, now, deadline, main)
-            self.live[name] = tracked
-            log.info("k8s.job_created", job=name, probe=probe.probe_id, namespace=conn.namespace)
-            return tracked
+            except ApiException:  # 409: a Job of that name exists: ours, or a clash
+                if not self._find_own(probe, name):
+                    continue
+                adopted = True
+            except BackendError:  # the create may have been made all the same
+                if not self._find_own(probe, name):
+                    raise
+                adopted = True
+            return self._track(probe, job, main, adopted)
         raise BackendError(
             f"could not create a probe job for {probe.probe_id}: names kept clashing"
         )
+
+    def _find_own(self, probe: Probe, name: str) -> bool:
+        """Whether the Job ``name`` exists with this probe's labels (found by label)."""
+        conn = self.conn
+        selector = (
+            f"{render.session_selector(probe.session_id)},"
+            f"{render.LABEL_PROBE}={render.label_value(probe.probe_id)}"
+        )
+        found = self.api.call(
+            conn.batch.list_namespaced_job,
+            conn.namespace,
+            label_selector=selector,
+            verb="list",
+            resource="jobs.batch",
+        ).items
+        return any(
+            j.metadata.name == name and not j.metadata.deletion_timestamp for j in found or []
+        )
+
+    def _track(self, probe: Probe, job: dict[str, Any], main: str, adopted: bool) -> Tracked:
+        name = job["metadata"]["name"]
+        now = self.clock()
+        deadline = now + job["spec"]["activeDeadlineSeconds"] + self.options.deadline_slack_s
+        tracked = Tracked(probe, name, now, deadline, main, last_pod=now, adopted=adopted)
+        self.live[name] = tracked
+        event = "k8s.job_adopted" if adopted else "k8s.job_created"
+        log.info(event, job=name, probe=probe.probe_id, namespace=self.conn.namespace)
+        return tracked
+
+    # --- watching ---------------------------------------------------------------------
 
     def watch(self, tracked: list[Tracked]) -> None:
         """Watch the session's Jobs until each probe has a result."""
@@ -106,7 +143,8 @@ class ProbeJobs:
         pending = {t.name: t for t in tracked if t.result is None}
         selector = render.session_selector(tracked[0].probe.session_id)
         version: str | None = None
-        failures = 0
+        lost = backoff_of(self.options)
+        gone = 0  # 410s in a row: the second and later wait before listing again
         while pending:
             if version is None:  # (re-)list: the initial state, and after 410 Gone
                 version = self._relist(pending, selector)
@@ -116,21 +154,30 @@ class ProbeJobs:
                 break
             try:
                 version = self._follow(pending, selector, version)
-                failures = 0
+                lost.reset()
+                gone = 0
             except ApiException as err:
                 if err.status == 410:  # our resourceVersion is too old: list again
-                    log.info("k8s.watch_gone", resource_version=version)
+                    log.info("k8s.watch_gone", resource_version=version, in_a_row=gone + 1)
+                    if gone:
+                        self.sleep(self._gone_delay(gone))
+                    gone += 1
                     version = None
                     continue
-                if err.status not in RETRY_STATUSES or failures >= self.options.retries:
+                delay = lost.next() if err.status in RETRY_STATUSES else None
+                if delay is None:
                     raise api_error(err, "watch", "jobs.batch", self.conn.namespace) from err
-                failures += 1
-                self.sleep(self.options.retry_base_s * 2**failures)
-            except connection_errors() as err:  # includes a watch that timed out client-side
-                failures += 1
-                if failures > self.options.retries:
+                self.sleep(delay)
+            except connection_errors() as err:  # also a watch that timed out client-side
+                delay = lost.next()
+                if delay is None:
                     raise BackendError(f"lost the watch on probe jobs: {err}") from err
-                self.sleep(self.options.retry_base_s * 2**failures)
+                log.info("k8s.watch_lost", error=str(err), delay_s=delay)
+                self.sleep(delay)
+
+    def _gone_delay(self, in_a_row: int) -> float:
+        base = self.options.retry_base_s or 0.0
+        return float(min(base * 2 ** (in_a_row - 1), self.options.retry_cap_s))
 
     def _relist(self, pending: dict[str, Tracked], selector: str) -> str:
         """List the session's Jobs, settle what they say, and return the list's version."""
@@ -185,12 +232,15 @@ class ProbeJobs:
             watcher.stop()
         return version
 
+    # --- settling ---------------------------------------------------------------------
+
     def _on_job(self, job: Any, pending: dict[str, Tracked]) -> None:
         item = pending.get(job.metadata.name)
         if item is None:
             return
-        verdict = job_verdict(job)
+        verdict = status.job_verdict(job)
         if verdict is None:
+            item.suspended = bool(getattr(getattr(job, "spec", None), "suspend", False))
             return
         outcome, reason = verdict
         self._finish(pending, item, outcome, reason)
@@ -212,41 +262,49 @@ class ProbeJobs:
         exit_code, term_reason = None, None
         if pod is not None:
             item.pod_name = pod.metadata.name
-            exit_code, term_reason = terminated_state(pod, item.main)
+            exit_code, term_reason = status.terminated_state(pod, item.main)
         timed_out = reason == "DeadlineExceeded"
         if outcome == "succeeded" and exit_code is None:
             exit_code = 0
         if outcome == "failed" and exit_code == 0 and not timed_out:
             exit_code = None  # a failed Job whose main container exited 0: a sidecar or init failed
-        output = self._read_logs(item) if pod is not None else ""
         result = RunResult(
             exit_code=exit_code,
-            output=output,
             timed_out=timed_out,
             reason="DeadlineExceeded"
             if timed_out
             else (term_reason or (reason if outcome == "failed" else None)),
             details={"job": item.name, "pod": item.pod_name, "job_reason": reason},
         )
-        self._settle(pending, item, result)
+        self._settle(pending, item, result, read_log=pod is not None)
 
     def _finish_from_pod(self, pending: dict[str, Tracked], item: Tracked, pod: Any) -> None:
-        exit_code, reason = terminated_state(pod, item.main)
+        exit_code, reason = status.terminated_state(pod, item.main)
         result = RunResult(
             exit_code=exit_code,
-            output=self._read_logs(item),
             reason=reason,
             details={"job": item.name, "pod": item.pod_name, "job_reason": "MainContainerExited"},
         )
-        self._settle(pending, item, result)
+        self._settle(pending, item, result, read_log=True)
 
-    def _settle(self, pending: dict[str, Tracked], item: Tracked, result: RunResult) -> None:
+    def _settle(
+        self, pending: dict[str, Tracked], item: Tracked, result: RunResult, read_log: bool = False
+    ) -> None:
+        """The probe's result, with its log; its Job is deleted."""
+        capture = self._read_log(item) if read_log and item.pod_name else LogCapture()
+        result.output = capture.output()
         result.duration_s = self.clock() - item.created
         result.log_path = str(item.probe.log_path)
         result.details.setdefault("job", item.name)
         result.details.setdefault("namespace", self.conn.namespace)
-        if not item.probe.log_path.exists():
-            write_log(item.probe.log_path, result.output, self.options.max_log_bytes)
+        if capture.total > capture.tail_bytes:
+            result.details["log_bytes"] = capture.total
+        if item.disruptions:  # evicted or preempted, then run again by the Job
+            result.details["disruptions"] = dict(item.disruptions)
+        if item.adopted:
+            result.details["adopted"] = True
+        if capture.total or not item.probe.log_path.exists():
+            capture.write(item.probe.log_path)
         item.result = result
         pending.pop(item.name, None)
         self.api.delete_job(item.name)
@@ -257,126 +315,162 @@ class ProbeJobs:
             exit_code=result.exit_code,
             reason=result.reason,
             infra_error=result.infra_error,
+            disruptions=len(item.disruptions),
         )
 
     def _latest_pod(self, name: str) -> Any:
-        conn = self.conn
-        pods = self.api.call(
-            conn.core.list_namespaced_pod,
-            conn.namespace,
-            label_selector=f"{render.LABEL_JOB}={name}",
-            verb="list",
-            resource="pods",
-        ).items
+        pods = self._pods(f"{render.LABEL_JOB}={name}")
         if not pods:
             return None
         # Disrupted pods are ignored by the Job (podFailurePolicy), so prefer the others.
-        kept = [p for p in pods if not disrupted(p)] or pods
-        return sorted(kept, key=pod_sort_key)[-1]
+        kept = [p for p in pods if not status.disrupted(p)] or pods
+        return sorted(kept, key=status.pod_sort_key)[-1]
 
-    def _read_logs(self, item: Tracked) -> str:
-        """The main container's log tail, bounded, written to the probe's log file."""
-        from kubernetes.client.exceptions import ApiException
-
+    def _pods(self, selector: str) -> list[Any]:
         conn = self.conn
-        try:
-            text = self.api.call(
-                conn.core.read_namespaced_pod_log,
-                item.pod_name,
+        return list(
+            self.api.call(
+                conn.core.list_namespaced_pod,
                 conn.namespace,
-                container=item.main,
-                limit_bytes=self.options.max_log_bytes,
-                tail_lines=self.options.log_tail_lines,
-                verb="get",
-                resource="pods/log",
-                passthrough=(400, 404),
-            )
-        except ApiException as err:
-            text = ""
-            log.info("k8s.no_logs", pod=item.pod_name, status=err.status)
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", errors="replace")
-        text = str(text or "")
-        write_log(item.probe.log_path, text, self.options.max_log_bytes)
-        return text[-self.options.max_log_bytes :]
+                label_selector=selector,
+                verb="list",
+                resource="pods",
+            ).items
+        )
+
+    def _read_log(self, item: Tracked) -> LogCapture:
+        """The main container's whole log, streamed: its end, start and matching lines."""
+        assert item.pod_name is not None
+        return read_pod_log(self.api, item.pod_name, item.main, self.options, self.pattern)
+
+    # --- pods: stuck, disrupted, or done while sidecars run ----------------------------
 
     def check_pods(self, pending: dict[str, Tracked]) -> None:
-        """Pods stuck Pending (image, config, scheduling) become infra errors after a grace."""
+        """Look at the probes' pods every ``poll_s``: a stuck probe (its pod cannot
+        start, or cannot be made) becomes an infrastructure error after its grace."""
         now = self.clock()
         if not pending or now - self._last_pod_check < self.options.poll_s:
             return
         self._last_pod_check = now
-        conn = self.conn
-        pods = self.api.call(
-            conn.core.list_namespaced_pod,
-            conn.namespace,
-            label_selector=render.session_selector(next(iter(pending.values())).probe.session_id),
-            verb="list",
-            resource="pods",
-        ).items
+        session = next(iter(pending.values())).probe.session_id
         by_job: dict[str, list[Any]] = {}
-        for pod in pods:
+        for pod in self._pods(render.session_selector(session)):
             by_job.setdefault((pod.metadata.labels or {}).get(render.LABEL_JOB, ""), []).append(pod)
         for item in list(pending.values()):
-            mine = [p for p in by_job.get(item.name, []) if not disrupted(p)]
-            if not mine:
-                if now - item.created >= self.options.pending_grace_s:
-                    self._settle(
-                        pending,
-                        item,
-                        RunResult(
-                            exit_code=None,
-                            infra_error=(
-                                f"no pod was created for {item.name} within "
-                                f"{self.options.pending_grace_s:g} s (quota, admission, a webhook?)"
-                            ),
-                        ),
-                    )
-                continue
-            pod = sorted(mine, key=pod_sort_key)[-1]
-            item.pod_name = pod.metadata.name
-            if main_done_sidecars_running(pod, item.main):
-                # A plain sidecar (a log shipper) would keep the pod, and the Job,
-                # running forever: the main container's exit is the probe's result.
-                self._finish_from_pod(pending, item, pod)
-                continue
-            problem = pending_problem(pod)
-            if problem is None:
-                item.seen.clear()
-                continue
-            reason, message = problem
-            first = item.seen.setdefault(reason, now)
-            if reason in PERMANENT_ERRORS:
-                grace = 0.0
-            elif reason == "Unschedulable":
-                grace = self.options.pending_grace_s
-            else:
-                grace = self.options.image_pull_grace_s
-            if now - first >= grace:
-                item.pod_name = pod.metadata.name
-                self._settle(
-                    pending,
-                    item,
-                    RunResult(
-                        exit_code=None,
-                        reason=reason,
-                        infra_error=message,
-                        details={"pod": pod.metadata.name},
-                    ),
-                )
+            pods = by_job.get(item.name, [])
+            if pods:
+                item.last_pod = now
+            for pod in pods:
+                why = status.disruption(pod)
+                if why and pod.metadata.name not in item.disruptions:
+                    item.disruptions[pod.metadata.name] = why
+                    log.warning("k8s.pod_disrupted", pod=pod.metadata.name, reason=why)
+            live = [p for p in pods if not status.disrupted(p)]
+            if live:
+                self._check_pod(pending, item, sorted(live, key=status.pod_sort_key)[-1], now)
+            elif not pods:
+                # No pod at all (a disrupted one still terminating counts as one: its
+                # replacement comes once it is gone).
+                self._check_no_pod(pending, item, now)
+
+    def _check_pod(self, pending: dict[str, Tracked], item: Tracked, pod: Any, now: float) -> None:
+        item.pod_name = pod.metadata.name
+        if status.main_done_sidecars_running(pod, item.main):
+            # A plain sidecar (a log shipper) would keep the pod, and the Job,
+            # running forever: the main container's exit is the probe's result.
+            self._finish_from_pod(pending, item, pod)
+            return
+        stuck = status.pending_problem(pod)
+        if stuck is None and status.creating(pod):
+            stuck = status.mount_problem(self._events(pod.metadata.name))
+        self._judge(pending, item, stuck, now, pod.metadata.name)
+
+    def _check_no_pod(self, pending: dict[str, Tracked], item: Tracked, now: float) -> None:
+        if item.suspended:
+            return  # queued for admission (Kueue): our deadline still applies
+        waited = now - max(item.created, item.last_pod)
+        if waited < min(self.options.poll_s * 2, self.options.pending_grace_s):
+            return
+        stuck = status.create_problem(self._events(item.name))
+        if stuck is None and waited >= self.options.pending_grace_s:
+            stuck = status.Stuck(
+                "NoPod",
+                f"no pod was created for {item.name} within "
+                f"{self.options.pending_grace_s:g} s (quota, admission, a webhook?)",
+                status.NOW,
+            )
+        self._judge(pending, item, stuck, now, None)
+
+    def _judge(
+        self,
+        pending: dict[str, Tracked],
+        item: Tracked,
+        stuck: status.Stuck | None,
+        now: float,
+        pod: str | None,
+    ) -> None:
+        """Settle a stuck probe once its grace has passed since the problem was first seen."""
+        if stuck is None:
+            item.seen.clear()
+            return
+        first = item.seen.setdefault(stuck.reason, now)
+        if now - first < self._grace(stuck.grace):
+            return
+        details: dict[str, object] = {"stuck": stuck.reason}
+        if pod:
+            details["pod"] = pod
+        self._settle(
+            pending,
+            item,
+            RunResult(
+                exit_code=None,
+                reason=stuck.reason,
+                infra_error=stuck.message,
+                details=details,
+            ),
+        )
+
+    def _grace(self, kind: str) -> float:
+        return {
+            status.NOW: 0.0,
+            status.CONFIG: self.options.image_pull_grace_s,
+            status.PENDING: self.options.pending_grace_s,
+            status.MOUNT: self.options.mount_grace_s,
+        }[kind]
+
+    def _events(self, name: str) -> list[Any]:
+        """The events about the object ``name`` (a pod or a Job), newest last; none when
+        the role may not list events (the reason is then not known, only the wait)."""
+        from kubernetes.client.exceptions import ApiException
+
+        if self._events_forbidden:
+            return []
+        conn = self.conn
+        try:
+            found = self.api.call(
+                conn.core.list_namespaced_event,
+                conn.namespace,
+                field_selector=f"involvedObject.name={name}",
+                verb="list",
+                resource="events",
+                passthrough=(403,),
+            )
+        except ApiException:
+            self._events_forbidden = True
+            log.warning("k8s.events_forbidden", namespace=conn.namespace)
+            return []
+        return list(found.items or [])
 
     def check_deadlines(self, pending: dict[str, Tracked]) -> None:
         """Our watchdog, in case the Job controller never reports DeadlineExceeded."""
         now = self.clock()
         for item in list(pending.values()):
             if now >= item.deadline:
-                output = self._read_logs(item) if item.pod_name else ""
                 self._settle(
                     pending,
                     item,
-                    RunResult(
-                        exit_code=None, output=output, timed_out=True, reason="DeadlineExceeded"
-                    ),
+                    RunResult(exit_code=None, timed_out=True, reason="DeadlineExceeded"),
+                    read_log=True,
                 )
 
     def abort(self) -> int:
@@ -392,11 +486,3 @@ class ProbeJobs:
         if deleted:
             log.warning("k8s.jobs_deleted", count=deleted)
         return deleted
-
-
-def write_log(path: Path, text: str, limit: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = text.encode("utf-8", errors="replace")
-    if len(data) > limit:
-        data = b"[... log truncated to its last %d bytes ...]\n" % limit + data[-limit:]
-    path.write_bytes(data)

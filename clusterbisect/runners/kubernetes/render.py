@@ -21,6 +21,7 @@ from typing import Any
 
 from clusterbisect.diff import Change
 from clusterbisect.errors import InputError
+from clusterbisect.runners.kubernetes import isolation
 from clusterbisect.settings import PathSegment
 from clusterbisect.specs.kubernetes import PodTemplateRef, pod_templates, resolve
 from clusterbisect.specs.model import KUBERNETES, Spec
@@ -40,6 +41,7 @@ ANN_PURPOSE = "clusterbisect.io/purpose"
 ANN_SOURCE = "clusterbisect.io/source"
 ANN_TEMPLATE = "clusterbisect.io/template"
 ANN_OPERATOR_ENV = "clusterbisect.io/operator-env"
+ANN_VOLUMES = "clusterbisect.io/volumes"  # the volumes a probe does not share as they are
 DEFAULT_CONTAINER_ANNOTATION = "kubectl.kubernetes.io/default-container"
 
 # The changes annotation stays well below the 256 KiB limit on all annotations.
@@ -78,6 +80,8 @@ class RenderOptions:
     probe_configmap: str | None = None  # that ConfigMap's name
     ttl: int = 3600
     default_timeout_s: float = 3600.0
+    volumes: str = isolation.READ_ONLY  # persistent volumes: read-only, scratch or shared
+    admission_labels: tuple[str, ...] = isolation.ADMISSION_LABELS  # copied onto the Job
 
 
 # --- names -------------------------------------------------------------------------
@@ -225,6 +229,7 @@ def render_job(
     _override_workload(pod, main, options, workload)
     container = next(c for c in pod["containers"] if c.get("name") == main)
     injected = add_operator_env(spec, ref, container)
+    volumes = _isolate(spec, pod, options)
 
     ours = {
         LABEL_MANAGED_BY: MANAGED_BY,
@@ -239,9 +244,10 @@ def render_job(
         pod_meta["annotations"] = dict(source_meta["annotations"])
 
     timeout = timeout_s if timeout_s and timeout_s > 0 else options.default_timeout_s
+    admission = {**((spec.document.get("metadata") or {}).get("labels") or {}), **pod_labels}
     metadata: dict[str, Any] = {
         "name": name,
-        "labels": dict(ours),
+        "labels": {**isolation.admission_labels(admission, options.admission_labels), **ours},
         "annotations": {
             **changes_annotation(changes),
             ANN_SOURCE: spec.source[:1024],
@@ -252,6 +258,8 @@ def render_job(
         metadata["annotations"][ANN_PURPOSE] = purpose
     if injected:
         metadata["annotations"][ANN_OPERATOR_ENV] = ",".join(injected)
+    if volumes:
+        metadata["annotations"][ANN_VOLUMES] = "; ".join(volumes)
     if options.namespace:
         metadata["namespace"] = options.namespace
     return {
@@ -273,6 +281,17 @@ def render_job(
             "template": {"metadata": pod_meta, "spec": pod},
         },
     }
+
+
+def _isolate(spec: Spec, pod: dict[str, Any], options: RenderOptions) -> list[str]:
+    """What the probe pod must not share with production (isolation.py); the volumes
+    it changed, for the report."""
+    changed = []
+    if spec.kind == "StatefulSet":
+        changed += isolation.claim_template_volumes(spec.document, pod, options.volumes)
+    isolation.drop_computed_priority(pod)
+    isolation.copy_priority_class(spec.document, pod)
+    return changed + isolation.protect_volumes(pod, options.volumes)
 
 
 def operator_env(spec: Spec, ref: PodTemplateRef, container: dict[str, Any]) -> dict[str, str]:
@@ -348,7 +367,11 @@ def _override_workload(
 
 
 def selector_labels(spec: Spec) -> set[str]:
-    """Selector labels of a long-running workload: kept off probe pods (see SERVICE_KINDS)."""
+    """Selector labels of a long-running workload: kept off probe pods (see SERVICE_KINDS).
+    A Pod has no selector: any of its labels may be a Service's, so all are kept off."""
+    if spec.kind == "Pod":
+        labels = (spec.document.get("metadata") or {}).get("labels") or {}
+        return {k for k in labels if k not in CONTROLLER_LABELS}
     if spec.kind not in SERVICE_KINDS:
         return set()
     selector = (spec.document.get("spec") or {}).get("selector") or {}
@@ -445,12 +468,16 @@ def _why_by_path(
     if rest[:2] == ("metadata", "labels") and len(rest) > 2:
         label = rest[2]
         if label in dropped_labels:
+            if spec.kind == "Pod":
+                return "a label of the Pod, which a Service may select; probe pods drop it"
             return "a selector label of the workload; probe pods drop it so they join no Service"
         return "a controller-managed label" if label in CONTROLLER_LABELS else None
     if rest[:1] == ("metadata",) and rest[1:2] != ("annotations",):
         return "pod metadata that a probe Job generates itself"
     if rest == ("spec", "restartPolicy"):
         return "probe Jobs always run with restartPolicy Never"
+    if rest[:1] == ("spec",) and len(rest) == 2 and rest[1] in isolation.COMPUTED_BY_ADMISSION:
+        return "computed by admission from priorityClassName; probes let admission compute it"
     if rest[:2] == ("spec", "containers") and len(rest) > 3 and rest[2] == ("name", main):
         return _why_overridden(str(rest[3]), options)
     return None

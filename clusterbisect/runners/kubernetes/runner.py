@@ -28,16 +28,19 @@ from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult
 from clusterbisect.redact import redact_manifest, secret_env_names
 from clusterbisect.runners.base import DRY_RUN_MODES, Probe, RunnerContext
-from clusterbisect.runners.kubernetes import render
+from clusterbisect.runners.kubernetes import isolation, render
+from clusterbisect.runners.kubernetes.cleanup import cleanup
 from clusterbisect.runners.kubernetes.client import (
     Api,
     Connection,
     connect,
     context_namespace,
+    field_path,
+    model_problems,
     settings_of,
 )
 from clusterbisect.runners.kubernetes.jobs import ProbeJobs
-from clusterbisect.settings import flatten
+from clusterbisect.settings import apply_changes, flatten
 
 log = get_logger(__name__)
 
@@ -73,6 +76,8 @@ class KubernetesRunner:
         self._script: str | None = None
         self._configmap: str | None = None  # created in the cluster, to delete on close
         self._jobs: ProbeJobs | None = None
+        self._swept = False  # this session's leftovers (a killed run's) were deleted
+        self._volume_notes: dict[str, None] = {}  # what probes do not share, in order
 
     # --- setup ----------------------------------------------------------------------
 
@@ -88,15 +93,15 @@ class KubernetesRunner:
     def jobs(self) -> ProbeJobs:
         """The probe Jobs in flight (connects on first use)."""
         if self._jobs is None:
-            self._jobs = ProbeJobs(self.api, self.options, self.clock, self.sleep)
+            signature = self.context.signature
+            pattern = signature.compiled() if signature is not None else None
+            self._jobs = ProbeJobs(self.api, self.options, self.clock, self.sleep, pattern)
         return self._jobs
 
     @property
     def api(self) -> Api:
         if self._api is None:
-            self._api = Api(
-                self.connection(), self.options.retries, self.options.retry_base_s, self.sleep
-            )
+            self._api = Api.of(self.connection(), self.options, self.sleep)
         return self._api
 
     def namespace(self) -> str | None:
@@ -144,7 +149,14 @@ class KubernetesRunner:
             ),
             ttl=self.options.ttl,
             default_timeout_s=self.options.default_timeout_s,
+            volumes=self._volume_mode(),
+            admission_labels=(*isolation.ADMISSION_LABELS, *self.options.admission_labels),
         )
+
+    def _volume_mode(self) -> str:
+        if self.options.allow_shared_volumes:
+            return isolation.SHARED
+        return isolation.SCRATCH if self.options.scratch_volumes else isolation.READ_ONLY
 
     # --- the Runner protocol --------------------------------------------------------
 
@@ -158,7 +170,21 @@ class KubernetesRunner:
         if any(not c.path for c in changes):
             paths = {k: s.path for k, s in flatten(spec).items()}
         options = self._static_render_options()
-        return render.untestable(spec, changes, options, paths)
+        reasons = render.untestable(spec, changes, options, paths)
+        self._check_fields(spec, [c for c in changes if c.key not in reasons])
+        return reasons
+
+    def _check_fields(self, good: Any, changes: list[Change]) -> None:
+        """Bad input, before any probe runs: a field the Kubernetes API does not know
+        (a typo such as ``envv``) in the good spec, or brought by a change. Checked
+        with the client's own model of a Job, offline; the API server checks again on
+        every create (fieldValidation=Strict)."""
+        options = self._static_render_options()
+        for spec, origin in ((good, None), (apply_changes(good, changes), changes)):
+            job = render.render_job("check", self.context.session_id, spec, [], options)
+            problems = model_problems("V1Job", job)
+            if problems:
+                raise _field_error(good, job, problems, origin)
 
     def _static_render_options(self) -> render.RenderOptions:
         return render.RenderOptions(
@@ -166,7 +192,31 @@ class KubernetesRunner:
             command=self.options.command,
             args=self.options.args,
             probe_name=self.options.probe,
+            volumes=self._volume_mode(),
         )
+
+    def notes(self) -> list[str]:
+        """What every probe changes about the job, for the report: the volumes it does
+        not share as they are (read-only, or a scratch directory), and how to undo it."""
+        if not self._volume_notes and self.context.good is not None:
+            options = self._static_render_options()
+            good = self.context.good
+            self._remember_volumes(
+                render.render_job("notes", self.context.session_id, good, [], options)
+            )
+        notes = list(self._volume_notes)
+        if notes and self._volume_mode() == isolation.READ_ONLY:
+            notes.append(
+                "probes mount persistent volumes read-only so they cannot change the job's "
+                "data; --scratch-volumes gives them empty ones, --allow-shared-volumes "
+                "mounts them as they are"
+            )
+        return notes
+
+    def _remember_volumes(self, job: dict[str, Any]) -> None:
+        text = (job["metadata"].get("annotations") or {}).get(render.ANN_VOLUMES)
+        for line in text.split("; ") if text else []:
+            self._volume_notes.setdefault(line, None)
 
     def manifests(self, probe: Probe, name: str | None = None) -> list[dict[str, Any]]:
         """What ``probe`` creates, unredacted: [ConfigMap (with --probe)], Job."""
@@ -182,6 +232,7 @@ class KubernetesRunner:
             workload=probe.command,
             purpose=probe.purpose or None,
         )
+        self._remember_volumes(job)
         script = self.probe_script()
         if script is None or self.options.probe is None:
             return [job]
@@ -228,6 +279,7 @@ class KubernetesRunner:
         require("kubernetes", "the Kubernetes backend")
         with sigterm_as_interrupt():
             try:
+                self._sweep_leftovers(probes[0].session_id)
                 self._ensure_configmap(probes[0].session_id)
                 jobs = self.jobs
                 tracked = [
@@ -312,6 +364,24 @@ class KubernetesRunner:
 
     # --- lifecycle ------------------------------------------------------------------
 
+    def _sweep_leftovers(self, session_id: str) -> None:
+        """Before this runner's first probe: delete what a killed run of the same
+        session left (its Jobs would otherwise run on, unwatched, and a re-run probe id
+        would meet them). A new session has none; a resumed one may."""
+        if self._swept:
+            return
+        report = cleanup(session_id, self.connection(), options=self.options, api=self.api)
+        self._swept = True
+        deleted = report["deleted"]
+        if any(deleted.values()):
+            log.warning(
+                "k8s.leftovers_deleted",
+                session=session_id,
+                jobs=len(deleted["jobs"]),
+                pods=len(deleted["pods"]),
+                configmaps=len(deleted["configmaps"]),
+            )
+
     def _ensure_configmap(self, session_id: str) -> None:
         script = self.probe_script()
         if script is None or self.options.probe is None or self._configmap:
@@ -352,6 +422,46 @@ class KubernetesRunner:
         deleted = self.jobs.abort() if self._jobs is not None else 0
         self._delete_configmap()
         return deleted
+
+
+def _field_error(
+    good: Any, job: dict[str, Any], problems: list[tuple[Any, ...]], changes: list[Change] | None
+) -> InputError:
+    """The unknown (or mistyped) fields of a probe Job, named as the spec's settings
+    (``containers[trainer].envv``) when they are in a container."""
+    pod = job["spec"]["template"]["spec"]
+    fields = [(_setting_path(tuple(loc), pod), message) for loc, message in problems]
+    path = fields[0][0]
+    related = [c.key for c in changes or [] if c.key.startswith(path) or path.startswith(c.key)]
+    if changes is None:
+        origin = f"it is in the good spec {good.source}, so in every probe"
+    elif related:
+        origin = f"it comes from the change {', '.join(related)} of the bad spec"
+    else:
+        origin = "it comes from the changes of the bad spec"
+    listed = "; ".join(f"{p}: {m}" for p, m in fields)
+    return InputError(
+        f"{listed} in the {good.kind}'s pod template: the Kubernetes API has no such "
+        f"field ({origin})",
+        details={"fields": [p for p, _ in fields]},
+    )
+
+
+def _setting_path(loc: tuple[Any, ...], pod: dict[str, Any]) -> str:
+    """A probe Job's field path as the spec's setting key where it can be one."""
+    base = ("spec", "template", "spec")
+    if loc[:3] != base:
+        return field_path(loc)
+    rest = loc[3:]
+    if len(rest) >= 2 and rest[0] in ("containers", "initContainers") and isinstance(rest[1], int):
+        items = pod.get(rest[0]) or []
+        name = items[rest[1]].get("name") if rest[1] < len(items) else None
+        if name:
+            prefix = "containers" if rest[0] == "containers" else "initContainers"
+            tail = field_path(rest[2:])
+            joined = f"{prefix}[{name}]"
+            return joined + ("" if not tail else tail if tail.startswith("[") else "." + tail)
+    return field_path(rest)
 
 
 def _redacted(manifests: list[dict[str, Any]], probe: Probe) -> list[dict[str, Any]]:

@@ -1,9 +1,11 @@
 """Reading a probe's verdict from the objects the cluster reports: Job conditions, pod
-phases, waiting reasons and terminated states. Pure: it reads API objects, calls nothing.
+phases, waiting reasons, terminated states and the events that say why a pod is stuck.
+Pure: it reads API objects, calls nothing.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 # Waiting reasons that mean the workload will not start without outside help.
@@ -55,24 +57,99 @@ def _statuses(pod: Any, init: bool = False) -> list[Any]:
     return list((status.init_container_statuses if init else status.container_statuses) or [])
 
 
-def pending_problem(pod: Any) -> tuple[str, str] | None:
-    """``(reason, message)`` when a Pending pod is stuck on an image, config or scheduling."""
+# How long each kind of stuck waits before the probe is given up (KubernetesSettings):
+NOW = "now"  # it cannot get better (an invalid image name)
+CONFIG = "config"  # image, container config, admission: image_pull_grace_s
+PENDING = "pending"  # scheduling, quota, gates: pending_grace_s
+MOUNT = "mount"  # volumes that do not mount: mount_grace_s
+
+
+@dataclass(frozen=True)
+class Stuck:
+    """Why a probe's pod does not run (or was never made), and which grace applies."""
+
+    reason: str
+    message: str
+    grace: str
+
+
+def pending_problem(pod: Any) -> Stuck | None:
+    """Why a Pending pod is stuck on an image, a container's config or scheduling."""
     if getattr(pod.status, "phase", None) != "Pending":
         return None
     for status in _statuses(pod, init=True) + _statuses(pod):
         waiting = getattr(status.state, "waiting", None) if status.state else None
         if waiting and waiting.reason in IMAGE_ERRORS | CONFIG_ERRORS:
-            return (
-                waiting.reason,
-                f"container {status.name}: {waiting.reason}: {waiting.message or ''}".strip(),
-            )
+            message = f"container {status.name}: {waiting.reason}: {waiting.message or ''}"
+            grace = NOW if waiting.reason in PERMANENT_ERRORS else CONFIG
+            return Stuck(waiting.reason, message.strip(), grace)
     for condition in getattr(pod.status, "conditions", None) or []:
-        if (
-            condition.type == "PodScheduled"
-            and condition.status == "False"
-            and condition.reason == "Unschedulable"
-        ):
-            return "Unschedulable", f"Unschedulable: {condition.message or ''}".strip()
+        scheduled = condition.type == "PodScheduled" and condition.status == "False"
+        if scheduled and condition.reason in ("Unschedulable", "SchedulingGated"):
+            message = f"{condition.reason}: {condition.message or ''}".strip()
+            return Stuck(condition.reason, message, PENDING)
+    return None
+
+
+def creating(pod: Any) -> bool:
+    """The pod is scheduled and its containers wait in ContainerCreating (or an init
+    container in PodInitializing): where a volume that cannot be mounted keeps it."""
+    if getattr(pod.status, "phase", None) != "Pending" or not getattr(pod.spec, "node_name", None):
+        return False
+    for status in _statuses(pod, init=True) + _statuses(pod):
+        waiting = getattr(status.state, "waiting", None) if status.state else None
+        if waiting and waiting.reason in ("ContainerCreating", "PodInitializing"):
+            return True
+    return not (_statuses(pod) or _statuses(pod, init=True))
+
+
+def mount_problem(events: list[Any]) -> Stuck | None:
+    """FailedMount (or FailedAttachVolume) among a pod's events: the latest message."""
+    failed = [e for e in events if e.reason in ("FailedMount", "FailedAttachVolume")]
+    if not failed:
+        return None
+    latest = sorted(failed, key=_event_time)[-1]
+    return Stuck(latest.reason, f"{latest.reason}: {latest.message or ''}".strip(), MOUNT)
+
+
+# What the Job controller's FailedCreate events say, and how each is named.
+_CREATE_REFUSALS = (
+    ("exceeded quota", "ExceededQuota", PENDING),
+    ("violates PodSecurity", "PodSecurity", CONFIG),
+    ("error looking up service account", "ServiceAccountMissing", CONFIG),
+    ('serviceaccount "', "ServiceAccountMissing", CONFIG),
+)
+
+
+def create_problem(events: list[Any]) -> Stuck | None:
+    """Why the Job controller cannot create the probe's pod (its FailedCreate events):
+    a quota, Pod Security admission, a missing ServiceAccount, another refusal."""
+    failed = [e for e in events if e.reason == "FailedCreate"]
+    if not failed:
+        return None
+    latest = sorted(failed, key=_event_time)[-1]
+    message = latest.message or ""
+    for needle, reason, grace in _CREATE_REFUSALS:
+        if needle.lower() in message.lower():
+            return Stuck(reason, f"FailedCreate ({reason}): {message}", grace)
+    return Stuck("FailedCreate", f"FailedCreate: {message}", CONFIG)
+
+
+def _event_time(event: Any) -> float:
+    for name in ("last_timestamp", "event_time", "first_timestamp"):
+        stamp = getattr(event, name, None)
+        if stamp is not None and hasattr(stamp, "timestamp"):
+            return float(stamp.timestamp())
+    created = getattr(getattr(event, "metadata", None), "creation_timestamp", None)
+    return float(created.timestamp()) if created is not None else 0.0
+
+
+def disruption(pod: Any) -> str | None:
+    """The reason of a pod's DisruptionTarget condition (an eviction, a preemption), or
+    None when it was not disrupted."""
+    for condition in getattr(pod.status, "conditions", None) or []:
+        if condition.type == "DisruptionTarget" and condition.status == "True":
+            return str(condition.reason or "DisruptionTarget")
     return None
 
 

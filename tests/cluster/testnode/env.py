@@ -16,11 +16,15 @@ class ConfigError(Exception):
 
 
 class Objects(Protocol):
-    """Reads the ConfigMaps and Secrets a pod refers to; ``None`` when missing."""
+    """Reads the ConfigMaps, Secrets and claims a pod refers to; ``None`` when missing."""
 
     def config_map(self, namespace: str, name: str) -> dict[str, str] | None: ...
 
     def secret(self, namespace: str, name: str) -> dict[str, str] | None: ...
+
+    def claim(self, namespace: str, name: str) -> dict[str, Any] | None: ...
+
+    def volume(self, name: str) -> dict[str, Any] | None: ...
 
 
 def expand(text: str, lookup: Callable[[str], str | None]) -> str:

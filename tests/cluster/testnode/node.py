@@ -33,6 +33,7 @@ _IMAGE = re.compile(
     r"^(?:[a-z0-9]+(?:[._-][a-z0-9]+)*(?::[0-9]+)?/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
     r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[\w][\w.-]{0,127})?(?:@sha256:[a-f0-9]{64})?$"
 )
+STATUS_RETRY_S = 120.0  # how long a pod's status write is retried
 DEFAULT_CAPACITY = {"cpu": "4", "memory": "8Gi", "pods": "110", "ephemeral-storage": "20Gi"}
 
 
@@ -283,8 +284,13 @@ class NodeAgent:
     # --- API writes for pod workers -----------------------------------------------------------
 
     def patch_pod_status(self, worker: PodWorker, body: dict[str, Any]) -> bool:
-        """False when the pod is gone (404, or another pod by that name now)."""
-        for attempt in range(5):
+        """False when the pod is gone (404, or another pod by that name now). Retried
+        for up to two minutes, as the kubelet's status manager keeps syncing: a status
+        written while the API server restarts is not lost."""
+        deadline = time.monotonic() + STATUS_RETRY_S
+        attempt = 0
+        while not self.stopped.is_set() and time.monotonic() < deadline:
+            attempt += 1
             try:
                 self.core.patch_namespaced_pod_status(
                     worker.name, worker.namespace, body, _content_type=SMP
@@ -296,7 +302,7 @@ class NodeAgent:
                 log.warning("pod %s/%s: status: %s", worker.namespace, worker.name, err.reason)
             except Exception as err:
                 log.warning("pod %s/%s: status: %s", worker.namespace, worker.name, err)
-            time.sleep(0.5 * (attempt + 1))
+            time.sleep(min(0.5 * attempt, 5.0))
         return True
 
     def delete_pod(self, worker: PodWorker) -> None:
@@ -449,6 +455,7 @@ class NodeAgent:
             {"source": source, "target": target, "read_only": True}
             for target, source in image.mounts.items()
         ]
+        forced = volumes.read_only(pod)
         for mount in container.get("volumeMounts") or []:
             source = worker.volumes.get(mount["name"])
             if source is None:
@@ -462,7 +469,7 @@ class NodeAgent:
                 {
                     "source": source,
                     "target": mount["mountPath"],
-                    "read_only": bool(mount.get("readOnly")),
+                    "read_only": bool(mount.get("readOnly")) or mount["name"] in forced,
                 }
             )
         work = worker.dir / "containers" / container["name"]
@@ -513,13 +520,25 @@ class _Objects:
         self.node = node
 
     def _read(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        read = (
-            self.node.core.read_namespaced_config_map
-            if kind == "configmaps"
-            else self.node.core.read_namespaced_secret
-        )
+        core = self.node.core
+        read = {
+            "configmaps": core.read_namespaced_config_map,
+            "secrets": core.read_namespaced_secret,
+            "persistentvolumeclaims": core.read_namespaced_persistent_volume_claim,
+        }[kind]
         try:
             return self.node.raw(read, name, namespace)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def claim(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._read("persistentvolumeclaims", namespace, name)
+
+    def volume(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.node.raw(self.node.core.read_persistent_volume, name)
         except ApiException as err:
             if err.status == 404:
                 return None

@@ -1,10 +1,12 @@
 """A pod's volumes, materialised as directories under the pod's directory.
 
 configMap, secret, downwardAPI, projected (serviceAccountToken, configMap, secret,
-downwardAPI), emptyDir and hostPath are supported; any other kind fails to mount
-(the pod stays in ContainerCreating with FailedMount events, as on a kubelet that
-lacks the plugin). Files are written once: later changes to a ConfigMap or Secret
-are not propagated, and there is no ``..data`` symlink swap.
+downwardAPI), emptyDir and hostPath are supported, and persistentVolumeClaim when its
+claim is bound to a hostPath or local PersistentVolume (the kubelet resolves the claim
+to its volume and mounts that; read-only when the claim's volume source says so); any
+other kind fails to mount (the pod stays in ContainerCreating with FailedMount events,
+as on a kubelet that lacks the plugin). Files are written once: later changes to a
+ConfigMap or Secret are not propagated, and there is no ``..data`` symlink swap.
 """
 
 from __future__ import annotations
@@ -108,6 +110,9 @@ def setup(
         if "hostPath" in volume:
             paths[name] = _host_path(volume["hostPath"])
             continue
+        if "persistentVolumeClaim" in volume:
+            paths[name] = _claim_path(namespace, volume["persistentVolumeClaim"], objects)
+            continue
         if target.exists():
             shutil.rmtree(target)  # a retry after a failed attempt starts over
         target.mkdir(parents=True)
@@ -193,6 +198,43 @@ def _projected(
             raise VolumeError(
                 f"projected source {sorted(source)} is not supported by the test node"
             )
+
+
+def _claim_path(namespace: str, source: dict[str, Any], objects: Objects) -> str:
+    """The host path behind a bound claim, as the kubelet's messages name failures."""
+    name = source.get("claimName", "")
+    claim = objects.claim(namespace, name)
+    if claim is None:
+        raise VolumeError(f'persistentvolumeclaim "{name}" not found')
+    volume_name = (claim.get("spec") or {}).get("volumeName")
+    if (claim.get("status") or {}).get("phase") != "Bound" or not volume_name:
+        raise VolumeError(f'PVC {namespace}/{name} has non-bound phase ("Pending")')
+    volume = objects.volume(volume_name)
+    if volume is None:
+        raise VolumeError(f'persistentvolume "{volume_name}" not found')
+    spec = volume.get("spec") or {}
+    for kind in ("hostPath", "local"):
+        if isinstance(spec.get(kind), dict) and spec[kind].get("path"):
+            path = str(spec[kind]["path"])
+            if not os.path.isdir(path):
+                raise VolumeError(f"{kind} path {path} of volume {volume_name} does not exist")
+            return path
+    kinds = sorted(k for k in spec if isinstance(spec[k], dict) and k not in ("claimRef",))
+    raise VolumeError(
+        f"volume {volume_name}: {', '.join(kinds) or 'its'} volumes are not supported by the "
+        "test node"
+    )
+
+
+def read_only(pod: dict[str, Any]) -> set[str]:
+    """Volumes the kubelet mounts read-only whatever the mounts say: a claim or a
+    volume source with ``readOnly: true``."""
+    names = set()
+    for volume in (pod.get("spec") or {}).get("volumes") or []:
+        for kind, source in volume.items():
+            if kind != "name" and isinstance(source, dict) and source.get("readOnly") is True:
+                names.add(volume["name"])
+    return names
 
 
 def _host_path(source: dict[str, Any]) -> str:
