@@ -121,6 +121,7 @@ def test_jobs_and_failed_pods_are_read_page_by_page_with_logs() -> None:
         "train-2-x7k2p", "ml", container="trainer", tail_lines=50, limit_bytes=256 * 1024
     )
     assert [o["metadata"]["name"] for _, o in inventory.workloads] == ["train-1", "train-2"]
+    assert inventory.too_old == 1  # train-0, counted for the message and left_out
     assert [o["kind"] for _, o in inventory.workloads] == ["Job", "Job"]
     assert [o["metadata"]["name"] for _, o in inventory.pods] == ["train-2-x7k2p"]
     fleet = build_fleet(inventory)

@@ -174,6 +174,7 @@ def _selected(
             meta = meta_of(job)
             stamp = parse_time(meta.get("creationTimestamp"))
             if created_after is not None and stamp is not None and stamp < created_after:
+                inventory.too_old += 1
                 continue
             found[(str(meta.get("namespace") or ""), str(meta.get("name") or ""))] = job
             inventory.workloads.append((inventory.sources[0], job))
