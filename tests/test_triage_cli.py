@@ -66,23 +66,30 @@ def test_bad_input_is_one_line_and_exit_2(
     cli: Cli, fleet_file: Callable[..., str], tmp_path: Path
 ) -> None:
     path = fleet_file(twenty())
-    missing = cli("triage", str(tmp_path / "nope.json"), expect=2)
-    assert missing.stderr.startswith("error: ") and "nope.json" in missing.stderr
+
+    def one_line(*args: str) -> str:
+        """The error line of ``triage ARGS`` (exit 2, one line, no traceback)."""
+        stderr = cli("triage", *args, expect=2).stderr
+        assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+        return stderr
+
+    assert "nope.json" in one_line(str(tmp_path / "nope.json"))
     assert cli.json("triage", str(tmp_path / "nope.json"), expect=2)["error"]["code"] == (
         "bad_input"
     )
-    assert "--since: expected a duration" in cli("triage", path, "--since", "soon").stderr
-    bad_regex = cli("triage", path, "--signature", "(", expect=2)
-    assert "--signature: invalid regular expression" in bad_regex.stderr
+    assert "--since: expected a duration" in one_line(path, "--since", "soon")
+    assert "--signature: invalid regular expression" in one_line(path, "--signature", "(")
+    # A number out of range is click's usage error (as for every command): exit 2.
     assert "--top" in cli("triage", path, "--top", "0", expect=2).stderr
     other = tmp_path / "cm.yaml"
     other.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n")
-    assert "no jobs found (only 1 ConfigMap)" in cli("triage", str(other), expect=2).stderr
+    assert "no jobs found (only 1 ConfigMap)" in one_line(str(other))
+    (tmp_path / "empty").mkdir()
+    assert "no jobs found in the folder" in one_line(str(tmp_path / "empty"))
+    no_success = fleet_file([({"FLAG": "on"}, "failed")] * 3, name="all-failed.json")
+    assert "no succeeded job to compare the failures with" in one_line(no_success)
     assert "no container named" not in cli("triage", path, "--container", "trainer").stderr
-    assert (
-        "no job has a container named 'x'"
-        in cli("triage", path, "--container", "x", expect=2).stderr
-    )
+    assert "no job has a container named 'x'" in one_line(path, "--container", "x")
 
 
 def test_secrets_never_reach_the_output(cli: Cli, tmp_path: Path) -> None:

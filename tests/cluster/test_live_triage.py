@@ -11,14 +11,29 @@ run").
 
 from __future__ import annotations
 
+import calendar
 import random
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from livekit import Kube, cli, live, namespace, run_json, session_leftovers, wait_for
+from livekit import (
+    CONTEXT,
+    KUBECONFIG,
+    Kube,
+    cli,
+    live,
+    namespace,
+    run_json,
+    session_leftovers,
+    wait_for,
+)
+
+from clusterbisect.config import KubeConnection, TriageSourceOptions
+from clusterbisect.triage.live import read_cluster
 
 pytestmark = live
 
@@ -122,6 +137,7 @@ def ran(kube: Kube) -> Iterator[tuple[str, int, int, float]]:
     with namespace(kube, "triage") as ns:
         started = time.monotonic()
         for job in jobs:
+            job["metadata"]["labels"]["fleet"] = ns  # what -A -l selects, and nothing else
             kube.batch.create_namespaced_job(ns, job)
         wait_for(lambda: finished(kube, ns) == JOBS, 420, f"{JOBS} Jobs to finish", every_s=3)
         yield ns, culprits, background, time.monotonic() - started
@@ -146,6 +162,43 @@ def test_triage_finds_the_culprit_among_200_jobs(ran: tuple[str, int, int, float
     (explained,) = [s for s in result["signatures"] if s["explained"]]
     assert FAILURE in explained["signature"] and explained["count"] == culprits
     assert CULPRIT in result["pair"]["candidates"]
+
+
+def test_pages_selection_and_since_on_the_real_api_server(
+    ran: tuple[str, int, int, float], kube: Kube
+) -> None:
+    """Before the --bisect test: its probes add Jobs and failed pods to the namespace."""
+    ns, culprits, background, _seconds = ran
+    # The API server pages a list when asked: 30 Jobs and a continue token.
+    page = kube.raw(kube.batch.list_namespaced_job, ns, limit=30)
+    assert len(page["items"]) == 30 and page["metadata"].get("continue")
+    # So the reader, 30 objects a call, got all 200 Jobs and all the failed pods
+    # (more than a page) only by following the tokens to the end.
+    connection = KubeConnection(kubeconfig=KUBECONFIG, context=CONTEXT, namespace=ns)
+    inventory = read_cluster(connection, TriageSourceOptions(page_size=30))
+    assert len(inventory.workloads) == JOBS
+    assert len(inventory.pods) == culprits + background > 30
+    # -A with -l: the Jobs of every namespace that carry the label; --since keeps them.
+    argv = cli("triage", "-A", "-l", f"fleet={ns}", "--since", "1h", "--json")
+    code, result, err = run_json(argv)
+    assert code == 0, err
+    assert result["jobs"] == JOBS and result["suspects"][0]["key"] == CULPRIT
+    assert "all namespaces" in result["sources"][0]
+    # A selector or a window that keeps no job is bad input: one line, exit 2.
+    newest = max(
+        j["metadata"]["creationTimestamp"]
+        for j in kube.raw(kube.batch.list_namespaced_job, ns)["items"]
+    )
+    assert time.time() - calendar.timegm(time.strptime(newest, "%Y-%m-%dT%H:%M:%SZ")) > 5
+    for args, message in (
+        (("-l", "team=nobody"), "no jobs found"),
+        (("--since", "2s"), f"no jobs created since the --since cutoff ({JOBS} older jobs"),
+    ):
+        done = subprocess.run(
+            cli("triage", "-n", ns, *args), capture_output=True, text=True, timeout=300
+        )
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_bisect_finds_it_again_with_kubernetes_probes(
