@@ -15,8 +15,8 @@ The groups:
 - :class:`SearchOptions`: the search strategy and its parallelism;
 - :class:`DryRunOptions`: render the probes without launching them (``run`` only);
 - one per backend: :class:`LocalOptions`, :class:`RayOptions`,
-  :class:`KubernetesOptions` (their connection parts, :class:`KubeConnection` and
-  :class:`RayConnection`, are what ``cleanup`` and ``triage`` take). The backend
+  :class:`KubernetesOptions` (their connection parts, :class:`RayConnection` and
+  :class:`KubeConnection`, are what ``cleanup`` and ``triage`` take). The backend
   registry (:mod:`clusterbisect.backends`) names them;
 - ``triage``'s: :class:`TriageSourceOptions` (which jobs of a cluster, how old, their
   logs) and :class:`TriageOptions` (the failure to explain, the report, the pair).
@@ -27,6 +27,9 @@ directory: the inputs, the workload, and one instance of each group.
 To add an option, add a field with ``option(...)`` metadata to its group: every command
 and tool that takes the group gets it. This module imports neither a backend nor the
 search: the CLI imports it at start-up.
+
+It is over 600 lines by design: every option of every command (the session's, the
+backends', triage's) is declared here and nowhere else, so that one file shows them all.
 """
 
 from __future__ import annotations
@@ -215,6 +218,10 @@ class BackendOptions:
     SCHEMA_GROUP: ClassVar[str | None] = None
     PARAM_PREFIX: ClassVar[str] = ""
 
+    def pin(self) -> None:
+        """Fix, when a session is created, what depends on where the command runs
+        (a relative path, the current directory), so a resume elsewhere means the same."""
+
 
 @dataclass
 class LocalOptions(BackendOptions):
@@ -227,7 +234,8 @@ class LocalOptions(BackendOptions):
 
 @dataclass
 class RayConnection(BackendOptions):
-    """Which Ray cluster: its Jobs API."""
+    """How to reach a Ray cluster's Jobs API (what ``cleanup --backend ray`` and
+    ``triage`` need)."""
 
     SCHEMA_GROUP: ClassVar[str | None] = "ray"
     PARAM_PREFIX: ClassVar[str] = "ray_"
@@ -243,7 +251,8 @@ class RayConnection(BackendOptions):
 
 @dataclass
 class RayOptions(RayConnection):
-    """The Ray backend: where the jobs go and what each asks for (flags override the spec)."""
+    """The Ray backend: where the jobs go, what each asks for (flags override the spec),
+    the directory shipped with them and the local Ray's GPUs."""
 
     entrypoint_num_cpus: float | None = option(
         flags=("--entrypoint-num-cpus",), metavar="N", minimum=0, help="Ray: CPUs per probe job."
@@ -257,6 +266,29 @@ class RayOptions(RayConnection):
         minimum=0,
         help="Ray: memory (bytes) per probe job.",
     )
+    working_dir: str | None = option(
+        flags=("--working-dir",),
+        metavar="DIR",
+        directory=True,
+        help="Ray: the directory shipped as each job's working_dir when the spec sets "
+        "none (default: the current directory).",
+    )
+    num_gpus: int | None = option(
+        flags=("--ray-num-gpus",),
+        metavar="N",
+        minimum=0,
+        help="Ray: GPUs of the local Ray started for the session (default: the machine's, "
+        "as Ray detects them).",
+    )
+
+    def pin(self) -> None:
+        """The working_dir as an absolute path: the current directory by default."""
+        import os
+
+        path = os.path.abspath(self.working_dir or os.getcwd())
+        if not os.path.isdir(path):
+            raise InputError(f"not a directory: {path}", field="--working-dir")
+        self.working_dir = path
 
 
 PROBE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
@@ -520,6 +552,7 @@ class SessionConfig:
             backend_options=read(backends.get(where.backend).options),
             dry_run=read(DryRunOptions).dry_run,
         )
+        config.backend_options.pin()
         config.validate()
         return config, where.state_dir
 

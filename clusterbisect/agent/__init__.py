@@ -1,8 +1,7 @@
 """The agent interface: JSON-Schema tools, a JSON call dispatcher and an MCP server.
 
 - :mod:`clusterbisect.agent.tools`: the tool definitions and what each one does;
-- :mod:`clusterbisect.agent.formats`: the definitions as MCP, Anthropic or OpenAI
-  expect them (``tools --format``);
+- :mod:`clusterbisect.agent.formats`: those definitions in the shape an API expects;
 - :mod:`clusterbisect.agent.dispatch`: validate a call, run it, bound the payload,
   turn errors into ``{"error": {"code", "message", "details"}}``;
 - :mod:`clusterbisect.agent.mcp_server`: the same tools over MCP on stdio (needs the

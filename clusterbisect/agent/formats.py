@@ -1,4 +1,4 @@
-"""The tool list in the shapes the APIs expect: MCP, Anthropic, OpenAI, or everything."""
+"""The tool definitions in the shapes the APIs expect: MCP, Anthropic, OpenAI, or all."""
 
 from __future__ import annotations
 
