@@ -330,6 +330,13 @@ class KubernetesOptions(KubeConnection):
         shell_words=True,
         help="Kubernetes: replace the main container's args.",
     )
+    template: str | None = option(
+        flags=("--template",),
+        metavar="NAME",
+        help="Kubernetes: the pod template probes run: a replica type, task, replicated "
+        "job, worker group or leader/worker (default: the coordinator, chief, master or "
+        "launcher, else the first worker).",
+    )
     probe: str | None = option(
         flags=("--probe",),
         metavar="NAME",

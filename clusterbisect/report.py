@@ -51,6 +51,9 @@ class Evidence:
     elapsed_s: float
     read_log: Callable[[str], str]
     redactor: Redactor
+    # Where probes ran, what they ran, what of the job they did not carry
+    # (``runners.base.Fidelity.to_dict``).
+    fidelity: dict[str, Any] = field(default_factory=dict)
     probe_timeout: dict[str, Any] | None = None
     next_step: dict[str, Any] | None = field(default=None)
     backend_notes: list[str] = field(default_factory=list)  # what every probe changed
@@ -128,6 +131,7 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
         "changes_searched": n,
         "best_possible_probes": math.ceil(math.log2(n)) if n > 1 else 0,
         "untestable": problem.untestable_list(),
+        "fidelity": evidence.fidelity,
         "signature": {
             "expected": evidence.signature,
             "observed": _observed_in_bad_baseline(records, n),
@@ -303,12 +307,28 @@ def render_text(result: dict[str, Any]) -> str:
             out.append(f"  - {item['key']}: {item['reason']}")
         if len(result["untestable"]) > 20:
             out.append(f"  ... and {len(result['untestable']) - 20} more (see --json)")
+    out += fidelity_lines(result.get("fidelity") or {})
     for note in result["notes"]:
         out.append(f"Note: {note}")
     if result.get("next"):
         out += [f"Next: {result['next']['why']}:", f"  {result['next']['command']}"]
     out.append(f"State: {result['state_dir']}")
     return "\n".join(out)
+
+
+def fidelity_lines(fidelity: dict[str, Any], limit: int = 20) -> list[str]:
+    """Where the probes ran, what they ran, and the settings they did not carry."""
+    out = []
+    if fidelity.get("runs") or fidelity.get("target"):
+        out.append(f"Probes run: {fidelity.get('runs') or '?'}; in {fidelity.get('target') or '?'}")
+    items = fidelity.get("not_carried") or []
+    if items:
+        out.append(f"Not carried by the probes ({len(items)}):")
+        for item in items[:limit]:
+            out.append(f"  - {item['setting']} = {_value(item['value'])}: {item['reason']}")
+        if len(items) > limit:
+            out.append(f"  ... and {len(items) - limit} more (see --json)")
+    return out
 
 
 def _culprit_lines(number: int, culprit: dict[str, Any]) -> list[str]:
@@ -392,22 +412,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
     ]
     for number, culprit in enumerate(result["culprits"], 1):
-        out += [f"## Culprit {number} (confidence {confidence_text(culprit['confidence'])})", ""]
-        out += ["| setting | good | bad |", "|---|---|---|"]
-        for change in culprit["changes"]:
-            out.append(
-                f"| `{change['key']}` | `{_value(change['good'])}` | `{_value(change['bad'])}` |"
-            )
-        for change in culprit["changes"]:
-            if change.get("secret"):
-                out.append("")
-                out.append(f"Secret `{change['key']}`: {_secret_line(change['secret'])}.")
-        proof = culprit["proof"]
-        if proof["probe"]:
-            out += ["", f"Proved by probe `{proof['probe']}`: {proof['observed']}", ""]
-            if proof["excerpt"]:
-                out += ["```", proof["excerpt"], "```"]
-        out.append("")
+        out += _markdown_culprit(number, culprit)
     out += ["## How the search narrowed", "", "```mermaid", *mermaid(result), "```", ""]
     out += ["## Probes", "", "| probe | round | purpose | changes applied | outcome |"]
     out.append("|---|---|---|---|---|")
@@ -419,12 +424,48 @@ def render_markdown(result: dict[str, Any]) -> str:
     if result["untestable"]:
         out += ["", "## Not testable on this backend", ""]
         out += [f"- `{u['key']}`: {u['reason']}" for u in result["untestable"]]
+    out += _markdown_fidelity(result.get("fidelity") or {})
     if result["notes"]:
         out += ["", "## Notes", ""] + [f"- {note}" for note in result["notes"]]
     if result.get("next"):
         out += ["", "## Next", "", result["next"]["why"] + ":", "", "```"]
         out += [result["next"]["command"], "```"]
     return "\n".join(out) + "\n"
+
+
+def _markdown_culprit(number: int, culprit: dict[str, Any]) -> list[str]:
+    out = [f"## Culprit {number} (confidence {confidence_text(culprit['confidence'])})", ""]
+    out += ["| setting | good | bad |", "|---|---|---|"]
+    for change in culprit["changes"]:
+        out.append(
+            f"| `{change['key']}` | `{_value(change['good'])}` | `{_value(change['bad'])}` |"
+        )
+    for change in culprit["changes"]:
+        if change.get("secret"):
+            out.append("")
+            out.append(f"Secret `{change['key']}`: {_secret_line(change['secret'])}.")
+    proof = culprit["proof"]
+    if proof["probe"]:
+        out += ["", f"Proved by probe `{proof['probe']}`: {proof['observed']}", ""]
+        if proof["excerpt"]:
+            out += ["```", proof["excerpt"], "```"]
+    out.append("")
+    return out
+
+
+def _markdown_fidelity(fidelity: dict[str, Any]) -> list[str]:
+    """Where the probes ran and what of the job they did not carry."""
+    if not (fidelity.get("runs") or fidelity.get("not_carried")):
+        return []
+    out = ["", "## What the probes ran", ""]
+    out.append(f"{fidelity.get('runs') or '?'}; in {fidelity.get('target') or '?'}.")
+    if fidelity.get("not_carried"):
+        out += ["", "Not carried by the probes:", ""]
+        out += [
+            f"- `{n['setting']}` = `{_value(n['value'])}`: {n['reason']}"
+            for n in fidelity["not_carried"]
+        ]
+    return out
 
 
 def mermaid(result: dict[str, Any]) -> list[str]:

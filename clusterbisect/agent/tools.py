@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -318,12 +319,9 @@ def _resume(args: dict[str, Any]) -> Reply:
 def _triage(args: dict[str, Any]) -> Reply:
     from clusterbisect.triage import TriageRequest, triage
 
-    request = TriageRequest.from_options(
-        args.get("sources") or [],
-        lambda group: options.from_arguments(group, args),
-        kube_given=bool(args.get("kubernetes")),
-        ray_given=bool((args.get("ray") or {}).get("address")),
-    )
+    kube, ray = bool(args.get("kubernetes")), bool((args.get("ray") or {}).get("address"))
+    read = partial(options.from_arguments, arguments=args)
+    request = TriageRequest.from_options(args.get("sources") or [], read, kube, ray)
     document = triage(request).to_dict()
     code = EXIT_OK if document["status"] == "suspects_found" else EXIT_NO_CULPRIT
     return Reply(document, exit_code=code, full=document["files"].get("result"))
@@ -540,19 +538,16 @@ TOOLS: list[Tool] = [
     Tool(
         "triage",
         "Triage a fleet of jobs",
-        "Many jobs, some failed: cluster the failures by signature, rank every setting "
-        "value by how strongly it goes with the failure (Fisher's exact test; bundles of "
-        "settings that always change together; pairs that fail only together), and choose "
-        "the pair to bisect. Reads `sources` (exported files), a Kubernetes cluster (Jobs, "
-        "Kubeflow jobs, RayJobs) or a Ray cluster. With `out`, writes the pair (good.yaml, "
-        "bad.yaml) and triage.json there, for `start`/`run` (good, bad, priors). Secrets "
-        "are redacted. Launches nothing.",
+        "Many jobs, some failed: cluster the failures by signature, rank every setting value "
+        "by how it goes with the failure (Fisher's exact test, bundles, interacting pairs) "
+        "and choose the pair to bisect, from `sources`, a Kubernetes or a Ray cluster. With "
+        "`out`, writes the pair (good.yaml, bad.yaml) and triage.json there for `start` or "
+        "`run` (good, bad, priors). Secrets are redacted. Launches nothing.",
         _obj(
             {
                 "sources": _strings(
-                    "Files or folders of exported objects: kubectl get jobs,pods -o "
-                    "yaml|json (Kubeflow jobs and RayJobs too), or ray list jobs --detail "
-                    "--format json."
+                    "Exported files or folders: kubectl get jobs,pods -o json|yaml (Kubeflow "
+                    "jobs, RayJobs too), ray list jobs --detail --format json."
                 ),
                 **options.schema_properties(
                     config.TriageSourceOptions,

@@ -62,7 +62,6 @@ class TriageRequest:
         cls,
         sources: Sequence[str],
         read: Callable[[type[Any]], Any],
-        *,
         kube_given: bool,
         ray_given: bool,
     ) -> TriageRequest:

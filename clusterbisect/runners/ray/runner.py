@@ -52,7 +52,7 @@ from clusterbisect.extras import require
 from clusterbisect.files import open_private, private_dir
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult, signal_reason
-from clusterbisect.runners.base import PrivateFile, Probe, RunnerContext
+from clusterbisect.runners.base import Fidelity, PrivateFile, Probe, RunnerContext
 from clusterbisect.runners.ray.cluster import LocalRay, LocalRayOptions
 from clusterbisect.runners.ray.jobs import (
     FINAL,
@@ -66,6 +66,7 @@ from clusterbisect.runners.ray.jobs import (
 from clusterbisect.runners.ray.render import (
     Submission,
     job_python,
+    not_carried,
     render_submission,
     why_untestable,
     why_untestable_in_workload,
@@ -202,6 +203,21 @@ class RayRunner:
             if why:
                 reasons[change.key] = why
         return reasons
+
+    def fidelity(self) -> Fidelity:
+        """Where the Ray jobs run, what they run, what of the spec they leave out."""
+        where = self.target_address() or "a local Ray started for the session"
+        spec = self.context.good
+        runs = (
+            "the workload after `--` as a Ray job"
+            if self.context.command
+            else "the spec's entrypoint as a Ray job"
+        )
+        return Fidelity(
+            target=where,
+            runs=runs,
+            not_carried=not_carried(spec, where) if spec is not None else [],
+        )
 
     def render(self, probe: Probe) -> dict[str, Any]:
         """The job submission for ``probe``, for display: secret values hidden (env
