@@ -38,13 +38,13 @@ from clusterbisect.runners.ray import (
 )
 from clusterbisect.runners.ray.cluster import choose_python, node_environment
 from clusterbisect.runners.ray.jobs import route_ray_logging
+from clusterbisect.runners.ray.logs import strip_preamble
 from clusterbisect.runners.ray.render import (
     DEFAULT_EXCLUDES,
     job_python,
     why_untestable,
     why_untestable_in_workload,
 )
-from clusterbisect.runners.ray.runner import strip_preamble
 from clusterbisect.settings import apply_changes
 from clusterbisect.specs import load_spec, parse_spec
 from clusterbisect.specs.model import RAY_JOB, Spec
