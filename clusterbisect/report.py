@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterbisect import report_notes
 from clusterbisect.diff import Change
 from clusterbisect.journal import ProbeRecord
 from clusterbisect.outcome import FailureSignature
@@ -52,6 +53,9 @@ class Evidence:
     elapsed_s: float
     read_log: Callable[[str], str]
     redactor: Redactor
+    # Where probes ran, what they ran, what of the job they did not carry
+    # (``runners.base.Fidelity.to_dict``).
+    fidelity: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # about the scope (--ignore)
     stopped_early: str | None = None  # why the budget ended the run ("the probe budget ...")
     continue_with: str | None = None  # how to go on after a budget stop
@@ -60,6 +64,7 @@ class Evidence:
     probe_timeout: dict[str, Any] | None = None
     next_step: dict[str, Any] | None = field(default=None)
     backend_notes: list[str] = field(default_factory=list)  # what every probe changed
+    priors: dict[str, Any] | None = None  # {"source", "weights": {key: weight}} if given
 
     def runs_of(self, subset: Subset) -> list[ProbeRecord]:
         """The journaled runs of ``subset``, in order."""
@@ -136,6 +141,7 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
         "changes_searched": n,
         "best_possible_probes": math.ceil(math.log2(n)) if n > 1 else 0,
         "untestable": problem.untestable_list(),
+        "fidelity": evidence.fidelity,
         "signature": {
             "expected": evidence.signature,
             "observed": _observed_in_bad_baseline(records, n),
@@ -149,12 +155,14 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
             *evidence.notes,
             *search.notes,
             *evidence.backend_notes,
-            *_baseline_notes(evidence),
-            *_signature_notes(evidence),
+            *report_notes.baseline_notes(evidence),
+            *report_notes.signature_notes(evidence),
+            *report_notes.priors_notes(evidence),
         ],
         "warnings": list(evidence.warnings),
         "stopped_early": evidence.stopped_early,
         "continue_with": evidence.continue_with,
+        "priors": evidence.priors,
         "next": evidence.next_step,
         "elapsed_s": round(evidence.elapsed_s, 3),
         "probes": [_probe(r) for r in records],
@@ -247,57 +255,6 @@ def _observed_in_bad_baseline(records: list[ProbeRecord], n: int) -> str | None:
     return None
 
 
-def _baseline_notes(evidence: Evidence) -> list[str]:
-    """When a baseline did not behave, show its log: that is what the user must look at."""
-    status = evidence.search.status
-    if status not in ("baseline_failed", "not_reproducible"):
-        return []
-    wanted = "baseline-good" if status == "baseline_failed" else "baseline-bad"
-    notes = []
-    for record in evidence.records:
-        if record.purpose == wanted:
-            excerpt = evidence.excerpt(record)
-            notes.append(
-                f"{wanted} probe {record.probe_id}: {record.outcome}"
-                + (f" ({record.observed})" if record.observed else "")
-                + (f", infra error: {record.infra_error}" if record.infra_error else "")
-                + (f"; log {record.log}:\n{excerpt}" if excerpt else "")
-            )
-    return notes
-
-
-def _signature_notes(evidence: Evidence) -> list[str]:
-    """Hints about a ``--fail-on`` regex, from the baselines' logs: it matches both
-    (so the text alone does not tell the failure apart), or it made a good baseline
-    that exited 0 fail."""
-    failure = evidence.failure
-    if failure is None or not failure.fail_on:
-        return []
-    first: dict[str, tuple[ProbeRecord, bool]] = {}
-    for record in evidence.records:
-        if record.purpose in ("baseline-good", "baseline-bad") and record.log:
-            matched = failure.text_matches(evidence.read_log(record.log))
-            first.setdefault(record.purpose, (record, matched))
-    good, bad = first.get("baseline-good"), first.get("baseline-bad")
-    regex = f"/{failure.fail_on}/"
-    if good and bad and good[1] and bad[1]:
-        tail = (
-            "only the non-zero exit tells them apart"
-            if failure.needs_nonzero_exit
-            else "choose text only the failing run prints, or --fail-on-exit nonzero"
-        )
-        return [
-            f"the --fail-on regex {regex} matches the output of both baselines "
-            f"({good[0].probe_id} and {bad[0].probe_id}): {tail}"
-        ]
-    if good and good[1] and good[0].exit_code == 0 and good[0].outcome == "fail":
-        return [
-            f"the good baseline ({good[0].probe_id}) exited 0 but its output matches {regex}; "
-            "with --fail-on-exit nonzero the text counts only with a non-zero exit"
-        ]
-    return []
-
-
 def _clip(line: str, width: int = EXCERPT_LINE_CHARS) -> str:
     return line if len(line) <= width else line[: width - 3] + "..."
 
@@ -355,6 +312,7 @@ def _closing_lines(result: dict[str, Any]) -> list[str]:
             out.append(f"  - {item['key']}: {item['reason']}")
         if len(result["untestable"]) > 20:
             out.append(f"  ... and {len(result['untestable']) - 20} more (see --json)")
+    out += fidelity_lines(result.get("fidelity") or {})
     shown = f"stopped early: {result.get('stopped_early')}"  # already in the headline
     out += [f"Note: {note}" for note in result["notes"] if note != shown]
     for warning in result.get("warnings") or []:
@@ -375,6 +333,21 @@ def _claim(number: int, culprit: dict[str, Any]) -> str | None:
         earlier = "culprit 1" if number == 2 else f"culprits 1-{number - 1}"
         return f"fails on its own; with {earlier}, explains every failure"
     return "confirmed both ways" if explains == "all" else None
+
+
+def fidelity_lines(fidelity: dict[str, Any], limit: int = 20) -> list[str]:
+    """Where the probes ran, what they ran, and the settings they did not carry."""
+    out = []
+    if fidelity.get("runs") or fidelity.get("target"):
+        out.append(f"Probes run: {fidelity.get('runs') or '?'}; in {fidelity.get('target') or '?'}")
+    items = fidelity.get("not_carried") or []
+    if items:
+        out.append(f"Not carried by the probes ({len(items)}):")
+        for item in items[:limit]:
+            out.append(f"  - {item['setting']} = {_value(item['value'])}: {item['reason']}")
+        if len(items) > limit:
+            out.append(f"  ... and {len(items) - limit} more (see --json)")
+    return out
 
 
 def _culprit_lines(number: int, culprit: dict[str, Any]) -> list[str]:
@@ -490,6 +463,7 @@ def render_markdown(result: dict[str, Any]) -> str:
     if result["untestable"]:
         out += ["", "## Not testable on this backend", ""]
         out += [f"- `{u['key']}`: {u['reason']}" for u in result["untestable"]]
+    out += _markdown_fidelity(result.get("fidelity") or {})
     if result["notes"]:
         out += ["", "## Notes", ""] + [f"- {note}" for note in result["notes"]]
     if result.get("next") and not result.get("continue_with"):  # said first
@@ -500,8 +474,7 @@ def render_markdown(result: dict[str, Any]) -> str:
 
 def _markdown_culprit(number: int, culprit: dict[str, Any]) -> list[str]:
     """One culprit of the Markdown report: its settings, secrets, proof and excerpt."""
-    out: list[str] = []
-    out += [f"## Culprit {number} (confidence {confidence_text(culprit['confidence'])})", ""]
+    out = [f"## Culprit {number} (confidence {confidence_text(culprit['confidence'])})", ""]
     out += ["| setting | good | bad |", "|---|---|---|"]
     for change in culprit["changes"]:
         out.append(
@@ -520,6 +493,21 @@ def _markdown_culprit(number: int, culprit: dict[str, Any]) -> list[str]:
         if proof["excerpt"]:
             out += ["```", proof["excerpt"], "```"]
     out.append("")
+    return out
+
+
+def _markdown_fidelity(fidelity: dict[str, Any]) -> list[str]:
+    """Where the probes ran and what of the job they did not carry."""
+    if not (fidelity.get("runs") or fidelity.get("not_carried")):
+        return []
+    out = ["", "## What the probes ran", ""]
+    out.append(f"{fidelity.get('runs') or '?'}; in {fidelity.get('target') or '?'}.")
+    if fidelity.get("not_carried"):
+        out += ["", "Not carried by the probes:", ""]
+        out += [
+            f"- `{n['setting']}` = `{_value(n['value'])}`: {n['reason']}"
+            for n in fidelity["not_carried"]
+        ]
     return out
 
 

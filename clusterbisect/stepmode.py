@@ -163,7 +163,11 @@ def start(config: SessionConfig, state_dir: Path | None) -> dict[str, Any]:
         "state_dir": str(session.state_dir),
         "session_id": session.session_id,
         "backend": config.backend,
-        **{k: view[k] for k in ("changes_total", "changes_searched", "untestable") if k in view},
+        **{
+            k: view[k]
+            for k in ("changes_total", "changes_searched", "untestable", "fidelity")
+            if k in view
+        },
         "warnings": list(bisection.warnings),
         "next": view,
     }
@@ -187,6 +191,7 @@ def _summary(position: Position) -> dict[str, Any]:
         "changes_total": len(problem.changes),
         "changes_searched": len(problem.testable),
         "untestable": problem.untestable_list(),
+        "fidelity": position.runner.fidelity().to_dict(),
         "probes_done": len(engine.records),
     }
 

@@ -38,7 +38,7 @@ from clusterbisect.runners.ray import (
 )
 from clusterbisect.runners.ray.cluster import choose_python, node_environment
 from clusterbisect.runners.ray.jobs import route_ray_logging
-from clusterbisect.runners.ray.logs import strip_preamble
+from clusterbisect.runners.ray.messages import strip_preamble
 from clusterbisect.runners.ray.render import (
     DEFAULT_EXCLUDES,
     job_python,

@@ -104,6 +104,8 @@ def report(state_dir: str, fmt: str) -> None:
 
 
 def _print_plan(plan: dict[str, Any]) -> None:
+    from clusterbisect.report import fidelity_lines
+
     echo(
         f"Dry run on the {plan['backend']} backend: {plan['changes_searched']} of "
         f"{plan['changes_total']} changes searchable; nothing was launched."
@@ -115,4 +117,6 @@ def _print_plan(plan: dict[str, Any]) -> None:
         )
     for item in plan["untestable"]:
         echo(f"  untestable: {item['key']}: {item['reason']}")
+    for line in fidelity_lines(plan.get("fidelity") or {}):
+        echo(f"  {line}")
     echo(f"State: {plan['state_dir']}")

@@ -41,7 +41,7 @@ from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.files import open_private, private_dir
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult, compile_line_pattern, signal_reason
-from clusterbisect.runners.base import PrivateFile, Probe, RunnerContext
+from clusterbisect.runners.base import Fidelity, PrivateFile, Probe, RunnerContext
 from clusterbisect.runners.output import HEAD_BYTES, TAIL_BYTES, OutputCapture
 from clusterbisect.runners.reaper import EXEC_MAX_BYTES, encode_job, read_status
 from clusterbisect.runners.venvs import InstallFailed, ProbeEnvironments, activate
@@ -139,6 +139,13 @@ class LocalRunner:
         env.update(spec_env(probe.spec, container))
         venv = self._venvs.get(probe.probe_id)
         return activate(env, venv) if venv is not None else env
+
+    def fidelity(self) -> Fidelity:
+        """Probes are processes here; what they leave out is in ``untestable``."""
+        return Fidelity(
+            target="this machine",
+            runs="the workload after `--` with the spec's environment variables",
+        )
 
     def render(self, probe: Probe) -> dict[str, Any]:
         """The argv and the environment variables the probe sets, for display: secret

@@ -52,7 +52,7 @@ from clusterbisect.extras import require
 from clusterbisect.files import open_private, private_dir
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult, signal_reason
-from clusterbisect.runners.base import PrivateFile, Probe, RunnerContext
+from clusterbisect.runners.base import Fidelity, PrivateFile, Probe, RunnerContext
 from clusterbisect.runners.ray.cluster import LocalRay, LocalRayOptions
 from clusterbisect.runners.ray.jobs import (
     FINAL,
@@ -63,10 +63,19 @@ from clusterbisect.runners.ray.jobs import (
     status_text,
     stop_and_delete,
 )
-from clusterbisect.runners.ray.logs import first_line, infra_summary, strip_preamble
+from clusterbisect.runners.ray.messages import (
+    INFRA_ERROR_TYPES,
+    NO_AGENT,
+    UNSCHEDULABLE,
+    first_line,
+    infra_summary,
+    is_connection_error,
+    strip_preamble,
+)
 from clusterbisect.runners.ray.render import (
     Submission,
     job_python,
+    not_carried,
     render_submission,
     why_untestable,
     why_untestable_in_workload,
@@ -79,28 +88,6 @@ from clusterbisect.specs.workload import main_container
 log = get_logger(__name__)
 
 
-# Ray error types that mean the workload never ran properly: unresolved, not fail.
-INFRA_ERROR_TYPES = frozenset(
-    {
-        "RUNTIME_ENV_SETUP_FAILURE",
-        "JOB_SUPERVISOR_ACTOR_START_TIMEOUT",
-        "JOB_SUPERVISOR_ACTOR_START_FAILURE",
-        "JOB_SUPERVISOR_ACTOR_UNSCHEDULABLE",
-        "JOB_SUPERVISOR_ACTOR_UNKNOWN_FAILURE",
-        "JOB_SUPERVISOR_ACTOR_DIED",
-        "JOB_ENTRYPOINT_COMMAND_START_ERROR",
-    }
-)
-
-
-UNSCHEDULABLE = "UNSCHEDULABLE"
-# What the head answers a submission while no job agent has registered yet.
-NO_AGENT = "No available agent to submit job"
-
-
-# Lines the Jobs API adds at the top of every driver log. They are Ray's, not the
-# workload's, and the second one quotes the entrypoint, which a --fail-on regex
-# could otherwise match.
 @dataclass
 class RaySettings(RayOptions):
     """The user's options (``config.RayOptions``) and the backend's own tuning."""
@@ -193,6 +180,21 @@ class RayRunner:
             if why:
                 reasons[change.key] = why
         return reasons
+
+    def fidelity(self) -> Fidelity:
+        """Where the Ray jobs run, what they run, what of the spec they leave out."""
+        where = self.target_address() or "a local Ray started for the session"
+        spec = self.context.good
+        runs = (
+            "the workload after `--` as a Ray job"
+            if self.context.command
+            else "the spec's entrypoint as a Ray job"
+        )
+        return Fidelity(
+            target=where,
+            runs=runs,
+            not_carried=not_carried(spec, where) if spec is not None else [],
+        )
 
     def render(self, probe: Probe) -> dict[str, Any]:
         """The job submission for ``probe``, for display: secret values hidden (env
@@ -324,7 +326,7 @@ class RayRunner:
         except InputError:
             raise
         except Exception as err:
-            if _is_connection_error(err):
+            if is_connection_error(err):
                 raise self._lost(err) from err
             # The probe's own runtime_env or fields were refused (a working_dir that
             # does not exist, a malformed field): this probe is unresolved.
@@ -374,7 +376,7 @@ class RayRunner:
             try:
                 client._upload_working_dir_if_needed(packaged)  # as submit_job does
             except Exception as err:
-                if _is_connection_error(err) or working_dir != self.options.working_dir:
+                if is_connection_error(err) or working_dir != self.options.working_dir:
                     raise  # the spec's own working_dir: this probe's submission failed
                 raise InputError(
                     f"cannot ship {working_dir} as the jobs' working_dir: {err}. Give a "
@@ -584,9 +586,3 @@ class RayRunner:
             self._client = None
             if self.local is not None:
                 self.local.stop()
-
-
-def _is_connection_error(err: BaseException) -> bool:
-    import requests
-
-    return isinstance(err, requests.exceptions.ConnectionError | ConnectionError)

@@ -1,17 +1,37 @@
-"""What a Ray job's log and errors say: the lines the Jobs API writes before the
-workload's own output dropped, the first line of a message, and pip's own line out of
-a runtime_env that could not be built (``No matching distribution found for x``).
-Pure text in, text out.
-"""
+"""What Ray's answers mean: the error types that say a workload never ran, the lines
+the Jobs API adds to a driver's log, and one-line causes of a failed job."""
 
 from __future__ import annotations
 
 import re
 
+# Ray error types that mean the workload never ran properly: unresolved, not fail.
+INFRA_ERROR_TYPES = frozenset(
+    {
+        "RUNTIME_ENV_SETUP_FAILURE",
+        "JOB_SUPERVISOR_ACTOR_START_TIMEOUT",
+        "JOB_SUPERVISOR_ACTOR_START_FAILURE",
+        "JOB_SUPERVISOR_ACTOR_UNSCHEDULABLE",
+        "JOB_SUPERVISOR_ACTOR_UNKNOWN_FAILURE",
+        "JOB_SUPERVISOR_ACTOR_DIED",
+        "JOB_ENTRYPOINT_COMMAND_START_ERROR",
+    }
+)
+
+
+UNSCHEDULABLE = "UNSCHEDULABLE"
+# What the head answers a submission while no job agent has registered yet.
+NO_AGENT = "No available agent to submit job"
+
+
+# Lines the Jobs API adds at the top of every driver log. They are Ray's, not the
+# workload's, and the second one quotes the entrypoint, which a --fail-on regex
+# could otherwise match.
 _PREAMBLE = (
     re.compile(r"^\S+ \S+\s+INFO job_manager\.py:\d+ -- Runtime env is setting up\.$"),
     re.compile(r"^Running entrypoint for job \S+: .*$"),
 )
+
 
 _PIP_ERROR = re.compile(
     r"^(ERROR: .*|.*No matching distribution.*|.*Could not find a version.*)$", re.M
@@ -32,7 +52,6 @@ def strip_preamble(text: str) -> str:
 
 
 def first_line(text: str, limit: int = 300) -> str:
-    """The first non-blank line of ``text``, stripped and cut at ``limit`` characters."""
     line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     return line[:limit]
 
@@ -43,3 +62,9 @@ def infra_summary(message: str) -> str:
     if found:
         return first_line(found[-1])
     return first_line(message)
+
+
+def is_connection_error(err: BaseException) -> bool:
+    import requests
+
+    return isinstance(err, requests.exceptions.ConnectionError | ConnectionError)
