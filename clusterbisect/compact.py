@@ -11,7 +11,8 @@ changes annotation), every pending probe's change keys, the untestable list. Com
   ``env``, an ``argv`` and the pins to install, without the changes it repeats); a
   Job or a Ray submission is in ``probe.rendered_file``;
 - ``pending`` gives each probe's id, purpose, runs and number of changes;
-- ``untestable`` becomes ``untestable_count``;
+- ``untestable`` becomes ``untestable_count``, and ``fidelity``'s lists (the settings
+  a probe does not carry) their counts;
 - a ``record`` reply holds the compact ``next`` view, never the full one.
 
 Pure: documents in, documents out.
@@ -48,9 +49,21 @@ def next_view(view: dict[str, Any], local_process: bool) -> dict[str, Any]:
             out["probe"] = probe(value, local_process)
         elif key == "pending":
             out["pending"] = [_pending(p) for p in value]
+        elif key == "fidelity" and isinstance(value, dict):
+            out["fidelity"] = _fidelity(value)
         else:
             out[key] = value
     return out
+
+
+def _fidelity(value: dict[str, Any]) -> dict[str, Any]:
+    """What the probes carry of the job, with the settings they do not carry counted
+    (the same in every reply of a session; verbose lists them)."""
+    short = {k: v for k, v in value.items() if not isinstance(v, list)}
+    for key, items in value.items():
+        if isinstance(items, list):
+            short[f"{key}_count"] = len(items)
+    return short
 
 
 def _pending(item: Any) -> Any:

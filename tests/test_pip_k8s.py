@@ -4,6 +4,7 @@ install that fails read as an infrastructure error."""
 
 from __future__ import annotations
 
+import base64
 from pathlib import Path
 
 import kubernetes_validate
@@ -47,18 +48,28 @@ def runner_and_probe(tmp_path: Path, **options: object) -> tuple[KubernetesRunne
 def test_a_pip_freeze_probe_is_a_valid_job_with_an_install_step(tmp_path: Path) -> None:
     runner, probe = runner_and_probe(tmp_path, pip_image=IMAGE)
     assert runner.untestable(probe.changes) == {}
-    (job,) = runner.manifests(probe)
+    # The pins name an index with credentials: they go in the probe's Secret, which
+    # the install step's environment refers to (the cluster gets the real index).
+    secret, job = runner.manifests(probe)
     for version in VERSIONS:
-        kubernetes_validate.validate(job, version, strict=True)
+        for manifest in (secret, job):
+            kubernetes_validate.validate(manifest, version, strict=True)
     pod = job["spec"]["template"]["spec"]
     (install,) = pod["initContainers"]
     (main,) = pod["containers"]
     assert (
         install["name"] == pipjob.INSTALL_CONTAINER and install["image"] == main["image"] == IMAGE
     )
-    pins = install["env"][0]["value"].splitlines()
+    (pins_env,) = install["env"]
+    ref = pins_env["valueFrom"]["secretKeyRef"]
+    assert pins_env["name"] == pipjob.PINS_ENV and ref["name"] == secret["metadata"]["name"]
+    stored = secret.get("stringData") or {
+        k: base64.b64decode(v).decode() for k, v in secret["data"].items()
+    }
+    pins = stored[ref["key"]].splitlines()
     assert "checkpoint-io==2.0" in pins and f"--find-links {tmp_path / 'wheels'}" in pins
-    assert "s3cr3t-token" in install["env"][0]["value"]  # the cluster gets the real index
+    assert any("s3cr3t-token" in line for line in pins)
+    assert "s3cr3t-token" not in str(job)
     assert main["command"][:2] == ["/bin/sh", "-c"] and main["command"][4:] == WORKLOAD
     assert pod["volumes"] == [{"name": pipjob.VOLUME, "emptyDir": {}}]
     assert job["metadata"]["namespace"] == "ml" and pod["restartPolicy"] == "Never"
