@@ -29,7 +29,7 @@ from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult
 from clusterbisect.redact import redact_manifest, secret_env_names
 from clusterbisect.runners.base import DRY_RUN_MODES, Fidelity, Probe, RunnerContext
-from clusterbisect.runners.kubernetes import carried, isolation, rayjobs, render
+from clusterbisect.runners.kubernetes import carried, isolation, placement, rayjobs, render
 from clusterbisect.runners.kubernetes.cleanup import cleanup
 from clusterbisect.runners.kubernetes.client import (
     Api,
@@ -101,7 +101,10 @@ class KubernetesRunner:
             source = self._source_namespace()
             wanted = self.options.namespace or source
             conn = connect(self.options.kubeconfig, self.options.context, wanted)
-            refused = self._source_refused(conn, source) if source and wanted == source else None
+            refused = None
+            if source and wanted == source:
+                api = Api(conn, self.options.retries, self.options.retry_base_s, self.sleep)
+                refused = placement.source_refused(api, source, self.rayjob)
             if self.options.namespace:
                 self._namespace_from = "-n"
             elif source and refused is None:
@@ -118,49 +121,6 @@ class KubernetesRunner:
         good = self.context.good
         namespace = good.extra.get("namespace") if good is not None else None
         return str(namespace) if namespace else None
-
-    def _source_refused(self, conn: Connection, namespace: str) -> str | None:
-        """Why probes cannot go to the source's namespace (it is not there, or we may
-        not create probes in it), or None. What the API server will not say (a 403 on
-        reading namespaces, a failed access review) leaves it to the probe's creation."""
-        from kubernetes.client.exceptions import ApiException
-
-        api = Api(conn, self.options.retries, self.options.retry_base_s, self.sleep)
-        try:
-            api.call(
-                conn.core.read_namespace,
-                namespace,
-                verb="get",
-                resource="namespaces",
-                passthrough=(403, 404),
-            )
-        except ApiException as err:
-            if err.status == 404:
-                return f"the source's namespace {namespace!r} does not exist here"
-        group, resource = ("ray.io", "rayjobs") if self.rayjob else ("batch", "jobs")
-        review = {
-            "spec": {
-                "resourceAttributes": {
-                    "namespace": namespace,
-                    "verb": "create",
-                    "group": group,
-                    "resource": resource,
-                }
-            }
-        }
-        try:
-            answer = api.call(
-                conn.api("AuthorizationV1Api").create_self_subject_access_review,
-                review,
-                verb="create",
-                resource="selfsubjectaccessreviews",
-                passthrough=(400, 403, 404),
-            )
-        except ApiException:
-            return None
-        if getattr(answer.status, "allowed", True) is False:
-            return f"no permission to create {resource} in the source's namespace {namespace!r}"
-        return None
 
     @property
     def jobs(self) -> ProbeJobs:
