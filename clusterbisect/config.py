@@ -15,8 +15,9 @@ The groups:
 - :class:`SearchOptions`: the search strategy and its parallelism;
 - :class:`DryRunOptions`: render the probes without launching them (``run`` only);
 - one per backend: :class:`LocalOptions`, :class:`RayOptions`,
-  :class:`KubernetesOptions` (its connection part, :class:`KubeConnection`, is what
-  ``cleanup`` takes). The backend registry (:mod:`clusterbisect.backends`) names them.
+  :class:`KubernetesOptions` (their connection parts, :class:`RayConnection` and
+  :class:`KubeConnection`, are what ``cleanup`` takes). The backend registry
+  (:mod:`clusterbisect.backends`) names them.
 
 :class:`SessionConfig` is a session's whole configuration, as stored in its state
 directory: the inputs, the workload, and one instance of each group.
@@ -206,6 +207,10 @@ class BackendOptions:
     SCHEMA_GROUP: ClassVar[str | None] = None
     PARAM_PREFIX: ClassVar[str] = ""
 
+    def pin(self) -> None:
+        """Fix, when a session is created, what depends on where the command runs
+        (a relative path, the current directory), so a resume elsewhere means the same."""
+
 
 @dataclass
 class LocalOptions(BackendOptions):
@@ -217,8 +222,8 @@ class LocalOptions(BackendOptions):
 
 
 @dataclass
-class RayOptions(BackendOptions):
-    """The Ray backend: where the jobs go and what each asks for (flags override the spec)."""
+class RayConnection(BackendOptions):
+    """How to reach a Ray cluster's Jobs API (what ``cleanup --backend ray`` needs)."""
 
     SCHEMA_GROUP: ClassVar[str | None] = "ray"
     PARAM_PREFIX: ClassVar[str] = "ray_"
@@ -229,6 +234,13 @@ class RayOptions(BackendOptions):
         envvar="RAY_ADDRESS",
         help="Ray: an existing cluster's Jobs API (default: a local Ray for the session).",
     )
+
+
+@dataclass
+class RayOptions(RayConnection):
+    """The Ray backend: where the jobs go, what each asks for (flags override the spec),
+    the directory shipped with them and the local Ray's GPUs."""
+
     entrypoint_num_cpus: float | None = option(
         flags=("--entrypoint-num-cpus",), metavar="N", minimum=0, help="Ray: CPUs per probe job."
     )
@@ -241,6 +253,29 @@ class RayOptions(BackendOptions):
         minimum=0,
         help="Ray: memory (bytes) per probe job.",
     )
+    working_dir: str | None = option(
+        flags=("--working-dir",),
+        metavar="DIR",
+        directory=True,
+        help="Ray: the directory shipped as each job's working_dir when the spec sets "
+        "none (default: the current directory).",
+    )
+    num_gpus: int | None = option(
+        flags=("--ray-num-gpus",),
+        metavar="N",
+        minimum=0,
+        help="Ray: GPUs of the local Ray started for the session (default: the machine's, "
+        "as Ray detects them).",
+    )
+
+    def pin(self) -> None:
+        """The working_dir as an absolute path: the current directory by default."""
+        import os
+
+        path = os.path.abspath(self.working_dir or os.getcwd())
+        if not os.path.isdir(path):
+            raise InputError(f"not a directory: {path}", field="--working-dir")
+        self.working_dir = path
 
 
 PROBE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
@@ -424,6 +459,7 @@ class SessionConfig:
             backend_options=read(backends.get(where.backend).options),
             dry_run=read(DryRunOptions).dry_run,
         )
+        config.backend_options.pin()
         config.validate()
         return config, where.state_dir
 

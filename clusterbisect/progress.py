@@ -44,3 +44,8 @@ class TerminalProgress:
             f"  {record.probe_id} [{len(record.subset):>4} changes] {record.outcome.upper():<10}"
             f" {record.duration_s:6.2f}s{detail}"
         )
+
+    def torn_down(self, seconds: float) -> None:
+        # Only a teardown worth mentioning (a local Ray), after the result is out.
+        if seconds >= 0.5:
+            self._write(f"teardown: {seconds:.1f}s after the result (not counted in its time)")

@@ -11,34 +11,43 @@ session started one way can be finished the other. Following ``run``:
 3. :func:`engine_for` splits off what the runner cannot apply (``problem.py``) and
    sets up the engine with the search strategy (``engine.py``, ``search/``).
 4. :func:`run_session` drives the engine, which runs probes through the runner and
-   journals each; the report (``report.py``) is built from the evidence, as data.
+   journals each; the report (``report.py``) is built from the evidence, as data,
+   written and handed out (``publish``) before the runner is torn down.
+
+:func:`resume_session` first clears what an interrupted run left behind
+(:func:`clear_leftovers`, the backend's cleanup hook), then runs the session;
+:func:`cleanup` is the ``cleanup`` command's and tool's way to that hook.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clusterbisect import backends
-from clusterbisect.config import KubeConnection, SessionConfig
+from clusterbisect import backends, options
+from clusterbisect.config import BackendOptions, KubeConnection, SessionConfig
 from clusterbisect.diff import Change, diff
 from clusterbisect.engine import Engine, Progress
 from clusterbisect.errors import InputError, Interrupted
 from clusterbisect.interrupts import sigterm_as_interrupt
+from clusterbisect.log import get_logger
 from clusterbisect.nextstep import next_step
 from clusterbisect.outcome import Outcome
 from clusterbisect.problem import Problem
 from clusterbisect.report import Evidence, build_result
-from clusterbisect.runners.base import RunnerContext, runner_notes
+from clusterbisect.runners.base import Probe, RunnerContext, runner_notes
 from clusterbisect.search import make_strategy
 from clusterbisect.search.base import ProbeAnswer, ProbeRequest, SearchResult, Strategy, Subset
 from clusterbisect.session import DRY_RUN_DIR, Session
 from clusterbisect.specs import load_spec, parse_spec
 from clusterbisect.specs.model import Spec
+
+log = get_logger(__name__)
 
 
 @dataclass
@@ -63,6 +72,7 @@ class Bisection:
     @classmethod
     def of(cls, session: Session, good: Spec, bad: Spec) -> Bisection:
         scope = session.config.scope
+        session.use_specs(good, bad)
         return cls(
             session, good, bad, diff(good, bad, ignore=scope.ignore, container=scope.container)
         )
@@ -91,7 +101,12 @@ def create_session(
     scope = config.scope
     changes = diff(good, bad, ignore=scope.ignore, container=scope.container)
     session = Session.create(
-        config, state_dir, good_text=texts[0], bad_text=texts[1], purpose=purpose
+        config,
+        state_dir,
+        good_text=texts[0],
+        bad_text=texts[1],
+        specs=(good, bad),
+        purpose=purpose,
     )
     return Bisection(session, good, bad, changes)
 
@@ -132,8 +147,15 @@ def _live_text(source: str, config: SessionConfig) -> str | None:
 def runner_for(bisection: Bisection, render_only: bool = False) -> Any:
     """The session's runner. ``render_only`` (the step mode, which launches nothing)
     renders every probe as a client dry run does, so no cluster is needed."""
+    config = bisection.session.config
+    context = runner_context(bisection, render_only)
+    return backends.make_runner(config.backend, context, config.backend_options)
+
+
+def runner_context(bisection: Bisection, render_only: bool = False) -> RunnerContext:
+    """What the session's runner is told (see :func:`runner_for`)."""
     session, config = bisection.session, bisection.session.config
-    context = RunnerContext(
+    return RunnerContext(
         session_id=session.session_id,
         good=bisection.good,
         changes=tuple(bisection.changes),
@@ -143,10 +165,11 @@ def runner_for(bisection: Bisection, render_only: bool = False) -> Any:
         timeout_s=config.limits.timeout,
         dry_run="client" if render_only else config.dry_run,
         signature=config.signature.failure_signature(),
+        state_dir=session.state_dir,
         manifests_dir=session.manifests_dir,
         private_dir=session.private_dir(config.backend),
+        redactor=session.redactor,
     )
-    return backends.make_runner(config.backend, context, config.backend_options)
 
 
 def engine_for(bisection: Bisection, runner: Any, progress: Progress | None = None) -> Engine:
@@ -189,6 +212,7 @@ def evidence(engine: Engine, search: SearchResult, elapsed_s: float) -> Evidence
         },
         elapsed_s=elapsed_s,
         read_log=session.read_log,
+        redactor=session.redactor,
         fidelity=engine.runner.fidelity().to_dict() if engine.runner is not None else {},
         probe_timeout=engine.timeout().to_dict(),
         next_step=next_step(config, search, session.input_path("good"), session.input_path("bad")),
@@ -199,19 +223,30 @@ def evidence(engine: Engine, search: SearchResult, elapsed_s: float) -> Evidence
 # --- running ------------------------------------------------------------------------------------
 
 
-def run_session(bisection: Bisection, progress: Progress | None = None) -> dict[str, Any]:
+def run_session(
+    bisection: Bisection,
+    progress: Progress | None = None,
+    publish: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
     """Drive the session to a result with its backend; always release the runner.
 
     The journal is written as probes finish, so an interruption loses nothing: the
-    session can be resumed and reaches the same answer. The session's lock is held
-    throughout (taken here for a session opened to resume): one writer at a time.
+    session can be resumed and reaches the same answer. The result is written, and
+    given to ``publish`` (the CLI prints it), as soon as the search ends: tearing the
+    runner down (stopping a local Ray, say) comes after, and its time is not in the
+    report's. The session's lock is held throughout (taken here for a session opened to
+    resume): one writer at a time.
     """
     session = bisection.session
     with session.locked("resume"):
-        return _run_locked(bisection, progress)
+        return _run_locked(bisection, progress, publish)
 
 
-def _run_locked(bisection: Bisection, progress: Progress | None) -> dict[str, Any]:
+def _run_locked(
+    bisection: Bisection,
+    progress: Progress | None,
+    publish: Callable[[dict[str, Any]], None] | None,
+) -> dict[str, Any]:
     started = time.monotonic()
     session = bisection.session
     runner = runner_for(bisection)
@@ -222,6 +257,11 @@ def _run_locked(bisection: Bisection, progress: Progress | None) -> dict[str, An
             outcome = engine.drive(
                 execute=True, max_probes=limits.max_probes, max_time_s=limits.max_time
             )
+        assert outcome.result is not None
+        result = build_result(evidence(engine, outcome.result, time.monotonic() - started))
+        session.write_result(result)
+        if publish is not None:
+            publish(result)
     except (Interrupted, KeyboardInterrupt) as interrupt:
         raise Interrupted(
             f"interrupted; probes were stopped and {len(session.records())} finished probes "
@@ -229,11 +269,83 @@ def _run_locked(bisection: Bisection, progress: Progress | None) -> dict[str, An
             details={"state_dir": str(session.state_dir)},
         ) from interrupt
     finally:
+        closing = time.monotonic()
         runner.close()
-    assert outcome.result is not None
-    result = build_result(evidence(engine, outcome.result, time.monotonic() - started))
-    session.write_result(result)
+        teardown_s = time.monotonic() - closing
+        log.info("teardown", backend=runner.name, seconds=round(teardown_s, 2))
+        if progress is not None:
+            progress.torn_down(teardown_s)
     return result
+
+
+def resume_session(
+    bisection: Bisection,
+    progress: Progress | None = None,
+    publish: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Continue a session: clear what an interrupted run left behind, then run it
+    (both under the session's lock, so a run still going is never cleared)."""
+    with bisection.session.locked("resume"):
+        clear_leftovers(bisection.session)
+        return run_session(bisection, progress, publish)
+
+
+def clear_leftovers(session: Session) -> dict[str, Any] | None:
+    """Stop and delete the session's probes that outlived an interrupted run (its
+    backend's cleanup hook); None when the backend leaves nothing behind."""
+    config = session.config
+    backend = backends.get(config.backend)
+    if backend.cleanup is None or backend.cleanup_options is None:
+        return None
+    connection = options.narrow(config.backend_options, backend.cleanup_options)
+    report = backends.cleanup(
+        config.backend, session.session_id, connection, session.private_dir(config.backend)
+    )
+    log.info("leftovers_cleared", **{k: v for k, v in report.items() if k != "summary"})
+    return report
+
+
+def cleanup_backend(name: str | None, state_dir: Path | None = None) -> backends.Backend:
+    """The backend whose leftovers ``cleanup`` deletes: ``name``, else the session's,
+    else the default; one that leaves nothing behind is bad input."""
+    if name is None:
+        name = Session.open(state_dir).config.backend if state_dir else backends.CLEANUP_DEFAULT
+    chosen = backends.get(name)
+    if chosen.cleanup is None or chosen.cleanup_options is None:
+        raise InputError(f"the {name} backend leaves nothing to clean up", field="backend")
+    return chosen
+
+
+def cleanup(
+    backend: str | None,
+    session_id: str | None,
+    given: BackendOptions | None,
+    state_dir: Path | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any]:
+    """What ``cleanup`` does: delete a backend's leftovers, of one session or all.
+
+    With ``state_dir``, that session's id, backend and stored connection are used
+    (what ``given`` sets wins), and its own directory (a local Ray a killed run left).
+    With ``dry_run``, only list them (``found``, ``sessions``, ``summary``).
+    """
+    chosen = cleanup_backend(backend, state_dir)
+    assert chosen.cleanup_options is not None
+    connection = given if given is not None else chosen.cleanup_options()
+    private_dir = None
+    if state_dir is not None:
+        session = Session.open(state_dir)
+        session_id = session.session_id
+        private_dir = session.private_dir(chosen.name)
+    if state_dir is not None and session.config.backend == chosen.name:
+        stored = options.narrow(session.config.backend_options, chosen.cleanup_options)
+        connection = type(stored)(
+            **{
+                **dataclasses.asdict(stored),
+                **{k: v for k, v in dataclasses.asdict(connection).items() if v is not None},
+            }
+        )
+    return backends.cleanup(chosen.name, session_id, connection, private_dir, dry_run)
 
 
 def dry_run(bisection: Bisection) -> dict[str, Any]:
@@ -251,13 +363,12 @@ def dry_run(bisection: Bisection) -> dict[str, Any]:
         plan: list[dict[str, Any]] = []
         for request in [r for batch in batches for r in batch]:
             probe = engine.make_probe(request, len(plan) + 1)
-            path = session.save_rendered(DRY_RUN_DIR, probe.probe_id, runner.render(probe))
             plan.append(
                 {
                     "id": probe.probe_id,
                     "purpose": request.purpose,
                     "subset": engine.problem.subset_keys(request.subset),
-                    "manifest": str(path),
+                    **save_probe(session, DRY_RUN_DIR, runner, probe),
                 }
             )
     finally:
@@ -277,6 +388,23 @@ def dry_run(bisection: Bisection) -> dict[str, Any]:
         "rounds": 0,
         "culprits": [],
     }
+
+
+def save_probe(session: Session, folder: str, runner: Any, probe: Probe) -> dict[str, Any]:
+    """Write what ``runner`` renders for ``probe`` under ``folder``: the rendered probe
+    (no secret value in it) and, when it refers to real values, the private file that
+    holds them (mode 0600). Their paths, and how the two are used together."""
+    saved: dict[str, Any] = {
+        "manifest": str(session.save_rendered(folder, probe.probe_id, runner.render(probe)))
+    }
+    private = runner.private(probe)
+    if private is not None:
+        path = session.save_private(folder, probe.probe_id, private.suffix, private.text)
+        saved["private_file"] = str(path)
+        saved["private_file_holds"] = private.holds
+        if private.usage:
+            saved["use"] = private.usage.format(private=path, rendered=saved["manifest"])
+    return saved
 
 
 def _first_batches(strategy: Strategy, n: int) -> list[list[ProbeRequest]]:

@@ -8,14 +8,16 @@ from typing import Any
 import click
 
 from clusterbisect.cli.common import (
+    echo,
     emit_json,
-    finish,
+    exit_for,
     json_option,
     progress,
     quiet_option,
     require_workload,
     session_config,
     session_options,
+    show_result,
 )
 from clusterbisect.config import RUN_GROUPS
 
@@ -40,7 +42,7 @@ def run(
     config, state_dir = session_config(good, bad, command, options)
     with workflow.new_session(config, state_dir) as bisection:
         if not config.dry_run:
-            finish(workflow.run_session(bisection, progress(quiet)), as_json)
+            exit_for(workflow.run_session(bisection, progress(quiet), show_result(as_json)))
             return
         plan = workflow.dry_run(bisection)
     if as_json:
@@ -54,11 +56,15 @@ def run(
 @json_option
 @quiet_option
 def resume(state_dir: str, as_json: bool, quiet: bool) -> None:
-    """Continue an interrupted session without re-running finished probes."""
+    """Continue an interrupted session without re-running finished probes.
+
+    What the interrupted run left behind (probe jobs still on a cluster, a local Ray)
+    is stopped and deleted first.
+    """
     from clusterbisect import workflow
 
     bisection = workflow.Bisection.open(Path(state_dir))
-    finish(workflow.run_session(bisection, progress(quiet)), as_json)
+    exit_for(workflow.resume_session(bisection, progress(quiet), show_result(as_json)))
 
 
 @click.command()
@@ -84,25 +90,25 @@ def report(state_dir: str, fmt: str) -> None:
     if fmt == "json":
         emit_json(result)
     elif fmt == "markdown":
-        click.echo(reporting.render_markdown(result), nl=False)
+        echo(reporting.render_markdown(result), nl=False)
     else:
-        click.echo(reporting.render_text(result))
+        echo(reporting.render_text(result))
 
 
 def _print_plan(plan: dict[str, Any]) -> None:
     from clusterbisect.report import fidelity_lines
 
-    click.echo(
+    echo(
         f"Dry run on the {plan['backend']} backend: {plan['changes_searched']} of "
         f"{plan['changes_total']} changes searchable; nothing was launched."
     )
     for probe in plan["plan"]:
-        click.echo(
+        echo(
             f"  {probe['id']} {probe['purpose']:<14} {len(probe['subset']):>4} changes"
             f"  -> {probe['manifest']}"
         )
     for item in plan["untestable"]:
-        click.echo(f"  untestable: {item['key']}: {item['reason']}")
+        echo(f"  untestable: {item['key']}: {item['reason']}")
     for line in fidelity_lines(plan.get("fidelity") or {}):
-        click.echo(f"  {line}")
-    click.echo(f"State: {plan['state_dir']}")
+        echo(f"  {line}")
+    echo(f"State: {plan['state_dir']}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from clusterbisect.config import KubeConnection
@@ -16,17 +17,20 @@ def cleanup(
     conn: Connection | None = None,
     *,
     options: KubeConnection | None = None,
+    private_dir: Path | None = None,
     sleep: Callable[[float], None] = time.sleep,
     api: Api | None = None,
     dry_run: bool = False,
 ) -> dict[str, Any]:
     """Delete everything clusterbisect left in the namespace (one session, or all).
 
-    Jobs and RayJobs go with propagationPolicy=Background (their pods and Ray
-    clusters with them); ConfigMaps and orphaned probe pods are deleted too.
-    ``options`` say how to connect (the registry's cleanup hook:
-    ``cleanup(session_id, options=...)``). With ``dry_run`` nothing is deleted: the
-    report lists what would be, and the sessions it belongs to.
+    Jobs and RayJobs go with propagationPolicy=Background (their pods, Ray clusters
+    and probe Secrets with them: a probe's Secret is owned by its Job); ConfigMaps and
+    orphaned probe pods are deleted too. ``options`` say how to connect (the registry's
+    cleanup hook: ``cleanup(session_id, options=..., private_dir=...)``; a Kubernetes
+    session runs nothing on this machine, so ``private_dir`` is unused). With
+    ``dry_run`` nothing is deleted: the report lists what would be, and the sessions
+    it belongs to.
     """
     settings = settings_of(options)
     conn = conn or (api.conn if api else None)
@@ -64,6 +68,7 @@ def cleanup(
             "pods": orphans,
             "configmaps": map_names,
         }
+        report["summary"] = _found_summary(report)
         return report
     deleted_jobs = [j.metadata.name for j in jobs if api.delete_job(j.metadata.name)]
     deleted_rayjobs = [name for name in rayjob_names if rayjobs.delete_rayjob(api, name)]
@@ -77,7 +82,25 @@ def cleanup(
         "pods": deleted_pods,
         "configmaps": deleted_maps,
     }
+    report["summary"] = (
+        f"Namespace {conn.namespace}: deleted {len(deleted_jobs)} job(s), "
+        + (f"{len(deleted_rayjobs)} RayJob(s), " if deleted_rayjobs else "")
+        + f"{len(deleted_pods)} orphaned pod(s), {len(deleted_maps)} configmap(s) "
+        f"matching {selector}."
+    )
     return report
+
+
+def _found_summary(plan: dict[str, Any]) -> str:
+    found = plan["found"]
+    sessions = plan["sessions"]
+    return (
+        f"namespace {plan['namespace']} holds {len(found['jobs'])} probe job(s), "
+        + (f"{len(found['rayjobs'])} RayJob(s), " if found.get("rayjobs") else "")
+        + f"{len(found['pods'])} orphaned pod(s) and {len(found['configmaps'])} configmap(s) "
+        f"of {len(sessions)} session(s): {', '.join(sessions[:10])}"
+        + (" ..." if len(sessions) > 10 else "")
+    )
 
 
 def _session_of(obj: Any) -> str:

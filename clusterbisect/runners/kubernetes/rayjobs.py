@@ -486,33 +486,3 @@ def leftovers(api: Any, selector: str) -> list[dict[str, Any]]:
         return []
     items = [i for i in found.get("items") or [] if isinstance(i, dict)]
     return [i for i in items if not (i.get("metadata") or {}).get("deletionTimestamp")]
-
-
-def redacted(manifest: dict[str, Any], secret_names: set[str]) -> dict[str, Any]:
-    """A copy of a probe RayJob for display: secret env values of every pod template,
-    and of the runtime_env's ``env_vars``, hidden."""
-    from clusterbisect.redact import REDACTED, looks_secret, redact_env
-    from clusterbisect.specs.yamlio import YAMLError, dump_yaml, load_yaml
-
-    shown = copy.deepcopy(manifest)
-    for ref in kinds.template_refs(shown, "RayJob"):
-        pod = kinds.resolve(shown, (*ref.path, "spec"))
-        for group in ("initContainers", "containers"):
-            for container in (pod or {}).get(group) or []:
-                for env in container.get("env") or []:
-                    name = env.get("name", "")
-                    if "value" in env and (name in secret_names or looks_secret(name)):
-                        env["value"] = REDACTED
-    body = shown.get("spec") or {}
-    text = body.get("runtimeEnvYAML")
-    if isinstance(text, str):
-        try:
-            runtime_env = load_yaml(text)
-        except YAMLError:
-            runtime_env = None
-        if isinstance(runtime_env, dict) and isinstance(runtime_env.get("env_vars"), dict):
-            runtime_env["env_vars"] = redact_env(
-                {str(k): str(v) for k, v in runtime_env["env_vars"].items()}, secret_names
-            )
-            body["runtimeEnvYAML"] = dump_yaml(runtime_env)
-    return shown
