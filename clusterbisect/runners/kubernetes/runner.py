@@ -34,6 +34,7 @@ from clusterbisect.redact import Redactor
 from clusterbisect.runners.base import DRY_RUN_MODES, Fidelity, PrivateFile, Probe, RunnerContext
 from clusterbisect.runners.kubernetes import (
     carried,
+    fieldcheck,
     isolation,
     placement,
     rayjobs,
@@ -44,9 +45,6 @@ from clusterbisect.runners.kubernetes.cleanup import cleanup
 from clusterbisect.runners.kubernetes.client import (
     Api,
     Connection,
-    connect,
-    context_namespace,
-    field_path,
     model_problems,
     settings_of,
 )
@@ -87,7 +85,11 @@ class KubernetesRunner:
             else:
                 render.probe_template(self.context.good, self.options.template)
         self._conn = connection
-        self._namespace_from: str | None = None  # where the probe namespace came from
+        good = self.context.good
+        source = good.extra.get("namespace") if good is not None else None
+        self.placement = placement.Placement(
+            self.options, str(source) if source else None, self.rayjob, sleep
+        )
         self._api: Api | None = None
         self.clock = clock
         self.sleep = sleep
@@ -102,35 +104,10 @@ class KubernetesRunner:
 
     def connection(self) -> Connection:
         """The cluster connection, made on first use (a client dry run never makes one).
-
-        Its namespace is where probes go: ``-n``, else the source's namespace when the
-        cluster has it and we may create probes there, else the context's, else
-        ``default``.
-        """
+        Its namespace is where probes go (``placement.Placement``)."""
         if self._conn is None:
-            source = self._source_namespace()
-            wanted = self.options.namespace or source
-            conn = connect(self.options.kubeconfig, self.options.context, wanted)
-            refused = None
-            if source and wanted == source:
-                api = Api(conn, self.options.retries, self.options.retry_base_s, self.sleep)
-                refused = placement.source_refused(api, source, self.rayjob)
-            if self.options.namespace:
-                self._namespace_from = "-n"
-            elif source and refused is None:
-                self._namespace_from = "the source's"
-            elif source:
-                conn = connect(self.options.kubeconfig, self.options.context, None)
-                self._namespace_from = f"the context's; {refused}"
-            else:
-                self._namespace_from = "the context's"
-            self._conn = conn
+            self._conn = self.placement.connect()
         return self._conn
-
-    def _source_namespace(self) -> str | None:
-        good = self.context.good
-        namespace = good.extra.get("namespace") if good is not None else None
-        return str(namespace) if namespace else None
 
     @property
     def jobs(self) -> ProbeJobs:
@@ -150,24 +127,13 @@ class KubernetesRunner:
     def namespace(self) -> str | None:
         """The probe namespace: -n, else the source's, else the context's; None when
         unknown (a client dry run without a kubeconfig)."""
-        if self.options.namespace:
-            self._namespace_from = "-n"
-            return self.options.namespace
-        if self._conn is None and self.mode == "client":
-            source = self._source_namespace()
-            if source:
-                self._namespace_from = "the source's; not checked in a client dry run"
-                return source
-            self._namespace_from = "the context's"
-            return context_namespace(self.options.kubeconfig, self.options.context)
+        if self._conn is None and (self.mode == "client" or self.options.namespace):
+            return self.placement.offline()  # -n needs no connection
         return self.connection().namespace
 
     def namespace_said(self) -> str:
         """``namespace 'ml' (the source's)``: where probes go, and why there."""
-        namespace = self.namespace()
-        if namespace is None:
-            return "the namespace of the kubeconfig's context when applied (none set)"
-        return f"namespace {namespace!r} ({self._namespace_from or 'the context s'})"
+        return self.placement.said(self.namespace())
 
     def probe_script(self) -> str | None:
         """The text of ``probes/NAME.py`` for ``--probe NAME``."""
@@ -245,7 +211,7 @@ class KubernetesRunner:
             job = render.render_job("check", self.context.session_id, spec, [], options)
             problems = model_problems("V1Job", job)
             if problems:
-                raise _field_error(good, job, problems, origin)
+                raise fieldcheck.field_error(good, job, problems, origin)
 
     def _static_render_options(self) -> render.RenderOptions:
         return render.RenderOptions(
@@ -577,46 +543,6 @@ class KubernetesRunner:
             deleted += self._rayjobs.abort()
         self._delete_configmap()
         return deleted
-
-
-def _field_error(
-    good: Any, job: dict[str, Any], problems: list[tuple[Any, ...]], changes: list[Change] | None
-) -> InputError:
-    """The unknown (or mistyped) fields of a probe Job, named as the spec's settings
-    (``containers[trainer].envv``) when they are in a container."""
-    pod = job["spec"]["template"]["spec"]
-    fields = [(_setting_path(tuple(loc), pod), message) for loc, message in problems]
-    path = fields[0][0]
-    related = [c.key for c in changes or [] if c.key.startswith(path) or path.startswith(c.key)]
-    if changes is None:
-        origin = f"it is in the good spec {good.source}, so in every probe"
-    elif related:
-        origin = f"it comes from the change {', '.join(related)} of the bad spec"
-    else:
-        origin = "it comes from the changes of the bad spec"
-    listed = "; ".join(f"{p}: {m}" for p, m in fields)
-    return InputError(
-        f"{listed} in the {good.kind}'s pod template: the Kubernetes API has no such "
-        f"field ({origin})",
-        details={"fields": [p for p, _ in fields]},
-    )
-
-
-def _setting_path(loc: tuple[Any, ...], pod: dict[str, Any]) -> str:
-    """A probe Job's field path as the spec's setting key where it can be one."""
-    base = ("spec", "template", "spec")
-    if loc[:3] != base:
-        return field_path(loc)
-    rest = loc[3:]
-    if len(rest) >= 2 and rest[0] in ("containers", "initContainers") and isinstance(rest[1], int):
-        items = pod.get(rest[0]) or []
-        name = items[rest[1]].get("name") if rest[1] < len(items) else None
-        if name:
-            prefix = "containers" if rest[0] == "containers" else "initContainers"
-            tail = field_path(rest[2:])
-            joined = f"{prefix}[{name}]"
-            return joined + ("" if not tail else tail if tail.startswith("[") else "." + tail)
-    return field_path(rest)
 
 
 @dataclass
