@@ -332,6 +332,15 @@ def test_every_input_kind_is_rendered_and_created_strictly(
             manifest = yaml.safe_load((state / "dry-run" / f"{probe}.yaml").read_text())
             docs = manifest if isinstance(manifest, list) else [manifest]
             job = next(d for d in docs if d.get("kind") == "Job")
+            # The probe's secret values are in a Secret the Job refers to, written
+            # beside it (mode 0600); applied first, as the dry run says.
+            private = state / "dry-run" / f"{probe}.secret.yaml"
+            for doc in yaml.safe_load_all(private.read_text()) if private.exists() else []:
+                doc["metadata"].pop("namespace", None)
+                if doc["kind"] == "Job":
+                    job = doc
+                else:
+                    kube.raw(kube.core.create_namespaced_secret, ns, doc)
             job["metadata"].pop("namespace", None)
             created = kube.raw(kube.batch.create_namespaced_job, ns, job, field_validation="Strict")
             main = job["spec"]["template"]["spec"]["containers"][0]["name"]
