@@ -184,6 +184,18 @@ class Session:
             raise HostError(f"{path}: cannot read ({err.strerror})") from None
         return cls(state_dir.resolve(), session_id, config, created)
 
+    def save_config(self) -> None:
+        """Write :attr:`config` back to ``session.json`` (a resume that raised the
+        budget, a signature that was decided): later commands see what this one used."""
+        _write_json_atomic(
+            self.state_dir / SESSION_FILE,
+            {
+                "session_id": self.session_id,
+                "created": self.created,
+                "config": self.config.to_dict(),
+            },
+        )
+
     @contextlib.contextmanager
     def locked(self, purpose: str) -> Iterator[Session]:
         """Hold the session's lock for the block, as the one writer (``purpose``: the

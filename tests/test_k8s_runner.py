@@ -545,6 +545,24 @@ def test_make_runner_never_connects_for_a_client_dry_run(
     assert make_runner(RunnerContext(), KubeConnection(namespace="x")).options.retries == 5
 
 
+def test_without_a_kubeconfig_run_fails_before_any_probe_and_cleanup_says_no_dry_run(
+    cli: Any, tmp_path: Path
+) -> None:
+    """A run that launches connects when its runner is made: no "round 1" line first.
+    `cleanup` has no dry run, so its error does not offer one."""
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "KUBECONFIG": ""}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    good, bad = str(EXAMPLE / "good.yaml"), str(EXAMPLE / "bad.yaml")
+    proc = cli("run", good, bad, "--backend", "kubernetes", env=env, expect=3)
+    assert "no Kubernetes configuration" in proc.stderr
+    assert "round 1" not in proc.stderr and "in flight" not in proc.stderr
+    assert "a client --dry-run needs no cluster" in proc.stderr
+    proc = cli("cleanup", env=env, expect=3)
+    assert "no Kubernetes configuration" in proc.stderr and "dry" not in proc.stderr
+    # A client dry run still needs no cluster.
+    cli("run", good, bad, "--backend", "kubernetes", "--dry-run", env=env, expect=0)
+
+
 def test_live_input_is_fetched_and_normalised(
     mocker: Any, kubeconfig: Path, tmp_path: Path
 ) -> None:

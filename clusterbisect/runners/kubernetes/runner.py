@@ -16,7 +16,6 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,27 +29,23 @@ from clusterbisect.files import write_private
 from clusterbisect.interrupts import sigterm_as_interrupt
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult
-from clusterbisect.redact import Redactor
 from clusterbisect.runners.base import DRY_RUN_MODES, Fidelity, PrivateFile, Probe, RunnerContext
-from clusterbisect.runners.kubernetes import (
-    carried,
-    fieldcheck,
-    isolation,
-    placement,
-    rayjobs,
-    render,
-    secretref,
-)
+from clusterbisect.runners.kubernetes import carried, isolation, pipjob, rayjobs, render, secretref
 from clusterbisect.runners.kubernetes.cleanup import cleanup
 from clusterbisect.runners.kubernetes.client import (
     Api,
     Connection,
+    connect,
+    context_namespace,
     model_problems,
     settings_of,
 )
 from clusterbisect.runners.kubernetes.jobs import ProbeJobs
+from clusterbisect.runners.kubernetes.namespace import source_namespace, source_refused
+from clusterbisect.runners.kubernetes.objects import ProbeObjects, field_error
 from clusterbisect.settings import apply_changes, flatten
-from clusterbisect.specs.model import Spec
+from clusterbisect.specs.model import PIP, Spec
+from clusterbisect.specs.pip import install_lines
 
 log = get_logger(__name__)
 
@@ -77,19 +72,21 @@ class KubernetesRunner:
                 f"expected one of {', '.join(DRY_RUN_MODES)}, got {self.mode!r}",
                 field="--dry-run",
             )
-        # A RayJob is probed as RayJobs (KubeRay runs its entrypoint); the rest as Jobs.
-        self.rayjob = rayjobs.applies(self.context.good)
-        if self.context.good is not None:  # refuse a spec without a pod template now
-            if self.rayjob:
-                rayjobs.check_options(self.context.good, self._static_render_options())
-            else:
-                render.probe_template(self.context.good, self.options.template)
-        self._conn = connection
         good = self.context.good
-        source = good.extra.get("namespace") if good is not None else None
-        self.placement = placement.Placement(
-            self.options, str(source) if source else None, self.rayjob, sleep
+        # A pip freeze has no pod: its probes run in --pip-image (pipjob.py).
+        self.pip = good is not None and good.format == PIP
+        self._template = (
+            pipjob.job_spec(good, self.options.pip_image) if good is not None and self.pip else good
         )
+        # A RayJob is probed as RayJobs (KubeRay runs its entrypoint); the rest as Jobs.
+        self.rayjob = rayjobs.applies(good)
+        if self._template is not None:  # refuse a spec without a pod template now
+            if self.rayjob:
+                rayjobs.check_options(self._template, self._static_render_options())
+            else:
+                render.probe_template(self._template, self.options.template)
+        self._conn = connection
+        self._namespace_from: str | None = None  # where the probe namespace came from
         self._api: Api | None = None
         self.clock = clock
         self.sleep = sleep
@@ -104,10 +101,35 @@ class KubernetesRunner:
 
     def connection(self) -> Connection:
         """The cluster connection, made on first use (a client dry run never makes one).
-        Its namespace is where probes go (``placement.Placement``)."""
+
+        Its namespace is where probes go: ``-n``, else the source's namespace when the
+        cluster has it and we may create probes there, else the context's, else
+        ``default``.
+        """
         if self._conn is None:
-            self._conn = self.placement.connect()
+            source = source_namespace(self.context.good)
+            wanted = self.options.namespace or source
+            hint = "a client --dry-run needs no cluster"
+            conn = connect(self.options.kubeconfig, self.options.context, wanted, hint=hint)
+            refused = (
+                source_refused(self._api_of(conn), source, self.rayjob)
+                if source and wanted == source
+                else None
+            )
+            if self.options.namespace:
+                self._namespace_from = "-n"
+            elif source and refused is None:
+                self._namespace_from = "the source's"
+            elif source:
+                conn = connect(self.options.kubeconfig, self.options.context, None, hint=hint)
+                self._namespace_from = f"the context's; {refused}"
+            else:
+                self._namespace_from = "the context's"
+            self._conn = conn
         return self._conn
+
+    def _api_of(self, conn: Connection) -> Api:
+        return Api(conn, self.options.retries, self.options.retry_base_s, self.sleep)
 
     @property
     def jobs(self) -> ProbeJobs:
@@ -127,13 +149,24 @@ class KubernetesRunner:
     def namespace(self) -> str | None:
         """The probe namespace: -n, else the source's, else the context's; None when
         unknown (a client dry run without a kubeconfig)."""
-        if self._conn is None and (self.mode == "client" or self.options.namespace):
-            return self.placement.offline()  # -n needs no connection
+        if self.options.namespace:
+            self._namespace_from = "-n"
+            return self.options.namespace
+        if self._conn is None and self.mode == "client":
+            source = source_namespace(self.context.good)
+            if source:
+                self._namespace_from = "the source's; not checked in a client dry run"
+                return source
+            self._namespace_from = "the context's"
+            return context_namespace(self.options.kubeconfig, self.options.context)
         return self.connection().namespace
 
     def namespace_said(self) -> str:
         """``namespace 'ml' (the source's)``: where probes go, and why there."""
-        return self.placement.said(self.namespace())
+        namespace = self.namespace()
+        if namespace is None:
+            return "the namespace of the kubeconfig's context when applied (none set)"
+        return f"namespace {namespace!r} ({self._namespace_from or 'the context s'})"
 
     def probe_script(self) -> str | None:
         """The text of ``probes/NAME.py`` for ``--probe NAME``."""
@@ -183,8 +216,11 @@ class KubernetesRunner:
     # --- the Runner protocol --------------------------------------------------------
 
     def untestable(self, changes: list[Change]) -> dict[str, str]:
-        """Changes outside the probe's pod template (other roles, object-level fields)."""
+        """Changes outside the probe's pod template (other roles, object-level fields);
+        every pin of a pip freeze is installed by the probe's install step."""
         spec = self.context.good
+        if self.pip:
+            return {}
         if spec is None:
             log.warning("k8s.untestable_without_spec", changes=len(changes))
             return {}
@@ -211,7 +247,7 @@ class KubernetesRunner:
             job = render.render_job("check", self.context.session_id, spec, [], options)
             problems = model_problems("V1Job", job)
             if problems:
-                raise fieldcheck.field_error(good, job, problems, origin)
+                raise field_error(good, job, problems, origin)
 
     def _static_render_options(self) -> render.RenderOptions:
         return render.RenderOptions(
@@ -282,7 +318,7 @@ class KubernetesRunner:
         job = make(
             probe.probe_id,
             probe.session_id,
-            probe.spec,
+            self._template if self.pip and self._template else probe.spec,
             probe.changes,
             options,
             name=name or stable,
@@ -290,6 +326,9 @@ class KubernetesRunner:
             workload=probe.command,
             purpose=probe.purpose or None,
         )
+        if self.pip:
+            assert self.options.pip_image is not None
+            job = pipjob.add_install_step(job, install_lines(probe.spec), self.options.pip_image)
         self._remember_volumes(job)
         script = self.probe_script()
         configmap = None
@@ -369,7 +408,7 @@ class KubernetesRunner:
         results = []
         for item in tracked:
             assert item.result is not None
-            results.append(item.result)
+            results.append(pipjob.install_verdict(item.result) if self.pip else item.result)
         return results
 
     def _run_jobs(self, probes: list[Probe]) -> list[Any]:
@@ -530,6 +569,8 @@ class KubernetesRunner:
 
     def _main_container(self, probe: Probe) -> str:
         """The container whose exit and log are the probe's."""
+        if self.pip:
+            return pipjob.CONTAINER
         ref = render.probe_template(probe.spec, self.options.template)
         template = (
             render.template_of(probe.spec, ref) or self.manifests(probe)[-1]["spec"]["template"]
@@ -545,52 +586,15 @@ class KubernetesRunner:
         return deleted
 
 
-@dataclass
-class ProbeObjects:
-    """What one probe creates: the ``--probe`` ConfigMap (or None), and its Job with
-    its secret values moved into a Secret (``secretref.Externalized``)."""
-
-    configmap: dict[str, Any] | None
-    moved: secretref.Externalized
-
-    def manifests(self) -> list[dict[str, Any]]:
-        """In the order they are created: [ConfigMap], [Secret], Job."""
-        found = [self.configmap, self.moved.secret, self.moved.job]
-        return [m for m in found if m is not None]
-
-    def shown(self, redactor: Redactor) -> list[dict[str, Any]]:
-        """For people and files: [ConfigMap], the Job (which holds no secret value)."""
-        # A Job refers to its Secret (a `--password $(VAR)` stays as it is); anything
-        # else keeps its secrets and is shown with them hidden by name and shape too.
-        hide = redactor.value if self.moved.job["kind"] == "Job" else redactor.setting
-        return [m for m in (self.configmap, hide(self.moved.job)) if m is not None]
-
-    def private(self) -> PrivateFile | None:
-        """The Secret to apply with the shown Job; or, when a secret stayed in the Job
-        (:attr:`secretref.Externalized.unreferenced`), everything to apply instead."""
-        secret, leftovers = self.moved.secret, self.moved.unreferenced
-        if secret is None and not leftovers:
-            return None
-        if not leftovers:
-            return PrivateFile(
-                suffix=".secret.yaml",
-                text=yaml.safe_dump(secret, sort_keys=False),
-                holds="the probe's Secret, which its Job refers to",
-                usage="kubectl apply -f {private} && kubectl create -f {rendered}",
-            )
-        return PrivateFile(
-            suffix=".secret.yaml",
-            text=yaml.safe_dump_all(self.manifests(), sort_keys=False),
-            holds="the probe's Secret and its Job as launched: a secret value a manifest "
-            f"cannot refer to stays in the Job ({', '.join(leftovers)})",
-            usage="kubectl apply -f {private}",
-        )
-
-
 def _default_probes_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "probes"
 
 
 def make_runner(context: RunnerContext, options: KubernetesOptions) -> KubernetesRunner:
-    """The runner (the registry's factory); nothing connects until a probe is run or sent."""
-    return KubernetesRunner(context, options)
+    """The runner (the registry's factory). A run that launches connects now, so a
+    missing or broken kubeconfig fails before any progress is shown; a dry run or step
+    mode (render only) never connects."""
+    runner = KubernetesRunner(context, options)
+    if runner.mode == "none" and context.good is not None:
+        runner.connection()
+    return runner

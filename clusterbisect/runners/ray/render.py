@@ -18,7 +18,8 @@ from clusterbisect.errors import InputError
 from clusterbisect.runners.base import NotCarried
 from clusterbisect.settings import COMMAND, YAML_SEGMENT
 from clusterbisect.settings import ENV as ENV_SETTING
-from clusterbisect.specs.model import ENV, KUBERNETES, RAY_JOB, SNAPSHOT, Spec
+from clusterbisect.specs.model import ENV, KUBERNETES, PIP, RAY_JOB, SNAPSHOT, Spec
+from clusterbisect.specs.pip import install_lines
 from clusterbisect.specs.ray import ANYSCALE_CLUSTER_FIELDS, ANYSCALE_RUNTIME_FIELDS
 from clusterbisect.specs.workload import container_argv, main_container, runtime_env_of, spec_env
 
@@ -274,9 +275,13 @@ def _job_fields(spec: Spec, container: str | None = None) -> dict[str, Any]:
     if spec.format in (ENV, SNAPSHOT):
         # An env dump run on Ray: its variables become the job's env_vars.
         return {"runtime_env": {"env_vars": spec_env(spec)}, "process_env": True}
+    if spec.format == PIP:
+        # A pip freeze run on Ray: its pins are the job's runtime_env pip, which Ray
+        # installs (and caches by content) itself; the workload comes after `--`.
+        return {"runtime_env": {"pip": install_lines(spec)}}
     raise InputError(
-        f"the Ray backend runs Ray job specs, KubeRay RayJobs, Kubernetes workloads and env "
-        f"files, not a {spec.kind}; use --backend kubernetes or local",
+        f"the Ray backend runs Ray job specs, KubeRay RayJobs, Kubernetes workloads, env "
+        f"files and pip freezes, not a {spec.kind}; use --backend kubernetes or local",
         source=spec.source,
     )
 
@@ -340,6 +345,8 @@ def why_untestable(
     elif fields[0] == "env" and change.env_name:
         # An env file: the variables become runtime_env env_vars.
         return _ray_sets_reason(change, change.env_name)
+    elif fields[0] == "pip":
+        return None  # a pip freeze: the pins become runtime_env pip
     elif fields[0] in SUBMIT_FIELDS:
         name, inner = fields[0], fields[1:]
     elif fields[0] in ANYSCALE_RUNTIME_FIELDS:  # an Anyscale job file's runtime fields
