@@ -46,6 +46,7 @@ from kubernetes import client
 from clusterbisect.config import KubeConnection, KubernetesOptions
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.outcome import FailureSignature, Outcome
+from clusterbisect.report import render_text
 from clusterbisect.runners.base import Probe, RunnerContext
 from clusterbisect.runners.kubernetes import (
     KubernetesRunner,
@@ -687,6 +688,19 @@ def test_the_example_incident_is_bisected_through_the_cli(
         assert volumes["checkpoints"]["persistentVolumeClaim"]["readOnly"] is True
         mounts = body["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
         assert all(m["readOnly"] for m in mounts if m["name"] != "dshm")
+    # The report says where the probes ran and lists the Job-level settings they did
+    # not carry, each with its reason (the text report too).
+    fidelity = result["fidelity"]
+    assert fidelity["runs"] == "the Job's pod template, as a Job of one pod"
+    assert fidelity["target"] == "namespace 'ml-training' (the source's)"
+    said = {n["setting"]: n for n in fidelity["not_carried"]}
+    assert said["spec.activeDeadlineSeconds"]["value"] == 21600
+    assert "--timeout" in said["spec.activeDeadlineSeconds"]["reason"]
+    assert "deleted when they end" in said["spec.ttlSecondsAfterFinished"]["reason"]
+    assert "spec.backoffLimit" not in said  # 0, as a probe runs anyway
+    text = render_text(result)
+    assert f"Not carried by the probes ({len(said)}):" in text
+    assert "  - spec.activeDeadlineSeconds = 21600: a Job-level setting" in text
 
 
 # --- a probe's Secret -----------------------------------------------------------------

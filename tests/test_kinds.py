@@ -333,6 +333,28 @@ def test_a_command_that_cannot_be_a_world_of_one_is_said() -> None:
     )
 
 
+def test_what_admission_needs_is_carried_and_testable() -> None:
+    """A Kubeflow job's Kueue queue label and its priority class reach the probe Job
+    (isolation.py copies them), so they are neither untestable nor listed as not
+    carried; the rest of the job's metadata and run policy is."""
+    doc = fixture_docs("pytorchjob")[0]
+    doc["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] = "team-a"
+    doc["spec"]["runPolicy"]["schedulingPolicy"] = {"priorityClass": "low", "queue": "q"}
+    spec = parse_spec(yaml.safe_dump(doc), "queued.yaml")
+    job = probe_job(spec)
+    validate(job)
+    assert job["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert job["spec"]["template"]["spec"]["priorityClassName"] == "low"
+    runner = client_runner(spec)
+    queue = change(spec, "metadata.labels.kueue.x-k8s.io/queue-name", "team-b")
+    priority = change(spec, "spec.runPolicy.schedulingPolicy.priorityClass", "high")
+    app = change(spec, "metadata.labels.app", "other")
+    assert list(runner.untestable([queue, priority, app])) == [app.key]
+    said = {n.setting for n in runner.fidelity().not_carried}
+    assert queue.key not in said and priority.key not in said
+    assert {"metadata.labels.app", "spec.runPolicy.schedulingPolicy.queue"} <= said
+
+
 # --- where probes go ---------------------------------------------------------------------------
 
 
@@ -364,6 +386,11 @@ def test_the_dry_run_lists_what_the_probe_does_not_carry(cli: Any, tmp_path: Pat
     assert [u["key"] for u in plan["untestable"]] == ["spec.queue"]
     text = cli("run", *paths, "--backend", "kubernetes", "--dry-run", expect=0).stdout
     assert "Not carried by the probes" in text and "spec.minAvailable = 3" in text
+    # Step mode says the same when it starts, and with each next probe.
+    state = str(tmp_path / "state")
+    started = cli.json("start", *paths, "--backend", "kubernetes", "--state-dir", state, expect=0)
+    assert started["fidelity"] == fidelity
+    assert cli.json("next", "--state-dir", state, expect=0)["fidelity"] == fidelity
 
 
 # --- RayJob probes ----------------------------------------------------------------------------

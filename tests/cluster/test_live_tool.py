@@ -162,6 +162,7 @@ KINDS = {
     "LeaderWorkerSet": K8S / "leaderworkerset.yaml",
     "JobSet": K8S / "jobset.yaml",
     "TrainJob": K8S / "trainjob.yaml",  # with its ClusterTrainingRuntime
+    "ClusterTrainingRuntime": K8S / "trainjob.yaml",  # the runtime alone (see _runtime_alone)
 }
 
 # The custom kinds the test cluster serves (tests/cluster/crds.py): API version ->
@@ -205,9 +206,25 @@ def _probed_container(doc: dict[str, Any]) -> dict[str, Any]:
         template = spec["replicatedJobs"][0]["template"]["spec"]["template"]
     elif kind == "TrainJob":
         return dict(spec["trainer"])  # its env is laid over the runtime's trainer
+    elif kind == "ClusterTrainingRuntime":
+        node = next(j for j in spec["template"]["spec"]["replicatedJobs"] if j["name"] == "node")
+        template = node["template"]["spec"]["template"]
     else:
         template = spec["template"]
     return dict(template["spec"]["containers"][0])
+
+
+def _runtime_alone(trainjob: dict[str, Any], runtime: dict[str, Any]) -> dict[str, Any]:
+    """A ClusterTrainingRuntime given alone (no TrainJob): its trainer step runs the
+    command and env the TrainJob would have laid over it."""
+    runtime = copy.deepcopy(runtime)
+    trainer = trainjob["spec"]["trainer"]
+    jobs = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    node = next(j for j in jobs if j["name"] == "node")["template"]["spec"]["template"]
+    container = node["spec"]["containers"][0]
+    container.update(command=trainer["command"], args=trainer["args"])
+    container["env"] = [*container.get("env", []), *trainer["env"]]
+    return runtime
 
 
 def create_strict(kube: Kube, ns: str, doc: dict[str, Any]) -> None:
@@ -265,6 +282,8 @@ def test_every_input_kind_is_rendered_and_created_strictly(
     good, *extra = yaml.safe_load_all(KINDS[kind].read_text())  # a TrainJob's runtime
     if kind == "Job":
         good = {**good, "kind": "Job", "spec": good["spec"]["jobTemplate"]["spec"]}
+    if kind == "ClusterTrainingRuntime":
+        good, extra = _runtime_alone(good, extra[0]), []
     good["metadata"] = {
         k: v for k, v in good["metadata"].items() if k in ("name", "labels", "annotations")
     }
@@ -313,6 +332,15 @@ def test_every_input_kind_is_rendered_and_created_strictly(
             manifest = yaml.safe_load((state / "dry-run" / f"{probe}.yaml").read_text())
             docs = manifest if isinstance(manifest, list) else [manifest]
             job = next(d for d in docs if d.get("kind") == "Job")
+            # The probe's secret values are in a Secret the Job refers to, written
+            # beside it (mode 0600); applied first, as the dry run says.
+            private = state / "dry-run" / f"{probe}.secret.yaml"
+            for doc in yaml.safe_load_all(private.read_text()) if private.exists() else []:
+                doc["metadata"].pop("namespace", None)
+                if doc["kind"] == "Job":
+                    job = doc
+                else:
+                    kube.raw(kube.core.create_namespaced_secret, ns, doc)
             job["metadata"].pop("namespace", None)
             created = kube.raw(kube.batch.create_namespaced_job, ns, job, field_validation="Strict")
             main = job["spec"]["template"]["spec"]["containers"][0]["name"]
