@@ -47,11 +47,12 @@ REDACTED = "<redacted>"
 
 # Words that make a variable name look secret (matched against its word parts, so
 # API_KEY and HF_TOKEN are secret while KEYBOARD_LAYOUT and TOKENIZERS_PARALLELISM
-# are not).
+# are not). Not here, for the settings they would hide: TOKENS (MAX_TOKENS), SESSION
+# (RAY_SESSION_DIR), SIGNATURE (S3's SIGNATURE_VERSION), PRIVATE (PRIVATE_REGISTRY);
+# their secret names say so by another word (AWS_SESSION_TOKEN, PRIVATE_KEY).
 SECRET_WORDS = frozenset(
     {
         "TOKEN",
-        "TOKENS",
         "PASSWORD",
         "PASSWORDS",
         "PASSWD",
@@ -67,15 +68,44 @@ SECRET_WORDS = frozenset(
         "CREDENTIAL",
         "CREDENTIALS",
         "CREDS",
-        "PRIVATE",
         "AUTH",
         "AUTHORIZATION",
         "COOKIE",
-        "SESSION",
-        "SIGNATURE",
         "DSN",
         "PAT",
         "JWT",
+    }
+)
+# A last word that makes a secret-sounding name a setting about the secret, not the
+# secret itself: AUTH_MODE, TOKEN_TTL, KEY_SIZE, PASSWORD_FILE (a path), SECRET_NAME.
+NOT_SECRET_LAST_WORDS = frozenset(
+    {
+        "MODE",
+        "TYPE",
+        "METHOD",
+        "ENABLE",
+        "ENABLED",
+        "DISABLE",
+        "DISABLED",
+        "TIMEOUT",
+        "TTL",
+        "EXPIRY",
+        "LENGTH",
+        "LEN",
+        "SIZE",
+        "BITS",
+        "COUNT",
+        "LIMIT",
+        "VERSION",
+        "ALGORITHM",
+        "FILE",
+        "PATH",
+        "DIR",
+        "NAME",
+        "HOST",
+        "PORT",
+        "REGION",
+        "PROVIDER",
     }
 )
 # Word endings for names written without separators (HFTOKEN, DBPASSWORD).
@@ -120,6 +150,8 @@ def looks_secret(name: str | None) -> bool:
     if not name:
         return False
     words = [w.upper() for w in _WORD.findall(str(name))]
+    if words and words[-1] in NOT_SECRET_LAST_WORDS:
+        return False
     if any(w in SECRET_WORDS for w in words):
         return True
     return any(w.endswith(SECRET_SUFFIXES) for w in words)
