@@ -20,7 +20,6 @@ state directory instead.
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import time
@@ -48,7 +47,6 @@ from clusterbisect.session import (
 )
 from clusterbisect.workflow import (
     Bisection,
-    create_session,
     engine_for,
     evidence,
     new_session,
@@ -57,7 +55,6 @@ from clusterbisect.workflow import (
 )
 
 MAX_EVIDENCE_BYTES = 1 << 20  # a reported log is kept up to this size (its tail)
-LOG_HEADER = "# clusterbisect log"
 
 # git bisect's words for the outcomes.
 ALIASES = {"good": Outcome.PASS, "bad": Outcome.FAIL, "skip": Outcome.UNRESOLVED}
@@ -424,174 +421,7 @@ def _elapsed(session: Session, engine: Engine) -> float:
     return max(0.0, last - session.created)
 
 
-def log_text(session: Session) -> str:
-    """The journal as a replayable log, like `git bisect log`."""
-    config = session.config.to_dict()
-    for which in ("good", "bad"):
-        source = config[f"{which}_source"]
-        config[f"{which}_copy"] = str(session.input_path(which))
-        if not Path(source).is_absolute() and Path(source).exists():
-            config[f"{which}_source"] = str(Path(source).resolve())
-        del config[which]
-    config = session.redactor.value(config)
-    if session.private_config is not None:  # what is hidden above, for `replay`
-        config["config_copy"] = str(session.private_config)
-    lines = [
-        f"{LOG_HEADER} of session {session.session_id} ({session.state_dir})",
-        "# replay with: clusterbisect replay FILE (edit or delete `mark` lines first if needed)",
-        "start " + json.dumps(config, sort_keys=True),
-    ]
-    for r in session.records():
-        detail = f" ({r.observed})" if r.observed else ""
-        lines.append(
-            f"# {r.probe_id} round {r.round} {r.purpose}: {r.outcome}{detail}, "
-            f"{len(r.subset)} changes, by {r.source}" + (f", log {r.log}" if r.log else "")
-        )
-        mark = {"outcome": r.outcome, "subset": r.subset, "purpose": r.purpose}
-        if r.log:
-            mark["log"] = str(session.path_of(r.log))
-        lines.append("mark " + json.dumps(mark, sort_keys=True))
-    return "\n".join(lines) + "\n"
-
-
-# --- replay and reset ------------------------------------------------------------------
-
-
-def replay(text: str, source: str, state_dir: Path | None) -> dict[str, Any]:
-    """Start a new session from a log's ``start`` line and re-apply its marks in order.
-
-    Like `git bisect replay`, this is how a wrong mark is corrected: edit the log,
-    then replay it. Marks are journaled as reported outcomes; a mark the search does
-    not ask for is still kept as a cached answer.
-    """
-    config, marks = parse_log(text, source)
-    bisection = create_session(config, state_dir, "replay")
-    try:
-        return _replay_marks(bisection, marks, source)
-    finally:
-        bisection.session.close()
-
-
-def _replay_marks(bisection: Bisection, marks: list[dict[str, Any]], source: str) -> dict[str, Any]:
-    set_current(bisection.session.state_dir)
-
-    def _apply(position: Position) -> int:
-        engine = position.engine
-        by_key = {c.key: i for i, c in enumerate(engine.problem.testable)}
-        for number, mark in enumerate(marks, 1):
-            unknown = [k for k in mark["subset"] if k not in by_key]
-            if unknown:
-                raise InputError(
-                    f"mark {number} names changes this session does not search: "
-                    f"{', '.join(unknown[:5])}",
-                    source=source,
-                )
-            subset = frozenset(by_key[k] for k in mark["subset"])
-            log = mark.get("log")
-            engine.record_manual(
-                subset,
-                parse_outcome(mark["outcome"]),
-                str(mark.get("purpose", "search")),
-                log=str(log) if log and Path(log).exists() else None,
-            )
-        return len(marks)
-
-    applied = with_position(bisection, _apply)
-    state = str(bisection.session.state_dir)
-    return {"replayed": applied, "state_dir": state, "next": next_view(bisection)}
-
-
-def read_log_file(path: str) -> str:
-    """A ``log`` output from a file, for :func:`replay`: UTF-8 text, or bad input."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise InputError(f"cannot read ({err.strerror or err})", source=path) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = ""
-    if (not text and data) or "\x00" in text:
-        raise InputError(
-            "binary content; expected a `clusterbisect log` output (text)", source=path
-        )
-    return text
-
-
-def parse_log(text: str, source: str) -> tuple[SessionConfig, list[dict[str, Any]]]:
-    """The session config and the marks of a log written by :func:`log_text`."""
-    config: SessionConfig | None = None
-    marks: list[dict[str, Any]] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        word, _, rest = line.partition(" ")
-        if word not in ("start", "mark"):
-            raise InputError(
-                f"line {number}: expected `start {{...}}` or `mark {{...}}`", source=source
-            )
-        try:
-            data = json.loads(rest, parse_constant=_not_a_number)
-        except (ValueError, RecursionError) as err:
-            raise InputError(
-                f"line {number}: not JSON after {word!r} ({err})", source=source
-            ) from None
-        if word == "start" and isinstance(data, dict):
-            config = _config_from_log(data, source, number)
-        elif word == "mark" and isinstance(data, dict):
-            if config is None:
-                raise InputError(f"line {number}: a mark before the start line", source=source)
-            subset = data.get("subset")
-            if not isinstance(subset, list) or not all(isinstance(k, str) for k in subset):
-                raise InputError(
-                    f"line {number}: a mark needs a subset (a list of change keys)", source=source
-                )
-            if not isinstance(data.get("outcome"), str):
-                raise InputError(f"line {number}: a mark needs an outcome", source=source)
-            parse_outcome(str(data["outcome"]))
-            marks.append(data)
-        else:
-            raise InputError(
-                f"line {number}: expected `start {{...}}` or `mark {{...}}`", source=source
-            )
-    if config is None:
-        raise InputError("no `start` line; is this a `clusterbisect log` output?", source=source)
-    return config, marks
-
-
-def _not_a_number(constant: str) -> Any:
-    raise ValueError(f"{constant} is not a JSON number")
-
-
-def _config_from_log(data: dict[str, Any], source: str, number: int) -> SessionConfig:
-    data = dict(data)
-    private = data.pop("config_copy", None)
-    if private and Path(private).is_file():  # the values the log hides (a secret flag)
-        data = _unhidden(data, json.loads(Path(private).read_text(encoding="utf-8")))
-    for which in ("good", "bad"):
-        copy = data.pop(f"{which}_copy", None)
-        original = data.get(f"{which}_source")
-        if not all(isinstance(v, (str, type(None))) for v in (copy, original)):
-            raise InputError(f"line {number}: {which}_source is not a path", source=source)
-        if (not original or not Path(original).exists()) and copy and Path(copy).exists():
-            data[f"{which}_source"] = copy  # the original moved: use the session's copy
-    try:
-        return SessionConfig.from_dict({**data, "good": "", "bad": ""})
-    except (TypeError, KeyError, ValueError, InputError) as err:
-        raise InputError(f"line {number}: bad start line ({err})", source=source) from None
-
-
-def _unhidden(shown: Any, real: Any) -> Any:
-    """``shown`` with every value that hides a secret (``<redacted>``) taken from
-    ``real``, where ``real`` has a value at the same place."""
-    if isinstance(shown, str):
-        return real if REDACTED in shown and isinstance(real, str) else shown
-    if isinstance(shown, dict) and isinstance(real, dict):
-        return {k: _unhidden(v, real.get(k)) for k, v in shown.items()}
-    if isinstance(shown, list) and isinstance(real, list) and len(shown) == len(real):
-        return [_unhidden(a, b) for a, b in zip(shown, real, strict=True)]
-    return shown
+# --- reset ------------------------------------------------------------------------
 
 
 def reset(explicit: str | None) -> dict[str, Any]:

@@ -17,7 +17,7 @@ import pytest
 from conftest import EXAMPLES, EnvPair, culprit_keys
 from fakes import ScriptedOptions, culprit_rule, register
 
-from clusterbisect import stepmode, workflow
+from clusterbisect import steplog, stepmode, workflow
 from clusterbisect.config import LocalOptions, SessionConfig, SignatureOptions
 from clusterbisect.errors import InputError
 from clusterbisect.outcome import Outcome, RunResult
@@ -289,8 +289,8 @@ def test_a_log_replays_into_the_same_position(
     first = stepmode.open_session(None)
     stepmode.record(first, Outcome.PASS)
     stepmode.record(stepmode.open_session(None), Outcome.FAIL)
-    text = stepmode.log_text(first.session)
-    replayed = stepmode.replay(text, "log", tmp_path / "second")
+    text = steplog.log_text(first.session)
+    replayed = steplog.replay(text, "log", tmp_path / "second")
     assert replayed["replayed"] == 2 and replayed["state_dir"] == str(tmp_path / "second")
     again = stepmode.next_view(stepmode.open_session(None))
     before = stepmode.next_view(stepmode.open_session(tmp_path / "first"))
@@ -322,7 +322,7 @@ def test_a_log_written_before_the_option_groups_still_replays(
         "timeout_s": 30.0,
     }
     text = "start " + json.dumps(flat) + "\n" + 'mark {"outcome": "pass", "subset": []}\n'
-    replayed = stepmode.replay(text, "old.log", tmp_path / "s")
+    replayed = steplog.replay(text, "old.log", tmp_path / "s")
     assert replayed["replayed"] == 1 and replayed["next"]["probe"]["purpose"] == "baseline-bad"
     config = stepmode.open_state(None).config
     assert config.limits.timeout == 30.0 and config.signature.fail_on == "boom"

@@ -257,10 +257,10 @@ def _result(args: dict[str, Any]) -> Reply:
 
 
 def _log(args: dict[str, Any]) -> Reply:
-    from clusterbisect import stepmode
+    from clusterbisect import steplog, stepmode
 
     session = stepmode.open_state(args.get("state_dir"))
-    text = stepmode.log_text(session)
+    text = steplog.log_text(session)
     path = session.write_bisect_log(text)
     return Reply(
         {"state_dir": str(session.state_dir), "log": text, "log_file": str(path)}, full=str(path)
@@ -268,16 +268,16 @@ def _log(args: dict[str, Any]) -> Reply:
 
 
 def _replay(args: dict[str, Any]) -> Reply:
-    from clusterbisect import stepmode
+    from clusterbisect import steplog
 
     if ("log_file" in args) == ("log_text" in args):
         raise InputError("give exactly one of log_file and log_text", field="log_file")
     if "log_file" in args:
         source = args["log_file"]
-        text = stepmode.read_log_file(source)
+        text = steplog.read_log_file(source)
     else:
         source, text = "log_text", args["log_text"]
-    return Reply(stepmode.replay(text, source, _state_dir(args)))
+    return Reply(steplog.replay(text, source, _state_dir(args)))
 
 
 def _reset(args: dict[str, Any]) -> Reply:

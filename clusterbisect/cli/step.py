@@ -215,10 +215,10 @@ def step_status(state_dir: str | None, as_json: bool) -> None:
 @json_option
 def step_log(state_dir: str | None, as_json: bool) -> None:
     """Print the session's journal as a replayable log (like git bisect log)."""
-    from clusterbisect import stepmode
+    from clusterbisect import steplog, stepmode
 
     session = stepmode.open_state(state_dir)
-    text = stepmode.log_text(session)
+    text = steplog.log_text(session)
     if as_json:
         emit_json({"state_dir": str(session.state_dir), "log": text})
     else:
@@ -233,10 +233,10 @@ def step_replay(logfile: str, state_dir: str | None, as_json: bool) -> None:
     """Start a new session from a `log` output and re-apply its marks."""
     from pathlib import Path
 
-    from clusterbisect import stepmode
+    from clusterbisect import steplog
 
-    text = stepmode.read_log_file(logfile)
-    replayed = stepmode.replay(text, logfile, Path(state_dir) if state_dir else None)
+    text = steplog.read_log_file(logfile)
+    replayed = steplog.replay(text, logfile, Path(state_dir) if state_dir else None)
     if as_json:
         emit_json(replayed)
         return
