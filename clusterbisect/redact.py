@@ -119,7 +119,11 @@ _FREE_FORM_PARENTS = ("annotations", "labels", "config", "metadata")
 # Secret shapes inside values and text. Each pattern's group "secret" is the part hidden.
 SHAPES: tuple[re.Pattern[str], ...] = (
     # user:password@ and token@ in a URL (DATABASE_URL, HTTPS_PROXY, a pip index, a DSN).
-    re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s:/@]+:)?(?P<secret>[^\s/@]+)@"),
+    # The scheme starts a word and is short: tried at every letter of a long word, an
+    # unbounded one made scrubbing a 1 MB line quadratic.
+    re.compile(
+        r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,31}://(?:[^\s:/@]+:)?(?P<secret>[^\s/@]+)@"
+    ),
     # --token=VALUE, --password VALUE, -p... (an option whose name looks secret).
     re.compile(
         r"(?<![\w-])--?(?:[A-Za-z0-9]+[-_])*(?:token|password|passwd|pass|secret|api-?key|"
@@ -128,11 +132,15 @@ SHAPES: tuple[re.Pattern[str], ...] = (
     ),
     # PEM private keys (the whole block).
     re.compile(
-        r"(?P<secret>-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----)",
+        # (a block never spans another BEGIN: so headers without an END stay linear)
+        r"(?P<secret>-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:(?!-----BEGIN ).)*?"
+        r"-----END [A-Z0-9 ]*PRIVATE KEY-----)",
         re.DOTALL,
     ),
     # JSON Web Tokens.
-    re.compile(r"(?P<secret>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*)"),
+    re.compile(
+        r"(?<![A-Za-z0-9_-])(?P<secret>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*)"
+    ),
     # Well-known token prefixes: AWS, GitHub, GitLab, Slack, OpenAI/Anthropic, Stripe,
     # Hugging Face, Google API, npm, PyPI.
     re.compile(
