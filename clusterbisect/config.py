@@ -15,8 +15,11 @@ The groups:
 - :class:`SearchOptions`: the search strategy and its parallelism;
 - :class:`DryRunOptions`: render the probes without launching them (``run`` only);
 - one per backend: :class:`LocalOptions`, :class:`RayOptions`,
-  :class:`KubernetesOptions` (its connection part, :class:`KubeConnection`, is what
-  ``cleanup`` takes). The backend registry (:mod:`clusterbisect.backends`) names them.
+  :class:`KubernetesOptions` (their connection parts, :class:`RayConnection` and
+  :class:`KubeConnection`, are what ``cleanup`` and ``triage`` take). The backend
+  registry (:mod:`clusterbisect.backends`) names them;
+- ``triage``'s: :class:`TriageSourceOptions` (which jobs of a cluster, how old, their
+  logs) and :class:`TriageOptions` (the failure to explain, the report, the pair).
 
 :class:`SessionConfig` is a session's whole configuration, as stored in its state
 directory: the inputs, the workload, and one instance of each group.
@@ -24,6 +27,9 @@ directory: the inputs, the workload, and one instance of each group.
 To add an option, add a field with ``option(...)`` metadata to its group: every command
 and tool that takes the group gets it. This module imports neither a backend nor the
 search: the CLI imports it at start-up.
+
+It is over 600 lines by design: every option of every command (the session's, the
+backends', triage's) is declared here and nowhere else, so that one file shows them all.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from clusterbisect.durations import DURATION, parse_duration
 from clusterbisect.errors import InputError
 from clusterbisect.options import option
 from clusterbisect.outcome import FailureSignature
@@ -71,7 +78,8 @@ class ScopeOptions:
     ignore: list[str] = option(
         factory=list,
         metavar="GLOB",
-        help="Leave out settings whose key matches GLOB (fnmatch; repeatable).",
+        help="Leave out settings whose key matches GLOB: `*` and `?` are wildcards, "
+        "brackets are literal as in the keys, e.g. 'containers[trainer].env.*' (repeatable).",
     )
     container: str | None = option(
         metavar="NAME", help="Only this container's settings (and the pod-level ones)."
@@ -97,12 +105,41 @@ class SignatureOptions:
     hang_is_failure: bool = option(
         False, help="A probe that times out shows the failure (needs --timeout)."
     )
+    fail_on_exit: str | None = option(
+        choices=("any", "nonzero"),
+        help="With --fail-on: a match is the failure with any exit code (any), or only "
+        "with a non-zero exit (nonzero). Default: any, until the good baseline exits 0 "
+        "with the text in its output; then nonzero, with a note.",
+    )
+    # Why fail_on_exit was chosen for the user (a note for the report); not an option.
+    decided: str | None = None
 
     def failure_signature(self) -> FailureSignature:
         """The classifier these options describe."""
         return FailureSignature(
-            self.fail_on, self.fail_exit_code, self.fail_reason, self.hang_is_failure
+            self.fail_on,
+            self.fail_exit_code,
+            self.fail_reason,
+            self.hang_is_failure,
+            fail_on_exit=self.fail_on_exit or "any",
         )
+
+    def decide_exit_rule(self, probe_id: str, exit_code: int | None, output: str) -> bool:
+        """The good baseline ran: if it exited 0 with output the ``fail_on`` regex
+        matches, and the user did not choose ``fail_on_exit``, a probe fails only with
+        a non-zero exit from now on (the text alone is in passing runs too). True when
+        this changed the signature."""
+        if self.fail_on_exit is not None or not self.fail_on or exit_code != 0:
+            return False
+        if not self.failure_signature().text_matches(output):
+            return False
+        self.fail_on_exit = "nonzero"
+        self.decided = (
+            f"the good baseline ({probe_id}) exited 0 with output matching /{self.fail_on}/, "
+            "so a probe fails only with a non-zero exit and that text "
+            "(--fail-on-exit any counts the text alone)"
+        )
+        return True
 
     def validate(self) -> None:
         if self.fail_on:
@@ -121,10 +158,21 @@ class LimitOptions:
     timeout: float | None = option(
         metavar="SECONDS", exclusive_minimum=0, help="Per-probe timeout in seconds."
     )
-    max_probes: int | None = option(metavar="N", minimum=1, help="Stop after this many probes.")
-    max_time: float | None = option(
-        metavar="SECONDS", exclusive_minimum=0, help="Stop after this many seconds."
+    max_probes: int | None = option(
+        metavar="N",
+        minimum=1,
+        help="Stop after this many probes (all of the session's, those run before a "
+        "resume included).",
     )
+    max_time: float | None = option(
+        metavar="SECONDS",
+        exclusive_minimum=0,
+        help="Stop after this many seconds (of this run or resume).",
+    )
+
+
+# The limits a `resume` may change: the budget of a run that was stopped by it.
+BUDGET = ("max_probes", "max_time")
 
 
 @dataclass
@@ -168,6 +216,11 @@ class SearchOptions:
         maximum=0.99,
         help="Flaky: how often the good spec fails, if known (else learned).",
     )
+    priors: str | None = option(
+        metavar="FILE",
+        help="A triage result (clusterbisect triage --json, or its triage.json): try the "
+        "changes it ranks likeliest first.",
+    )
 
     def validate(self) -> None:
         p, q = self.repro_rate, self.background_rate
@@ -206,6 +259,10 @@ class BackendOptions:
     SCHEMA_GROUP: ClassVar[str | None] = None
     PARAM_PREFIX: ClassVar[str] = ""
 
+    def pin(self) -> None:
+        """Fix, when a session is created, what depends on where the command runs
+        (a relative path, the current directory), so a resume elsewhere means the same."""
+
 
 @dataclass
 class LocalOptions(BackendOptions):
@@ -214,11 +271,22 @@ class LocalOptions(BackendOptions):
     clean_env: bool = option(
         False, help="Local: start probes from a minimal environment, not the caller's."
     )
+    venv_python: str | None = option(
+        metavar="PYTHON",
+        help="Local, pip freeze specs: the interpreter each probe's virtual environment "
+        "is made with (default: the workload's python, else python3 on PATH).",
+    )
+    pip_installer: str | None = option(
+        choices=("uv", "pip"),
+        help="Local, pip freeze specs: install each probe's pins with uv (the default "
+        "when installed: clusterbisect[pip]) or with pip.",
+    )
 
 
 @dataclass
-class RayOptions(BackendOptions):
-    """The Ray backend: where the jobs go and what each asks for (flags override the spec)."""
+class RayConnection(BackendOptions):
+    """How to reach a Ray cluster's Jobs API (what ``cleanup --backend ray`` and
+    ``triage`` need)."""
 
     SCHEMA_GROUP: ClassVar[str | None] = "ray"
     PARAM_PREFIX: ClassVar[str] = "ray_"
@@ -227,8 +295,16 @@ class RayOptions(BackendOptions):
         flags=("--ray-address",),
         metavar="URL",
         envvar="RAY_ADDRESS",
-        help="Ray: an existing cluster's Jobs API (default: a local Ray for the session).",
+        help="Ray: an existing cluster's Jobs API: where probes run (default: a local "
+        "Ray for the session); triage reads its jobs.",
     )
+
+
+@dataclass
+class RayOptions(RayConnection):
+    """The Ray backend: where the jobs go, what each asks for (flags override the spec),
+    the directory shipped with them and the local Ray's GPUs."""
+
     entrypoint_num_cpus: float | None = option(
         flags=("--entrypoint-num-cpus",), metavar="N", minimum=0, help="Ray: CPUs per probe job."
     )
@@ -241,6 +317,29 @@ class RayOptions(BackendOptions):
         minimum=0,
         help="Ray: memory (bytes) per probe job.",
     )
+    working_dir: str | None = option(
+        flags=("--working-dir",),
+        metavar="DIR",
+        directory=True,
+        help="Ray: the directory shipped as each job's working_dir when the spec sets "
+        "none (default: the current directory).",
+    )
+    num_gpus: int | None = option(
+        flags=("--ray-num-gpus",),
+        metavar="N",
+        minimum=0,
+        help="Ray: GPUs of the local Ray started for the session (default: the machine's, "
+        "as Ray detects them).",
+    )
+
+    def pin(self) -> None:
+        """The working_dir as an absolute path: the current directory by default."""
+        import os
+
+        path = os.path.abspath(self.working_dir or os.getcwd())
+        if not os.path.isdir(path):
+            raise InputError(f"not a directory: {path}", field="--working-dir")
+        self.working_dir = path
 
 
 PROBE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
@@ -282,11 +381,24 @@ class KubernetesOptions(KubeConnection):
         shell_words=True,
         help="Kubernetes: replace the main container's args.",
     )
+    template: str | None = option(
+        flags=("--template",),
+        metavar="NAME",
+        help="Kubernetes: the pod template probes run: a replica type, task, replicated "
+        "job, worker group or leader/worker (default: the coordinator, chief, master or "
+        "launcher, else the first worker).",
+    )
     probe: str | None = option(
         flags=("--probe",),
         metavar="NAME",
         pattern=PROBE_NAME,
         help="Kubernetes: run probes/NAME.py from a ConfigMap.",
+    )
+    pip_image: str | None = option(
+        flags=("--pip-image",),
+        metavar="IMAGE",
+        help="Kubernetes, pip freeze specs: the image probes run in (python3 with venv "
+        "and pip); an init container installs each probe's pins before the command.",
     )
     allow_shared_volumes: bool = option(
         False,
@@ -317,6 +429,90 @@ class KubernetesOptions(KubeConnection):
                 "choose one of --allow-shared-volumes and --scratch-volumes",
                 field="--scratch-volumes",
             )
+
+
+# --- triage -------------------------------------------------------------------------------
+
+
+@dataclass
+class TriageSourceOptions:
+    """Which jobs triage reads: a live cluster's selection (kubectl's), their age, logs."""
+
+    all_namespaces: bool = option(
+        False, flags=("-A", "--all-namespaces"), help="Read the Jobs of every namespace."
+    )
+    selector: str | None = option(
+        flags=("-l", "--selector"),
+        metavar="SELECTOR",
+        help="Only the Jobs with these labels (kubectl's label selector, e.g. team=ml).",
+    )
+    since: str | None = option(
+        metavar="DURATION",
+        pattern=DURATION,
+        help="Only the jobs created in the last DURATION (90s, 30m, 2h, 1d, 1h30m).",
+    )
+    logs: int = option(
+        0,
+        metavar="N",
+        minimum=0,
+        maximum=10000,
+        help="Read the last N log lines of each failed job (from a cluster or Ray).",
+    )
+    page_size: int = 500  # list calls return at most this many objects (not an option)
+
+    def since_seconds(self) -> float | None:
+        """``since`` in seconds (None: every job); ``InputError`` when it is no duration."""
+        return parse_duration(self.since) if self.since else None
+
+    def validate(self) -> None:
+        self.since_seconds()
+        if self.logs < 0:
+            raise InputError(f"expected 0 or more lines, got {self.logs}", field="--logs")
+        if self.page_size < 1:
+            raise InputError(f"expected at least 1, got {self.page_size}", field="page_size")
+
+
+@dataclass
+class TriageOptions:
+    """How triage analyses the jobs, and where it writes the pair."""
+
+    signature: str | None = option(
+        metavar="REGEX",
+        regex=True,
+        help="Explain the failures whose signature or text matches (default: the most "
+        "common failure).",
+    )
+    workload_label: str | None = option(
+        metavar="LABEL",
+        help="The label naming a job's workload (default: app.kubernetes.io/name, app, "
+        "workload, then the name's stem).",
+    )
+    top: int = option(20, metavar="N", minimum=1, show_default=True, help="Suspects reported.")
+    out: str | None = option(
+        metavar="DIR",
+        directory=True,
+        help="Write the pair (good.yaml, bad.yaml: real values, mode 0600) and the "
+        "redacted result (triage.json) into DIR.",
+    )
+    # The analysis's own tuning (not options).
+    min_jobs: int = 2  # a value held by fewer jobs is not tested
+    interaction_top: int = 5  # the top suspects checked in pairs
+    alpha: float = 0.05  # the family-wise error rate of "significant" (Bonferroni)
+
+    def validate(self) -> None:
+        if self.signature:
+            try:
+                re.compile(self.signature)
+            except re.error as err:
+                raise InputError(
+                    f"invalid regular expression {self.signature!r}: {err}", field="--signature"
+                ) from None
+        if self.top < 1:
+            raise InputError(f"expected at least 1, got {self.top}", field="--top")
+        if self.min_jobs < 1:
+            raise InputError(f"expected at least 1, got {self.min_jobs}", field="min_jobs")
+        if not 0 < self.alpha < 1:
+            raise InputError(f"expected a number between 0 and 1, got {self.alpha}", field="alpha")
 
 
 S = TypeVar("S", bound=BackendOptions)
@@ -366,6 +562,9 @@ class SessionConfig:
     # The backend's options (its class in the registry); default: that class's defaults.
     backend_options: BackendOptions = field(default_factory=BackendOptions)
     dry_run: str | None = None
+    # The priors' weights by change key, read from ``search.priors`` when the session
+    # is made (so a resume replays the same search without the file).
+    prior_weights: dict[str, float] = field(default_factory=dict)
 
     GROUPS: ClassVar[dict[str, type]] = {
         "scope": ScopeOptions,
@@ -417,6 +616,7 @@ class SessionConfig:
             backend_options=read(backends.get(where.backend).options),
             dry_run=read(DryRunOptions).dry_run,
         )
+        config.backend_options.pin()
         config.validate()
         return config, where.state_dir
 

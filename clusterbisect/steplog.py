@@ -1,9 +1,8 @@
-"""The step mode's log, like `git bisect log` / `git bisect replay`: the journal written
-as a replayable text (a ``start`` line with the session's options, one ``mark`` line
-per recorded probe), and a new session made from such a text with its marks re-applied.
-
-Secret values in the options are hidden in the log; its ``config_copy`` names the
-private copy (``inputs/config.json``, mode 0600) that ``replay`` takes them from.
+"""The step mode's words and its log read back: an outcome as a person or an agent
+says it (``good``, ``bad``, ``skip`` too), and a ``clusterbisect log`` output (its
+``start`` line and its marks) checked and turned into a session config and marks, for
+``replay``. A value the log hides (``<redacted>``) is taken from the session's private
+copy of its config when that is still there.
 """
 
 from __future__ import annotations
@@ -14,86 +13,22 @@ from typing import Any
 
 from clusterbisect.config import SessionConfig
 from clusterbisect.errors import InputError
+from clusterbisect.outcome import Outcome
 from clusterbisect.redact import REDACTED
-from clusterbisect.session import Session, set_current
-from clusterbisect.stepmode import Position, next_view, parse_outcome, with_position
-from clusterbisect.workflow import Bisection, create_session
 
-LOG_HEADER = "# clusterbisect log"
+ALIASES = {"good": Outcome.PASS, "bad": Outcome.FAIL, "skip": Outcome.UNRESOLVED}
 
 
-def log_text(session: Session) -> str:
-    """The journal as a replayable log, like `git bisect log`."""
-    config = session.config.to_dict()
-    for which in ("good", "bad"):
-        source = config[f"{which}_source"]
-        config[f"{which}_copy"] = str(session.input_path(which))
-        if not Path(source).is_absolute() and Path(source).exists():
-            config[f"{which}_source"] = str(Path(source).resolve())
-        del config[which]
-    config = session.redactor.value(config)
-    if session.private_config is not None:  # what is hidden above, for `replay`
-        config["config_copy"] = str(session.private_config)
-    lines = [
-        f"{LOG_HEADER} of session {session.session_id} ({session.state_dir})",
-        "# replay with: clusterbisect replay FILE (edit or delete `mark` lines first if needed)",
-        "start " + json.dumps(config, sort_keys=True),
-    ]
-    for r in session.records():
-        detail = f" ({r.observed})" if r.observed else ""
-        lines.append(
-            f"# {r.probe_id} round {r.round} {r.purpose}: {r.outcome}{detail}, "
-            f"{len(r.subset)} changes, by {r.source}" + (f", log {r.log}" if r.log else "")
-        )
-        mark = {"outcome": r.outcome, "subset": r.subset, "purpose": r.purpose}
-        if r.log:
-            mark["log"] = str(session.path_of(r.log))
-        lines.append("mark " + json.dumps(mark, sort_keys=True))
-    return "\n".join(lines) + "\n"
-
-
-def replay(text: str, source: str, state_dir: Path | None) -> dict[str, Any]:
-    """Start a new session from a log's ``start`` line and re-apply its marks in order.
-
-    Like `git bisect replay`, this is how a wrong mark is corrected: edit the log,
-    then replay it. Marks are journaled as reported outcomes; a mark the search does
-    not ask for is still kept as a cached answer.
-    """
-    config, marks = parse_log(text, source)
-    bisection = create_session(config, state_dir, "replay")
+def parse_outcome(word: str) -> Outcome:
+    if word in ALIASES:
+        return ALIASES[word]
     try:
-        return _replay_marks(bisection, marks, source)
-    finally:
-        bisection.session.close()
-
-
-def _replay_marks(bisection: Bisection, marks: list[dict[str, Any]], source: str) -> dict[str, Any]:
-    set_current(bisection.session.state_dir)
-
-    def _apply(position: Position) -> int:
-        engine = position.engine
-        by_key = {c.key: i for i, c in enumerate(engine.problem.testable)}
-        for number, mark in enumerate(marks, 1):
-            unknown = [k for k in mark["subset"] if k not in by_key]
-            if unknown:
-                raise InputError(
-                    f"mark {number} names changes this session does not search: "
-                    f"{', '.join(unknown[:5])}",
-                    source=source,
-                )
-            subset = frozenset(by_key[k] for k in mark["subset"])
-            log = mark.get("log")
-            engine.record_manual(
-                subset,
-                parse_outcome(mark["outcome"]),
-                str(mark.get("purpose", "search")),
-                log=str(log) if log and Path(log).exists() else None,
-            )
-        return len(marks)
-
-    applied = with_position(bisection, _apply)
-    state = str(bisection.session.state_dir)
-    return {"replayed": applied, "state_dir": state, "next": next_view(bisection)}
+        return Outcome(word)
+    except ValueError:
+        raise InputError(
+            f"unknown outcome {word!r}; expected pass, fail or unresolved (or good, bad, skip)",
+            field="outcome",
+        ) from None
 
 
 def read_log_file(path: str) -> str:

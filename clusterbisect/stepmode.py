@@ -20,6 +20,7 @@ state directory instead.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import time
@@ -45,8 +46,10 @@ from clusterbisect.session import (
     resolve_state_dir,
     set_current,
 )
+from clusterbisect.steplog import parse_log, parse_outcome
 from clusterbisect.workflow import (
     Bisection,
+    create_session,
     engine_for,
     evidence,
     new_session,
@@ -55,9 +58,9 @@ from clusterbisect.workflow import (
 )
 
 MAX_EVIDENCE_BYTES = 1 << 20  # a reported log is kept up to this size (its tail)
+LOG_HEADER = "# clusterbisect log"
 
 # git bisect's words for the outcomes.
-ALIASES = {"good": Outcome.PASS, "bad": Outcome.FAIL, "skip": Outcome.UNRESOLVED}
 
 
 def open_session(explicit: str | os.PathLike[str] | None) -> Bisection:
@@ -131,6 +134,22 @@ def with_position(bisection: Bisection, func: Any) -> Any:
         position.runner.close()
 
 
+def shown(document: dict[str, Any], verbose: bool = False) -> dict[str, Any]:
+    """A step-mode document as it is replied: compact (``compact.py``) unless
+    ``verbose``. A view is compacted itself; a reply carrying one under ``next``
+    (start, record, replay) has that view compacted."""
+    if verbose:
+        return document
+    from clusterbisect import compact
+
+    view = document.get("next", document)
+    backend = document.get("backend") or view.get("backend") or "local"
+    local = backends.get(backend).capabilities.local_process
+    if "next" in document:
+        return compact.with_next(document, local)
+    return compact.next_view(document, local)
+
+
 # --- start ------------------------------------------------------------------------------
 
 
@@ -144,7 +163,12 @@ def start(config: SessionConfig, state_dir: Path | None) -> dict[str, Any]:
         "state_dir": str(session.state_dir),
         "session_id": session.session_id,
         "backend": config.backend,
-        **{k: view[k] for k in ("changes_total", "changes_searched", "untestable") if k in view},
+        **{
+            k: view[k]
+            for k in ("changes_total", "changes_searched", "untestable", "fidelity")
+            if k in view
+        },
+        "warnings": list(bisection.warnings),
         "next": view,
     }
 
@@ -167,6 +191,7 @@ def _summary(position: Position) -> dict[str, Any]:
         "changes_total": len(problem.changes),
         "changes_searched": len(problem.testable),
         "untestable": problem.untestable_list(),
+        "fidelity": position.runner.fidelity().to_dict(),
         "probes_done": len(engine.records),
     }
 
@@ -260,18 +285,6 @@ def _exec_line(session: Session, probe_id: str) -> str:
 # --- recording outcomes ---------------------------------------------------------------
 
 
-def parse_outcome(word: str) -> Outcome:
-    if word in ALIASES:
-        return ALIASES[word]
-    try:
-        return Outcome(word)
-    except ValueError:
-        raise InputError(
-            f"unknown outcome {word!r}; expected pass, fail or unresolved (or good, bad, skip)",
-            field="outcome",
-        ) from None
-
-
 def record(
     bisection: Bisection,
     outcome: Outcome | None,
@@ -280,11 +293,13 @@ def record(
     run: RunResult | None = None,
     log_file: str | None = None,
     log_text: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Journal the outcome of a pending probe (default: the first) and show the next.
 
     Without ``outcome``, the session's failure signature classifies ``run`` (with the
-    log as its output), exactly as it classifies the runner's probes.
+    log as its output), exactly as it classifies the runner's probes. With both, they
+    must agree (a pass with exit code 1 is refused) unless ``force``.
     """
     if outcome is None and run is None:
         raise InputError("give an outcome, or an exit code for the signature to classify")
@@ -306,10 +321,12 @@ def record(
         if run is not None and text is not None:
             run.output = text  # a --fail-on regex is matched against the log
         if outcome is not None:
+            if run is not None and not force:
+                _check_agreement(position, outcome, run)
             verdict = outcome
         else:
             assert run is not None
-            verdict = position.engine.signature.classify(run)
+            verdict = position.engine.classify(request.purpose, f"p{number:03d}", run)
         entry = position.engine.record_manual(
             request.subset, verdict, request.purpose, log=log_rel, run=run, number=number
         )
@@ -318,6 +335,28 @@ def record(
     with bisection.session.locked("record"):
         recorded = with_position(bisection, _record)
         return {**recorded, "next": next_view(bisection)}
+
+
+def _check_agreement(position: Position, outcome: Outcome, run: RunResult) -> None:
+    """Refuse an outcome that what was observed contradicts: a pass the signature reads
+    as a failure or unresolved (exit code 1, a timeout, an infrastructure error), or a
+    fail it reads as a pass. An unresolved outcome is always accepted (a reporter may
+    know the probe did not run properly)."""
+    signature = position.engine.signature
+    read = signature.classify(run)
+    if outcome is Outcome.UNRESOLVED or read is outcome:
+        return
+    if outcome is Outcome.FAIL and read is Outcome.UNRESOLVED:
+        return  # a different failure by the signature, but the reporter saw this one
+    seen = signature.observed(run) if read is not Outcome.PASS else "a clean run"
+    raise InputError(
+        f"{outcome.value!r} contradicts what was observed ({seen}), which the "
+        f"session's signature ({signature.describe()}) reads as {read.value}: give only "
+        "what you observed and let the signature decide, or force the outcome "
+        "(force: true, --force)",
+        field="outcome",
+        details={"outcome": outcome.value, "signature_reads": read.value},
+    )
 
 
 def recorded_view(session: Session, entry: ProbeRecord, classified_by: str) -> dict[str, Any]:
@@ -372,6 +411,11 @@ def status(bisection: Bisection) -> dict[str, Any]:
             view["result"] = finish(position)
         else:
             view["done"] = False
+            stored = position.session.read_result() or {}
+            if stored.get("stopped_early") and stored.get("probe_count") == len(records):
+                # A run its budget stopped: say so before anything else.
+                view["stopped_early"] = stored["stopped_early"]
+                view["continue_with"] = stored.get("continue_with")
             view["pending"] = position.pending_ids()
             view["candidates_left"] = _candidates_left(position)
             view["estimated_probes_to_go"] = position.engine.strategy.remaining_estimate()
@@ -408,7 +452,9 @@ def finish(position: Position) -> dict[str, Any]:
         return stored
     assert position.outcome.result is not None
     elapsed = _elapsed(session, engine)
-    document = build_result(evidence(engine, position.outcome.result, elapsed))
+    document = build_result(
+        evidence(engine, position.outcome.result, elapsed, position.bisection.warnings)
+    )
     session.write_result(document)
     return document
 
@@ -421,7 +467,81 @@ def _elapsed(session: Session, engine: Engine) -> float:
     return max(0.0, last - session.created)
 
 
-# --- reset ------------------------------------------------------------------------
+def log_text(session: Session) -> str:
+    """The journal as a replayable log, like `git bisect log`."""
+    config = session.config.to_dict()
+    for which in ("good", "bad"):
+        source = config[f"{which}_source"]
+        config[f"{which}_copy"] = str(session.input_path(which))
+        if not Path(source).is_absolute() and Path(source).exists():
+            config[f"{which}_source"] = str(Path(source).resolve())
+        del config[which]
+    config = session.redactor.value(config)
+    if session.private_config is not None:  # what is hidden above, for `replay`
+        config["config_copy"] = str(session.private_config)
+    lines = [
+        f"{LOG_HEADER} of session {session.session_id} ({session.state_dir})",
+        "# replay with: clusterbisect replay FILE (edit or delete `mark` lines first if needed)",
+        "start " + json.dumps(config, sort_keys=True),
+    ]
+    for r in session.records():
+        detail = f" ({r.observed})" if r.observed else ""
+        lines.append(
+            f"# {r.probe_id} round {r.round} {r.purpose}: {r.outcome}{detail}, "
+            f"{len(r.subset)} changes, by {r.source}" + (f", log {r.log}" if r.log else "")
+        )
+        mark = {"outcome": r.outcome, "subset": r.subset, "purpose": r.purpose}
+        if r.log:
+            mark["log"] = str(session.path_of(r.log))
+        lines.append("mark " + json.dumps(mark, sort_keys=True))
+    return "\n".join(lines) + "\n"
+
+
+# --- replay and reset ------------------------------------------------------------------
+
+
+def replay(text: str, source: str, state_dir: Path | None) -> dict[str, Any]:
+    """Start a new session from a log's ``start`` line and re-apply its marks in order.
+
+    Like `git bisect replay`, this is how a wrong mark is corrected: edit the log,
+    then replay it. Marks are journaled as reported outcomes; a mark the search does
+    not ask for is still kept as a cached answer.
+    """
+    config, marks = parse_log(text, source)
+    bisection = create_session(config, state_dir, "replay")
+    try:
+        return _replay_marks(bisection, marks, source)
+    finally:
+        bisection.session.close()
+
+
+def _replay_marks(bisection: Bisection, marks: list[dict[str, Any]], source: str) -> dict[str, Any]:
+    set_current(bisection.session.state_dir)
+
+    def _apply(position: Position) -> int:
+        engine = position.engine
+        by_key = {c.key: i for i, c in enumerate(engine.problem.testable)}
+        for number, mark in enumerate(marks, 1):
+            unknown = [k for k in mark["subset"] if k not in by_key]
+            if unknown:
+                raise InputError(
+                    f"mark {number} names changes this session does not search: "
+                    f"{', '.join(unknown[:5])}",
+                    source=source,
+                )
+            subset = frozenset(by_key[k] for k in mark["subset"])
+            log = mark.get("log")
+            engine.record_manual(
+                subset,
+                parse_outcome(mark["outcome"]),
+                str(mark.get("purpose", "search")),
+                log=str(log) if log and Path(log).exists() else None,
+            )
+        return len(marks)
+
+    applied = with_position(bisection, _apply)
+    state = str(bisection.session.state_dir)
+    return {"replayed": applied, "state_dir": state, "next": next_view(bisection)}
 
 
 def reset(explicit: str | None) -> dict[str, Any]:

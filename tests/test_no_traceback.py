@@ -20,7 +20,7 @@ from conftest import Cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clusterbisect import steplog
+from clusterbisect import stepmode
 from clusterbisect.agent import dispatch
 from clusterbisect.agent.tools import available
 from clusterbisect.cli import main
@@ -290,6 +290,6 @@ def test_random_logs_given_to_replay_never_raise(
     text = "start " + json.dumps(start) + "\n" + "".join(f"mark {json.dumps(m)}\n" for m in marks)
     state = root / f"state-{data.draw(st.integers(0, 10**9))}"
     try:
-        steplog.replay(text, "fuzz.log", state)
+        stepmode.replay(text, "fuzz.log", state)
     except ClusterBisectError as err:
         assert err.exit_code in (2, 3), err.message

@@ -17,19 +17,30 @@ Handlers take the validated arguments and return a :class:`Reply`; they raise
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from clusterbisect import backends, config, options
+from clusterbisect.agent.schemas import (
+    RUN_INPUT,
+    SPEC_PAIR,
+    START_INPUT,
+    STATE_DIR,
+    obj,
+    strings,
+    text,
+)
 from clusterbisect.errors import EXIT_NO_CULPRIT, EXIT_OK, InputError
 from clusterbisect.session import RESULT_FILE
 
 # The backends whose leftovers `cleanup` deletes, and what it needs to reach them.
 CLEANABLE = [b.name for b in backends.with_cleanup()]
-CLEANUP_OPTIONS = tuple({b.cleanup_options for b in backends.with_cleanup() if b.cleanup_options})
+CLEANUP_OPTIONS = tuple(
+    dict.fromkeys(b.cleanup_options for b in backends.with_cleanup() if b.cleanup_options)
+)
 
 READ_ONLY = "read_only"
 WRITES_STATE = "writes_state"
@@ -83,72 +94,6 @@ class Tool:
         }
 
 
-# --- schema fragments ---------------------------------------------------------------
-
-
-def _obj(props: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
-    schema: dict[str, Any] = {
-        "type": "object",
-        "properties": props,
-        "additionalProperties": False,
-    }
-    if required:
-        schema["required"] = list(required)
-    return schema
-
-
-def _str(description: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "string", "minLength": 1, "description": description, **extra}
-
-
-def _strings(description: str) -> dict[str, Any]:
-    return {
-        "type": "array",
-        "items": {"type": "string", "minLength": 1},
-        "description": description,
-    }
-
-
-STATE_DIR = _str(
-    "The session's state directory. Default: the current session (.clusterbisect/CURRENT "
-    "in the working directory, set by `start`)."
-)
-SPEC = (
-    "A job spec file: Kubernetes YAML/JSON (kubectl get -o yaml works), a Ray job, "
-    "an env dump or .env file, a pip freeze, or a snapshot JSON."
-)
-
-SPEC_PAIR = {
-    "good": _str("The working job's spec. " + SPEC),
-    "bad": _str("The failing job's spec, same format as good."),
-}
-
-WORKLOAD = {
-    "command": {
-        **_strings(
-            'The probe workload as an argv list, e.g. ["python", "train.py"]. Needed '
-            "to run probes on the local backend; Kubernetes and Ray take it from the spec."
-        ),
-        "minItems": 1,
-    },
-}
-
-
-def _session_input(groups: tuple[type, ...]) -> dict[str, Any]:
-    """The input of `start` or `run`: the specs, the workload, and the option groups
-    (every backend's options under its name), generated from config.py as the CLI's."""
-    properties = {
-        **SPEC_PAIR,
-        **WORKLOAD,
-        **options.schema_properties(*groups, *backends.option_classes()),
-    }
-    return _obj(properties, ("good", "bad"))
-
-
-RUN_INPUT = _session_input(config.RUN_GROUPS)
-START_INPUT = _session_input(config.START_GROUPS)
-
-
 # --- handlers ----------------------------------------------------------------------------
 
 
@@ -168,22 +113,27 @@ def _state_dir(args: dict[str, Any]) -> Path | None:
 
 
 def _diff(args: dict[str, Any]) -> Reply:
-    from clusterbisect.diff import diff, diff_document
+    from clusterbisect.diff import compare, diff_document
     from clusterbisect.redact import Redactor, register
     from clusterbisect.specs import load_specs
 
     scope = options.from_arguments(config.ScopeOptions, args)
     good, bad = load_specs([args["good"], args["bad"]])
     register(Redactor.of_specs([good, bad]))
-    changes = diff(good, bad, ignore=scope.ignore, container=scope.container)
-    return Reply(diff_document(args["good"], args["bad"], good.kind, good.format, changes))
+    found = compare(good, bad, ignore=scope.ignore, container=scope.container)
+    return Reply(
+        diff_document(
+            args["good"], args["bad"], good.kind, good.format, found.changes, found.warnings
+        )
+    )
 
 
 def _start(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode
 
     document = stepmode.start(*session_config(args))
-    return Reply(document, full=document["next"].get("probe", {}).get("rendered_file"))
+    full = document["next"].get("probe", {}).get("rendered_file")
+    return Reply(stepmode.shown(document, args.get("verbose", False)), full=full)
 
 
 def _next(args: dict[str, Any]) -> Reply:
@@ -191,7 +141,8 @@ def _next(args: dict[str, Any]) -> Reply:
 
     bisection = stepmode.open_session(args.get("state_dir"))
     document = stepmode.next_view(bisection, args.get("probe"))
-    return Reply(document, full=document.get("probe", {}).get("rendered_file"))
+    full = document.get("probe", {}).get("rendered_file")
+    return Reply(stepmode.shown(document, args.get("verbose", False)), full=full)
 
 
 def _record(args: dict[str, Any]) -> Reply:
@@ -224,21 +175,24 @@ def _record(args: dict[str, Any]) -> Reply:
         run=run,
         log_file=args.get("log_file"),
         log_text=args.get("log_text"),
+        force=args.get("force", False),
     )
-    return Reply(document)
+    return Reply(stepmode.shown(document, args.get("verbose", False)))
 
 
 def _exec(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepexec, stepmode
 
     bisection = stepmode.open_session(args.get("state_dir"))
-    return Reply(stepexec.exec_probe(bisection, args.get("probe"), args.get("command")))
+    document = stepexec.exec_probe(bisection, args.get("probe"), args.get("command"))
+    return Reply(stepmode.shown(document, args.get("verbose", False)))
 
 
 def _status(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode
 
-    return Reply(stepmode.status(stepmode.open_session(args.get("state_dir"))))
+    document = stepmode.status(stepmode.open_session(args.get("state_dir")))
+    return Reply(stepmode.shown(document, args.get("verbose", False)))
 
 
 def _result(args: dict[str, Any]) -> Reply:
@@ -257,10 +211,10 @@ def _result(args: dict[str, Any]) -> Reply:
 
 
 def _log(args: dict[str, Any]) -> Reply:
-    from clusterbisect import steplog, stepmode
+    from clusterbisect import stepmode
 
     session = stepmode.open_state(args.get("state_dir"))
-    text = steplog.log_text(session)
+    text = stepmode.log_text(session)
     path = session.write_bisect_log(text)
     return Reply(
         {"state_dir": str(session.state_dir), "log": text, "log_file": str(path)}, full=str(path)
@@ -268,7 +222,7 @@ def _log(args: dict[str, Any]) -> Reply:
 
 
 def _replay(args: dict[str, Any]) -> Reply:
-    from clusterbisect import steplog
+    from clusterbisect import steplog, stepmode
 
     if ("log_file" in args) == ("log_text" in args):
         raise InputError("give exactly one of log_file and log_text", field="log_file")
@@ -277,7 +231,8 @@ def _replay(args: dict[str, Any]) -> Reply:
         text = steplog.read_log_file(source)
     else:
         source, text = "log_text", args["log_text"]
-    return Reply(steplog.replay(text, source, _state_dir(args)))
+    document = stepmode.replay(text, source, _state_dir(args))
+    return Reply(stepmode.shown(document, args.get("verbose", False)))
 
 
 def _reset(args: dict[str, Any]) -> Reply:
@@ -311,39 +266,49 @@ def _resume(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode, workflow
 
     bisection = stepmode.open_session(args.get("state_dir"))
-    return _finished(workflow.run_session(bisection, None))
+    budget = options.from_arguments(config.LimitOptions, args)
+    return _finished(workflow.resume_session(bisection, None, None, budget))
+
+
+def _triage(args: dict[str, Any]) -> Reply:
+    from clusterbisect.triage import TriageRequest, triage
+
+    kube, ray = bool(args.get("kubernetes")), bool((args.get("ray") or {}).get("address"))
+    read = partial(options.from_arguments, arguments=args)
+    request = TriageRequest.from_options(args.get("sources") or [], read, kube, ray)
+    document = triage(request).to_dict()
+    code = EXIT_OK if document["status"] == "suspects_found" else EXIT_NO_CULPRIT
+    return Reply(document, exit_code=code, full=document["files"].get("result"))
 
 
 def _cleanup(args: dict[str, Any]) -> Reply:
-    from clusterbisect import stepmode
+    from clusterbisect import stepmode, workflow
 
-    backend = backends.get(args.get("backend") or CLEANABLE[0])
-    assert backend.cleanup_options is not None
-    session_id = args.get("session_id")
-    given = options.from_arguments(backend.cleanup_options, args, flat=True)
+    state_dir = None
     if args.get("state_dir"):
-        session = stepmode.open_state(args["state_dir"])
-        session_id = session.session_id
-        stored = options.narrow(session.config.backend_options, backend.cleanup_options)
-        # What the call gives wins over what the session was run with.
-        given = type(given)(
-            **{
-                **dataclasses.asdict(stored),
-                **{k: v for k, v in dataclasses.asdict(given).items() if v is not None},
-            }
-        )
-    if not session_id and not args.get("all"):
+        state_dir = stepmode.open_state(args["state_dir"]).state_dir
+    elif not args.get("session_id") and not args.get("all"):
         raise InputError(
             "name a session (state_dir or session_id), or set all=true to delete every "
             "clusterbisect probe in the namespace",
             field="all",
         )
-    return Reply(backends.cleanup(backend.name, session_id, given))
+    chosen = workflow.cleanup_backend(args.get("backend"), state_dir)
+    assert chosen.cleanup_options is not None
+    given = options.from_arguments(chosen.cleanup_options, args, flat=True)
+    return Reply(workflow.cleanup(chosen.name, args.get("session_id"), given, state_dir))
 
 
 # --- the tools -----------------------------------------------------------------------------
 
-_OPTIONAL_STATE = _obj({"state_dir": STATE_DIR})
+_OPTIONAL_STATE = obj({"state_dir": STATE_DIR})
+VERBOSE = {
+    "verbose": {
+        "type": "boolean",
+        "description": "The full document: every change with its values, the rendered "
+        "Job or submission inline, each pending probe's keys, the untestable list.",
+    }
+}
 
 TOOLS: list[Tool] = [
     Tool(
@@ -353,7 +318,7 @@ TOOLS: list[Tool] = [
         "spec: each change has a stable key (e.g. containers[trainer].env.NCCL_DEBUG), "
         "the kind of change (modified, added, removed) and both values. Secret values are "
         "redacted. Launches nothing.",
-        _obj({**SPEC_PAIR, **options.schema_properties(config.ScopeOptions)}, ("good", "bad")),
+        obj({**SPEC_PAIR, **options.schema_properties(config.ScopeOptions)}, ("good", "bad")),
         READ_ONLY,
         _diff,
     ),
@@ -364,7 +329,7 @@ TOOLS: list[Tool] = [
         "current one, and return the first probe to run (as `next` does). You run each "
         "probe yourself and report it with `record`. Writes only the state directory; "
         "launches nothing.",
-        START_INPUT,
+        {**START_INPUT, "properties": {**START_INPUT["properties"], **VERBOSE}},
         WRITES_STATE,
         _start,
     ),
@@ -379,10 +344,11 @@ TOOLS: list[Tool] = [
         "local probe with them and records its outcome. `pending` lists every probe the "
         "search can use now (they may run in parallel). When the search is complete, "
         "`done` is true and `result` holds the verdict. Launches nothing.",
-        _obj(
+        obj(
             {
                 "state_dir": STATE_DIR,
-                "probe": _str("Show this pending probe (an id from `pending`), not the first."),
+                "probe": text("Show this pending probe (an id from `pending`), not the first."),
+                **VERBOSE,
             }
         ),
         READ_ONLY,
@@ -396,11 +362,13 @@ TOOLS: list[Tool] = [
         "unresolved: it could not run, or failed differently), or what you observed "
         "(`exit_code`, `timed_out`, `reason`, with the log) for the session's failure "
         "signature to classify. The log (a file or text) is kept as evidence. Returns "
-        "the recorded entry and the next probe. Writes only the state directory.",
-        _obj(
+        "the recorded entry and the next probe (compact; verbose for everything). An "
+        "outcome that contradicts what you observed (pass with exit code 1) is refused "
+        "unless force. Writes only the state directory.",
+        obj(
             {
                 "state_dir": STATE_DIR,
-                "probe": _str("The pending probe this outcome belongs to (default: the first)."),
+                "probe": text("The pending probe this outcome belongs to (default: the first)."),
                 "outcome": {
                     "type": "string",
                     "enum": ["pass", "fail", "unresolved", "good", "bad", "skip"],
@@ -411,15 +379,21 @@ TOOLS: list[Tool] = [
                     "description": "The workload's exit code.",
                 },
                 "timed_out": {"type": "boolean"},
-                "reason": _str("A termination reason, e.g. OOMKilled."),
-                "infra_error": _str("The probe never ran properly (image pull, scheduling)."),
+                "reason": text("A termination reason, e.g. OOMKilled."),
+                "infra_error": text("The probe never ran properly (image pull, scheduling)."),
                 "duration_s": {"type": "number", "minimum": 0},
-                "log_file": _str("A file holding the probe's output, copied as evidence."),
+                "log_file": text("A file holding the probe's output, copied as evidence."),
                 "log_text": {
                     "type": "string",
                     "maxLength": 4_000_000,
                     "description": "The probe's output as text (instead of log_file).",
                 },
+                "force": {
+                    "type": "boolean",
+                    "description": "Keep `outcome` even when what you observed "
+                    "contradicts it (refused otherwise).",
+                },
+                **VERBOSE,
             }
         ),
         WRITES_STATE,
@@ -434,14 +408,15 @@ TOOLS: list[Tool] = [
         "output (kept as the probe's log). `command` is the argv to run (default: the "
         "session's workload). Returns the recorded entry and the next probe. LAUNCHES A "
         "PROCESS.",
-        _obj(
+        obj(
             {
                 "state_dir": STATE_DIR,
-                "probe": _str("The pending probe to run (default: the first)."),
+                "probe": text("The pending probe to run (default: the first)."),
                 "command": {
-                    **_strings("The argv to run (default: the session's workload)."),
+                    **strings("The argv to run (default: the session's workload)."),
                     "minItems": 1,
                 },
+                **VERBOSE,
             }
         ),
         LAUNCHES,
@@ -452,7 +427,7 @@ TOOLS: list[Tool] = [
         "Show a session's status",
         "Where a session stands: probes done, pending probes, candidates left, estimated "
         "probes to go; the result when the search is complete. Launches nothing.",
-        _OPTIONAL_STATE,
+        obj({"state_dir": STATE_DIR, **VERBOSE}),
         READ_ONLY,
         _status,
     ),
@@ -463,7 +438,7 @@ TOOLS: list[Tool] = [
         "baseline_failed, inconclusive; in_progress if not finished), the culprits with "
         "good and bad values and the probe that proved each, probe_count and rounds. "
         "format=markdown or text returns the rendered report instead. Launches nothing.",
-        _obj(
+        obj(
             {
                 "state_dir": STATE_DIR,
                 "format": {
@@ -491,11 +466,12 @@ TOOLS: list[Tool] = [
         "Replay a log into a new session",
         "Start a new session from a `log` output and re-apply its marks in order, like "
         "`git bisect replay`; it becomes the current session. Launches nothing.",
-        _obj(
+        obj(
             {
-                "log_file": _str("A file holding a `log` output."),
+                "log_file": text("A file holding a `log` output."),
                 "log_text": {"type": "string", "minLength": 1, "description": "A `log` output."},
-                "state_dir": _str("Where the new session lives."),
+                "state_dir": text("Where the new session lives."),
+                **VERBOSE,
             }
         ),
         WRITES_STATE,
@@ -524,29 +500,62 @@ TOOLS: list[Tool] = [
     Tool(
         "resume",
         "Finish a session automatically",
-        "Continue a session (interrupted `run`, or one driven by hand with start/record) "
-        "by launching its remaining probes on its backend, without re-running finished "
-        "ones. Returns the result. LAUNCHES JOBS.",
-        _obj({"state_dir": STATE_DIR}),
+        "Continue a session (interrupted `run`, one its budget stopped, or one driven "
+        "by hand with start/record) by launching its remaining probes on its backend, "
+        "without re-running finished ones. max_probes/max_time give it a new budget "
+        "(max_probes counts every probe of the session). Returns the result. LAUNCHES JOBS.",
+        obj(
+            {
+                "state_dir": STATE_DIR,
+                **options.schema_properties(config.LimitOptions, only=config.BUDGET),
+            }
+        ),
         LAUNCHES,
         _resume,
     ),
     Tool(
+        "triage",
+        "Triage a fleet of jobs",
+        "Many jobs, some failed: cluster the failures by signature, rank every setting value "
+        "by how it goes with the failure (Fisher's exact test, bundles, interacting pairs) "
+        "and choose the pair to bisect, from `sources`, a Kubernetes or a Ray cluster. With "
+        "`out`, writes the pair (good.yaml, bad.yaml) and triage.json there for `start` or "
+        "`run` (good, bad, priors). Secrets are redacted. Launches nothing.",
+        obj(
+            {
+                "sources": strings(
+                    "Exported files or folders: kubectl get jobs,pods -o json|yaml (Kubeflow "
+                    "jobs, RayJobs too), ray list jobs --detail --format json."
+                ),
+                **options.schema_properties(
+                    config.TriageSourceOptions,
+                    config.TriageOptions,
+                    config.ScopeOptions,
+                    config.KubeConnection,
+                    config.RayConnection,
+                ),
+            }
+        ),
+        READ_ONLY,
+        _triage,
+    ),
+    Tool(
         "cleanup",
         "Delete leftover probe jobs",
-        "Delete the Kubernetes Jobs, pods and ConfigMaps clusterbisect created, found by "
-        "their labels: those of one session (state_dir or session_id), or every one in "
-        "the namespace with all=true. DESTRUCTIVE.",
-        _obj(
+        "Stop and delete the probes clusterbisect left behind: Kubernetes Jobs, pods and "
+        "ConfigMaps found by their labels, or Ray jobs found by their metadata (and a "
+        "local Ray a killed run left, with state_dir); those of one session (state_dir "
+        "or session_id), or every one with all=true. DESTRUCTIVE.",
+        obj(
             {
-                "state_dir": _str("The session whose probes to delete."),
-                "session_id": _str("The session id (from a result or the labels)."),
+                "state_dir": text("The session whose probes to delete."),
+                "session_id": text("The session id (from a result or the labels)."),
                 "all": {"type": "boolean", "description": "Every clusterbisect probe."},
                 "backend": {
                     "type": "string",
                     "enum": CLEANABLE,
-                    "default": CLEANABLE[0],
-                    "description": "Whose leftovers to delete.",
+                    "description": "Whose leftovers to delete (default: the session's, "
+                    f"else {backends.CLEANUP_DEFAULT}).",
                 },
                 **options.schema_properties(*CLEANUP_OPTIONS, flat=True),
             }

@@ -1,7 +1,7 @@
 """The command line. Errors become exit codes here, and only here.
 
 Each command lives in a small module of this package (``diff``, ``run``, ``step``,
-``cleanup``, ``agent``) and is registered on the ``cli`` group below. Ray and
+``cleanup``, ``agent``, ``triage``) and is registered on the ``cli`` group below. Ray and
 Kubernetes are imported inside the commands that use them, never at start-up, so
 ``clusterbisect --help`` and ``diff`` stay fast.
 """
@@ -14,13 +14,13 @@ from typing import Any
 import click
 
 from clusterbisect import __version__
-from clusterbisect.cli import agent, cleanup, diff, run, step
+from clusterbisect.cli import agent, cleanup, diff, run, step, triage
 from clusterbisect.cli.common import echo, emit_json
 from clusterbisect.errors import EXIT_BACKEND, EXIT_INTERRUPTED, ClusterBisectError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="clusterbisect")
+@click.version_option(__version__)
 @click.option(
     "--log-format",
     type=click.Choice(["auto", "console", "json"]),
@@ -50,6 +50,7 @@ for _command in (
     run.run,
     run.resume,
     run.report,
+    triage.triage_command,
     cleanup.cleanup_command,
     agent.tools_command,
     agent.call_command,
@@ -69,10 +70,25 @@ for _command in (
     cli.add_command(_command)
 
 
-def main(argv: list[str] | None = None) -> None:
+PROG = "clusterbisect"
+KUBECTL_PROG = "kubectl bisect"  # kubectl runs the kubectl-bisect plugin for `kubectl bisect`
+
+
+def kubectl_main(argv: list[str] | None = None) -> None:
+    """The ``kubectl-bisect`` entry point: the same CLI, named as kubectl users type it."""
+    main(argv, prog_name=KUBECTL_PROG)
+
+
+def main(argv: list[str] | None = None, prog_name: str = PROG) -> None:
     """Console entry point: run the CLI and map errors to exit codes."""
     try:
-        cli.main(args=argv, prog_name="clusterbisect", standalone_mode=False)
+        # Shell completion is read from _CLUSTERBISECT_COMPLETE whatever the name shown.
+        cli.main(
+            args=argv,
+            prog_name=prog_name,
+            complete_var="_CLUSTERBISECT_COMPLETE",
+            standalone_mode=False,
+        )
     except ClusterBisectError as err:
         _report_error(err.message, err.code, err.details)
         sys.exit(err.exit_code)

@@ -31,7 +31,7 @@ repeated first, as before: runs that disagree switch to the flake-aware search a
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from clusterbisect.outcome import Outcome
@@ -65,15 +65,24 @@ Watch = Generator[list[ProbeRequest], list[ProbeAnswer], str | None]
 class AutoStrategy:
     """Bisection, switching to :class:`FlakyStrategy` when the evidence contradicts it."""
 
-    def __init__(self, parallel: int = 1, baseline_runs: int = 1, **flaky_options: Any) -> None:
+    def __init__(
+        self,
+        parallel: int = 1,
+        baseline_runs: int = 1,
+        weights: Sequence[float] | None = None,
+        **flaky_options: Any,
+    ) -> None:
         self.parallel = parallel
         self.baseline_runs = max(1, baseline_runs)
+        self.weights = weights  # priors: both the bisection and the flaky search take them
         self.flaky_options = flaky_options
-        self.active: Strategy = BisectionStrategy(parallel)
+        self.active: Strategy = BisectionStrategy(parallel, weights)
         self.switched: str | None = None  # why the flake-aware search took over
         self._runs: dict[Subset, tuple[Outcome, ...]] = {}
         self._checked: set[tuple[Subset, Subset]] = set()
         self._notes: list[str] = []
+        self._n = 0
+        self._baselines_left = 0  # the baselines this strategy still asks for itself
 
     @property
     def name(self) -> str:
@@ -82,8 +91,22 @@ class AutoStrategy:
     def candidates(self) -> list[Subset]:
         return self.active.candidates()
 
+    def last_turn(self) -> str | None:
+        """The bisection's, until the flake-aware search took over: then that."""
+        if self.switched:
+            return f"handed over to the flake-aware search: {self.switched}"
+        return self.active.last_turn()
+
     def remaining_estimate(self) -> int | None:
-        return self.active.remaining_estimate()
+        """The active search's estimate; while bisecting, the baselines not yet run
+        (this strategy asks for them itself) and the second run of a confirmation."""
+        active = self.active
+        if self.switched or not isinstance(active, BisectionStrategy):
+            return active.remaining_estimate()
+        if self._baselines_left:  # the bisection has not started
+            return self._baselines_left + active.probes_for(self._n) + CONFIRM_RUNS - 1
+        estimate = active.remaining_estimate()
+        return None if estimate is None else estimate + CONFIRM_RUNS - 1
 
     def candidates_left(self) -> int | None:
         return self.active.candidates_left()
@@ -91,11 +114,13 @@ class AutoStrategy:
     # --- the search -------------------------------------------------------------
 
     def search(self, n: int) -> Search:
-        self.active, self.switched = BisectionStrategy(self.parallel), None
+        self.active, self.switched = BisectionStrategy(self.parallel, self.weights), None
         self._runs, self._checked, self._notes = {}, set(), []
         if n == 0:
             return SearchResult(NO_DIFFERENCES)
+        self._n, self._baselines_left = n, 2
         why = yield from self._baselines(frozenset(range(n)))
+        self._baselines_left = 0
         if why is None:
             why, result = yield from self._watched_bisection(n)
             if why is None and result is not None:
@@ -115,6 +140,7 @@ class AutoStrategy:
             parallel=self.parallel,
             baseline_runs=self.baseline_runs,
             evidence=dict(self._runs),
+            weights=self.weights,
             **self.flaky_options,
         )
         self.active = flaky
