@@ -47,11 +47,12 @@ REDACTED = "<redacted>"
 
 # Words that make a variable name look secret (matched against its word parts, so
 # API_KEY and HF_TOKEN are secret while KEYBOARD_LAYOUT and TOKENIZERS_PARALLELISM
-# are not).
+# are not). Not here, for the settings they would hide: TOKENS (MAX_TOKENS), SESSION
+# (RAY_SESSION_DIR), SIGNATURE (S3's SIGNATURE_VERSION), PRIVATE (PRIVATE_REGISTRY);
+# their secret names say so by another word (AWS_SESSION_TOKEN, PRIVATE_KEY).
 SECRET_WORDS = frozenset(
     {
         "TOKEN",
-        "TOKENS",
         "PASSWORD",
         "PASSWORDS",
         "PASSWD",
@@ -67,15 +68,44 @@ SECRET_WORDS = frozenset(
         "CREDENTIAL",
         "CREDENTIALS",
         "CREDS",
-        "PRIVATE",
         "AUTH",
         "AUTHORIZATION",
         "COOKIE",
-        "SESSION",
-        "SIGNATURE",
         "DSN",
         "PAT",
         "JWT",
+    }
+)
+# A last word that makes a secret-sounding name a setting about the secret, not the
+# secret itself: AUTH_MODE, TOKEN_TTL, KEY_SIZE, PASSWORD_FILE (a path), SECRET_NAME.
+NOT_SECRET_LAST_WORDS = frozenset(
+    {
+        "MODE",
+        "TYPE",
+        "METHOD",
+        "ENABLE",
+        "ENABLED",
+        "DISABLE",
+        "DISABLED",
+        "TIMEOUT",
+        "TTL",
+        "EXPIRY",
+        "LENGTH",
+        "LEN",
+        "SIZE",
+        "BITS",
+        "COUNT",
+        "LIMIT",
+        "VERSION",
+        "ALGORITHM",
+        "FILE",
+        "PATH",
+        "DIR",
+        "NAME",
+        "HOST",
+        "PORT",
+        "REGION",
+        "PROVIDER",
     }
 )
 # Word endings for names written without separators (HFTOKEN, DBPASSWORD).
@@ -89,7 +119,11 @@ _FREE_FORM_PARENTS = ("annotations", "labels", "config", "metadata")
 # Secret shapes inside values and text. Each pattern's group "secret" is the part hidden.
 SHAPES: tuple[re.Pattern[str], ...] = (
     # user:password@ and token@ in a URL (DATABASE_URL, HTTPS_PROXY, a pip index, a DSN).
-    re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s:/@]+:)?(?P<secret>[^\s/@]+)@"),
+    # The scheme starts a word and is short: tried at every letter of a long word, an
+    # unbounded one made scrubbing a 1 MB line quadratic.
+    re.compile(
+        r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,31}://(?:[^\s:/@]+:)?(?P<secret>[^\s/@]+)@"
+    ),
     # --token=VALUE, --password VALUE, -p... (an option whose name looks secret).
     re.compile(
         r"(?<![\w-])--?(?:[A-Za-z0-9]+[-_])*(?:token|password|passwd|pass|secret|api-?key|"
@@ -98,11 +132,15 @@ SHAPES: tuple[re.Pattern[str], ...] = (
     ),
     # PEM private keys (the whole block).
     re.compile(
-        r"(?P<secret>-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----)",
+        # (a block never spans another BEGIN: so headers without an END stay linear)
+        r"(?P<secret>-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----(?:(?!-----BEGIN ).)*?"
+        r"-----END [A-Z0-9 ]*PRIVATE KEY-----)",
         re.DOTALL,
     ),
     # JSON Web Tokens.
-    re.compile(r"(?P<secret>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*)"),
+    re.compile(
+        r"(?<![A-Za-z0-9_-])(?P<secret>eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*)"
+    ),
     # Well-known token prefixes: AWS, GitHub, GitLab, Slack, OpenAI/Anthropic, Stripe,
     # Hugging Face, Google API, npm, PyPI.
     re.compile(
@@ -120,6 +158,8 @@ def looks_secret(name: str | None) -> bool:
     if not name:
         return False
     words = [w.upper() for w in _WORD.findall(str(name))]
+    if words and words[-1] in NOT_SECRET_LAST_WORDS:
+        return False
     if any(w in SECRET_WORDS for w in words):
         return True
     return any(w.endswith(SECRET_SUFFIXES) for w in words)

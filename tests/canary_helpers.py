@@ -45,6 +45,15 @@ ARG_PASSWORD = canary("ArgPassword")
 INDEX_TOKEN = canary("IndexToken")
 RAY_PIP_TOKEN = canary("RayPipToken")
 ANNOTATION = canary("Annotation")
+SENTRY_KEY = canary("SentryKey")
+PEM_BODY = canary("PemKeyBody")
+JWT_SIGNATURE = canary("JwtSignature")
+PRIVATE_KEY = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ"
+    f"{PEM_BODY}\n-----END OPENSSH PRIVATE KEY-----"
+)
+# A JWT under a name that does not look secret: hidden by its shape alone.
+JWT = f"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0cmFpbmVyIn0.{JWT_SIGNATURE}"
 CANARIES = (
     GOOD_TOKEN,
     BAD_TOKEN,
@@ -56,6 +65,9 @@ CANARIES = (
     INDEX_TOKEN,
     RAY_PIP_TOKEN,
     ANNOTATION,
+    SENTRY_KEY,
+    PEM_BODY,
+    JWT_SIGNATURE,
 )
 
 # Files that may hold a real value: their path inside the state dir (all mode 0600).
@@ -74,6 +86,9 @@ def env_values(token: str, db_host: str) -> dict[str, str]:
         "AWS_SECRET_ACCESS_KEY": AWS_KEY,
         "DATABASE_URL": f"postgres://app:{DB_PASSWORD}@{db_host}:5432/train",
         "HTTPS_PROXY": f"http://proxy-user:{PROXY_PASSWORD}@proxy.corp:3128",
+        "SENTRY_DSN": f"https://{SENTRY_KEY}@o1.ingest.sentry.io/42",
+        "SSH_PRIVATE_KEY": PRIVATE_KEY,
+        "EXTRA_HEADERS": f"Authorization: Bearer {JWT}",
         "LR": "0.1" if db_host == "db1" else "0.2",
     }
 
@@ -124,7 +139,9 @@ def workload_source(vault: bool = False) -> str:
 def write_env_pair(folder: Path) -> list[str]:
     """good.env/bad.env and work.py; the command to run (its argv holds two canaries)."""
     for name, token, host in (("good.env", GOOD_TOKEN, "db1"), ("bad.env", BAD_TOKEN, "db2")):
-        lines = [f"{k}={v}" for k, v in env_values(token, host).items()]
+        lines = [
+            f'{k}="{v}"' if "\n" in v else f"{k}={v}" for k, v in env_values(token, host).items()
+        ]
         (folder / name).write_text("\n".join(lines) + "\n")
     (folder / "work.py").write_text(workload_source())
     return [sys.executable, str(folder / "work.py"), *WORKLOAD_ARGS]

@@ -225,8 +225,11 @@ def test_step_mode_bisects_a_revoked_token_without_showing_it(tmp_path: Path, cl
         assert probe["redacted"] == [
             "AWS_SECRET_ACCESS_KEY",
             "DATABASE_URL",
+            "EXTRA_HEADERS",  # by its value's shape (a JWT) alone
             "HF_TOKEN",
             "HTTPS_PROXY",
+            "SENTRY_DSN",
+            "SSH_PRIVATE_KEY",
         ]
         assert probe["exec"].startswith(f"clusterbisect exec {probe['id']} --state-dir ")
         log = tmp_path / f"{probe['id']}.out"

@@ -795,6 +795,52 @@ def test_a_job_that_cannot_be_created_takes_its_secret_back(
     assert deleted == list(secrets) and len(deleted) == 1
 
 
+def test_a_job_adopted_after_a_lost_answer_owns_its_secret(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    import urllib3
+
+    cluster = FakeCluster(mocker, {"p001": complete_steps()})
+    secrets = secret_calls(cluster, [])
+    create = cluster.batch.create_namespaced_job.side_effect
+    calls: list[str] = []
+
+    def lost_answer(namespace: str, body: dict[str, Any], **kwargs: Any) -> Any:
+        calls.append(body["metadata"]["name"])
+        made = create(namespace, body, **kwargs)  # 409 on the retry: it exists
+        if len(calls) == 1:
+            raise urllib3.exceptions.ProtocolError("Connection aborted.", ConnectionResetError())
+        return made
+
+    cluster.batch.create_namespaced_job.side_effect = lost_answer
+    (result,) = make(kubeconfig, tmp_path).run(secret_probes(tmp_path, "p001"))
+    assert result.exit_code == 0 and result.details["adopted"] is True
+    (name,) = secrets
+    # The Secret was not taken back when the answer was lost; the adopted Job owns it.
+    (patch,) = cluster.core.patch_namespaced_secret.call_args_list
+    (owner,) = patch.args[2]["metadata"]["ownerReferences"]
+    assert owner["name"] == name == calls[0] and owner["uid"]
+    deleted = [c.args[0] for c in cluster.core.delete_namespaced_secret.call_args_list]
+    assert deleted == [name]  # once, with its probe
+
+
+def test_a_name_clash_takes_its_secret_back_and_makes_a_fresh_one(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    cluster = FakeCluster(mocker, {"p001": complete_steps(), "other": complete_steps()})
+    secrets = secret_calls(cluster, [])
+    mocker.patch.object(render, "random_suffix", side_effect=["clash1", "fresh2"])
+    clash = render.job_name(SESSION, "p001", "clash1")
+    cluster.created[clash] = {"metadata": {"labels": {render.LABEL_PROBE: "other"}}}
+    cluster.probe_of[clash] = "other"
+    (result,) = make(kubeconfig, tmp_path).run(secret_probes(tmp_path, "p001"))
+    fresh = render.job_name(SESSION, "p001", "fresh2")
+    assert result.exit_code == 0 and result.details["job"] == fresh
+    assert sorted(secrets) == sorted([clash, fresh])
+    deleted = [c.args[0] for c in cluster.core.delete_namespaced_secret.call_args_list]
+    assert deleted == [clash, fresh]  # the clashing one at once, the probe's with it
+
+
 # --- RayJob probes ---------------------------------------------------------------------
 
 
