@@ -36,7 +36,7 @@ from clusterbisect.runners.ray import (
     render_submission,
 )
 from clusterbisect.runners.ray.cluster import choose_python, node_environment
-from clusterbisect.runners.ray.jobs import route_ray_logging
+from clusterbisect.runners.ray.jobs import FINAL, route_ray_logging, status_text, stop_and_delete
 from clusterbisect.runners.ray.render import (
     DEFAULT_EXCLUDES,
     job_python,
@@ -572,7 +572,8 @@ def test_command_argv_reaches_the_workload_unchanged(runner):
 
 @pytest.mark.ray
 def test_timeout_stops_the_job_and_pending_is_unschedulable(runner):
-    """Both need a CPU-hungry job: the second cannot start while the first runs."""
+    """A probe past its timeout (counted from RUNNING) is stopped on the cluster; one
+    that cannot start while a CPU-hungry job holds the node is unschedulable."""
     state = _state(runner)
     cpus = runner.local.options.num_cpus or os.cpu_count()
     pid_file = state / "hung.pid"
@@ -580,23 +581,29 @@ def test_timeout_stops_the_job_and_pending_is_unschedulable(runner):
         f"import os, pathlib, time; pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))"
         "; time.sleep(120)"
     )
-    hog = {"entrypoint": f"python -c {shlex.quote(code)}", "entrypoint_num_cpus": cpus}
-    runner.options.pending_timeout = 4
-    try:
-        hung, waiting = runner.run(
-            [
-                make_probe(state, "p4", hog, timeout_s=6),
-                make_probe(state, "p5", {**hog, "entrypoint": "echo never"}),
-            ]
-        )
-    finally:
-        runner.options.pending_timeout = RaySettings.pending_timeout
+    (hung,) = runner.run(
+        [make_probe(state, "p4", {"entrypoint": f"python -c {shlex.quote(code)}"}, timeout_s=6)]
+    )
     assert hung.timed_out and hung.exit_code is None and hung.reason == "Timeout"
     # Stopped on the cluster (its driver is gone), and its record deleted after.
     assert not _alive(int(pid_file.read_text()))
     assert "stopped by clusterbisect: timeout" in (state / "logs" / "p4.log").read_text()
     assert FailureSignature().classify(hung) is Outcome.UNRESOLVED
     assert FailureSignature(hang_is_failure=True).classify(hung) is Outcome.FAIL
+    # The node's CPUs held by a job of its own, RUNNING (a state, not a time) first.
+    client = runner.client()
+    hog = client.submit_job(entrypoint="sleep 300", entrypoint_num_cpus=cpus)
+    try:
+        while status_text(client.get_job_status(hog)) != "RUNNING":
+            assert status_text(client.get_job_status(hog)) not in FINAL
+            time.sleep(0.2)
+        runner.options.pending_timeout = 4
+        (waiting,) = runner.run(
+            [make_probe(state, "p5", {"entrypoint": "echo never", "entrypoint_num_cpus": cpus})]
+        )
+    finally:
+        runner.options.pending_timeout = RaySettings.pending_timeout
+        stop_and_delete(client, [hog], grace_s=60)
     assert waiting.infra_error and waiting.infra_error.startswith("UNSCHEDULABLE")
     assert ANY_FAILURE.classify(waiting) is Outcome.UNRESOLVED
     assert _job_ids(runner, {"p4", "p5"}) == []
