@@ -45,6 +45,11 @@ log = get_logger(__name__)
 
 RECORD_FILE = "local.json"
 
+# Why `ray start` can fail and then work when tried again: a free port taken before
+# Ray binds it, or a node that did not register within Ray's fixed 30 s (a loaded
+# machine: Ray's own "timed out during startup").
+TRANSIENT_START_FAILURES = ("address already in use", "timed out during startup")
+
 # Every port a head listens on (`ray start --NAME=PORT`): all free ones, so a session's
 # Ray never meets another Ray on the machine.
 PORT_FLAGS = (
@@ -218,14 +223,17 @@ class LocalRay:
                 handle.write(self.token)
             env["RAY_AUTH_TOKEN_PATH"] = str(self.token_path)
         atexit.register(self.stop)
-        for attempt in range(2):  # a free port can be taken before Ray binds it
+        for attempt in range(3):
             self._launch(env, private)
             if self._wait_ready(started):
                 self.startup_s = time.monotonic() - started
                 log.info("ray.local_ready", seconds=round(self.startup_s, 2))
                 return
             self._halt()
-            if attempt == 0 and "address already in use" in self.log_tail().lower():
+            tail = self.log_tail().lower()
+            if attempt < 2 and any(why in tail for why in TRANSIENT_START_FAILURES):
+                log.warning("ray.local_start_retry", attempt=attempt + 1)
+                started = time.monotonic()
                 continue
             break
         tail = self.log_tail(600)
