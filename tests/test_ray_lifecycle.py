@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from conftest import CLI, EXAMPLES, culprit_keys
 
-from clusterbisect.runners.ray.cluster import PORT_FLAGS, choose_python, free_port
+from clusterbisect.runners.ray.cluster import PORT_FLAGS, choose_python, free_port, reap
 
 pytestmark = pytest.mark.ray
 
@@ -259,7 +259,7 @@ def test_a_killed_run_leaves_a_ray_that_resume_stops_first(tmp_path):
         argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        _wait_for(lambda: marker.exists() or proc.poll() is not None, "the first probe to run")
+        _wait_for(lambda: marker.exists() or proc.poll() is not None, "the first probe to run", 900)
         assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
         record = json.loads((state / "ray" / "local.json").read_text())
         head = psutil.Process(record["pid"])
@@ -275,9 +275,23 @@ def test_a_killed_run_leaves_a_ray_that_resume_stops_first(tmp_path):
         tree = [head, *head.children(recursive=True)]
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+    except BaseException:
+        if proc.poll() is None:  # the test failed first: let the CLI stop its Ray
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        reap(state / "ray")  # and whatever is left of it, by its recorded PID
+        raise
+    try:
+        _resume_stops_the_left_ray(state, tmp_path, env, hold, head, tree)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(state / "ray")  # whatever a failure above left running, by its recorded PID
+
+
+def _resume_stops_the_left_ray(state, tmp_path, env, hold, head, tree) -> None:
+    psutil = _psutil()
     assert head.is_running()  # left behind by the killed run
     hold.unlink()
     resumed = subprocess.run(
