@@ -151,3 +151,16 @@ def make_runner(name: str, context: RunnerContext, options: BackendOptions | Non
     factory = backend.load(backend.factory)
     runner: Runner = factory(context, options if options is not None else backend.options())
     return runner
+
+
+# `clusterbisect exec` runs a step-mode probe as a process on this machine, whatever the
+# session's backend: the local backend's runner does exactly that.
+EXEC_BACKEND = "local"
+
+
+def exec_runner(context: RunnerContext, options: BackendOptions | None = None) -> Runner:
+    """The runner ``exec`` uses: a process on this machine with the probe's environment
+    (the session's own options when its backend is that one)."""
+    backend = get(EXEC_BACKEND)
+    own = options if isinstance(options, backend.options) else None
+    return make_runner(EXEC_BACKEND, context, own)

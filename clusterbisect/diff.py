@@ -4,7 +4,8 @@
 the number of settings). An element (container, volume, worker group, replica spec)
 present on one side only is one change carrying the whole element, so any subset of
 changes applies cleanly. Secret-looking settings are marked ``secret``: they still
-count as changes but their values never leave ``Change`` unredacted.
+count as changes but their values never leave ``Change`` unredacted; the secret parts
+of other values (a URL's password) are hidden too (``Change.to_dict``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clusterbisect.errors import InputError
-from clusterbisect.redact import redact_value, setting_is_secret
+from clusterbisect.redact import redact_value, setting_is_secret, shown_setting
 from clusterbisect.settings import (
     OTHER,
     Element,
@@ -51,14 +52,22 @@ class Change:
     env_name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The public, redacted form: {"key", "change", "good", "bad", "category"}."""
+        """The public, redacted form: {"key", "change", "good", "bad", "category"}.
+
+        A secret setting's values are hidden whole; any other value has its secret
+        parts hidden (credentials in a URL, ``--token=...``, a PEM key...).
+        """
         return {
             "key": self.key,
             "change": self.change,
-            "good": redact_value(self.good) if self.secret else self.good,
-            "bad": redact_value(self.bad) if self.secret else self.bad,
+            "good": self.shown(self.good),
+            "bad": self.shown(self.bad),
             "category": self.category,
         }
+
+    def shown(self, value: Any) -> Any:
+        """One of this change's values (``good`` or ``bad``) for display."""
+        return redact_value(value) if self.secret else shown_setting(value)
 
 
 def check_comparable(good: Spec, bad: Spec) -> None:

@@ -261,8 +261,7 @@ class Engine:
             if run.timed_out and cut_by_budget:
                 self.stopped_in_flight += 1
                 continue  # stopped by the budget, not by its own limit: no evidence
-            record = self._record(request, probe, run, round_no)
-            self.session.append(record)
+            record = self.session.append(self._record(request, probe, run, round_no))
             self._remember(record)
             if self.progress:
                 self.progress.probe_finished(record)
@@ -318,12 +317,14 @@ class Engine:
         log: str | None = None,
         run: RunResult | None = None,
         number: int | None = None,
+        source: str = "manual",
     ) -> ProbeRecord:
         """Journal an outcome reported by hand (the step-by-step mode).
 
         ``run``, when the reporter observed one (exit code, reason, ...), is journaled
         with the outcome, as the runner's probes are. ``number`` is the probe's id
-        number as shown (default: the next one).
+        number as shown (default: the next one). ``source`` is ``manual``, or ``exec``
+        for a probe the step mode ran with ``clusterbisect exec``.
         """
         if number is None:
             (number,) = self.session.new_probe_numbers(1)
@@ -335,7 +336,7 @@ class Engine:
             purpose=purpose,
             log=log,
             finished_at=time.time(),
-            source="manual",
+            source=source,
         )
         if run is not None:
             record.exit_code = run.exit_code
@@ -345,6 +346,6 @@ class Engine:
             record.duration_s = round(run.duration_s, 3)
             if outcome is not Outcome.PASS:
                 record.observed = self.signature.observed(run)
-        self.session.append(record)
+        record = self.session.append(record)
         self._remember(record)
         return record

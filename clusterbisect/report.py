@@ -2,8 +2,10 @@
 
 ``build_result`` makes the one document every form is rendered from, out of an
 :class:`Evidence` (data: the search's result, the problem, the journal, how to read a
-probe's log). It is what ``run --json`` prints and what ``result.json`` in the state
-directory holds, so ``clusterbisect report`` can render it again later.
+probe's log, the session's redactor). It is what ``run --json`` prints and what
+``result.json`` in the state directory holds, so ``clusterbisect report`` can render it
+again later. It holds no secret value: a culprit's secret settings are shown by name,
+with whether the secret changed and a short fingerprint of each side's value.
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterbisect.diff import Change
 from clusterbisect.journal import ProbeRecord
 from clusterbisect.problem import Problem
-from clusterbisect.redact import redact_text, secret_values
+from clusterbisect.redact import Redactor
 from clusterbisect.search.base import SearchResult, Subset
 from clusterbisect.terminal import printable
 
@@ -32,9 +35,10 @@ class Evidence:
     how many batches they ran in; ``session`` names the session (``state_dir``,
     ``session_id``, ``backend``, ``good``, ``bad``); ``signature`` describes the failure
     signature. ``read_log`` gives a probe log's text by its journaled (relative) path:
-    the session reads its files, the report only quotes them. ``probe_timeout`` is the
-    per-probe limit and its rule (``engine.ProbeTimeout.to_dict``); ``next_step`` what
-    to run next when the search is inconclusive (``nextstep.py``).
+    the session reads its files, the report only quotes them; ``redactor`` hides the
+    session's secrets in what it quotes, and fingerprints them. ``probe_timeout`` is
+    the per-probe limit and its rule (``engine.ProbeTimeout.to_dict``); ``next_step``
+    what to run next when the search is inconclusive (``nextstep.py``).
     """
 
     search: SearchResult
@@ -46,6 +50,7 @@ class Evidence:
     session: dict[str, str]
     elapsed_s: float
     read_log: Callable[[str], str]
+    redactor: Redactor
     probe_timeout: dict[str, Any] | None = None
     next_step: dict[str, Any] | None = field(default=None)
     backend_notes: list[str] = field(default_factory=list)  # what every probe changed
@@ -55,17 +60,26 @@ class Evidence:
         keys = self.problem.subset_keys(subset)
         return [r for r in self.records if sorted(r.subset) == keys]
 
-    def excerpt(self, record: ProbeRecord, secrets: list[str]) -> str:
-        """The lines of a probe's log that show its failure, secrets redacted and
-        terminal controls removed: those around the line the signature matched, else
-        the last ones."""
+    def excerpt(self, record: ProbeRecord) -> str:
+        """The lines of a probe's log that show its failure, without a secret of the
+        session and with terminal controls removed: those around the line the signature
+        matched, else the last ones."""
         if not record.log:
             return ""
-        text = printable(self.read_log(record.log))
+        # Scrubbed before it is cut, so that no cut leaves part of a secret behind.
+        text = printable(self.redactor.text(self.read_log(record.log)))
         lines = [_clip(line) for line in text.splitlines() if line.strip()]
         end = _matched_line_end(lines, record.observed)
-        excerpt = "\n".join(lines[max(0, end - EXCERPT_LINES) : end])[-EXCERPT_CHARS:]
-        return redact_text(excerpt, secrets)
+        return "\n".join(lines[max(0, end - EXCERPT_LINES) : end])[-EXCERPT_CHARS:]
+
+    def shown_change(self, change: Change) -> dict[str, Any]:
+        """A culprit's change for the report; a secret one (by name, or holding a
+        credential) says whether its secret changed, with each side's fingerprint."""
+        shown = change.to_dict()
+        involved = self.redactor.involvement(change.secret, change.good, change.bad)
+        if involved is not None:
+            shown["secret"] = involved
+        return shown
 
 
 def _matched_line_end(lines: list[str], observed: str) -> int:
@@ -94,12 +108,11 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
     """The whole report of a session as one JSON-ready document."""
     problem, records = evidence.problem, evidence.records
     search = evidence.search
-    secrets = secret_values(problem.changes)
     n = len(problem.testable)
-    return {
+    document = {
         "status": search.status,
         "culprits": [
-            _culprit(evidence, c.changes, c.confidence, c.confirmed, c.evidence, secrets)
+            _culprit(evidence, c.changes, c.confidence, c.confirmed, c.evidence)
             for c in search.culprits
         ],
         "probe_count": len(records),
@@ -123,11 +136,13 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
         ],
         "estimates": search.estimates,
         "probe_timeout": evidence.probe_timeout,
-        "notes": search.notes + evidence.backend_notes + _baseline_notes(evidence, secrets),
+        "notes": search.notes + evidence.backend_notes + _baseline_notes(evidence),
         "next": evidence.next_step,
         "elapsed_s": round(evidence.elapsed_s, 3),
         "probes": [_probe(r) for r in records],
     }
+    shown: dict[str, Any] = evidence.redactor.value(document)
+    return shown
 
 
 def _culprit(
@@ -136,20 +151,19 @@ def _culprit(
     confidence: float,
     confirmed: bool,
     proofs: dict[str, object],
-    secrets: list[str],
 ) -> dict[str, Any]:
     proof = _decisive_record(evidence, subset, "fail")
     rest = proofs.get("bad_minus_culprits")
     rest_record = _decisive_record(evidence, rest, None) if isinstance(rest, frozenset) else None
     return {
-        "changes": [c.to_dict() for c in evidence.problem.subset_changes(subset)],
+        "changes": [evidence.shown_change(c) for c in evidence.problem.subset_changes(subset)],
         "confidence": confidence_value(confidence),
         "confirmed": confirmed,
         "proof": {
             "probe": proof.probe_id if proof else None,
             "observed": proof.observed if proof else None,
             "log": proof.log if proof else None,
-            "excerpt": evidence.excerpt(proof, secrets) if proof else "",
+            "excerpt": evidence.excerpt(proof) if proof else "",
         },
         "confirmation": {
             "good_plus_culprit": _brief(proof),
@@ -203,7 +217,7 @@ def _observed_in_bad_baseline(records: list[ProbeRecord], n: int) -> str | None:
     return None
 
 
-def _baseline_notes(evidence: Evidence, secrets: list[str]) -> list[str]:
+def _baseline_notes(evidence: Evidence) -> list[str]:
     """When a baseline did not behave, show its log: that is what the user must look at."""
     status = evidence.search.status
     if status not in ("baseline_failed", "not_reproducible"):
@@ -212,7 +226,7 @@ def _baseline_notes(evidence: Evidence, secrets: list[str]) -> list[str]:
     notes = []
     for record in evidence.records:
         if record.purpose == wanted:
-            excerpt = evidence.excerpt(record, secrets)
+            excerpt = evidence.excerpt(record)
             notes.append(
                 f"{wanted} probe {record.probe_id}: {record.outcome}"
                 + (f" ({record.observed})" if record.observed else "")
@@ -289,6 +303,11 @@ def _culprit_lines(number: int, culprit: dict[str, Any]) -> list[str]:
         out.append(
             f"  {change['key'].ljust(width)}  {_value(change['good']):<30}  {_value(change['bad'])}"
         )
+    secrets = [
+        f"{c['key']} {_secret_line(c['secret'])}" for c in culprit["changes"] if c.get("secret")
+    ]
+    if secrets:
+        out.append("  Secrets involved (values never shown): " + "; ".join(secrets))
     proof = culprit["proof"]
     if not proof["probe"]:
         return out
@@ -300,6 +319,12 @@ def _culprit_lines(number: int, culprit: dict[str, Any]) -> list[str]:
         out.append(f"  Log excerpt ({proof['log']}):")
         out.extend("    | " + line for line in proof["excerpt"].splitlines())
     return out
+
+
+def _secret_line(secret: dict[str, Any]) -> str:
+    """``changed (fingerprint 1a2b3c4d -> 5e6f7a8b)``: how a culprit's secret moved."""
+    sides = " -> ".join(secret.get(side) or "(none)" for side in ("good", "bad"))
+    return f"{'changed' if secret.get('changed') else 'unchanged'} (fingerprint {sides})"
 
 
 def _rates(result: dict[str, Any]) -> str | None:
@@ -352,6 +377,10 @@ def render_markdown(result: dict[str, Any]) -> str:
             out.append(
                 f"| `{change['key']}` | `{_value(change['good'])}` | `{_value(change['bad'])}` |"
             )
+        for change in culprit["changes"]:
+            if change.get("secret"):
+                out.append("")
+                out.append(f"Secret `{change['key']}`: {_secret_line(change['secret'])}.")
         proof = culprit["proof"]
         if proof["probe"]:
             out += ["", f"Proved by probe `{proof['probe']}`: {proof['observed']}", ""]

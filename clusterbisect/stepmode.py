@@ -1,11 +1,17 @@
 """The step-by-step mode, shaped after git bisect: start, next, good/bad/skip, status, log.
 
 The user (or an agent) runs each probe its own way and reports the outcome. Nothing
-here launches anything: the same engine as ``run`` replays the journal through the
-search strategy and stops at the first probe that has no answer yet (``Engine.drive``
-with ``execute=False``). Because both modes share the journal, a session started by
-hand can be finished with ``clusterbisect resume`` and an interrupted ``run`` can be
-continued by hand.
+here launches anything but :func:`exec_probe` (a process on this machine, when asked):
+the same engine as ``run`` replays the journal through the search strategy and stops
+at the first probe that has no answer yet (``Engine.drive`` with ``execute=False``).
+
+Secret values are never shown: ``next`` names a private file (mode 0600) that holds
+them (an env file, a Kubernetes Secret the rendered Job refers to), and ``exec`` runs a
+command with the probe's real environment and records what the signature makes of it,
+so that a probe can be run without anyone reading its secrets.
+
+Because both modes share the journal, a session started by hand can be finished with
+``clusterbisect resume`` and an interrupted ``run`` can be continued by hand.
 
 The current session is recorded in ``.clusterbisect/CURRENT`` (relative to the working
 directory), as git keeps its bisect state in ``.git``; every command takes an explicit
@@ -26,8 +32,9 @@ from clusterbisect import backends
 from clusterbisect.config import SessionConfig
 from clusterbisect.engine import Engine, EngineOutcome
 from clusterbisect.errors import InputError
+from clusterbisect.journal import ProbeRecord
 from clusterbisect.outcome import Outcome, RunResult
-from clusterbisect.redact import REDACTED, redact_env, secret_env_names
+from clusterbisect.redact import REDACTED
 from clusterbisect.report import build_result
 from clusterbisect.runners.base import Runner
 from clusterbisect.search.base import ProbeRequest
@@ -46,6 +53,7 @@ from clusterbisect.workflow import (
     evidence,
     new_session,
     runner_for,
+    save_probe,
 )
 
 MAX_EVIDENCE_BYTES = 1 << 20  # a reported log is kept up to this size (its tail)
@@ -118,7 +126,7 @@ def locate(bisection: Bisection) -> Position:
     return Position(bisection, engine, runner, outcome)
 
 
-def _with_position(bisection: Bisection, func: Any) -> Any:
+def with_position(bisection: Bisection, func: Any) -> Any:
     position = locate(bisection)
     try:
         return func(position)
@@ -149,7 +157,7 @@ def start(config: SessionConfig, state_dir: Path | None) -> dict[str, Any]:
 
 def next_view(bisection: Bisection, probe: str | None = None) -> dict[str, Any]:
     """The next probe to run (or the result when the search is complete)."""
-    return _with_position(bisection, lambda position: _next(position, probe))
+    return with_position(bisection, lambda position: _next(position, probe))
 
 
 def _summary(position: Position) -> dict[str, Any]:
@@ -172,7 +180,7 @@ def _next(position: Position, wanted: str | None) -> dict[str, Any]:
         return {**view, "done": True, "result": finish(position)}
     pending, ids = position.pending, position.pending_ids()
     numbers = position.pending_numbers()
-    index = _pending_index(position, wanted)
+    index = pending_index(position, wanted)
     view.update(
         {
             "done": False,
@@ -188,8 +196,9 @@ def _next(position: Position, wanted: str | None) -> dict[str, Any]:
             ],
             "candidates_left": _candidates_left(position),
             "estimated_probes_to_go": position.engine.strategy.remaining_estimate(),
-            "then": "record the outcome: clusterbisect good|bad|skip [--log FILE], "
-            "or the `record` tool",
+            "then": "run it with `clusterbisect exec PROBE_ID` (the `exec` tool), or your own "
+            "way and record the outcome: clusterbisect good|bad|skip [--log FILE], or the "
+            "`record` tool",
         }
     )
     return view
@@ -200,7 +209,7 @@ def _candidates_left(position: Position) -> int:
     return left or len(position.engine.problem.testable)
 
 
-def _pending_index(position: Position, wanted: str | None) -> int:
+def pending_index(position: Position, wanted: str | None) -> int:
     if wanted is None:
         return 0
     ids = position.pending_ids()
@@ -214,7 +223,12 @@ def _pending_index(position: Position, wanted: str | None) -> int:
 
 
 def describe_probe(position: Position, request: ProbeRequest, number: int) -> dict[str, Any]:
-    """A pending probe: the changes to apply and what the backend would launch."""
+    """A pending probe: the changes to apply and what the backend would launch.
+
+    What is shown holds no secret value. The real values are in ``private_file``
+    (mode 0600): ``use`` says how to run the probe with it, and for a probe that is a
+    local process ``exec`` is the command that runs it and records its outcome.
+    """
     engine, runner, session = position.engine, position.runner, position.session
     probe = engine.make_probe(request, number)
     changes = engine.problem.subset_changes(request.subset)
@@ -227,25 +241,23 @@ def describe_probe(position: Position, request: ProbeRequest, number: int) -> di
         "changes": [c.to_dict() for c in changes],
         "rendered": rendered,
     }
+    saved = save_probe(session, PROBES_DIR, runner, probe)
     if backends.get(session.config.backend).capabilities.local_process:
-        env = redact_env(rendered.get("env", {}), secret_env_names(engine.problem.changes))
+        env = rendered.get("env") or {}
         described["unset"] = sorted(set(probe.env_names) - set(env))
-        # Secret values are never shown: the caller supplies its own for these.
-        described["redacted"] = sorted(k for k, v in env.items() if v == REDACTED)
-        if rendered.get("argv"):
-            described["shell"] = _shell_line(env, described["unset"], rendered["argv"])
-    path = session.save_rendered(PROBES_DIR, probe.probe_id, rendered)
-    described["rendered_file"] = str(path)
+        # Values hidden here are in the private file; `exec` runs the probe with them.
+        described["redacted"] = sorted(k for k, v in env.items() if REDACTED in v)
+        described["exec"] = _exec_line(session, probe.probe_id)
+    described["rendered_file"] = saved.pop("manifest")
+    described.update(saved)
     return described
 
 
-def _shell_line(env: dict[str, str], unset: list[str], argv: list[str]) -> str:
-    """For people: the probe as one `env` command line (display only, never executed)."""
-    words = ["env"]
-    for name in unset:
-        words += ["-u", name]
-    words += [f"{k}={v}" for k, v in sorted(env.items())]
-    return shlex.join(words + list(argv))
+def _exec_line(session: Session, probe_id: str) -> str:
+    """The command that runs ``probe_id`` here with its real environment, as written
+    (from any directory: it names the session)."""
+    line = shlex.join(["clusterbisect", "exec", probe_id, "--state-dir", str(session.state_dir)])
+    return line if session.config.command else line + " -- COMMAND..."
 
 
 # --- recording outcomes ---------------------------------------------------------------
@@ -288,7 +300,7 @@ def record(
                 "the bisection is complete; nothing is pending (see `clusterbisect status`)",
                 source=str(position.session.state_dir),
             )
-        index = _pending_index(position, probe)
+        index = pending_index(position, probe)
         request = position.pending[index]
         number = position.pending_numbers()[index]
         text = _read_log(log_file) if log_file is not None else log_text
@@ -304,21 +316,26 @@ def record(
         entry = position.engine.record_manual(
             request.subset, verdict, request.purpose, log=log_rel, run=run, number=number
         )
-        return {
-            "recorded": {
-                "probe": entry.probe_id,
-                "purpose": entry.purpose,
-                "outcome": entry.outcome,
-                "classified_by": "reporter" if outcome is not None else "signature",
-                "observed": entry.observed,
-                "changes_applied": len(entry.subset),
-                "log": str(session.path_of(log_rel)) if log_rel else None,
-            }
-        }
+        return recorded_view(session, entry, "reporter" if outcome is not None else "signature")
 
     with bisection.session.locked("record"):
-        recorded = _with_position(bisection, _record)
+        recorded = with_position(bisection, _record)
         return {**recorded, "next": next_view(bisection)}
+
+
+def recorded_view(session: Session, entry: ProbeRecord, classified_by: str) -> dict[str, Any]:
+    return {
+        "recorded": {
+            "probe": entry.probe_id,
+            "purpose": entry.purpose,
+            "outcome": entry.outcome,
+            "classified_by": classified_by,
+            "observed": entry.observed,
+            "exit_code": entry.exit_code,
+            "changes_applied": len(entry.subset),
+            "log": str(session.path_of(entry.log)) if entry.log else None,
+        }
+    }
 
 
 def _read_log(path: str) -> str:
@@ -348,7 +365,7 @@ def status(bisection: Bisection) -> dict[str, Any]:
         view = _summary(position)
         records = position.engine.records
         view["current"] = is_current(position.session)
-        view["manual_probes"] = sum(1 for r in records if r.source == "manual")
+        view["manual_probes"] = sum(1 for r in records if r.source in ("manual", "exec"))
         view["rounds"] = position.engine.rounds
         view["last"] = (
             {"probe": records[-1].probe_id, "outcome": records[-1].outcome} if records else None
@@ -363,7 +380,7 @@ def status(bisection: Bisection) -> dict[str, Any]:
             view["estimated_probes_to_go"] = position.engine.strategy.remaining_estimate()
         return view
 
-    return _with_position(bisection, _status)
+    return with_position(bisection, _status)
 
 
 def result(bisection: Bisection) -> dict[str, Any]:
@@ -383,7 +400,7 @@ def result(bisection: Bisection) -> dict[str, Any]:
             "probe_count": len(position.engine.records),
         }
 
-    return _with_position(bisection, _result)
+    return with_position(bisection, _result)
 
 
 def finish(position: Position) -> dict[str, Any]:
@@ -416,6 +433,9 @@ def log_text(session: Session) -> str:
         if not Path(source).is_absolute() and Path(source).exists():
             config[f"{which}_source"] = str(Path(source).resolve())
         del config[which]
+    config = session.redactor.value(config)
+    if session.private_config is not None:  # what is hidden above, for `replay`
+        config["config_copy"] = str(session.private_config)
     lines = [
         f"{LOG_HEADER} of session {session.session_id} ({session.state_dir})",
         "# replay with: clusterbisect replay FILE (edit or delete `mark` lines first if needed)",
@@ -476,7 +496,7 @@ def _replay_marks(bisection: Bisection, marks: list[dict[str, Any]], source: str
             )
         return len(marks)
 
-    applied = _with_position(bisection, _apply)
+    applied = with_position(bisection, _apply)
     state = str(bisection.session.state_dir)
     return {"replayed": applied, "state_dir": state, "next": next_view(bisection)}
 
@@ -546,6 +566,9 @@ def _not_a_number(constant: str) -> Any:
 
 def _config_from_log(data: dict[str, Any], source: str, number: int) -> SessionConfig:
     data = dict(data)
+    private = data.pop("config_copy", None)
+    if private and Path(private).is_file():  # the values the log hides (a secret flag)
+        data = _unhidden(data, json.loads(Path(private).read_text(encoding="utf-8")))
     for which in ("good", "bad"):
         copy = data.pop(f"{which}_copy", None)
         original = data.get(f"{which}_source")
@@ -557,6 +580,18 @@ def _config_from_log(data: dict[str, Any], source: str, number: int) -> SessionC
         return SessionConfig.from_dict({**data, "good": "", "bad": ""})
     except (TypeError, KeyError, ValueError, InputError) as err:
         raise InputError(f"line {number}: bad start line ({err})", source=source) from None
+
+
+def _unhidden(shown: Any, real: Any) -> Any:
+    """``shown`` with every value that hides a secret (``<redacted>``) taken from
+    ``real``, where ``real`` has a value at the same place."""
+    if isinstance(shown, str):
+        return real if REDACTED in shown and isinstance(real, str) else shown
+    if isinstance(shown, dict) and isinstance(real, dict):
+        return {k: _unhidden(v, real.get(k)) for k, v in shown.items()}
+    if isinstance(shown, list) and isinstance(real, list) and len(shown) == len(real):
+        return [_unhidden(a, b) for a, b in zip(shown, real, strict=True)]
+    return shown
 
 
 def reset(explicit: str | None) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from clusterbisect.nextstep import next_step
 from clusterbisect.outcome import Outcome
 from clusterbisect.problem import Problem
 from clusterbisect.report import Evidence, build_result
-from clusterbisect.runners.base import RunnerContext, runner_notes
+from clusterbisect.runners.base import Probe, RunnerContext, runner_notes
 from clusterbisect.search import make_strategy
 from clusterbisect.search.base import ProbeAnswer, ProbeRequest, SearchResult, Strategy, Subset
 from clusterbisect.session import DRY_RUN_DIR, Session
@@ -72,6 +72,7 @@ class Bisection:
     @classmethod
     def of(cls, session: Session, good: Spec, bad: Spec) -> Bisection:
         scope = session.config.scope
+        session.use_specs(good, bad)
         return cls(
             session, good, bad, diff(good, bad, ignore=scope.ignore, container=scope.container)
         )
@@ -100,7 +101,12 @@ def create_session(
     scope = config.scope
     changes = diff(good, bad, ignore=scope.ignore, container=scope.container)
     session = Session.create(
-        config, state_dir, good_text=texts[0], bad_text=texts[1], purpose=purpose
+        config,
+        state_dir,
+        good_text=texts[0],
+        bad_text=texts[1],
+        specs=(good, bad),
+        purpose=purpose,
     )
     return Bisection(session, good, bad, changes)
 
@@ -141,8 +147,15 @@ def _live_text(source: str, config: SessionConfig) -> str | None:
 def runner_for(bisection: Bisection, render_only: bool = False) -> Any:
     """The session's runner. ``render_only`` (the step mode, which launches nothing)
     renders every probe as a client dry run does, so no cluster is needed."""
+    config = bisection.session.config
+    context = runner_context(bisection, render_only)
+    return backends.make_runner(config.backend, context, config.backend_options)
+
+
+def runner_context(bisection: Bisection, render_only: bool = False) -> RunnerContext:
+    """What the session's runner is told (see :func:`runner_for`)."""
     session, config = bisection.session, bisection.session.config
-    context = RunnerContext(
+    return RunnerContext(
         session_id=session.session_id,
         good=bisection.good,
         changes=tuple(bisection.changes),
@@ -155,8 +168,8 @@ def runner_for(bisection: Bisection, render_only: bool = False) -> Any:
         state_dir=session.state_dir,
         manifests_dir=session.manifests_dir,
         private_dir=session.private_dir(config.backend),
+        redactor=session.redactor,
     )
-    return backends.make_runner(config.backend, context, config.backend_options)
 
 
 def engine_for(bisection: Bisection, runner: Any, progress: Progress | None = None) -> Engine:
@@ -199,6 +212,7 @@ def evidence(engine: Engine, search: SearchResult, elapsed_s: float) -> Evidence
         },
         elapsed_s=elapsed_s,
         read_log=session.read_log,
+        redactor=session.redactor,
         probe_timeout=engine.timeout().to_dict(),
         next_step=next_step(config, search, session.input_path("good"), session.input_path("bad")),
         backend_notes=runner_notes(engine.runner),
@@ -348,13 +362,12 @@ def dry_run(bisection: Bisection) -> dict[str, Any]:
         plan: list[dict[str, Any]] = []
         for request in [r for batch in batches for r in batch]:
             probe = engine.make_probe(request, len(plan) + 1)
-            path = session.save_rendered(DRY_RUN_DIR, probe.probe_id, runner.render(probe))
             plan.append(
                 {
                     "id": probe.probe_id,
                     "purpose": request.purpose,
                     "subset": engine.problem.subset_keys(request.subset),
-                    "manifest": str(path),
+                    **save_probe(session, DRY_RUN_DIR, runner, probe),
                 }
             )
     finally:
@@ -373,6 +386,23 @@ def dry_run(bisection: Bisection) -> dict[str, Any]:
         "rounds": 0,
         "culprits": [],
     }
+
+
+def save_probe(session: Session, folder: str, runner: Any, probe: Probe) -> dict[str, Any]:
+    """Write what ``runner`` renders for ``probe`` under ``folder``: the rendered probe
+    (no secret value in it) and, when it refers to real values, the private file that
+    holds them (mode 0600). Their paths, and how the two are used together."""
+    saved: dict[str, Any] = {
+        "manifest": str(session.save_rendered(folder, probe.probe_id, runner.render(probe)))
+    }
+    private = runner.private(probe)
+    if private is not None:
+        path = session.save_private(folder, probe.probe_id, private.suffix, private.text)
+        saved["private_file"] = str(path)
+        saved["private_file_holds"] = private.holds
+        if private.usage:
+            saved["use"] = private.usage.format(private=path, rendered=saved["manifest"])
+    return saved
 
 
 def _first_batches(strategy: Strategy, n: int) -> list[list[ProbeRequest]]:

@@ -44,7 +44,7 @@ from kubernetes import client
 from clusterbisect.config import KubeConnection, KubernetesOptions
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.outcome import FailureSignature, Outcome
-from clusterbisect.runners.base import RunnerContext
+from clusterbisect.runners.base import Probe, RunnerContext
 from clusterbisect.runners.kubernetes import (
     KubernetesSettings,
     cleanup,
@@ -634,3 +634,95 @@ def test_the_example_incident_is_bisected_through_the_cli(
         assert volumes["checkpoints"]["persistentVolumeClaim"]["readOnly"] is True
         mounts = body["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
         assert all(m["readOnly"] for m in mounts if m["name"] != "dshm")
+
+
+# --- a probe's Secret -----------------------------------------------------------------
+
+TOKEN = "hf_probe_token_1a2b3c4d5e6f"
+
+
+def secret_probes(tmp_path: Path, *ids: str) -> list[Probe]:
+    """Probes of the example whose trainer gets a secret env value and a --token flag."""
+    spec = load_spec(str(EXAMPLE / "good.yaml"))
+    trainer = spec.document["spec"]["template"]["spec"]["containers"][0]
+    trainer["env"].append({"name": "HF_TOKEN", "value": TOKEN})
+    trainer["args"] = ["--epochs", "3", f"--token={TOKEN}"]
+    made = probes(tmp_path, *ids)
+    for probe in made:
+        probe.spec = spec
+    return made
+
+
+def secret_calls(cluster: FakeCluster, order: list[str]) -> dict[str, dict[str, Any]]:
+    """Record Secret creations (bodies by name) and the order of the creations."""
+    created: dict[str, dict[str, Any]] = {}
+
+    def create_secret(namespace: str, body: dict[str, Any], **kwargs: Any) -> client.V1Secret:
+        created[body["metadata"]["name"]] = body
+        order.append("Secret")
+        return client.V1Secret(metadata=client.V1ObjectMeta(name=body["metadata"]["name"]))
+
+    create_job = cluster.batch.create_namespaced_job.side_effect
+
+    def job_then_record(namespace: str, body: dict[str, Any], **kwargs: Any) -> client.V1Job:
+        order.append("Job")
+        return create_job(namespace, body, **kwargs)
+
+    cluster.core.create_namespaced_secret.side_effect = create_secret
+    cluster.batch.create_namespaced_job.side_effect = job_then_record
+    return created
+
+
+def test_a_probes_secret_is_made_before_its_job_owned_by_it_and_deleted_with_it(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    cluster = FakeCluster(mocker, {"p001": complete_steps()}, logs={"p001": f"got {TOKEN}\n"})
+    order: list[str] = []
+    secrets = secret_calls(cluster, order)
+    (result,) = make(kubeconfig, tmp_path).run(secret_probes(tmp_path, "p001"))
+    assert result.exit_code == 0 and order == ["Secret", "Job"]
+    (job_name, job), (secret_name, secret) = *cluster.created.items(), *secrets.items()
+    assert secret_name == job_name
+    # The Job sent to the cluster holds no secret; its Secret holds both values.
+    assert TOKEN not in json.dumps(job)
+    assert sorted(secret["stringData"].values()) == sorted([TOKEN, f"--token={TOKEN}"])
+    trainer = job["spec"]["template"]["spec"]["containers"][0]
+    assert trainer["args"] == ["--epochs", "3", "$(CLUSTERBISECT_SECRET_0)"]
+    # The Job owns it (garbage-collected with it), and it is deleted with the probe.
+    (patch,) = cluster.core.patch_namespaced_secret.call_args_list
+    assert patch.args[:2] == (secret_name, "ns1")
+    assert patch.args[2]["metadata"]["ownerReferences"] == [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": "u-" + job_name}
+    ]
+    (deleted,) = cluster.core.delete_namespaced_secret.call_args_list
+    assert deleted.args[:2] == (secret_name, "ns1")
+    # The raw log holds what the workload printed: it is readable by its owner only.
+    assert (tmp_path / "logs" / "p001.log").stat().st_mode & 0o777 == 0o600
+
+
+def test_ctrl_c_deletes_the_probes_secrets_with_their_jobs(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    cluster = FakeCluster(mocker, {"p001": [RUNNING], "p002": [RUNNING]})
+    secrets = secret_calls(cluster, [])
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+
+    cluster.stream_hooks = {1: ctrl_c}
+    with pytest.raises(Interrupted):
+        make(kubeconfig, tmp_path).run(secret_probes(tmp_path, "p001", "p002"))
+    deleted = [c.args[0] for c in cluster.core.delete_namespaced_secret.call_args_list]
+    assert len(secrets) == 2 and sorted(deleted) == sorted(secrets)
+
+
+def test_a_job_that_cannot_be_created_takes_its_secret_back(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    cluster = FakeCluster(mocker, {"p001": [RUNNING]})
+    secrets = secret_calls(cluster, [])
+    cluster.batch.create_namespaced_job.side_effect = api_exception(403, "jobs is forbidden")
+    with pytest.raises(BackendError, match="forbidden"):
+        make(kubeconfig, tmp_path).run(secret_probes(tmp_path, "p001"))
+    deleted = [c.args[0] for c in cluster.core.delete_namespaced_secret.call_args_list]
+    assert deleted == list(secrets) and len(deleted) == 1

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from clusterbisect.diff import diff
 from clusterbisect.journal import ProbeRecord
 from clusterbisect.problem import Problem
+from clusterbisect.redact import Redactor
 from clusterbisect.report import Evidence, build_result, render_markdown, render_text
 from clusterbisect.search.base import BASELINE_FAILED, FOUND, Culprit, SearchResult
 from clusterbisect.specs import parse_spec
@@ -19,6 +20,13 @@ def problem() -> Problem:
     good, bad = parse_spec(GOOD, "good.env"), parse_spec(BAD, "bad.env")
     changes = diff(good, bad)
     return Problem.split(good, bad, changes, {}, "local")
+
+
+def redactor() -> Redactor:
+    """The session's redactor: every secret of both specs (a fixed fingerprint key)."""
+    return Redactor.of_specs(
+        [parse_spec(GOOD, "good.env"), parse_spec(BAD, "bad.env")], key=b"session key"
+    )
 
 
 def run(probe_id: str, subset: list[str], outcome: str, purpose: str = "search") -> ProbeRecord:
@@ -48,6 +56,7 @@ def evidence(
         },
         elapsed_s=1.23456,
         read_log=read_log,
+        redactor=redactor(),
     )
 
 
@@ -143,3 +152,37 @@ def test_an_inconclusive_search_says_what_to_run_next() -> None:
     document.next_step = flaky
     text = render_text(build_result(document))
     assert f"Next: {flaky['why']}:\n  {flaky['command']}" in text
+
+
+def test_a_secret_culprit_is_named_with_fingerprints_never_its_value() -> None:
+    """A revoked token: the report says the secret changed and tells the two values
+    apart by a keyed fingerprint, without showing either."""
+    index = {c.key: i for i, c in enumerate(problem().testable)}
+    records = [run("p003", ["env.HF_TOKEN"], "fail", "confirm-good-plus-culprit")]
+    culprit = Culprit(frozenset({index["env.HF_TOKEN"]}), confirmed=True)
+    result = build_result(
+        evidence(SearchResult(FOUND, [culprit]), records, lambda path: "401 hf_new_s3cr3t\n")
+    )
+    (change,) = result["culprits"][0]["changes"]
+    assert change["good"] == change["bad"] == "<redacted>"
+    secret = change["secret"]
+    assert secret["changed"] is True
+    assert secret["good"] != secret["bad"] and len(secret["good"]) == 8
+    # The same value, the same key: the same fingerprint (a report rebuilt later agrees).
+    assert secret["good"] == redactor().fingerprint("hf_old_s3cr3t")
+    for shown in (render_text(result), render_markdown(result), repr(result)):
+        assert "s3cr3t" not in shown
+    assert f"env.HF_TOKEN changed (fingerprint {secret['good']} -> {secret['bad']})" in (
+        render_text(result)
+    )
+
+
+def test_an_unchanged_credential_inside_a_changed_value_says_so() -> None:
+    good = "DATABASE_URL=postgres://app:pw-0ne-2@db1/x\n"
+    bad = "DATABASE_URL=postgres://app:pw-0ne-2@db2/x\n"
+    specs = [parse_spec(good, "good.env"), parse_spec(bad, "bad.env")]
+    (change,) = diff(*specs)
+    assert not change.secret  # the name is not secret; its password is
+    shown = Redactor.of_specs(specs).involvement(change.secret, change.good, change.bad)
+    assert shown is not None and shown["changed"] is False and shown["good"] == shown["bad"]
+    assert change.to_dict()["bad"] == "postgres://app:<redacted>@db2/x"

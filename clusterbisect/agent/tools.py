@@ -170,10 +170,12 @@ def _state_dir(args: dict[str, Any]) -> Path | None:
 
 def _diff(args: dict[str, Any]) -> Reply:
     from clusterbisect.diff import diff, diff_document
+    from clusterbisect.redact import Redactor, register
     from clusterbisect.specs import load_specs
 
     scope = options.from_arguments(config.ScopeOptions, args)
     good, bad = load_specs([args["good"], args["bad"]])
+    register(Redactor.of_specs([good, bad]))
     changes = diff(good, bad, ignore=scope.ignore, container=scope.container)
     return Reply(diff_document(args["good"], args["bad"], good.kind, good.format, changes))
 
@@ -225,6 +227,13 @@ def _record(args: dict[str, Any]) -> Reply:
         log_text=args.get("log_text"),
     )
     return Reply(document)
+
+
+def _exec(args: dict[str, Any]) -> Reply:
+    from clusterbisect import stepexec, stepmode
+
+    bisection = stepmode.open_session(args.get("state_dir"))
+    return Reply(stepexec.exec_probe(bisection, args.get("probe"), args.get("command")))
 
 
 def _status(args: dict[str, Any]) -> Reply:
@@ -356,10 +365,12 @@ TOOLS: list[Tool] = [
         "Show the next probe",
         "The next probe of a step-by-step session: the changes to apply to the good spec, "
         "and what to run (for the local backend the environment to set, the variables to "
-        "unset and the argv; for Kubernetes the Job manifest; for Ray the job). `pending` "
-        "lists every probe the search can use now (they may run in parallel). When the "
-        "search is complete, `done` is true and `result` holds the verdict. Launches "
-        "nothing.",
+        "unset and the argv; for Kubernetes the Job manifest; for Ray the job). Secret "
+        "values are never shown: `private_file` (mode 0600; do not read it) holds them, "
+        "`use` says how to run the probe with it, and `exec` (the `exec` tool) runs a "
+        "local probe with them and records its outcome. `pending` lists every probe the "
+        "search can use now (they may run in parallel). When the search is complete, "
+        "`done` is true and `result` holds the verdict. Launches nothing.",
         _obj(
             {
                 "state_dir": STATE_DIR,
@@ -405,6 +416,28 @@ TOOLS: list[Tool] = [
         ),
         WRITES_STATE,
         _record,
+    ),
+    Tool(
+        "exec",
+        "Run a probe here and record it",
+        "Run a pending probe of a step-by-step session (default: the first) as a process "
+        "on this machine with its real environment, secrets included but never shown, "
+        "then record what the session's failure signature makes of its exit code and "
+        "output (kept as the probe's log). `command` is the argv to run (default: the "
+        "session's workload). Returns the recorded entry and the next probe. LAUNCHES A "
+        "PROCESS.",
+        _obj(
+            {
+                "state_dir": STATE_DIR,
+                "probe": _str("The pending probe to run (default: the first)."),
+                "command": {
+                    **_strings("The argv to run (default: the session's workload)."),
+                    "minItems": 1,
+                },
+            }
+        ),
+        LAUNCHES,
+        _exec,
     ),
     Tool(
         "status",
@@ -526,46 +559,3 @@ def get_tool(name: str) -> Tool | None:
 def available(read_only: bool = False) -> list[Tool]:
     """The tools to offer; with ``read_only``, only those that launch nothing."""
     return [t for t in TOOLS if t.launches_nothing or not read_only]
-
-
-def definitions(fmt: str = "mcp", read_only: bool = False) -> list[dict[str, Any]]:
-    """The tool definitions in the shape an API expects.
-
-    ``anthropic``: {name, description, input_schema}; ``openai``: Chat Completions
-    function tools; ``mcp``: {name, title, description, inputSchema, annotations};
-    ``json``: every field, including ``effect``.
-    """
-    tools = available(read_only)
-    if fmt == "anthropic":
-        return [
-            {"name": t.name, "description": t.description, "input_schema": t.input_schema}
-            for t in tools
-        ]
-    if fmt == "openai":
-        return [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": t.input_schema,
-                },
-            }
-            for t in tools
-        ]
-    if fmt == "mcp":
-        return [t.mcp_definition() for t in tools]
-    if fmt == "json":
-        return [
-            {
-                "name": t.name,
-                "title": t.title,
-                "description": t.description,
-                "input_schema": t.input_schema,
-                "effect": t.effect,
-                "launches_nothing": t.launches_nothing,
-                "annotations": t.annotations(),
-            }
-            for t in tools
-        ]
-    raise InputError(f"unknown format {fmt!r}; expected anthropic, openai, mcp or json")

@@ -15,7 +15,7 @@ import click
 
 from clusterbisect import __version__
 from clusterbisect.cli import agent, cleanup, diff, run, step
-from clusterbisect.cli.common import emit_json
+from clusterbisect.cli.common import echo, emit_json
 from clusterbisect.errors import EXIT_BACKEND, EXIT_INTERRUPTED, ClusterBisectError
 
 
@@ -60,6 +60,7 @@ for _command in (
     step.step_bad,
     step.step_skip,
     step.step_mark,
+    step.step_exec,
     step.step_status,
     step.step_log,
     step.step_replay,
@@ -108,6 +109,9 @@ def _wants_json() -> bool:
 
 
 def _report_error(message: str, code: str, details: dict[str, Any]) -> None:
+    """The error as one JSON document (with --json) and a line on stderr: an error
+    raised anywhere may quote a secret (an API server quoting a value), so both are
+    scrubbed."""
     if _wants_json():
         emit_json({"error": {"code": code, "message": message, "details": details}})
-    click.echo(f"error: {message}", err=True)
+    echo(f"error: {message}", err=True)

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from clusterbisect import backends
-from clusterbisect.cli.common import emit_json, json_option
+from clusterbisect.cli.common import echo, emit_json, json_option
 from clusterbisect.errors import InputError
 from clusterbisect.options import click_options, from_params
 
@@ -72,7 +72,7 @@ def cleanup_command(
     if as_json:
         emit_json(report)
     else:
-        click.echo(report["summary"])
+        echo(report["summary"])
 
 
 def _confirmed(plan: dict[str, Any], as_json: bool) -> bool:

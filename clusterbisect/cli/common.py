@@ -21,8 +21,19 @@ from clusterbisect.options import click_options, from_params
 
 
 def emit_json(document: Any) -> None:
-    """Print exactly one JSON document on stdout."""
-    click.echo(json.dumps(document, indent=2, sort_keys=False, default=str))
+    """Print exactly one JSON document on stdout, every secret this process knows
+    scrubbed (``redact.scrub``)."""
+    from clusterbisect.redact import scrub
+
+    text = json.dumps(document, indent=2, sort_keys=False, default=str)
+    click.echo(json.dumps(scrub(json.loads(text)), indent=2, sort_keys=False))
+
+
+def echo(text: str = "", **kwargs: Any) -> None:
+    """``click.echo`` for the commands' text: every secret this process knows scrubbed."""
+    from clusterbisect.redact import scrub
+
+    click.echo(scrub(text), **kwargs)
 
 
 json_option = click.option(
@@ -81,7 +92,7 @@ def show_result(as_json: bool) -> Callable[[dict[str, Any]], None]:
         if as_json:
             emit_json(result)
         else:
-            click.echo(render_text(result))
+            echo(render_text(result))
 
     return show
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from clusterbisect.cli.common import emit_json, json_option
+from clusterbisect.cli.common import echo, emit_json, json_option
 from clusterbisect.config import ScopeOptions
 from clusterbisect.options import click_options, from_params
 
@@ -24,12 +24,14 @@ def diff_command(good: str, bad: str, as_json: bool, **options: Any) -> None:
     format is recognised from the content. Secret values are redacted.
     """
     from clusterbisect.diff import diff, diff_document, render_table
+    from clusterbisect.redact import Redactor, register
     from clusterbisect.specs import load_specs
 
     scope = from_params(ScopeOptions, options)
     good_spec, bad_spec = load_specs([good, bad])
+    register(Redactor.of_specs([good_spec, bad_spec]))
     changes = diff(good_spec, bad_spec, ignore=scope.ignore, container=scope.container)
     if as_json:
         emit_json(diff_document(good, bad, good_spec.kind, good_spec.format, changes))
     else:
-        click.echo(render_table(changes, good, bad, kind=good_spec.kind), nl=False)
+        echo(render_table(changes, good, bad, kind=good_spec.kind), nl=False)

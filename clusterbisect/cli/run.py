@@ -8,6 +8,7 @@ from typing import Any
 import click
 
 from clusterbisect.cli.common import (
+    echo,
     emit_json,
     exit_for,
     json_option,
@@ -89,21 +90,21 @@ def report(state_dir: str, fmt: str) -> None:
     if fmt == "json":
         emit_json(result)
     elif fmt == "markdown":
-        click.echo(reporting.render_markdown(result), nl=False)
+        echo(reporting.render_markdown(result), nl=False)
     else:
-        click.echo(reporting.render_text(result))
+        echo(reporting.render_text(result))
 
 
 def _print_plan(plan: dict[str, Any]) -> None:
-    click.echo(
+    echo(
         f"Dry run on the {plan['backend']} backend: {plan['changes_searched']} of "
         f"{plan['changes_total']} changes searchable; nothing was launched."
     )
     for probe in plan["plan"]:
-        click.echo(
+        echo(
             f"  {probe['id']} {probe['purpose']:<14} {len(probe['subset']):>4} changes"
             f"  -> {probe['manifest']}"
         )
     for item in plan["untestable"]:
-        click.echo(f"  untestable: {item['key']}: {item['reason']}")
-    click.echo(f"State: {plan['state_dir']}")
+        echo(f"  untestable: {item['key']}: {item['reason']}")
+    echo(f"State: {plan['state_dir']}")

@@ -1,5 +1,5 @@
-"""The step-by-step commands, like git bisect: start, next, good/bad/skip/mark, status,
-log, replay and reset."""
+"""The step-by-step commands, like git bisect: start, next, good/bad/skip/mark, exec,
+status, log, replay and reset."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from clusterbisect.cli.common import (
+    echo,
     emit_json,
     json_option,
     session_config,
@@ -39,11 +40,11 @@ def step_start(
     if as_json:
         emit_json(started)
         return
-    click.echo(
+    echo(
         f"Bisecting {started['changes_searched']} changes "
         f"({started['changes_total']} in all) on the {started['backend']} backend."
     )
-    click.echo(f"State: {started['state_dir']}")
+    echo(f"State: {started['state_dir']}")
     _print_step(started["next"])
 
 
@@ -87,7 +88,7 @@ def _step_mark(
         return
     entry = recorded["recorded"]
     observed = f" ({entry['observed']})" if entry["observed"] else ""
-    click.echo(f"Recorded {entry['probe']} ({entry['purpose']}): {entry['outcome']}{observed}")
+    echo(f"Recorded {entry['probe']} ({entry['purpose']}): {entry['outcome']}{observed}")
     _print_step(recorded["next"])
 
 
@@ -145,6 +146,38 @@ def step_mark(
     _step_mark(outcome, state_dir, probe, log_file, exit_code, as_json)
 
 
+@click.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("probe_id", metavar="PROBE_ID")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@state_dir_option
+@json_option
+def step_exec(
+    probe_id: str, command: tuple[str, ...], state_dir: str | None, as_json: bool
+) -> None:
+    """Run pending probe PROBE_ID here with its real environment and record the outcome.
+
+    The command follows `--` (default: the session's workload): clusterbisect exec p003
+    -- python train.py. It gets the probe's environment, secrets included, as `run`
+    gives it on this machine; its output is kept as the probe's log and the session's
+    failure signature classifies it. Nothing secret is printed.
+    """
+    from clusterbisect import stepexec, stepmode
+
+    recorded = stepexec.exec_probe(
+        stepmode.open_session(state_dir), probe_id, list(command) or None
+    )
+    if as_json:
+        emit_json(recorded)
+        return
+    entry = recorded["recorded"]
+    observed = f" ({entry['observed']})" if entry["observed"] else ""
+    echo(
+        f"Ran {entry['probe']} ({entry['purpose']}): exit code {entry['exit_code']}, "
+        f"{entry['outcome']}{observed}; log {entry['log']}"
+    )
+    _print_step(recorded["next"])
+
+
 @click.command("status")
 @state_dir_option
 @json_option
@@ -158,20 +191,20 @@ def step_status(state_dir: str | None, as_json: bool) -> None:
         emit_json(view)
         return
     current = " (current)" if view["current"] else ""
-    click.echo(f"Session {view['session_id']}{current}: {view['state_dir']}")
-    click.echo(
+    echo(f"Session {view['session_id']}{current}: {view['state_dir']}")
+    echo(
         f"{view['changes_searched']} of {view['changes_total']} changes searched on the "
         f"{view['backend']} backend; {view['probes_done']} probes done "
         f"({view['manual_probes']} reported by hand)"
     )
     if view["done"]:
-        click.echo(render_text(view["result"]))
+        echo(render_text(view["result"]))
         return
     last = view["last"]
     if last:
-        click.echo(f"Last: {last['probe']} {last['outcome']}")
+        echo(f"Last: {last['probe']} {last['outcome']}")
     to_go = view["estimated_probes_to_go"]
-    click.echo(
+    echo(
         f"Pending: {', '.join(view['pending'])}; {view['candidates_left']} candidate changes "
         f"left" + (f", ~{to_go} probes to go" if to_go is not None else "")
     )
@@ -189,7 +222,7 @@ def step_log(state_dir: str | None, as_json: bool) -> None:
     if as_json:
         emit_json({"state_dir": str(session.state_dir), "log": text})
     else:
-        click.echo(text, nl=False)
+        echo(text, nl=False)
 
 
 @click.command("replay")
@@ -207,7 +240,7 @@ def step_replay(logfile: str, state_dir: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(replayed)
         return
-    click.echo(f"Replayed {replayed['replayed']} marks into {replayed['state_dir']}")
+    echo(f"Replayed {replayed['replayed']} marks into {replayed['state_dir']}")
     _print_step(replayed["next"])
 
 
@@ -222,7 +255,7 @@ def step_reset(state_dir: str | None, as_json: bool) -> None:
     if as_json:
         emit_json(ended)
     else:
-        click.echo(
+        echo(
             f"Ended the session in {ended['state_dir']} ({ended['status']}, "
             f"{ended['probes']} probes)."
         )
@@ -240,23 +273,26 @@ def _print_step(view: dict[str, Any]) -> None:
     from clusterbisect.report import render_text
 
     if view["done"]:
-        click.echo("The search is complete.")
-        click.echo(render_text(view["result"]))
+        echo("The search is complete.")
+        echo(render_text(view["result"]))
         return
     probe = view["probe"]
-    click.echo(
+    echo(
         f"Next probe {probe['id']} ({probe['purpose']}): apply {probe['changes_applied']} of "
         f"{view['changes_searched']} changes to the good spec"
     )
     for change in probe["changes"][:20]:
-        click.echo(f"  {change['key']}: {_short(change['good'])} -> {_short(change['bad'])}")
+        echo(f"  {change['key']}: {_short(change['good'])} -> {_short(change['bad'])}")
     if len(probe["changes"]) > 20:
-        click.echo(f"  ... and {len(probe['changes']) - 20} more")
-    if probe.get("shell") and len(probe["shell"]) <= 2000:
-        click.echo("Run it:")
-        click.echo(f"  {probe['shell']}")
-    click.echo(f"Rendered for the {view['backend']} backend: {probe['rendered_file']}")
+        echo(f"  ... and {len(probe['changes']) - 20} more")
+    echo(f"Rendered for the {view['backend']} backend: {probe['rendered_file']}")
+    if probe.get("private_file"):
+        echo(f"Real values (mode 0600, never shown): {probe['private_file']}")
+    if probe.get("exec"):
+        echo(f"Run it here and record the outcome: {probe['exec']}")
+    elif probe.get("use"):
+        echo(f"Run it: {probe['use']}")
     others = [p["probe"] for p in view["pending"][1:]]
     if others:
-        click.echo(f"Also pending (may run in parallel): {', '.join(others)}")
-    click.echo("Then: clusterbisect good | bad | skip  [--log FILE]")
+        echo(f"Also pending (may run in parallel): {', '.join(others)}")
+    echo("Then: clusterbisect good | bad | skip  [--log FILE]")

@@ -12,12 +12,13 @@ one on success, failure, timeout, error and interruption.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from clusterbisect.diff import Change
 from clusterbisect.outcome import FailureSignature, RunResult
+from clusterbisect.redact import Redactor
 from clusterbisect.specs.model import Spec
 
 # A render-only mode: probes are rendered (and, with "server", checked by the backend's
@@ -37,8 +38,9 @@ class RunnerContext:
     so an error in the middle of a long log is kept. The paths belong to the session:
     ``state_dir`` is its directory (to keep it out of what a backend ships),
     ``manifests_dir`` receives rendered manifests, ``private_dir`` the backend's own
-    files (a local Ray's token and log). Without a session (a test, a benchmark) the
-    defaults describe a runner that knows nothing and writes nowhere.
+    files (a local Ray's token and log). ``redactor`` knows the session's secrets: what
+    a runner shows (``render``) or says passes through it. Without a session (a test, a
+    benchmark) the defaults describe a runner that knows nothing and writes nowhere.
     """
 
     session_id: str = "standalone"
@@ -53,6 +55,23 @@ class RunnerContext:
     state_dir: Path | None = None
     manifests_dir: Path | None = None
     private_dir: Path | None = None
+    redactor: Redactor = field(default_factory=Redactor)
+
+
+@dataclass(frozen=True)
+class PrivateFile:
+    """The real values a rendered probe refers to, for a file of mode 0600.
+
+    ``suffix`` names the file after the probe (``p001`` + ``.env``); ``holds`` says
+    what it is, for people and models who must not read it; ``usage`` (optional) shows
+    how to run the probe with it, with ``{private}`` and ``{rendered}`` standing for
+    the two files' paths.
+    """
+
+    suffix: str
+    text: str
+    holds: str
+    usage: str | None = None
 
 
 @dataclass
@@ -90,8 +109,15 @@ class Runner(Protocol):
     def render(self, probe: Probe) -> dict[str, Any]:
         """What would be launched for ``probe`` (for --dry-run and ``next``), as data.
 
-        Secret values are redacted (``redact.py``): this is for people and models.
+        It holds no secret value (``context.redactor``): this is for people and
+        models. Where it can, it refers to the values instead (a Kubernetes Job to the
+        probe's Secret), so that it runs as written next to :meth:`private`'s file.
         """
+        ...
+
+    def private(self, probe: Probe) -> PrivateFile | None:
+        """The real values :meth:`render` leaves out (an env file, a Secret), or None
+        when it leaves none out. Written mode 0600 and never shown."""
         ...
 
     def run(self, probes: list[Probe]) -> list[RunResult]:

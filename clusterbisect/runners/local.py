@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -32,10 +33,10 @@ from typing import IO, Any
 from clusterbisect.config import LocalOptions, with_tuning
 from clusterbisect.diff import Change
 from clusterbisect.errors import BackendError, InputError, Interrupted
+from clusterbisect.files import open_private, private_dir
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult, compile_line_pattern, signal_reason
-from clusterbisect.redact import redact_env, secret_env_names
-from clusterbisect.runners.base import Probe, RunnerContext
+from clusterbisect.runners.base import PrivateFile, Probe, RunnerContext
 from clusterbisect.runners.output import HEAD_BYTES, TAIL_BYTES, OutputCapture
 from clusterbisect.runners.reaper import EXEC_MAX_BYTES, encode_job, read_status
 from clusterbisect.settings import ENV
@@ -125,16 +126,37 @@ class LocalRunner:
         return env
 
     def render(self, probe: Probe) -> dict[str, Any]:
-        """The argv and the environment variables the probe sets (secrets redacted)."""
+        """The argv and the environment variables the probe sets, for display: secret
+        values hidden (:meth:`private` has them)."""
+        redactor = self.context.redactor
         env = spec_env(probe.spec, self.context.container or main_container(probe.spec))
-        # Redact by name too: the good spec's own secrets are not among the changes.
-        shown = redact_env(dict(sorted(env.items())), secret_env_names(probe.changes))
         return {
             "backend": self.name,
-            "argv": list(probe.command) if probe.command else None,
-            "env": shown,
-            "changes": [c.to_dict() for c in probe.changes],
+            "argv": redactor.setting(list(probe.command)) if probe.command else None,
+            "env": redactor.env(dict(sorted(env.items()))),
+            "changes": [redactor.value(c.to_dict()) for c in probe.changes],
         }
+
+    def unset(self, probe: Probe) -> list[str]:
+        """The variables a change touches that the probe must not inherit."""
+        env = spec_env(probe.spec, self.context.container or main_container(probe.spec))
+        return sorted(set(probe.env_names) - set(env))
+
+    def private(self, probe: Probe) -> PrivateFile:
+        """The probe's variables with their real values, as a POSIX shell file."""
+        env = spec_env(probe.spec, self.context.container or main_container(probe.spec))
+        lines = [
+            f"# probe {probe.probe_id} of session {probe.session_id}: its environment with",
+            "# the real values (mode 0600; do not print it). In a POSIX shell: . THIS_FILE",
+            *(f"unset {name}" for name in self.unset(probe)),
+            *(f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())),
+        ]
+        return PrivateFile(
+            suffix=".env",
+            text="\n".join(lines) + "\n",
+            holds="the probe's environment variables with their real values",
+            usage=". {private}",
+        )
 
     def _argv(self, probe: Probe) -> list[str]:
         if not probe.command:
@@ -200,8 +222,9 @@ class LocalRunner:
 
     def _start(self, probe: Probe) -> _Running:
         job = self._job(probe)
-        probe.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_file = open(probe.log_path, "wb")  # noqa: SIM115 - closed in _finish
+        private_dir(probe.log_path.parent)
+        # The workload's output, secrets and all: mode 0600. Closed in _finish.
+        log_file = open_private(probe.log_path, "wb")
         job_read, job_write = os.pipe()
         status_read, status_write = os.pipe()
         try:

@@ -24,12 +24,12 @@ def cleanup(
 ) -> dict[str, Any]:
     """Delete everything clusterbisect left in the namespace (one session, or all).
 
-    Jobs go with propagationPolicy=Background (their pods with them); ConfigMaps and
-    orphaned probe pods are deleted too. ``options`` say how to connect (the
-    registry's cleanup hook: ``cleanup(session_id, options=..., private_dir=...)``;
-    a Kubernetes session runs nothing on this machine, so ``private_dir`` is unused).
-    With ``dry_run`` nothing is deleted: the report lists what would be, and the
-    sessions it belongs to.
+    Jobs go with propagationPolicy=Background (their pods and their probe Secrets
+    with them: a probe's Secret is owned by its Job); ConfigMaps and orphaned probe
+    pods are deleted too. ``options`` say how to connect (the registry's cleanup hook:
+    ``cleanup(session_id, options=..., private_dir=...)``; a Kubernetes session runs
+    nothing on this machine, so ``private_dir`` is unused). With ``dry_run`` nothing is
+    deleted: the report lists what would be, and the sessions it belongs to.
     """
     settings = settings_of(options)
     conn = conn or (api.conn if api else None)

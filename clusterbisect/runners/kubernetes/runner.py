@@ -1,11 +1,12 @@
 """The Kubernetes runner: probes rendered as Jobs, run, and always cleaned up.
 
-Rendering is pure and lives in ``render``; following the Jobs in flight (watch,
+Rendering is pure and lives in ``render`` (the Job) and ``secretref`` (its secret
+values moved into a Secret it refers to); following the Jobs in flight (watch,
 verdicts, logs, deletion) in ``jobs``. This module is the runner itself: what a probe
-Job cannot test, rendering for people (secrets redacted) and for dry runs (client, or
-server with ``dryRun=All``), the ``--probe`` ConfigMap, and running a batch of probes
-with cleanup on completion, timeout, error and Ctrl-C/SIGTERM. Nothing is printed on
-stdout.
+Job cannot test, rendering for people (a Job that refers to its Secret, runnable as
+written) and the Secret for a private file, dry runs (client, or server with
+``dryRun=All``), the ``--probe`` ConfigMap, and running a batch of probes with cleanup
+on completion, timeout, error and Ctrl-C/SIGTERM. Nothing is printed on stdout.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import functools
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +25,13 @@ from clusterbisect.config import KubernetesOptions
 from clusterbisect.diff import Change
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.extras import require
+from clusterbisect.files import write_private
 from clusterbisect.interrupts import sigterm_as_interrupt
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult
-from clusterbisect.redact import redact_manifest, secret_env_names
-from clusterbisect.runners.base import DRY_RUN_MODES, Probe, RunnerContext
-from clusterbisect.runners.kubernetes import isolation, render
+from clusterbisect.redact import Redactor
+from clusterbisect.runners.base import DRY_RUN_MODES, PrivateFile, Probe, RunnerContext
+from clusterbisect.runners.kubernetes import isolation, render, secretref
 from clusterbisect.runners.kubernetes.cleanup import cleanup
 from clusterbisect.runners.kubernetes.client import (
     Api,
@@ -218,49 +221,67 @@ class KubernetesRunner:
         for line in text.split("; ") if text else []:
             self._volume_notes.setdefault(line, None)
 
-    def manifests(self, probe: Probe, name: str | None = None) -> list[dict[str, Any]]:
-        """What ``probe`` creates, unredacted: [ConfigMap (with --probe)], Job."""
+    def objects(self, probe: Probe, name: str | None = None) -> ProbeObjects:
+        """What ``probe`` creates: [the ``--probe`` ConfigMap], [its Secret], its Job,
+        which refers to the Secret for its secret values. Without ``name`` the Job's
+        name is stable for the probe (a rendering shown twice names the same Secret)."""
         options = self.render_options(probe.session_id)
+        stable = render.job_name(
+            probe.session_id,
+            probe.probe_id,
+            render.short_hash(f"{probe.session_id}/{probe.probe_id}", 8),
+        )
         job = render.render_job(
             probe.probe_id,
             probe.session_id,
             probe.spec,
             probe.changes,
             options,
-            name=name,
+            name=name or stable,
             timeout_s=probe.timeout_s,
             workload=probe.command,
             purpose=probe.purpose or None,
         )
         self._remember_volumes(job)
         script = self.probe_script()
-        if script is None or self.options.probe is None:
-            return [job]
-        configmap = render.render_configmap(
-            probe.session_id, self.options.probe, script, options.namespace
-        )
-        return [configmap, job]
+        configmap = None
+        if script is not None and self.options.probe is not None:
+            configmap = render.render_configmap(
+                probe.session_id, self.options.probe, script, options.namespace
+            )
+        return ProbeObjects(configmap, secretref.externalize(job, self.context.redactor))
+
+    def manifests(self, probe: Probe, name: str | None = None) -> list[dict[str, Any]]:
+        """What ``probe`` creates, in order, as sent: [ConfigMap], [Secret], Job."""
+        return self.objects(probe, name).manifests()
 
     def render(self, probe: Probe) -> dict[str, Any]:
-        """The probe's manifest as data (secret values redacted), ready to write as YAML.
+        """The probe's manifest as data, ready to write as YAML: the Job refers to the
+        probe's Secret (:meth:`private`) for its secret values, so it runs as written
+        once the Secret is applied. A secret no manifest can refer to (an annotation's
+        value) is hidden here, and :meth:`private` holds that Job whole.
 
         With ``--probe`` it is a ``v1 List`` of the ConfigMap and the Job. With
         ``dry_run="server"`` the manifests are first sent with ``dryRun=All``; a
         rejection raises ``BackendError`` with the API server's reason.
         """
-        manifests = self.manifests(probe)
+        objects = self.objects(probe)
         if self.mode == "server":
             # --dry-run=server: what is planned must also pass admission, quota and RBAC.
-            verdict = self._server_dry_run(manifests)
+            verdict = self._server_dry_run(objects.manifests())
             if not verdict["accepted"]:
                 raise BackendError(
                     f"server dry run rejected probe {probe.probe_id}: {verdict['error']}",
                     details={"probe_id": probe.probe_id},
                 )
-        shown = _redacted(manifests, probe)
+        shown = objects.shown(self.context.redactor)
         if len(shown) == 1:
             return shown[0]
         return {"apiVersion": "v1", "kind": "List", "items": shown}
+
+    def private(self, probe: Probe) -> PrivateFile | None:
+        """The probe's Secret (and, when a secret stays in the Job, the whole Job)."""
+        return self.objects(probe).private()
 
     def run(self, probes: list[Probe]) -> list[RunResult]:
         """Create one Job per probe, watch them all, return results in order."""
@@ -319,17 +340,25 @@ class KubernetesRunner:
         out_dir = self._manifest_dir()
         entries: list[dict[str, Any]] = []
         for probe in probes:
-            manifests = self.manifests(probe)
-            path = out_dir / f"{probe.probe_id}.yaml" if out_dir else None
-            if path is not None:
-                shown = _redacted(manifests, probe)
+            objects = self.objects(probe)
+            manifests = objects.manifests()
+            private = objects.private()
+            path: Path | None = None
+            secret_path: Path | None = None
+            if out_dir is not None:
+                path = out_dir / f"{probe.probe_id}.yaml"
+                shown = objects.shown(self.context.redactor)
                 path.write_text(yaml.safe_dump_all(shown, sort_keys=False), encoding="utf-8")
+                if private is not None:
+                    secret_path = out_dir / f"{probe.probe_id}{private.suffix}"
+                    write_private(secret_path, private.text)
             entry: dict[str, Any] = {
                 "probe_id": probe.probe_id,
                 "job": manifests[-1]["metadata"]["name"],
                 "namespace": self.namespace(),
                 "changes": [c.key for c in probe.changes],
                 "manifest": str(path) if path else None,
+                "secret_file": str(secret_path) if secret_path else None,
             }
             if mode == "server":
                 entry.update(self._server_dry_run(manifests))
@@ -354,6 +383,8 @@ class KubernetesRunner:
         for manifest in manifests:
             if manifest["kind"] == "ConfigMap":
                 fn, resource = conn.core.create_namespaced_config_map, "configmaps"
+            elif manifest["kind"] == "Secret":
+                fn, resource = conn.core.create_namespaced_secret, "secrets"
             else:
                 fn, resource = conn.batch.create_namespaced_job, "jobs.batch"
             try:
@@ -405,9 +436,10 @@ class KubernetesRunner:
             self.api.delete(conn.core.delete_namespaced_config_map, self._configmap, "configmaps")
         self._configmap = None
 
-    def _job(self, probe: Probe) -> dict[str, Any]:
-        """The probe's Job manifest (a fresh name each time it is rendered)."""
-        return self.manifests(probe)[-1]
+    def _job(self, probe: Probe) -> list[dict[str, Any]]:
+        """The probe's Secret (if it has one) and its Job, a fresh name each time."""
+        objects = self.objects(probe, render.job_name(probe.session_id, probe.probe_id))
+        return objects.manifests()[1 if objects.configmap else 0 :]
 
     def _main_container(self, probe: Probe) -> str:
         """The container whose exit and log are the probe's."""
@@ -464,10 +496,43 @@ def _setting_path(loc: tuple[Any, ...], pod: dict[str, Any]) -> str:
     return field_path(rest)
 
 
-def _redacted(manifests: list[dict[str, Any]], probe: Probe) -> list[dict[str, Any]]:
-    """Copies of ``manifests`` for display: secret env values hidden."""
-    names = secret_env_names(probe.changes)
-    return [redact_manifest(m, names) for m in manifests]
+@dataclass
+class ProbeObjects:
+    """What one probe creates: the ``--probe`` ConfigMap (or None), and its Job with
+    its secret values moved into a Secret (``secretref.Externalized``)."""
+
+    configmap: dict[str, Any] | None
+    moved: secretref.Externalized
+
+    def manifests(self) -> list[dict[str, Any]]:
+        """In the order they are created: [ConfigMap], [Secret], Job."""
+        found = [self.configmap, self.moved.secret, self.moved.job]
+        return [m for m in found if m is not None]
+
+    def shown(self, redactor: Redactor) -> list[dict[str, Any]]:
+        """For people and files: [ConfigMap], the Job (which holds no secret value)."""
+        return [m for m in (self.configmap, redactor.value(self.moved.job)) if m is not None]
+
+    def private(self) -> PrivateFile | None:
+        """The Secret to apply with the shown Job; or, when a secret stayed in the Job
+        (:attr:`secretref.Externalized.unreferenced`), everything to apply instead."""
+        secret, leftovers = self.moved.secret, self.moved.unreferenced
+        if secret is None and not leftovers:
+            return None
+        if not leftovers:
+            return PrivateFile(
+                suffix=".secret.yaml",
+                text=yaml.safe_dump(secret, sort_keys=False),
+                holds="the probe's Secret, which its Job refers to",
+                usage="kubectl apply -f {private} && kubectl create -f {rendered}",
+            )
+        return PrivateFile(
+            suffix=".secret.yaml",
+            text=yaml.safe_dump_all(self.manifests(), sort_keys=False),
+            holds="the probe's Secret and its Job as launched: a secret value a manifest "
+            f"cannot refer to stays in the Job ({', '.join(leftovers)})",
+            usage="kubectl apply -f {private}",
+        )
 
 
 def _default_probes_dir() -> Path:

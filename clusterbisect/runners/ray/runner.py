@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import json
 import os
 import re
 import secrets
@@ -48,10 +49,10 @@ from clusterbisect.config import RayOptions, with_tuning
 from clusterbisect.diff import Change
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.extras import require
+from clusterbisect.files import open_private, private_dir
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult, signal_reason
-from clusterbisect.redact import redact_env, secret_env_names
-from clusterbisect.runners.base import Probe, RunnerContext
+from clusterbisect.runners.base import PrivateFile, Probe, RunnerContext
 from clusterbisect.runners.ray.cluster import LocalRay, LocalRayOptions
 from clusterbisect.runners.ray.jobs import (
     FINAL,
@@ -206,21 +207,36 @@ class RayRunner:
         return reasons
 
     def render(self, probe: Probe) -> dict[str, Any]:
-        """The job submission for ``probe`` (secret env values redacted)."""
+        """The job submission for ``probe``, for display: secret values hidden (env
+        vars by name; credentials in the entrypoint or a pip URL by shape)."""
+        redactor = self.context.redactor
         kwargs = self._render(probe).kwargs()
-        # Redact by name too: the good spec's own secrets are not among the changes.
         env_vars = kwargs["runtime_env"].get("env_vars")
         if isinstance(env_vars, dict):
             kwargs["runtime_env"] = {
                 **kwargs["runtime_env"],
-                "env_vars": redact_env(env_vars, secret_env_names(probe.changes)),
+                "env_vars": redactor.env({str(k): str(v) for k, v in env_vars.items()}),
             }
+        address = self.target_address()
         return {
             "backend": self.name,
-            "address": self.target_address() or "local Ray started for the session",
-            "submission": kwargs,
-            "changes": [c.to_dict() for c in probe.changes],
+            "address": redactor.text(address) if address else "local Ray started for the session",
+            "submission": redactor.value(kwargs),
+            "changes": [redactor.value(c.to_dict()) for c in probe.changes],
         }
+
+    def private(self, probe: Probe) -> PrivateFile | None:
+        """The job submission with its real values, when :meth:`render` hides some: a
+        Ray job cannot refer to a secret, so this is what a submission must send."""
+        kwargs = self._render(probe).kwargs()
+        if not self.context.redactor.hides(kwargs):
+            return None
+        return PrivateFile(
+            suffix=".submission.json",
+            text=json.dumps(kwargs, indent=2) + "\n",
+            holds="the Ray job submission (JobSubmissionClient.submit_job keyword "
+            "arguments) with its real values",
+        )
 
     def _render(self, probe: Probe) -> Submission:
         return render_submission(
@@ -505,8 +521,8 @@ class RayRunner:
     ) -> None:
         """The probe's log: Ray's verdict, the driver's output, Ray's error in full."""
         path = job.probe.log_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as handle:
+        private_dir(path.parent)
+        with open_private(path, "w", encoding="utf-8") as handle:  # the output as it was
             handle.write(f"[clusterbisect: {header}]\n")
             if dropped:
                 handle.write(f"[clusterbisect: the first {dropped} bytes of output not kept]\n")
