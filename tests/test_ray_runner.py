@@ -36,14 +36,19 @@ from clusterbisect.runners.ray import (
     render_submission,
 )
 from clusterbisect.runners.ray.cluster import choose_python, node_environment
-from clusterbisect.runners.ray.jobs import FINAL, route_ray_logging, status_text, stop_and_delete
+from clusterbisect.runners.ray.jobs import (
+    FINAL,
+    route_ray_logging,
+    status_text,
+    stop_and_delete,
+    strip_preamble,
+)
 from clusterbisect.runners.ray.render import (
     DEFAULT_EXCLUDES,
     job_python,
     why_untestable,
     why_untestable_in_workload,
 )
-from clusterbisect.runners.ray.runner import strip_preamble
 from clusterbisect.specs import load_spec, parse_spec
 from clusterbisect.specs.model import RAY_JOB, Spec
 

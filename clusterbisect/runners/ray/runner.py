@@ -56,12 +56,17 @@ from clusterbisect.runners.base import PrivateFile, Probe, RunnerContext
 from clusterbisect.runners.ray.cluster import LocalRay, LocalRayOptions
 from clusterbisect.runners.ray.jobs import (
     FINAL,
+    INFRA_ERROR_TYPES,
     PROBE_KEY,
     SESSION_KEY,
     connect,
     delete_record,
+    first_line,
+    infra_summary,
+    is_connection_error,
     status_text,
     stop_and_delete,
+    strip_preamble,
 )
 from clusterbisect.runners.ray.render import (
     Submission,
@@ -77,37 +82,9 @@ from clusterbisect.specs.workload import main_container
 log = get_logger(__name__)
 
 
-# Ray error types that mean the workload never ran properly: unresolved, not fail.
-INFRA_ERROR_TYPES = frozenset(
-    {
-        "RUNTIME_ENV_SETUP_FAILURE",
-        "JOB_SUPERVISOR_ACTOR_START_TIMEOUT",
-        "JOB_SUPERVISOR_ACTOR_START_FAILURE",
-        "JOB_SUPERVISOR_ACTOR_UNSCHEDULABLE",
-        "JOB_SUPERVISOR_ACTOR_UNKNOWN_FAILURE",
-        "JOB_SUPERVISOR_ACTOR_DIED",
-        "JOB_ENTRYPOINT_COMMAND_START_ERROR",
-    }
-)
-
-
 UNSCHEDULABLE = "UNSCHEDULABLE"
 # What the head answers a submission while no job agent has registered yet.
 NO_AGENT = "No available agent to submit job"
-
-
-# Lines the Jobs API adds at the top of every driver log. They are Ray's, not the
-# workload's, and the second one quotes the entrypoint, which a --fail-on regex
-# could otherwise match.
-_PREAMBLE = (
-    re.compile(r"^\S+ \S+\s+INFO job_manager\.py:\d+ -- Runtime env is setting up\.$"),
-    re.compile(r"^Running entrypoint for job \S+: .*$"),
-)
-
-
-_PIP_ERROR = re.compile(
-    r"^(ERROR: .*|.*No matching distribution.*|.*Could not find a version.*)$", re.M
-)
 
 
 @dataclass
@@ -332,11 +309,11 @@ class RayRunner:
         except InputError:
             raise
         except Exception as err:
-            if _is_connection_error(err):
+            if is_connection_error(err):
                 raise self._lost(err) from err
             # The probe's own runtime_env or fields were refused (a working_dir that
             # does not exist, a malformed field): this probe is unresolved.
-            job.result = self._infra(job, f"SUBMISSION_FAILED: {_first_line(str(err))}", {})
+            job.result = self._infra(job, f"SUBMISSION_FAILED: {first_line(str(err))}", {})
             return job
         self._active[submission_id] = job
         log.debug("ray.submitted", probe=probe.probe_id, job=submission_id)
@@ -382,7 +359,7 @@ class RayRunner:
             try:
                 client._upload_working_dir_if_needed(packaged)  # as submit_job does
             except Exception as err:
-                if _is_connection_error(err) or working_dir != self.options.working_dir:
+                if is_connection_error(err) or working_dir != self.options.working_dir:
                     raise  # the spec's own working_dir: this probe's submission failed
                 raise InputError(
                     f"cannot ship {working_dir} as the jobs' working_dir: {err}. Give a "
@@ -449,7 +426,7 @@ class RayRunner:
         # is the only evidence, so it goes at the end, whole.
         header = f"Ray job {job.submission_id}: {status}"
         header += f" ({error_type})" if error_type else ""
-        summary = _first_line(message).split(", last available logs")[0]
+        summary = first_line(message).split(", last available logs")[0]
         header += f": {summary}" if summary else ""
         if job.stopping:
             header += f" [stopped by clusterbisect: {job.stopping}]"
@@ -462,7 +439,7 @@ class RayRunner:
             )
         if job.stopping == "unschedulable":
             waited = f"still PENDING after {self.options.pending_timeout:g} s"
-            why = f"{UNSCHEDULABLE}: {waited}: {_first_line(message)}"
+            why = f"{UNSCHEDULABLE}: {waited}: {first_line(message)}"
             return RunResult(
                 None, output, False, None, why, duration, str(job.probe.log_path), details
             )
@@ -482,7 +459,7 @@ class RayRunner:
         if status == "STOPPED":
             infra = "STOPPED: the Ray job was stopped outside clusterbisect"
         else:
-            infra = f"{error_type or 'FAILED'}: {_infra_summary(message)}"
+            infra = f"{error_type or 'FAILED'}: {infra_summary(message)}"
         return RunResult(
             None, output, False, None, infra, duration, str(job.probe.log_path), details
         )
@@ -597,35 +574,3 @@ class RayRunner:
             self._client = None
             if self.local is not None:
                 self.local.stop()
-
-
-def strip_preamble(text: str) -> str:
-    """Drop the lines the Jobs API writes before the workload's own output."""
-    lines = text.splitlines(keepends=True)
-    kept: list[str] = []
-    patterns = list(_PREAMBLE)
-    for i, line in enumerate(lines):
-        if patterns and i < 4 and any(p.match(line.rstrip("\n")) for p in patterns):
-            patterns = [p for p in patterns if not p.match(line.rstrip("\n"))]
-            continue
-        kept.append(line)
-    return "".join(kept)
-
-
-def _first_line(text: str, limit: int = 300) -> str:
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return line[:limit]
-
-
-def _infra_summary(message: str) -> str:
-    """One line naming the cause, e.g. pip's ``No matching distribution found for x``."""
-    found = _PIP_ERROR.findall(message)
-    if found:
-        return _first_line(found[-1])
-    return _first_line(message)
-
-
-def _is_connection_error(err: BaseException) -> bool:
-    import requests
-
-    return isinstance(err, requests.exceptions.ConnectionError | ConnectionError)
