@@ -47,7 +47,7 @@ class Head:
     cwd: Path
 
 
-def _wait_for(check, what: str, seconds: float = 120.0) -> None:
+def _wait_for(check, what: str, seconds: float = 600.0) -> None:
     """Wait for a state (never for a time): ``check()`` true, or fail naming ``what``."""
     deadline = time.monotonic() + seconds
     while not check():
@@ -137,7 +137,7 @@ def test_the_interaction_example_on_an_existing_cluster(head, tmp_path):
         [*CLI, "run", "good.env", "bad.env", "--backend", "ray", "--ray-address", head.address]
         + ["--parallel", "4", "--fail-on", "couldn't connect to 'https://huggingface.co'"]
         + ["--state-dir", str(tmp_path / "state"), "--json", "--", "python", "finetune.py"],
-        cwd=example, env=_cli_env(), capture_output=True, text=True, timeout=600, check=False,
+        cwd=example, env=_cli_env(), capture_output=True, text=True, timeout=1200, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)  # stdout holds the result and nothing of Ray's
@@ -165,7 +165,7 @@ def test_a_removed_variable_is_absent_although_the_node_sets_it(head, tmp_path):
         [*CLI, "--log-level", "debug", "--log-format", "json", "run", "good.env", "bad.env"]
         + ["--backend", "ray", "--ray-address", head.address, "--fail-on", "checkpoint index"]
         + ["--state-dir", str(tmp_path / "state"), "--json", "--", "python", "job.py"],
-        cwd=tmp_path, env=_cli_env(), capture_output=True, text=True, timeout=600, check=False,
+        cwd=tmp_path, env=_cli_env(), capture_output=True, text=True, timeout=1200, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
@@ -296,7 +296,7 @@ def _resume_stops_the_left_ray(state, tmp_path, env, hold, head, tree) -> None:
     hold.unlink()
     resumed = subprocess.run(
         [*CLI, "resume", str(state), "--json"], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True, text=True, timeout=1200, check=False,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert culprit_keys(json.loads(resumed.stdout)) == [["env.FOO"]]

@@ -229,7 +229,7 @@ def test_dry_run_of_a_kubernetes_job_on_ray_searches_its_env(tmp_path):
         + ["--", "python", "/opt/train.py"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
@@ -772,7 +772,7 @@ def bisect_on_test_ray(runner, tmp_path: Path, good_text: str, bad_text: str) ->
         capture_output=True,
         text=True,
         env=env,
-        timeout=150,
+        timeout=900,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
