@@ -46,9 +46,15 @@ log = get_logger(__name__)
 RECORD_FILE = "local.json"
 
 # Why `ray start` can fail and then work when tried again: a free port taken before
-# Ray binds it, or a node that did not register within Ray's fixed 30 s (a loaded
-# machine: Ray's own "timed out during startup").
-TRANSIENT_START_FAILURES = ("address already in use", "timed out during startup")
+# Ray binds it, or, on a loaded machine, a node that did not register within Ray's
+# fixed 30 s ("timed out during startup") or a dashboard that did not come up in
+# Ray's own wait ("failed to start the dashboard"; a dashboard that cannot start at
+# all fails every attempt, and its log is quoted).
+TRANSIENT_START_FAILURES = (
+    "address already in use",
+    "timed out during startup",
+    "failed to start the dashboard",
+)
 
 # Every port a head listens on (`ray start --NAME=PORT`): all free ones, so a session's
 # Ray never meets another Ray on the machine.
