@@ -171,7 +171,7 @@ class LocalRayOptions:
     num_gpus: int | None = None  # default: what Ray detects on this machine
     python: str | None = None  # the job's interpreter, when its entrypoint names one
     auth: str = "token"  # token | disabled
-    startup_timeout: float = 120.0
+    startup_timeout: float = 300.0
     object_store_memory: int | None = None
     # How often the local Ray tries to build a runtime_env (Ray's default: 3). A pin
     # that cannot be installed fails every time; 1 makes that verdict ~3x faster.
@@ -218,6 +218,11 @@ class LocalRay:
         self.python, self.python_note = choose_python(self.options.python, env)
         log.info("ray.local_python", python=self.python, why=self.python_note)
         env["RAY_USAGE_STATS_ENABLED"] = "0"
+        # Ray's own waits for its dashboard (60 s) and the dashboard's modules (30 s)
+        # are too short for a loaded machine; ours (startup_timeout) bounds the start.
+        wait = str(int(self.options.startup_timeout))
+        env["RAY_DASHBOARD_STARTUP_TIMEOUT_S"] = wait
+        env["RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT"] = wait
         env["RAY_AUTH_MODE"] = self.options.auth
         if self.options.runtime_env_retries is not None:
             env["RUNTIME_ENV_RETRY_TIMES"] = str(max(1, self.options.runtime_env_retries))
