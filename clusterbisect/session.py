@@ -184,6 +184,18 @@ class Session:
             raise HostError(f"{path}: cannot read ({err.strerror})") from None
         return cls(state_dir.resolve(), session_id, config, created)
 
+    def save_config(self) -> None:
+        """Write :attr:`config` back to ``session.json`` (a resume that raised the
+        budget, a signature that was decided): later commands see what this one used."""
+        _write_json_atomic(
+            self.state_dir / SESSION_FILE,
+            {
+                "session_id": self.session_id,
+                "created": self.created,
+                "config": self.config.to_dict(),
+            },
+        )
+
     @contextlib.contextmanager
     def locked(self, purpose: str) -> Iterator[Session]:
         """Hold the session's lock for the block, as the one writer (``purpose``: the
@@ -206,11 +218,18 @@ class Session:
         return self.state_dir / (self.config.good if which == "good" else self.config.bad)
 
     def spec(self, which: str) -> Spec:
-        """The stored ``good`` or ``bad`` spec, loaded (its source is what the user gave)."""
+        """The stored ``good`` or ``bad`` spec, loaded (its source is what the user gave:
+        errors name it too, not the copy in ``inputs/``)."""
         from clusterbisect.specs import load_spec
 
-        spec = load_spec(str(self.input_path(which)))
-        spec.source = self.config.good_source if which == "good" else self.config.bad_source
+        source = self.config.good_source if which == "good" else self.config.bad_source
+        try:
+            spec = load_spec(str(self.input_path(which)))
+        except InputError as err:
+            raise InputError(
+                err.reason, source=source, field=err.field, details=err.details
+            ) from None
+        spec.source = source
         return spec
 
     # --- secrets ----------------------------------------------------------------------
@@ -526,20 +545,26 @@ def shown_record(record: ProbeRecord, redactor: redact.Redactor) -> ProbeRecord:
 
 
 def _store_input(state_dir: Path, which: str, source: str, text: str | None) -> str:
-    """Copy an input into ``inputs/`` (mode 0600: a spec holds its secrets)."""
-    suffix = Path(source).suffix if text is None else ".yaml"
+    """Copy an input into ``inputs/`` (mode 0600: a spec holds its secrets); its path
+    there, relative, with the ``#NAME`` that picks one object of a file kept (so the
+    copy loads as the source did)."""
+    path, selector = source, ""
+    if text is None and "#" in source and not Path(source).exists():
+        path, _, name = source.rpartition("#")
+        selector = f"#{name}"
+    suffix = Path(path).suffix if text is None else ".yaml"
     relative = f"inputs/{which}{suffix or '.txt'}"
     data: str | bytes
     if text is not None:
         data = text
     else:
         try:
-            data = Path(source).read_bytes()
+            data = Path(path).read_bytes()
         except OSError as err:
             raise InputError(f"cannot read ({err.strerror or err})", source=source) from None
     with _writing(state_dir / relative):
         write_private(state_dir / relative, data)
-    return relative
+    return relative + selector
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:

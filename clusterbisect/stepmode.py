@@ -46,6 +46,7 @@ from clusterbisect.session import (
     resolve_state_dir,
     set_current,
 )
+from clusterbisect.steplog import parse_log, parse_outcome
 from clusterbisect.workflow import (
     Bisection,
     create_session,
@@ -60,7 +61,6 @@ MAX_EVIDENCE_BYTES = 1 << 20  # a reported log is kept up to this size (its tail
 LOG_HEADER = "# clusterbisect log"
 
 # git bisect's words for the outcomes.
-ALIASES = {"good": Outcome.PASS, "bad": Outcome.FAIL, "skip": Outcome.UNRESOLVED}
 
 
 def open_session(explicit: str | os.PathLike[str] | None) -> Bisection:
@@ -134,6 +134,22 @@ def with_position(bisection: Bisection, func: Any) -> Any:
         position.runner.close()
 
 
+def shown(document: dict[str, Any], verbose: bool = False) -> dict[str, Any]:
+    """A step-mode document as it is replied: compact (``compact.py``) unless
+    ``verbose``. A view is compacted itself; a reply carrying one under ``next``
+    (start, record, replay) has that view compacted."""
+    if verbose:
+        return document
+    from clusterbisect import compact
+
+    view = document.get("next", document)
+    backend = document.get("backend") or view.get("backend") or "local"
+    local = backends.get(backend).capabilities.local_process
+    if "next" in document:
+        return compact.with_next(document, local)
+    return compact.next_view(document, local)
+
+
 # --- start ------------------------------------------------------------------------------
 
 
@@ -147,7 +163,12 @@ def start(config: SessionConfig, state_dir: Path | None) -> dict[str, Any]:
         "state_dir": str(session.state_dir),
         "session_id": session.session_id,
         "backend": config.backend,
-        **{k: view[k] for k in ("changes_total", "changes_searched", "untestable") if k in view},
+        **{
+            k: view[k]
+            for k in ("changes_total", "changes_searched", "untestable", "fidelity")
+            if k in view
+        },
+        "warnings": list(bisection.warnings),
         "next": view,
     }
 
@@ -170,6 +191,7 @@ def _summary(position: Position) -> dict[str, Any]:
         "changes_total": len(problem.changes),
         "changes_searched": len(problem.testable),
         "untestable": problem.untestable_list(),
+        "fidelity": position.runner.fidelity().to_dict(),
         "probes_done": len(engine.records),
     }
 
@@ -263,18 +285,6 @@ def _exec_line(session: Session, probe_id: str) -> str:
 # --- recording outcomes ---------------------------------------------------------------
 
 
-def parse_outcome(word: str) -> Outcome:
-    if word in ALIASES:
-        return ALIASES[word]
-    try:
-        return Outcome(word)
-    except ValueError:
-        raise InputError(
-            f"unknown outcome {word!r}; expected pass, fail or unresolved (or good, bad, skip)",
-            field="outcome",
-        ) from None
-
-
 def record(
     bisection: Bisection,
     outcome: Outcome | None,
@@ -283,11 +293,13 @@ def record(
     run: RunResult | None = None,
     log_file: str | None = None,
     log_text: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Journal the outcome of a pending probe (default: the first) and show the next.
 
     Without ``outcome``, the session's failure signature classifies ``run`` (with the
-    log as its output), exactly as it classifies the runner's probes.
+    log as its output), exactly as it classifies the runner's probes. With both, they
+    must agree (a pass with exit code 1 is refused) unless ``force``.
     """
     if outcome is None and run is None:
         raise InputError("give an outcome, or an exit code for the signature to classify")
@@ -309,10 +321,12 @@ def record(
         if run is not None and text is not None:
             run.output = text  # a --fail-on regex is matched against the log
         if outcome is not None:
+            if run is not None and not force:
+                _check_agreement(position, outcome, run)
             verdict = outcome
         else:
             assert run is not None
-            verdict = position.engine.signature.classify(run)
+            verdict = position.engine.classify(request.purpose, f"p{number:03d}", run)
         entry = position.engine.record_manual(
             request.subset, verdict, request.purpose, log=log_rel, run=run, number=number
         )
@@ -321,6 +335,28 @@ def record(
     with bisection.session.locked("record"):
         recorded = with_position(bisection, _record)
         return {**recorded, "next": next_view(bisection)}
+
+
+def _check_agreement(position: Position, outcome: Outcome, run: RunResult) -> None:
+    """Refuse an outcome that what was observed contradicts: a pass the signature reads
+    as a failure or unresolved (exit code 1, a timeout, an infrastructure error), or a
+    fail it reads as a pass. An unresolved outcome is always accepted (a reporter may
+    know the probe did not run properly)."""
+    signature = position.engine.signature
+    read = signature.classify(run)
+    if outcome is Outcome.UNRESOLVED or read is outcome:
+        return
+    if outcome is Outcome.FAIL and read is Outcome.UNRESOLVED:
+        return  # a different failure by the signature, but the reporter saw this one
+    seen = signature.observed(run) if read is not Outcome.PASS else "a clean run"
+    raise InputError(
+        f"{outcome.value!r} contradicts what was observed ({seen}), which the "
+        f"session's signature ({signature.describe()}) reads as {read.value}: give only "
+        "what you observed and let the signature decide, or force the outcome "
+        "(force: true, --force)",
+        field="outcome",
+        details={"outcome": outcome.value, "signature_reads": read.value},
+    )
 
 
 def recorded_view(session: Session, entry: ProbeRecord, classified_by: str) -> dict[str, Any]:
@@ -375,6 +411,11 @@ def status(bisection: Bisection) -> dict[str, Any]:
             view["result"] = finish(position)
         else:
             view["done"] = False
+            stored = position.session.read_result() or {}
+            if stored.get("stopped_early") and stored.get("probe_count") == len(records):
+                # A run its budget stopped: say so before anything else.
+                view["stopped_early"] = stored["stopped_early"]
+                view["continue_with"] = stored.get("continue_with")
             view["pending"] = position.pending_ids()
             view["candidates_left"] = _candidates_left(position)
             view["estimated_probes_to_go"] = position.engine.strategy.remaining_estimate()
@@ -411,7 +452,9 @@ def finish(position: Position) -> dict[str, Any]:
         return stored
     assert position.outcome.result is not None
     elapsed = _elapsed(session, engine)
-    document = build_result(evidence(engine, position.outcome.result, elapsed))
+    document = build_result(
+        evidence(engine, position.outcome.result, elapsed, position.bisection.warnings)
+    )
     session.write_result(document)
     return document
 
@@ -499,99 +542,6 @@ def _replay_marks(bisection: Bisection, marks: list[dict[str, Any]], source: str
     applied = with_position(bisection, _apply)
     state = str(bisection.session.state_dir)
     return {"replayed": applied, "state_dir": state, "next": next_view(bisection)}
-
-
-def read_log_file(path: str) -> str:
-    """A ``log`` output from a file, for :func:`replay`: UTF-8 text, or bad input."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise InputError(f"cannot read ({err.strerror or err})", source=path) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = ""
-    if (not text and data) or "\x00" in text:
-        raise InputError(
-            "binary content; expected a `clusterbisect log` output (text)", source=path
-        )
-    return text
-
-
-def parse_log(text: str, source: str) -> tuple[SessionConfig, list[dict[str, Any]]]:
-    """The session config and the marks of a log written by :func:`log_text`."""
-    config: SessionConfig | None = None
-    marks: list[dict[str, Any]] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        word, _, rest = line.partition(" ")
-        if word not in ("start", "mark"):
-            raise InputError(
-                f"line {number}: expected `start {{...}}` or `mark {{...}}`", source=source
-            )
-        try:
-            data = json.loads(rest, parse_constant=_not_a_number)
-        except (ValueError, RecursionError) as err:
-            raise InputError(
-                f"line {number}: not JSON after {word!r} ({err})", source=source
-            ) from None
-        if word == "start" and isinstance(data, dict):
-            config = _config_from_log(data, source, number)
-        elif word == "mark" and isinstance(data, dict):
-            if config is None:
-                raise InputError(f"line {number}: a mark before the start line", source=source)
-            subset = data.get("subset")
-            if not isinstance(subset, list) or not all(isinstance(k, str) for k in subset):
-                raise InputError(
-                    f"line {number}: a mark needs a subset (a list of change keys)", source=source
-                )
-            if not isinstance(data.get("outcome"), str):
-                raise InputError(f"line {number}: a mark needs an outcome", source=source)
-            parse_outcome(str(data["outcome"]))
-            marks.append(data)
-        else:
-            raise InputError(
-                f"line {number}: expected `start {{...}}` or `mark {{...}}`", source=source
-            )
-    if config is None:
-        raise InputError("no `start` line; is this a `clusterbisect log` output?", source=source)
-    return config, marks
-
-
-def _not_a_number(constant: str) -> Any:
-    raise ValueError(f"{constant} is not a JSON number")
-
-
-def _config_from_log(data: dict[str, Any], source: str, number: int) -> SessionConfig:
-    data = dict(data)
-    private = data.pop("config_copy", None)
-    if private and Path(private).is_file():  # the values the log hides (a secret flag)
-        data = _unhidden(data, json.loads(Path(private).read_text(encoding="utf-8")))
-    for which in ("good", "bad"):
-        copy = data.pop(f"{which}_copy", None)
-        original = data.get(f"{which}_source")
-        if not all(isinstance(v, (str, type(None))) for v in (copy, original)):
-            raise InputError(f"line {number}: {which}_source is not a path", source=source)
-        if (not original or not Path(original).exists()) and copy and Path(copy).exists():
-            data[f"{which}_source"] = copy  # the original moved: use the session's copy
-    try:
-        return SessionConfig.from_dict({**data, "good": "", "bad": ""})
-    except (TypeError, KeyError, ValueError, InputError) as err:
-        raise InputError(f"line {number}: bad start line ({err})", source=source) from None
-
-
-def _unhidden(shown: Any, real: Any) -> Any:
-    """``shown`` with every value that hides a secret (``<redacted>``) taken from
-    ``real``, where ``real`` has a value at the same place."""
-    if isinstance(shown, str):
-        return real if REDACTED in shown and isinstance(real, str) else shown
-    if isinstance(shown, dict) and isinstance(real, dict):
-        return {k: _unhidden(v, real.get(k)) for k, v in shown.items()}
-    if isinstance(shown, list) and isinstance(real, list) and len(shown) == len(real):
-        return [_unhidden(a, b) for a, b in zip(shown, real, strict=True)]
-    return shown
 
 
 def reset(explicit: str | None) -> dict[str, Any]:

@@ -25,18 +25,18 @@ import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from clusterbisect import backends, options
-from clusterbisect.config import BackendOptions, KubeConnection, SessionConfig
-from clusterbisect.diff import Change, diff
+from clusterbisect.config import BackendOptions, KubeConnection, LimitOptions, SessionConfig
+from clusterbisect.diff import Change, Comparison, compare
 from clusterbisect.engine import Engine, Progress
 from clusterbisect.errors import InputError, Interrupted
 from clusterbisect.interrupts import sigterm_as_interrupt
 from clusterbisect.log import get_logger
-from clusterbisect.nextstep import next_step
+from clusterbisect.nextstep import Reached, next_step
 from clusterbisect.outcome import Outcome
 from clusterbisect.problem import Problem
 from clusterbisect.report import Evidence, build_result
@@ -62,6 +62,7 @@ class Bisection:
     good: Spec
     bad: Spec
     changes: list[Change]
+    warnings: list[str] = field(default_factory=list)  # about the scope (--ignore)
 
     @classmethod
     def open(cls, state_dir: Path) -> Bisection:
@@ -71,11 +72,13 @@ class Bisection:
 
     @classmethod
     def of(cls, session: Session, good: Spec, bad: Spec) -> Bisection:
-        scope = session.config.scope
         session.use_specs(good, bad)
-        return cls(
-            session, good, bad, diff(good, bad, ignore=scope.ignore, container=scope.container)
-        )
+        found = _compare(session.config, good, bad)
+        return cls(session, good, bad, found.changes, found.warnings)
+
+
+def _compare(config: SessionConfig, good: Spec, bad: Spec) -> Comparison:
+    return compare(good, bad, ignore=config.scope.ignore, container=config.scope.container)
 
 
 # --- creating a session -------------------------------------------------------------------
@@ -98,8 +101,7 @@ def create_session(
         parse_spec(text, source) if text is not None else load_spec(source)
         for text, source in zip(texts, sources, strict=True)
     )
-    scope = config.scope
-    changes = diff(good, bad, ignore=scope.ignore, container=scope.container)
+    found = _compare(config, good, bad)
     session = Session.create(
         config,
         state_dir,
@@ -108,7 +110,7 @@ def create_session(
         specs=(good, bad),
         purpose=purpose,
     )
-    return Bisection(session, good, bad, changes)
+    return Bisection(session, good, bad, found.changes, found.warnings)
 
 
 @contextmanager
@@ -174,12 +176,12 @@ def runner_context(bisection: Bisection, render_only: bool = False) -> RunnerCon
 
 def engine_for(bisection: Bisection, runner: Any, progress: Progress | None = None) -> Engine:
     """An engine over the session's journal; ``runner`` decides what is testable."""
+    untestable = runner.untestable(bisection.changes)
+    instead = "choose another --backend"
+    if bisection.changes and len(untestable) == len(bisection.changes):
+        instead = _backends_that_can(bisection, runner.name) or instead
     problem = Problem.split(
-        bisection.good,
-        bisection.bad,
-        bisection.changes,
-        runner.untestable(bisection.changes),
-        runner.name,
+        bisection.good, bisection.bad, bisection.changes, untestable, runner.name, instead
     )
     config = bisection.session.config
     return Engine(
@@ -192,10 +194,46 @@ def engine_for(bisection: Bisection, runner: Any, progress: Progress | None = No
     )
 
 
-def evidence(engine: Engine, search: SearchResult, elapsed_s: float) -> Evidence:
+def _backends_that_can(bisection: Bisection, current: str) -> str | None:
+    """The other backends that can apply some of the changes (asked as step mode asks:
+    render only, nothing started), as advice for an error."""
+    able = []
+    for name in backends.BACKENDS:
+        if name == current:
+            continue
+        context = RunnerContext(
+            good=bisection.good,
+            changes=tuple(bisection.changes),
+            command=bisection.session.config.command,
+            dry_run="client",
+        )
+        try:
+            runner = backends.make_runner(name, context)
+            try:
+                count = len(bisection.changes) - len(runner.untestable(bisection.changes))
+            finally:
+                runner.close()
+        except InputError as err:
+            able.append(f"--backend {name} ({err.message})")
+            continue
+        if count:
+            able.append(f"--backend {name} can apply {count}")
+    return "; ".join(able) or None
+
+
+def evidence(
+    engine: Engine,
+    search: SearchResult,
+    elapsed_s: float,
+    warnings: list[str] | None = None,
+    stopped_early: str | None = None,
+) -> Evidence:
     """What the report is built from: the engine's journal and problem, as data."""
     session = engine.session
     config = session.config
+    reached = Reached(session.state_dir, len(engine.records), engine.strategy.remaining_estimate())
+    inputs = session.input_path("good"), session.input_path("bad")
+    step = next_step(config, search, *inputs, reached)
     return Evidence(
         search=search,
         problem=engine.problem,
@@ -212,14 +250,44 @@ def evidence(engine: Engine, search: SearchResult, elapsed_s: float) -> Evidence
         },
         elapsed_s=elapsed_s,
         read_log=session.read_log,
+        warnings=list(warnings or []),
+        stopped_early=stopped_early,
+        continue_with=f"continue with: {step['command']}" if stopped_early and step else None,
+        failure=engine.signature,
+        notes=[config.signature.decided] if config.signature.decided else [],
         redactor=session.redactor,
+        fidelity=engine.runner.fidelity().to_dict() if engine.runner is not None else {},
         probe_timeout=engine.timeout().to_dict(),
-        next_step=next_step(config, search, session.input_path("good"), session.input_path("bad")),
+        next_step=step,
         backend_notes=runner_notes(engine.runner),
     )
 
 
 # --- running ------------------------------------------------------------------------------------
+
+
+def extend_budget(
+    bisection: Bisection, max_probes: int | None = None, max_time: float | None = None
+) -> None:
+    """Give a session a new budget (``resume --max-probes/--max-time``), kept in its
+    ``session.json``. ``max_probes`` counts every probe of the session, as ``run``'s
+    does, so it must be above the number already run. Call it holding the session's
+    lock (:func:`resume_session` does, given the budget)."""
+    session = bisection.session
+    limits = session.config.limits
+    if max_probes is not None:
+        done = len(session.records())
+        if max_probes <= done:
+            raise InputError(
+                f"the session has run {done} probes already and --max-probes counts all "
+                f"of them: give more than {done} (e.g. {done + 10})",
+                field="max_probes",
+            )
+        limits.max_probes = max_probes
+    if max_time is not None:
+        limits.max_time = max_time
+    if max_probes is not None or max_time is not None:
+        session.save_config()
 
 
 def run_session(
@@ -257,7 +325,10 @@ def _run_locked(
                 execute=True, max_probes=limits.max_probes, max_time_s=limits.max_time
             )
         assert outcome.result is not None
-        result = build_result(evidence(engine, outcome.result, time.monotonic() - started))
+        elapsed = time.monotonic() - started
+        result = build_result(
+            evidence(engine, outcome.result, elapsed, bisection.warnings, outcome.budget_exhausted)
+        )
         session.write_result(result)
         if publish is not None:
             publish(result)
@@ -281,11 +352,16 @@ def resume_session(
     bisection: Bisection,
     progress: Progress | None = None,
     publish: Callable[[dict[str, Any]], None] | None = None,
+    budget: LimitOptions | None = None,
 ) -> dict[str, Any]:
     """Continue a session: clear what an interrupted run left behind, then run it
-    (both under the session's lock, so a run still going is never cleared)."""
+    (both under the session's lock, so a run still going is never cleared).
+    ``budget`` (resume's --max-probes/--max-time) replaces the stored one where it
+    sets a limit."""
     with bisection.session.locked("resume"):
         clear_leftovers(bisection.session)
+        if budget is not None:
+            extend_budget(bisection, budget.max_probes, budget.max_time)
         return run_session(bisection, progress, publish)
 
 
@@ -380,7 +456,9 @@ def dry_run(bisection: Bisection) -> dict[str, Any]:
         "changes_total": len(engine.problem.changes),
         "changes_searched": len(engine.problem.testable),
         "untestable": engine.problem.untestable_list(),
+        "fidelity": runner.fidelity().to_dict(),
         "plan": plan,
+        "warnings": list(bisection.warnings),
         "notes": runner_notes(runner),
         "probe_count": 0,
         "rounds": 0,

@@ -24,7 +24,7 @@ from clusterbisect import backends
 from clusterbisect.config import BackendOptions
 from clusterbisect.diff import Change
 from clusterbisect.outcome import RunResult
-from clusterbisect.runners.base import PrivateFile, Probe, RunnerContext
+from clusterbisect.runners.base import Fidelity, PrivateFile, Probe, RunnerContext
 from clusterbisect.settings import ENV
 from clusterbisect.specs.workload import spec_env
 
@@ -64,6 +64,9 @@ class ScriptedRunner:
 
     def untestable(self, changes: list[Change]) -> dict[str, str]:
         return {c.key: "not an environment variable" for c in changes if c.category != ENV}
+
+    def fidelity(self) -> Fidelity:
+        return Fidelity(target="this process", runs="a rule over the spec's environment")
 
     def render(self, probe: Probe) -> dict[str, Any]:
         """What the probe sets, secret values hidden (the contract: no secret shown)."""

@@ -20,7 +20,7 @@ from conftest import EXAMPLES, FIXTURES, ROOT
 from clusterbisect.diff import Change
 from clusterbisect.errors import InputError
 from clusterbisect.runners.base import Probe, RunnerContext
-from clusterbisect.runners.kubernetes import KubernetesRunner, KubernetesSettings, render
+from clusterbisect.runners.kubernetes import KubernetesRunner, KubernetesSettings, operators, render
 from clusterbisect.settings import apply_changes, flatten
 from clusterbisect.specs import load_spec, parse_spec
 from clusterbisect.specs.model import Spec
@@ -46,9 +46,11 @@ KINDS = {
     "pytorchjob": ("pytorch", "replicas[Master].containers[pytorch].env.LR"),
     "tfjob": ("tensorflow", "replicas[Chief].containers[tensorflow].env.LR"),
     "mpijob": ("launcher", "replicas[Launcher].containers[launcher].env.LR"),
-    "rayjob": ("ray-head", "head.containers[ray-head].env.LR"),
     "raycluster": ("ray-head", "head.containers[ray-head].env.LR"),
     "jobset": ("trainer", "jobs[driver].containers[trainer].env.LR"),
+    "volcanojob": ("pytorch", "tasks[master].containers[pytorch].env.LR"),
+    "leaderworkerset": ("leader", "leader.containers[leader].env.LR"),
+    "trainjob": ("node", "spec.trainer.env.LR"),
 }
 
 
@@ -205,7 +207,6 @@ def test_every_kind_renders_a_valid_probe_job(kind: str, runner: KubernetesRunne
         ("pytorchjob", "PyTorchJob/Master"),
         ("tfjob", "TFJob/Chief"),
         ("mpijob", "MPIJob/Launcher"),
-        ("rayjob", "RayJob/head"),
         ("jobset", "JobSet/driver"),
         ("deployment", "Deployment"),
     ],
@@ -254,8 +255,8 @@ def test_the_jobs_own_env_and_ports_win_over_the_operator_defaults() -> None:
     container["env"].append({"name": "WORLD_SIZE", "value": "32"})
     container["ports"] = [{"name": "pytorchjob-port", "containerPort": 29500}]
     spec.document["spec"]["nprocPerNode"] = "8"
-    ref = render.primary_template(spec)
-    added = render.add_operator_env(spec, ref, container)
+    ref = render.probe_template(spec)
+    added = operators.add_operator_env(spec, ref, container)
     env = env_of(container)
     assert "WORLD_SIZE" not in added and env["WORLD_SIZE"] == "32"
     assert env["MASTER_PORT"] == "29500" and env["PET_MASTER_PORT"] == "29500"
@@ -473,6 +474,7 @@ def test_the_role_grants_only_what_the_runner_uses() -> None:
         ("", "pods"): {"get", "list", "delete"},
         ("", "pods/log"): {"get"},
         ("", "configmaps"): {"create", "list", "delete"},
+        ("ray.io", "rayjobs"): {"create", "get", "list", "delete"},
         ("", "events"): {"list"},
         # a probe's own Secret; never get, list or watch (they would read any Secret)
         ("", "secrets"): {"create", "patch", "delete"},

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import CLI, EXAMPLES
+from wheels import build_index, freeze_pair
 
 from benchmarks.chaos import wait_dead
 from clusterbisect.config import RayOptions
@@ -36,19 +37,15 @@ from clusterbisect.runners.ray import (
     render_submission,
 )
 from clusterbisect.runners.ray.cluster import choose_python, node_environment
-from clusterbisect.runners.ray.jobs import (
-    FINAL,
-    route_ray_logging,
-    status_text,
-    stop_and_delete,
-    strip_preamble,
-)
+from clusterbisect.runners.ray.jobs import FINAL, route_ray_logging, status_text, stop_and_delete
+from clusterbisect.runners.ray.messages import strip_preamble
 from clusterbisect.runners.ray.render import (
     DEFAULT_EXCLUDES,
     job_python,
     why_untestable,
     why_untestable_in_workload,
 )
+from clusterbisect.settings import apply_changes
 from clusterbisect.specs import load_spec, parse_spec
 from clusterbisect.specs.model import RAY_JOB, Spec
 
@@ -809,3 +806,48 @@ def test_env_var_culprit_in_a_kubernetes_job(runner, tmp_path):
     )
     assert culprit_keys(result) == [["containers[main].env.CKPT_FORMAT"]]
     assert "containers[main].image" in {u["key"] for u in result["untestable"]}
+
+
+# --- pip freeze pairs: the pins become the job's runtime_env pip -------------------------
+
+
+def _freeze_probes(state: Path, tmp_path: Path) -> tuple[RayRunner, list[Probe], list]:
+    """The good and bad freezes of tests/wheels.py as probes, and their changes."""
+    build_index(tmp_path / "wheels")
+    good_file, bad_file = freeze_pair(tmp_path, "./wheels")
+    good, bad = load_spec(str(good_file)), load_spec(str(bad_file))
+    changes = diff(good, bad)
+    command = ["python", str(tmp_path / "work.py")]
+    probes = [
+        Probe(pid, "t", apply_changes(good, subset), subset, state / "logs" / f"{pid}.log",
+              command=command)
+        for pid, subset in (("pip1", []), ("pip2", changes))
+    ]  # fmt: skip
+    return RayRunner(RunnerContext(good=good, command=command)), probes, changes
+
+
+def test_a_pip_freeze_renders_as_runtime_env_pip(tmp_path):
+    ray_runner, (_, bad), changes = _freeze_probes(tmp_path / "state", tmp_path)
+    assert ray_runner.untestable(changes) == {}
+    submission = ray_runner.render(bad)["submission"]
+    assert submission["entrypoint"] == shlex.join(bad.command)
+    assert submission["runtime_env"]["pip"] == [
+        "--no-index",
+        f"--find-links {tmp_path / 'wheels'}",  # absolute: Ray installs elsewhere
+        "checkpoint-io==2.0",
+        "tqdm-lite==1.1",
+        "yaml-lite==3.1",
+        "otel-lite==0.9",
+    ]
+
+
+@pytest.mark.ray
+def test_pip_freeze_probes_install_their_pins_on_ray(runner, tmp_path):
+    state = _state(runner)
+    _, probes, _ = _freeze_probes(state, tmp_path)
+    ok, failed = runner.run(probes)
+    assert ok.exit_code == 0 and ok.infra_error is None, ok.output
+    assert "versions 1.0 3.0" in ok.output
+    assert failed.exit_code == 1 and "checkpoint_io 2.0 refuses pickles" in failed.output
+    signature = FailureSignature(fail_on="Weights only load failed")
+    assert signature.classify(ok) is Outcome.PASS and signature.classify(failed) is Outcome.FAIL

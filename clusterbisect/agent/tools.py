@@ -169,22 +169,27 @@ def _state_dir(args: dict[str, Any]) -> Path | None:
 
 
 def _diff(args: dict[str, Any]) -> Reply:
-    from clusterbisect.diff import diff, diff_document
+    from clusterbisect.diff import compare, diff_document
     from clusterbisect.redact import Redactor, register
     from clusterbisect.specs import load_specs
 
     scope = options.from_arguments(config.ScopeOptions, args)
     good, bad = load_specs([args["good"], args["bad"]])
     register(Redactor.of_specs([good, bad]))
-    changes = diff(good, bad, ignore=scope.ignore, container=scope.container)
-    return Reply(diff_document(args["good"], args["bad"], good.kind, good.format, changes))
+    found = compare(good, bad, ignore=scope.ignore, container=scope.container)
+    return Reply(
+        diff_document(
+            args["good"], args["bad"], good.kind, good.format, found.changes, found.warnings
+        )
+    )
 
 
 def _start(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode
 
     document = stepmode.start(*session_config(args))
-    return Reply(document, full=document["next"].get("probe", {}).get("rendered_file"))
+    full = document["next"].get("probe", {}).get("rendered_file")
+    return Reply(stepmode.shown(document, args.get("verbose", False)), full=full)
 
 
 def _next(args: dict[str, Any]) -> Reply:
@@ -192,7 +197,8 @@ def _next(args: dict[str, Any]) -> Reply:
 
     bisection = stepmode.open_session(args.get("state_dir"))
     document = stepmode.next_view(bisection, args.get("probe"))
-    return Reply(document, full=document.get("probe", {}).get("rendered_file"))
+    full = document.get("probe", {}).get("rendered_file")
+    return Reply(stepmode.shown(document, args.get("verbose", False)), full=full)
 
 
 def _record(args: dict[str, Any]) -> Reply:
@@ -225,21 +231,24 @@ def _record(args: dict[str, Any]) -> Reply:
         run=run,
         log_file=args.get("log_file"),
         log_text=args.get("log_text"),
+        force=args.get("force", False),
     )
-    return Reply(document)
+    return Reply(stepmode.shown(document, args.get("verbose", False)))
 
 
 def _exec(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepexec, stepmode
 
     bisection = stepmode.open_session(args.get("state_dir"))
-    return Reply(stepexec.exec_probe(bisection, args.get("probe"), args.get("command")))
+    document = stepexec.exec_probe(bisection, args.get("probe"), args.get("command"))
+    return Reply(stepmode.shown(document, args.get("verbose", False)))
 
 
 def _status(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode
 
-    return Reply(stepmode.status(stepmode.open_session(args.get("state_dir"))))
+    document = stepmode.status(stepmode.open_session(args.get("state_dir")))
+    return Reply(stepmode.shown(document, args.get("verbose", False)))
 
 
 def _result(args: dict[str, Any]) -> Reply:
@@ -269,16 +278,17 @@ def _log(args: dict[str, Any]) -> Reply:
 
 
 def _replay(args: dict[str, Any]) -> Reply:
-    from clusterbisect import stepmode
+    from clusterbisect import steplog, stepmode
 
     if ("log_file" in args) == ("log_text" in args):
         raise InputError("give exactly one of log_file and log_text", field="log_file")
     if "log_file" in args:
         source = args["log_file"]
-        text = stepmode.read_log_file(source)
+        text = steplog.read_log_file(source)
     else:
         source, text = "log_text", args["log_text"]
-    return Reply(stepmode.replay(text, source, _state_dir(args)))
+    document = stepmode.replay(text, source, _state_dir(args))
+    return Reply(stepmode.shown(document, args.get("verbose", False)))
 
 
 def _reset(args: dict[str, Any]) -> Reply:
@@ -312,7 +322,8 @@ def _resume(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode, workflow
 
     bisection = stepmode.open_session(args.get("state_dir"))
-    return _finished(workflow.resume_session(bisection, None))
+    budget = options.from_arguments(config.LimitOptions, args)
+    return _finished(workflow.resume_session(bisection, None, None, budget))
 
 
 def _cleanup(args: dict[str, Any]) -> Reply:
@@ -336,6 +347,13 @@ def _cleanup(args: dict[str, Any]) -> Reply:
 # --- the tools -----------------------------------------------------------------------------
 
 _OPTIONAL_STATE = _obj({"state_dir": STATE_DIR})
+VERBOSE = {
+    "verbose": {
+        "type": "boolean",
+        "description": "The full document: every change with its values, the rendered "
+        "Job or submission inline, each pending probe's keys, the untestable list.",
+    }
+}
 
 TOOLS: list[Tool] = [
     Tool(
@@ -356,7 +374,7 @@ TOOLS: list[Tool] = [
         "current one, and return the first probe to run (as `next` does). You run each "
         "probe yourself and report it with `record`. Writes only the state directory; "
         "launches nothing.",
-        START_INPUT,
+        {**START_INPUT, "properties": {**START_INPUT["properties"], **VERBOSE}},
         WRITES_STATE,
         _start,
     ),
@@ -375,6 +393,7 @@ TOOLS: list[Tool] = [
             {
                 "state_dir": STATE_DIR,
                 "probe": _str("Show this pending probe (an id from `pending`), not the first."),
+                **VERBOSE,
             }
         ),
         READ_ONLY,
@@ -388,7 +407,9 @@ TOOLS: list[Tool] = [
         "unresolved: it could not run, or failed differently), or what you observed "
         "(`exit_code`, `timed_out`, `reason`, with the log) for the session's failure "
         "signature to classify. The log (a file or text) is kept as evidence. Returns "
-        "the recorded entry and the next probe. Writes only the state directory.",
+        "the recorded entry and the next probe (compact; verbose for everything). An "
+        "outcome that contradicts what you observed (pass with exit code 1) is refused "
+        "unless force. Writes only the state directory.",
         _obj(
             {
                 "state_dir": STATE_DIR,
@@ -412,6 +433,12 @@ TOOLS: list[Tool] = [
                     "maxLength": 4_000_000,
                     "description": "The probe's output as text (instead of log_file).",
                 },
+                "force": {
+                    "type": "boolean",
+                    "description": "Keep `outcome` even when what you observed "
+                    "contradicts it (refused otherwise).",
+                },
+                **VERBOSE,
             }
         ),
         WRITES_STATE,
@@ -434,6 +461,7 @@ TOOLS: list[Tool] = [
                     **_strings("The argv to run (default: the session's workload)."),
                     "minItems": 1,
                 },
+                **VERBOSE,
             }
         ),
         LAUNCHES,
@@ -444,7 +472,7 @@ TOOLS: list[Tool] = [
         "Show a session's status",
         "Where a session stands: probes done, pending probes, candidates left, estimated "
         "probes to go; the result when the search is complete. Launches nothing.",
-        _OPTIONAL_STATE,
+        _obj({"state_dir": STATE_DIR, **VERBOSE}),
         READ_ONLY,
         _status,
     ),
@@ -488,6 +516,7 @@ TOOLS: list[Tool] = [
                 "log_file": _str("A file holding a `log` output."),
                 "log_text": {"type": "string", "minLength": 1, "description": "A `log` output."},
                 "state_dir": _str("Where the new session lives."),
+                **VERBOSE,
             }
         ),
         WRITES_STATE,
@@ -516,10 +545,16 @@ TOOLS: list[Tool] = [
     Tool(
         "resume",
         "Finish a session automatically",
-        "Continue a session (interrupted `run`, or one driven by hand with start/record) "
-        "by launching its remaining probes on its backend, without re-running finished "
-        "ones. Returns the result. LAUNCHES JOBS.",
-        _obj({"state_dir": STATE_DIR}),
+        "Continue a session (interrupted `run`, one its budget stopped, or one driven "
+        "by hand with start/record) by launching its remaining probes on its backend, "
+        "without re-running finished ones. max_probes/max_time give it a new budget "
+        "(max_probes counts every probe of the session). Returns the result. LAUNCHES JOBS.",
+        _obj(
+            {
+                "state_dir": STATE_DIR,
+                **options.schema_properties(config.LimitOptions, only=config.BUDGET),
+            }
+        ),
         LAUNCHES,
         _resume,
     ),

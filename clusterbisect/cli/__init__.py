@@ -20,7 +20,7 @@ from clusterbisect.errors import EXIT_BACKEND, EXIT_INTERRUPTED, ClusterBisectEr
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="clusterbisect")
+@click.version_option(__version__)
 @click.option(
     "--log-format",
     type=click.Choice(["auto", "console", "json"]),
@@ -69,10 +69,25 @@ for _command in (
     cli.add_command(_command)
 
 
-def main(argv: list[str] | None = None) -> None:
+PROG = "clusterbisect"
+KUBECTL_PROG = "kubectl bisect"  # kubectl runs the kubectl-bisect plugin for `kubectl bisect`
+
+
+def kubectl_main(argv: list[str] | None = None) -> None:
+    """The ``kubectl-bisect`` entry point: the same CLI, named as kubectl users type it."""
+    main(argv, prog_name=KUBECTL_PROG)
+
+
+def main(argv: list[str] | None = None, prog_name: str = PROG) -> None:
     """Console entry point: run the CLI and map errors to exit codes."""
     try:
-        cli.main(args=argv, prog_name="clusterbisect", standalone_mode=False)
+        # Shell completion is read from _CLUSTERBISECT_COMPLETE whatever the name shown.
+        cli.main(
+            args=argv,
+            prog_name=prog_name,
+            complete_var="_CLUSTERBISECT_COMPLETE",
+            standalone_mode=False,
+        )
     except ClusterBisectError as err:
         _report_error(err.message, err.code, err.details)
         sys.exit(err.exit_code)

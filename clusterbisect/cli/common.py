@@ -36,6 +36,12 @@ def echo(text: str = "", **kwargs: Any) -> None:
     click.echo(scrub(text), **kwargs)
 
 
+def warn(warnings: list[str]) -> None:
+    """Each warning as a line on stderr (the JSON document also lists them)."""
+    for warning in warnings:
+        echo(f"warning: {warning}", err=True)
+
+
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print one JSON document on stdout."
 )

@@ -18,8 +18,10 @@ from clusterbisect.cli.common import (
     session_config,
     session_options,
     show_result,
+    warn,
 )
-from clusterbisect.config import RUN_GROUPS
+from clusterbisect.config import BUDGET, RUN_GROUPS, LimitOptions
+from clusterbisect.options import click_options, from_params
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
@@ -41,6 +43,7 @@ def run(
     require_workload(options["backend"], command, options["dry_run"])
     config, state_dir = session_config(good, bad, command, options)
     with workflow.new_session(config, state_dir) as bisection:
+        warn(bisection.warnings)
         if not config.dry_run:
             exit_for(workflow.run_session(bisection, progress(quiet), show_result(as_json)))
             return
@@ -53,18 +56,23 @@ def run(
 
 @click.command()
 @click.argument("state_dir", type=click.Path(file_okay=False))
+@click_options(LimitOptions, only=BUDGET)
 @json_option
 @quiet_option
-def resume(state_dir: str, as_json: bool, quiet: bool) -> None:
+def resume(state_dir: str, as_json: bool, quiet: bool, **options: Any) -> None:
     """Continue an interrupted session without re-running finished probes.
 
     What the interrupted run left behind (probe jobs still on a cluster, a local Ray)
-    is stopped and deleted first.
+    is stopped and deleted first. --max-probes and --max-time give a session its
+    budget stopped a new one (kept for later resumes): --max-probes counts every probe
+    of the session.
     """
     from clusterbisect import workflow
 
     bisection = workflow.Bisection.open(Path(state_dir))
-    exit_for(workflow.resume_session(bisection, progress(quiet), show_result(as_json)))
+    budget = from_params(LimitOptions, options)
+    warn(bisection.warnings)
+    exit_for(workflow.resume_session(bisection, progress(quiet), show_result(as_json), budget))
 
 
 @click.command()
@@ -96,6 +104,8 @@ def report(state_dir: str, fmt: str) -> None:
 
 
 def _print_plan(plan: dict[str, Any]) -> None:
+    from clusterbisect.report import fidelity_lines
+
     echo(
         f"Dry run on the {plan['backend']} backend: {plan['changes_searched']} of "
         f"{plan['changes_total']} changes searchable; nothing was launched."
@@ -107,4 +117,6 @@ def _print_plan(plan: dict[str, Any]) -> None:
         )
     for item in plan["untestable"]:
         echo(f"  untestable: {item['key']}: {item['reason']}")
+    for line in fidelity_lines(plan.get("fidelity") or {}):
+        echo(f"  {line}")
     echo(f"State: {plan['state_dir']}")

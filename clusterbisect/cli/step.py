@@ -15,8 +15,16 @@ from clusterbisect.cli.common import (
     session_config,
     session_options,
     state_dir_option,
+    warn,
 )
 from clusterbisect.config import START_GROUPS
+
+verbose_option = click.option(
+    "--verbose",
+    is_flag=True,
+    help="With --json: the full document (every change with its values, the rendered "
+    "probe inline, each pending probe's keys); default: compact.",
+)
 
 
 @click.command("start")
@@ -25,8 +33,9 @@ from clusterbisect.config import START_GROUPS
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @session_options(*START_GROUPS)
 @json_option
+@verbose_option
 def step_start(
-    good: str, bad: str, command: tuple[str, ...], as_json: bool, **options: Any
+    good: str, bad: str, command: tuple[str, ...], as_json: bool, verbose: bool, **options: Any
 ) -> None:
     """Start a step-by-step bisection of GOOD and BAD and show the first probe.
 
@@ -37,8 +46,9 @@ def step_start(
     from clusterbisect import stepmode
 
     started = stepmode.start(*session_config(good, bad, command, options))
+    warn(started["warnings"])
     if as_json:
-        emit_json(started)
+        emit_json(stepmode.shown(started, verbose))
         return
     echo(
         f"Bisecting {started['changes_searched']} changes "
@@ -52,13 +62,14 @@ def step_start(
 @state_dir_option
 @click.option("--probe", metavar="ID", help="Show this pending probe instead of the first.")
 @json_option
-def step_next(state_dir: str | None, probe: str | None, as_json: bool) -> None:
+@verbose_option
+def step_next(state_dir: str | None, probe: str | None, as_json: bool, verbose: bool) -> None:
     """Show the next probe: the changes to apply and what to run (or the result)."""
     from clusterbisect import stepmode
 
     view = stepmode.next_view(stepmode.open_session(state_dir), probe)
     if as_json:
-        emit_json(view)
+        emit_json(stepmode.shown(view, verbose))
     else:
         _print_step(view)
 
@@ -70,6 +81,8 @@ def _step_mark(
     log_file: str | None,
     exit_code: int | None,
     as_json: bool,
+    verbose: bool = False,
+    force: bool = False,
 ) -> None:
     from clusterbisect import stepmode
     from clusterbisect.outcome import RunResult
@@ -82,9 +95,10 @@ def _step_mark(
         probe=probe,
         run=run,
         log_file=log_file,
+        force=force,
     )
     if as_json:
-        emit_json(recorded)
+        emit_json(stepmode.shown(recorded, verbose))
         return
     entry = recorded["recorded"]
     observed = f" ({entry['observed']})" if entry["observed"] else ""
@@ -93,6 +107,7 @@ def _step_mark(
 
 
 def _mark_options(func: Any) -> Any:
+    func = verbose_option(func)
     func = json_option(func)
     func = click.option(
         "--log",
@@ -110,9 +125,13 @@ def _outcome_command(name: str, outcome: str, summary: str) -> click.Command:
     @click.command(name, help=summary)
     @_mark_options
     def command(
-        state_dir: str | None, probe: str | None, log_file: str | None, as_json: bool
+        state_dir: str | None,
+        probe: str | None,
+        log_file: str | None,
+        as_json: bool,
+        verbose: bool,
     ) -> None:
-        _step_mark(outcome, state_dir, probe, log_file, None, as_json)
+        _step_mark(outcome, state_dir, probe, log_file, None, as_json, verbose)
 
     return command
 
@@ -132,18 +151,25 @@ step_skip = _outcome_command(
     help="The outcome; or give --exit-code (and --log) for the failure signature to decide.",
 )
 @click.option("--exit-code", type=int, help="The probe's exit code, classified by the signature.")
+@click.option("--force", is_flag=True, help="Keep --outcome even when --exit-code contradicts it.")
 def step_mark(
     state_dir: str | None,
     probe: str | None,
     log_file: str | None,
     as_json: bool,
+    verbose: bool,
     outcome: str | None,
     exit_code: int | None,
+    force: bool,
 ) -> None:
-    """Record the probe's outcome (pass, fail, unresolved) or its exit code."""
+    """Record the probe's outcome (pass, fail, unresolved) or its exit code.
+
+    With both, they must agree (--outcome pass with --exit-code 1 is refused) unless
+    --force.
+    """
     if outcome is None and exit_code is None:
         raise click.UsageError("give --outcome or --exit-code")
-    _step_mark(outcome, state_dir, probe, log_file, exit_code, as_json)
+    _step_mark(outcome, state_dir, probe, log_file, exit_code, as_json, verbose, force)
 
 
 @click.command("exec", context_settings={"ignore_unknown_options": True})
@@ -151,8 +177,9 @@ def step_mark(
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 @state_dir_option
 @json_option
+@verbose_option
 def step_exec(
-    probe_id: str, command: tuple[str, ...], state_dir: str | None, as_json: bool
+    probe_id: str, command: tuple[str, ...], state_dir: str | None, as_json: bool, verbose: bool
 ) -> None:
     """Run pending probe PROBE_ID here with its real environment and record the outcome.
 
@@ -167,7 +194,7 @@ def step_exec(
         stepmode.open_session(state_dir), probe_id, list(command) or None
     )
     if as_json:
-        emit_json(recorded)
+        emit_json(stepmode.shown(recorded, verbose))
         return
     entry = recorded["recorded"]
     observed = f" ({entry['observed']})" if entry["observed"] else ""
@@ -181,17 +208,20 @@ def step_exec(
 @click.command("status")
 @state_dir_option
 @json_option
-def step_status(state_dir: str | None, as_json: bool) -> None:
+@verbose_option
+def step_status(state_dir: str | None, as_json: bool, verbose: bool) -> None:
     """Where the session stands (the result when the search is complete)."""
     from clusterbisect import stepmode
     from clusterbisect.report import render_text
 
     view = stepmode.status(stepmode.open_session(state_dir))
     if as_json:
-        emit_json(view)
+        emit_json(stepmode.shown(view, verbose))
         return
     current = " (current)" if view["current"] else ""
     echo(f"Session {view['session_id']}{current}: {view['state_dir']}")
+    if view.get("stopped_early"):
+        echo(f"Stopped early: {view['stopped_early']}; {view['continue_with']}")
     echo(
         f"{view['changes_searched']} of {view['changes_total']} changes searched on the "
         f"{view['backend']} backend; {view['probes_done']} probes done "
@@ -229,16 +259,17 @@ def step_log(state_dir: str | None, as_json: bool) -> None:
 @click.argument("logfile", type=click.Path(exists=True, dir_okay=False))
 @click.option("--state-dir", type=click.Path(file_okay=False), help="Where the new session lives.")
 @json_option
-def step_replay(logfile: str, state_dir: str | None, as_json: bool) -> None:
+@verbose_option
+def step_replay(logfile: str, state_dir: str | None, as_json: bool, verbose: bool) -> None:
     """Start a new session from a `log` output and re-apply its marks."""
     from pathlib import Path
 
-    from clusterbisect import stepmode
+    from clusterbisect import steplog, stepmode
 
-    text = stepmode.read_log_file(logfile)
+    text = steplog.read_log_file(logfile)
     replayed = stepmode.replay(text, logfile, Path(state_dir) if state_dir else None)
     if as_json:
-        emit_json(replayed)
+        emit_json(stepmode.shown(replayed, verbose))
         return
     echo(f"Replayed {replayed['replayed']} marks into {replayed['state_dir']}")
     _print_step(replayed["next"])

@@ -97,6 +97,38 @@ class Probe:
     env_names: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class NotCarried:
+    """A setting of the good spec that no probe carries, and why (a job-level setting
+    of a workload probed as one pod, say). ``value`` is redacted when secret."""
+
+    setting: str
+    value: Any
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"setting": self.setting, "value": self.value, "reason": self.reason}
+
+
+@dataclass
+class Fidelity:
+    """How the probes differ from the job they reproduce, for the report and dry runs:
+    ``target`` says where they run (``namespace 'ml' (the source's)``), ``runs`` what
+    part of the job they run (``the Worker template of the TFJob``) and
+    ``not_carried`` the settings of the job they leave out, each with the reason."""
+
+    target: str = ""
+    runs: str = ""
+    not_carried: list[NotCarried] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "runs": self.runs,
+            "not_carried": [item.to_dict() for item in self.not_carried],
+        }
+
+
 class Runner(Protocol):
     """Runs probes on one backend."""
 
@@ -104,6 +136,10 @@ class Runner(Protocol):
 
     def untestable(self, changes: list[Change]) -> dict[str, str]:
         """Changes this backend cannot apply, as ``{key: reason}``; left out of the search."""
+        ...
+
+    def fidelity(self) -> Fidelity:
+        """Where probes run, what they run, and what of the good spec they leave out."""
         ...
 
     def render(self, probe: Probe) -> dict[str, Any]:

@@ -57,6 +57,13 @@ def externalize(job: dict[str, Any], redactor: Redactor) -> Externalized:
     return Externalized(job, secret, _leftovers(job, redactor.value(job)))
 
 
+def kept(manifest: dict[str, Any], redactor: Redactor) -> Externalized:
+    """``manifest`` as it is, for an object that cannot refer to a Secret of its own
+    (a RayJob: its runtime_env holds env values as text): every secret stays in it."""
+    job = copy.deepcopy(manifest)
+    return Externalized(job, None, _leftovers(job, redactor.setting(job)))
+
+
 def _key(container: dict[str, Any], *parts: object) -> str:
     """A Secret data key for one value of ``container`` (``[-._a-zA-Z0-9]+``)."""
     text = ".".join(str(p) for p in (container.get("name", "container"), *parts))

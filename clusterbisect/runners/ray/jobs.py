@@ -1,6 +1,5 @@
 """Ray jobs on a cluster, after the fact: stopping them for sure, deleting their
-records, finding a session's leftovers, reading what Ray says about them (its error
-types, its log preamble, pip's error); and Ray's own log lines, routed into ours.
+records, finding a session's leftovers; and Ray's own log lines, routed into ours.
 
 A probe job is found by its metadata (``clusterbisect.session``,
 ``clusterbisect.probe``), which every submission carries. ``cleanup`` is the backend's
@@ -13,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import re
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -30,34 +28,6 @@ log = get_logger(__name__)
 FINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
 SESSION_KEY = "clusterbisect.session"
 PROBE_KEY = "clusterbisect.probe"
-
-
-# Ray error types that mean the workload never ran properly: unresolved, not fail.
-INFRA_ERROR_TYPES = frozenset(
-    {
-        "RUNTIME_ENV_SETUP_FAILURE",
-        "JOB_SUPERVISOR_ACTOR_START_TIMEOUT",
-        "JOB_SUPERVISOR_ACTOR_START_FAILURE",
-        "JOB_SUPERVISOR_ACTOR_UNSCHEDULABLE",
-        "JOB_SUPERVISOR_ACTOR_UNKNOWN_FAILURE",
-        "JOB_SUPERVISOR_ACTOR_DIED",
-        "JOB_ENTRYPOINT_COMMAND_START_ERROR",
-    }
-)
-
-
-# Lines the Jobs API adds at the top of every driver log. They are Ray's, not the
-# workload's, and the second one quotes the entrypoint, which a --fail-on regex
-# could otherwise match.
-PREAMBLE = (
-    re.compile(r"^\S+ \S+\s+INFO job_manager\.py:\d+ -- Runtime env is setting up\.$"),
-    re.compile(r"^Running entrypoint for job \S+: .*$"),
-)
-
-
-PIP_ERROR = re.compile(
-    r"^(ERROR: .*|.*No matching distribution.*|.*Could not find a version.*)$", re.M
-)
 
 
 def status_text(value: Any) -> str:
@@ -214,43 +184,6 @@ def _summary(report: dict[str, Any]) -> str:
             line += f"; still running: {', '.join(report['not_stopped'])}"
         parts.append(line)
     return "; ".join(parts) + "." if parts else "Nothing to clean up."
-
-
-# --- Ray's words about a job --------------------------------------------------------
-
-
-def strip_preamble(text: str) -> str:
-    """Drop the lines the Jobs API writes before the workload's own output."""
-    lines = text.splitlines(keepends=True)
-    kept: list[str] = []
-    patterns = list(PREAMBLE)
-    for i, line in enumerate(lines):
-        if patterns and i < 4 and any(p.match(line.rstrip("\n")) for p in patterns):
-            patterns = [p for p in patterns if not p.match(line.rstrip("\n"))]
-            continue
-        kept.append(line)
-    return "".join(kept)
-
-
-def first_line(text: str, limit: int = 300) -> str:
-    """The first non-blank line of ``text``, at most ``limit`` characters."""
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return line[:limit]
-
-
-def infra_summary(message: str) -> str:
-    """One line naming the cause, e.g. pip's ``No matching distribution found for x``."""
-    found = PIP_ERROR.findall(message)
-    if found:
-        return first_line(found[-1])
-    return first_line(message)
-
-
-def is_connection_error(err: BaseException) -> bool:
-    """Whether ``err`` means the Jobs API did not answer (not that it refused)."""
-    import requests
-
-    return isinstance(err, requests.exceptions.ConnectionError | ConnectionError)
 
 
 # --- Ray's log lines ---------------------------------------------------------------------

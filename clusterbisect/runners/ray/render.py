@@ -15,9 +15,12 @@ from typing import Any
 from clusterbisect.config import RayOptions
 from clusterbisect.diff import Change
 from clusterbisect.errors import InputError
+from clusterbisect.runners.base import NotCarried
 from clusterbisect.settings import COMMAND, YAML_SEGMENT
 from clusterbisect.settings import ENV as ENV_SETTING
-from clusterbisect.specs.model import ENV, KUBERNETES, RAY_JOB, SNAPSHOT, Spec
+from clusterbisect.specs.model import ENV, KUBERNETES, PIP, RAY_JOB, SNAPSHOT, Spec
+from clusterbisect.specs.pip import install_lines
+from clusterbisect.specs.ray import ANYSCALE_CLUSTER_FIELDS, ANYSCALE_RUNTIME_FIELDS
 from clusterbisect.specs.workload import container_argv, main_container, runtime_env_of, spec_env
 
 # Fields of a Ray job submission (``JobSubmissionClient.submit_job``) a spec may set.
@@ -43,6 +46,12 @@ RAYJOB_FIELDS = {
     "entrypointResources": "entrypoint_resources",
 }
 
+
+# Why an Anyscale job file's cluster fields (compute config, image, retries) are left out.
+ANYSCALE_REASON = (
+    "describes the cluster an Anyscale job runs on (or how it is retried), not the "
+    "Ray job: probes run on the Ray backend's cluster, once each"
+)
 
 # runtime_env fields that need a container runtime (podman) on the Ray nodes.
 CONTAINER_FIELDS = frozenset({"container", "image_uri"})
@@ -244,7 +253,9 @@ def _job_fields(spec: Spec, container: str | None = None) -> dict[str, Any]:
     or an env file."""
     doc = spec.document
     if spec.format == RAY_JOB:
-        return {k: doc.get(k) for k in SUBMIT_FIELDS if doc.get(k) is not None}
+        submit = {k: doc.get(k) for k in SUBMIT_FIELDS if doc.get(k) is not None}
+        submit["runtime_env"] = runtime_env_of(spec)  # with an Anyscale file's working_dir...
+        return submit
     if spec.format == KUBERNETES and spec.kind == "RayJob":
         body = doc.get("spec") or {}
         out = {
@@ -264,9 +275,13 @@ def _job_fields(spec: Spec, container: str | None = None) -> dict[str, Any]:
     if spec.format in (ENV, SNAPSHOT):
         # An env dump run on Ray: its variables become the job's env_vars.
         return {"runtime_env": {"env_vars": spec_env(spec)}, "process_env": True}
+    if spec.format == PIP:
+        # A pip freeze run on Ray: its pins are the job's runtime_env pip, which Ray
+        # installs (and caches by content) itself; the workload comes after `--`.
+        return {"runtime_env": {"pip": install_lines(spec)}}
     raise InputError(
-        f"the Ray backend runs Ray job specs, KubeRay RayJobs, Kubernetes workloads and env "
-        f"files, not a {spec.kind}; use --backend kubernetes or local",
+        f"the Ray backend runs Ray job specs, KubeRay RayJobs, Kubernetes workloads, env "
+        f"files and pip freezes, not a {spec.kind}; use --backend kubernetes or local",
         source=spec.source,
     )
 
@@ -330,8 +345,14 @@ def why_untestable(
     elif fields[0] == "env" and change.env_name:
         # An env file: the variables become runtime_env env_vars.
         return _ray_sets_reason(change, change.env_name)
+    elif fields[0] == "pip":
+        return None  # a pip freeze: the pins become runtime_env pip
     elif fields[0] in SUBMIT_FIELDS:
         name, inner = fields[0], fields[1:]
+    elif fields[0] in ANYSCALE_RUNTIME_FIELDS:  # an Anyscale job file's runtime fields
+        name, inner = "runtime_env", [ANYSCALE_RUNTIME_FIELDS[fields[0]], *fields[1:]]
+    elif fields[0] in ANYSCALE_CLUSTER_FIELDS:
+        return ANYSCALE_REASON
     else:
         return f"{fields[0]!r} is not a field of a Ray job submission"
     if name == "entrypoint" and command_given:
@@ -382,3 +403,35 @@ def _ray_sets_reason(change: Change, name: str) -> str | None:
         f"Ray sets {name} in every job's driver itself ({why}), so a probe cannot run "
         "without it; a value in both specs could be tested"
     )
+
+
+def not_carried(spec: Spec, where: str) -> list[NotCarried]:
+    """What of the good spec a Ray job probe leaves out: an Anyscale file's cluster
+    fields, a RayJob's own Ray cluster and lifecycle, a workload's pod."""
+    doc = spec.document
+    if spec.format == RAY_JOB:
+        return [
+            NotCarried(field, doc[field], ANYSCALE_REASON)
+            for field in doc
+            if field in ANYSCALE_CLUSTER_FIELDS and field != "name"
+        ]
+    if spec.format != KUBERNETES:
+        return []
+    body = doc.get("spec") or {}
+    if spec.kind == "RayJob":
+        return [
+            NotCarried(
+                f"spec.{field}",
+                "(the RayJob's Ray cluster)" if field == "rayClusterSpec" else body[field],
+                f"a Kubernetes setting of the RayJob: probes are Ray jobs on {where}",
+            )
+            for field in body
+            if field not in RAYJOB_FIELDS
+        ]
+    return [
+        NotCarried(
+            "the pod template",
+            "(image, resources, volumes, scheduling)",
+            f"a Ray job runs the main container's command and env only, on {where}",
+        )
+    ]

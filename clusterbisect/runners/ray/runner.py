@@ -52,39 +52,40 @@ from clusterbisect.extras import require
 from clusterbisect.files import open_private, private_dir
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult, signal_reason
-from clusterbisect.runners.base import PrivateFile, Probe, RunnerContext
+from clusterbisect.runners.base import Fidelity, PrivateFile, Probe, RunnerContext
 from clusterbisect.runners.ray.cluster import LocalRay, LocalRayOptions
 from clusterbisect.runners.ray.jobs import (
     FINAL,
-    INFRA_ERROR_TYPES,
     PROBE_KEY,
     SESSION_KEY,
     connect,
     delete_record,
+    status_text,
+    stop_and_delete,
+)
+from clusterbisect.runners.ray.messages import (
+    INFRA_ERROR_TYPES,
+    NO_AGENT,
+    UNSCHEDULABLE,
     first_line,
     infra_summary,
     is_connection_error,
-    status_text,
-    stop_and_delete,
     strip_preamble,
 )
 from clusterbisect.runners.ray.render import (
     Submission,
     job_python,
+    not_carried,
     render_submission,
     why_untestable,
     why_untestable_in_workload,
 )
 from clusterbisect.settings import YAML_SEGMENT
 from clusterbisect.specs.model import KUBERNETES, Spec
+from clusterbisect.specs.pip import shown_lines
 from clusterbisect.specs.workload import main_container
 
 log = get_logger(__name__)
-
-
-UNSCHEDULABLE = "UNSCHEDULABLE"
-# What the head answers a submission while no job agent has registered yet.
-NO_AGENT = "No available agent to submit job"
 
 
 @dataclass
@@ -183,6 +184,21 @@ class RayRunner:
                 reasons[change.key] = why
         return reasons
 
+    def fidelity(self) -> Fidelity:
+        """Where the Ray jobs run, what they run, what of the spec they leave out."""
+        where = self.target_address() or "a local Ray started for the session"
+        spec = self.context.good
+        runs = (
+            "the workload after `--` as a Ray job"
+            if self.context.command
+            else "the spec's entrypoint as a Ray job"
+        )
+        return Fidelity(
+            target=where,
+            runs=runs,
+            not_carried=not_carried(spec, where) if spec is not None else [],
+        )
+
     def render(self, probe: Probe) -> dict[str, Any]:
         """The job submission for ``probe``, for display: secret values hidden (env
         vars by name; credentials in the entrypoint or a pip URL by shape)."""
@@ -194,6 +210,10 @@ class RayRunner:
                 **kwargs["runtime_env"],
                 "env_vars": redactor.env({str(k): str(v) for k, v in env_vars.items()}),
             }
+        pins = kwargs["runtime_env"].get("pip")
+        if isinstance(pins, list) and all(isinstance(p, str) for p in pins):
+            # An index URL's credentials are not shown (the job installs with them).
+            kwargs["runtime_env"] = {**kwargs["runtime_env"], "pip": shown_lines(pins)}
         address = self.target_address()
         return {
             "backend": self.name,
