@@ -29,7 +29,7 @@ def test_ray_upgrade_example_finds_the_semver_pin(tmp_path):
         capture_output=True,
         text=True,
         env=env,
-        timeout=400,
+        timeout=1200,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 from conftest import CLI, EXAMPLES, culprit_keys
 
-from clusterbisect.runners.ray.cluster import PORT_FLAGS, choose_python, free_port
+from clusterbisect.runners.ray.cluster import PORT_FLAGS, choose_python, free_port, reap
 
 pytestmark = pytest.mark.ray
 
@@ -47,7 +47,7 @@ class Head:
     cwd: Path
 
 
-def _wait_for(check, what: str, seconds: float = 120.0) -> None:
+def _wait_for(check, what: str, seconds: float = 600.0) -> None:
     """Wait for a state (never for a time): ``check()`` true, or fail naming ``what``."""
     deadline = time.monotonic() + seconds
     while not check():
@@ -137,7 +137,7 @@ def test_the_interaction_example_on_an_existing_cluster(head, tmp_path):
         [*CLI, "run", "good.env", "bad.env", "--backend", "ray", "--ray-address", head.address]
         + ["--parallel", "4", "--fail-on", "couldn't connect to 'https://huggingface.co'"]
         + ["--state-dir", str(tmp_path / "state"), "--json", "--", "python", "finetune.py"],
-        cwd=example, env=_cli_env(), capture_output=True, text=True, timeout=600, check=False,
+        cwd=example, env=_cli_env(), capture_output=True, text=True, timeout=1200, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)  # stdout holds the result and nothing of Ray's
@@ -165,7 +165,7 @@ def test_a_removed_variable_is_absent_although_the_node_sets_it(head, tmp_path):
         [*CLI, "--log-level", "debug", "--log-format", "json", "run", "good.env", "bad.env"]
         + ["--backend", "ray", "--ray-address", head.address, "--fail-on", "checkpoint index"]
         + ["--state-dir", str(tmp_path / "state"), "--json", "--", "python", "job.py"],
-        cwd=tmp_path, env=_cli_env(), capture_output=True, text=True, timeout=600, check=False,
+        cwd=tmp_path, env=_cli_env(), capture_output=True, text=True, timeout=1200, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
@@ -259,7 +259,7 @@ def test_a_killed_run_leaves_a_ray_that_resume_stops_first(tmp_path):
         argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
-        _wait_for(lambda: marker.exists() or proc.poll() is not None, "the first probe to run")
+        _wait_for(lambda: marker.exists() or proc.poll() is not None, "the first probe to run", 900)
         assert proc.poll() is None, proc.communicate()[1].decode()[-3000:]
         record = json.loads((state / "ray" / "local.json").read_text())
         head = psutil.Process(record["pid"])
@@ -275,14 +275,28 @@ def test_a_killed_run_leaves_a_ray_that_resume_stops_first(tmp_path):
         tree = [head, *head.children(recursive=True)]
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+    except BaseException:
+        if proc.poll() is None:  # the test failed first: let the CLI stop its Ray
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        reap(state / "ray")  # and whatever is left of it, by its recorded PID
+        raise
+    try:
+        _resume_stops_the_left_ray(state, tmp_path, env, hold, head, tree)
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        reap(state / "ray")  # whatever a failure above left running, by its recorded PID
+
+
+def _resume_stops_the_left_ray(state, tmp_path, env, hold, head, tree) -> None:
+    psutil = _psutil()
     assert head.is_running()  # left behind by the killed run
     hold.unlink()
     resumed = subprocess.run(
         [*CLI, "resume", str(state), "--json"], cwd=tmp_path, env=env,
-        capture_output=True, text=True, timeout=600, check=False,
+        capture_output=True, text=True, timeout=1200, check=False,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert culprit_keys(json.loads(resumed.stdout)) == [["env.FOO"]]

@@ -37,7 +37,7 @@ from clusterbisect.runners.ray import (
     render_submission,
 )
 from clusterbisect.runners.ray.cluster import choose_python, node_environment
-from clusterbisect.runners.ray.jobs import route_ray_logging
+from clusterbisect.runners.ray.jobs import FINAL, route_ray_logging, status_text, stop_and_delete
 from clusterbisect.runners.ray.messages import strip_preamble
 from clusterbisect.runners.ray.render import (
     DEFAULT_EXCLUDES,
@@ -226,7 +226,7 @@ def test_dry_run_of_a_kubernetes_job_on_ray_searches_its_env(tmp_path):
         + ["--", "python", "/opt/train.py"],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=300,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
@@ -472,6 +472,31 @@ def test_a_refused_submission_is_unresolved_and_not_retried(tmp_path):
     assert job.result is not None and "No available agent" in str(job.result.infra_error)
 
 
+def test_a_stopped_job_not_final_in_time_is_stopped_again_at_close(tmp_path):
+    """A job stopped while it waits for resources takes the stop only once it starts:
+    past stop_grace_s the probe is unresolved, and ``close`` stops and deletes it."""
+    from ray.job_submission import JobInfo, JobStatus
+
+    runner = _submitting_runner(tmp_path, stop_grace_s=0.0, pending_timeout=0.0)
+    client = _client_that_refuses()
+    client.get_job_info.return_value = JobInfo(status=JobStatus.PENDING, entrypoint="true")
+    client.get_job_logs.return_value = ""
+    client.get_job_status.side_effect = [JobStatus.PENDING, JobStatus.STOPPED]
+    client.delete_job.return_value = True
+    runner._client = client
+    probe = make_probe(tmp_path, "p1", {"entrypoint": "true"})
+    job = runner._submit(client, 0, probe, runner._render(probe))
+    assert runner._check(client, job) is False  # PENDING too long: stopped
+    client.stop_job.assert_called_once_with(job.submission_id)
+    assert runner._check(client, job) is True  # not final within the grace
+    assert job.result is not None and job.result.infra_error.startswith("UNSCHEDULABLE")
+    client.delete_job.assert_not_called()
+    runner.options.stop_grace_s = 60
+    runner.close()
+    assert client.stop_job.call_count == 2
+    client.delete_job.assert_called_once_with(job.submission_id)
+
+
 def test_importing_the_cli_does_not_import_ray():
     code = "import sys, clusterbisect.cli; sys.exit(1 if 'ray' in sys.modules else 0)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
@@ -574,7 +599,8 @@ def test_command_argv_reaches_the_workload_unchanged(runner):
 
 @pytest.mark.ray
 def test_timeout_stops_the_job_and_pending_is_unschedulable(runner):
-    """Both need a CPU-hungry job: the second cannot start while the first runs."""
+    """A probe past its timeout (counted from RUNNING) is stopped on the cluster; one
+    that cannot start while a CPU-hungry job holds the node is unschedulable."""
     state = _state(runner)
     cpus = runner.local.options.num_cpus or os.cpu_count()
     pid_file = state / "hung.pid"
@@ -582,23 +608,41 @@ def test_timeout_stops_the_job_and_pending_is_unschedulable(runner):
         f"import os, pathlib, time; pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid()))"
         "; time.sleep(120)"
     )
-    hog = {"entrypoint": f"python -c {shlex.quote(code)}", "entrypoint_num_cpus": cpus}
-    runner.options.pending_timeout = 4
-    try:
-        hung, waiting = runner.run(
-            [
-                make_probe(state, "p4", hog, timeout_s=6),
-                make_probe(state, "p5", {**hog, "entrypoint": "echo never"}),
-            ]
-        )
-    finally:
-        runner.options.pending_timeout = RaySettings.pending_timeout
+    (hung,) = runner.run(
+        [make_probe(state, "p4", {"entrypoint": f"python -c {shlex.quote(code)}"}, timeout_s=6)]
+    )
     assert hung.timed_out and hung.exit_code is None and hung.reason == "Timeout"
     # Stopped on the cluster (its driver is gone), and its record deleted after.
     assert not _alive(int(pid_file.read_text()))
     assert "stopped by clusterbisect: timeout" in (state / "logs" / "p4.log").read_text()
     assert FailureSignature().classify(hung) is Outcome.UNRESOLVED
     assert FailureSignature(hang_is_failure=True).classify(hung) is Outcome.FAIL
+    # The node's CPUs held by a job of its own, RUNNING (a state, not a time) first,
+    # until the waiting probe has been stopped as unschedulable.
+    client, hold = runner.client(), state / "hold"
+    hold.touch()
+    wait = f"import pathlib, time\nwhile pathlib.Path({str(hold)!r}).exists(): time.sleep(0.2)"
+    hog = client.submit_job(entrypoint=f"python -c {shlex.quote(wait)}", entrypoint_num_cpus=cpus)
+
+    def release_when_stopped() -> None:
+        while not any(job.stopping for job in list(runner._active.values())):
+            time.sleep(0.1)
+        hold.unlink()  # the stop reaches a pending job once it starts
+
+    try:
+        while status_text(client.get_job_status(hog)) != "RUNNING":
+            assert status_text(client.get_job_status(hog)) not in FINAL
+            time.sleep(0.2)
+        threading.Thread(target=release_when_stopped, daemon=True).start()
+        runner.options.pending_timeout, runner.options.stop_grace_s = 4, 600
+        (waiting,) = runner.run(
+            [make_probe(state, "p5", {"entrypoint": "echo never", "entrypoint_num_cpus": cpus})]
+        )
+    finally:
+        runner.options.pending_timeout = RaySettings.pending_timeout
+        runner.options.stop_grace_s = RaySettings.stop_grace_s
+        hold.unlink(missing_ok=True)
+        stop_and_delete(client, [hog], grace_s=600)
     assert waiting.infra_error and waiting.infra_error.startswith("UNSCHEDULABLE")
     assert ANY_FAILURE.classify(waiting) is Outcome.UNRESOLVED
     assert _job_ids(runner, {"p4", "p5"}) == []
@@ -725,7 +769,7 @@ def bisect_on_test_ray(runner, tmp_path: Path, good_text: str, bad_text: str) ->
         capture_output=True,
         text=True,
         env=env,
-        timeout=150,
+        timeout=900,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -45,6 +45,17 @@ log = get_logger(__name__)
 
 RECORD_FILE = "local.json"
 
+# Why `ray start` can fail and then work when tried again: a free port taken before
+# Ray binds it, or, on a loaded machine, a node that did not register within Ray's
+# fixed 30 s ("timed out during startup") or a dashboard that did not come up in
+# Ray's own wait ("failed to start the dashboard"; a dashboard that cannot start at
+# all fails every attempt, and its log is quoted).
+TRANSIENT_START_FAILURES = (
+    "address already in use",
+    "timed out during startup",
+    "failed to start the dashboard",
+)
+
 # Every port a head listens on (`ray start --NAME=PORT`): all free ones, so a session's
 # Ray never meets another Ray on the machine.
 PORT_FLAGS = (
@@ -160,7 +171,7 @@ class LocalRayOptions:
     num_gpus: int | None = None  # default: what Ray detects on this machine
     python: str | None = None  # the job's interpreter, when its entrypoint names one
     auth: str = "token"  # token | disabled
-    startup_timeout: float = 120.0
+    startup_timeout: float = 300.0
     object_store_memory: int | None = None
     # How often the local Ray tries to build a runtime_env (Ray's default: 3). A pin
     # that cannot be installed fails every time; 1 makes that verdict ~3x faster.
@@ -207,6 +218,11 @@ class LocalRay:
         self.python, self.python_note = choose_python(self.options.python, env)
         log.info("ray.local_python", python=self.python, why=self.python_note)
         env["RAY_USAGE_STATS_ENABLED"] = "0"
+        # Ray's own waits for its dashboard (60 s) and the dashboard's modules (30 s)
+        # are too short for a loaded machine; ours (startup_timeout) bounds the start.
+        wait = str(int(self.options.startup_timeout))
+        env["RAY_DASHBOARD_STARTUP_TIMEOUT_S"] = wait
+        env["RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT"] = wait
         env["RAY_AUTH_MODE"] = self.options.auth
         if self.options.runtime_env_retries is not None:
             env["RUNTIME_ENV_RETRY_TIMES"] = str(max(1, self.options.runtime_env_retries))
@@ -218,14 +234,17 @@ class LocalRay:
                 handle.write(self.token)
             env["RAY_AUTH_TOKEN_PATH"] = str(self.token_path)
         atexit.register(self.stop)
-        for attempt in range(2):  # a free port can be taken before Ray binds it
+        for attempt in range(3):
             self._launch(env, private)
             if self._wait_ready(started):
                 self.startup_s = time.monotonic() - started
                 log.info("ray.local_ready", seconds=round(self.startup_s, 2))
                 return
             self._halt()
-            if attempt == 0 and "address already in use" in self.log_tail().lower():
+            tail = self.log_tail().lower()
+            if attempt < 2 and any(why in tail for why in TRANSIENT_START_FAILURES):
+                log.warning("ray.local_start_retry", attempt=attempt + 1)
+                started = time.monotonic()
                 continue
             break
         tail = self.log_tail(600)

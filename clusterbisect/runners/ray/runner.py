@@ -135,6 +135,9 @@ class RayRunner:
         self._client: Any = None
         self._address: str | None = None
         self._active: dict[str, _Job] = {}
+        # Stopped, but not final within stop_grace_s (a job still waiting for its
+        # resources takes the stop only once it starts): tried again at close.
+        self._lingering: set[str] = set()
         self._nodes: list[dict[str, float]] | None = None
         self._packages: dict[tuple[str, tuple[str, ...]], str] = {}  # working_dir -> URI
         self.closed = False
@@ -406,6 +409,7 @@ class RayRunner:
             if now - job.stop_sent > self.options.stop_grace_s:
                 # Still not final: left on the cluster, where cleanup and resume find it.
                 log.warning("ray.stop_slow", job=job.submission_id)
+                self._lingering.add(job.submission_id)
                 job.result = self._final(client, job, info, status)
                 return True
             return False
@@ -566,14 +570,18 @@ class RayRunner:
     # --- cleanup --------------------------------------------------------------------
 
     def _stop_all(self) -> None:
-        """Stop every job still active, wait (bounded) until Ray says it stopped, and
-        delete its record."""
+        """Stop every job still active (or stopped earlier and not final yet), wait
+        (bounded) until Ray says it stopped, and delete its record."""
         active, self._active = self._active, {}
-        if active and self._client is not None:
-            deleted, _running = stop_and_delete(
-                self._client, list(active), self.options.stop_grace_s, self.options.poll_s
+        stopping = [*active, *sorted(self._lingering - set(active))]
+        self._lingering = set()
+        if stopping and self._client is not None:
+            deleted, running = stop_and_delete(
+                self._client, stopping, self.options.stop_grace_s, self.options.poll_s
             )
             log.info("ray.jobs_stopped", count=len(deleted))
+            if running:  # left on the cluster, where cleanup and resume find them
+                log.warning("ray.jobs_left", jobs=running)
 
     def close(self) -> None:
         """Stop any job still running, then the session's local Ray (if we started one)."""
