@@ -6,7 +6,7 @@ what the local probe's keeper costs.
 
 - **20,000 changed settings**: two env files whose every variable differs, one of them
   the culprit. ``clusterbisect diff --json`` and ``clusterbisect run`` (local backend,
-  a shell workload) each run as a fresh process: wall time and the process's peak
+  a small Python workload) each run as a fresh process: wall time and the process's peak
   memory (max RSS, from ``getrusage`` of a wrapper that runs nothing else).
 - **89,000 variables**: two env files sharing 89,000 variables (about 3 MB of
   environment, over Linux's default 2 MB for argv + environment) and differing in
@@ -63,8 +63,15 @@ def write_env_pair(folder: Path, shared: int, changed: int) -> tuple[str, str]:
 
 
 def workload(folder: Path, culprit: str) -> str:
-    script = folder / "work.sh"
-    script.write_text(f'#!/bin/sh\ncase "${culprit}" in bad*) echo "CUDA error"; exit 1;; esac\n')
+    """A Python workload that fails when ``culprit`` is bad. Not a shell script: dash
+    takes ~20 s and bash minutes to start with 89,000 variables (their variable tables
+    are not made for it), which would measure the shell, not clusterbisect."""
+    script = folder / "work.py"
+    script.write_text(
+        f"#!{sys.executable} -S\nimport os, sys\n"
+        f"if os.environ.get({culprit!r}, '').startswith('bad'):\n"
+        "    print('CUDA error')\n    sys.exit(1)\n"
+    )
     script.chmod(0o755)
     return str(script)
 
