@@ -20,7 +20,12 @@ Where the jobs run:
   token authentication and a token written under the state dir (mode 0600, passed in
   ``RAY_AUTH_TOKEN_PATH``), so nothing is written to ``~/.ray`` and no other local
   user can submit jobs to it. ``close()`` stops exactly that instance: by its PID and
-  its process tree, never ``ray stop``.
+  its process tree, never ``ray stop``. Its jobs run on this machine, so each
+  entrypoint runs under the local backend's keeper (``runners/reaper.py``, a child
+  subreaper): what a probe leaves behind (``cmd &``, a daemon that calls ``setsid``)
+  is killed when the probe ends, as Ray itself would leave it running. Not for a
+  ``container``/``image_uri`` runtime_env (the keeper is not in the image), nor on a
+  cluster given by address (its nodes are not ours to look after).
 
 ``ray`` is imported only inside this module's functions, and this module only when
 the Ray backend is chosen.
@@ -33,9 +38,10 @@ import functools
 import os
 import re
 import secrets
+import shlex
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from clusterbisect.config import RayOptions, with_tuning
@@ -48,6 +54,7 @@ from clusterbisect.redact import redact_env, secret_env_names
 from clusterbisect.runners.base import Probe, RunnerContext
 from clusterbisect.runners.ray.cluster import LocalRay, LocalRayOptions
 from clusterbisect.runners.ray.render import (
+    CONTAINER_FIELDS,
     Submission,
     render_submission,
     why_untestable,
@@ -100,6 +107,7 @@ class RaySettings(RayOptions):
     pending_timeout: float = 600.0
     poll_s: float = 0.25
     stop_grace_s: float = 20.0  # wait this long for a stopped job to reach a final state
+    keeper_grace_s: float = 3.0  # on the session's Ray: SIGTERM to SIGKILL of what is left
     max_log_bytes: int = 1 << 20  # the tail of the driver log kept per probe
     local: LocalRayOptions = field(default_factory=LocalRayOptions)
 
@@ -274,6 +282,7 @@ class RayRunner:
             time.monotonic(),
             timeout_s=probe.timeout_s if probe.timeout_s else self.context.timeout_s,
         )
+        submission = self._kept(submission)
         infeasible = self._infeasible(client, submission.resources)
         if infeasible:
             job.result = self._infra(job, f"{UNSCHEDULABLE}: {infeasible}", {})
@@ -290,6 +299,17 @@ class RayRunner:
         self._active[submission_id] = job
         log.debug("ray.submitted", probe=probe.probe_id, job=submission_id)
         return job
+
+    def _kept(self, submission: Submission) -> Submission:
+        """On the session's own Ray (this machine), the entrypoint under a keeper."""
+        if self.local is None or CONTAINER_FIELDS & set(submission.runtime_env):
+            return submission
+        from clusterbisect.runners.reaper import wrapped_command
+
+        argv = wrapped_command(
+            ["/bin/sh", "-c", submission.entrypoint], self.options.keeper_grace_s
+        )
+        return replace(submission, entrypoint=shlex.join(argv))
 
     def _check(self, client: Any, job: _Job) -> bool:
         """Advance one job; True when its result is known (and the job is final)."""
