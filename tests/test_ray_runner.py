@@ -257,6 +257,33 @@ def test_importing_the_cli_does_not_import_ray():
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 
+def test_a_ray_without_its_job_agent_yet_is_asked_again(tmp_path):
+    """Fault injection (the Jobs API's answer on a just-started Ray on a loaded machine):
+    the submission is retried, not the probe called unresolved."""
+    from unittest.mock import create_autospec
+
+    pytest.importorskip("ray")
+    from ray.job_submission import JobSubmissionClient
+
+    client = create_autospec(JobSubmissionClient, instance=True)
+    busy = RuntimeError(
+        "Request failed with status code 500: No available agent to submit job, "
+        "please try again later."
+    )
+    client.submit_job.side_effect = [busy, busy, "submitted"]
+    runner = RayRunner(RunnerContext(), RaySettings(address="http://127.0.0.1:1"))
+    probe = make_probe(tmp_path, "p1", {"entrypoint": "true"})
+    job = runner._submit(client, 0, probe, render_submission(probe.spec))
+    assert job.result is None and client.submit_job.call_count == 3
+    assert job.submission_id in runner._active
+    # Any other refusal is this probe's: unresolved at once.
+    client.submit_job.side_effect = [RuntimeError("Request failed: bad working_dir")]
+    job = runner._submit(
+        client, 1, make_probe(tmp_path, "p2", {"entrypoint": "true"}), render_submission(probe.spec)
+    )
+    assert job.result is not None and job.result.infra_error.startswith("SUBMISSION_FAILED")
+
+
 # --- a real local Ray ---------------------------------------------------------------
 
 

@@ -82,6 +82,8 @@ INFRA_ERROR_TYPES = frozenset(
 
 
 UNSCHEDULABLE = "UNSCHEDULABLE"
+# The Jobs API's answer while the head's job agent is not up yet (HTTP 500).
+NO_AGENT_YET = "No available agent to submit job"
 
 
 # Lines the Jobs API adds at the top of every driver log. They are Ray's, not the
@@ -287,15 +289,23 @@ class RayRunner:
         if infeasible:
             job.result = self._infra(job, f"{UNSCHEDULABLE}: {infeasible}", {})
             return job
-        try:
-            client.submit_job(submission_id=submission_id, **submission.kwargs())
-        except Exception as err:
-            if _is_connection_error(err):
-                raise BackendError(f"lost the Ray Jobs API at {self._address}: {err}") from err
-            # The probe's own runtime_env or fields were refused (a working_dir that
-            # does not exist, a malformed field): this probe is unresolved.
-            job.result = self._infra(job, f"SUBMISSION_FAILED: {_first_line(str(err))}", {})
-            return job
+        # A Ray that has just started (on a loaded machine) may have no job agent yet:
+        # Ray says to try again later, and so we do, as long as a pending job may wait.
+        deadline = time.monotonic() + self.options.pending_timeout
+        while True:
+            try:
+                client.submit_job(submission_id=submission_id, **submission.kwargs())
+                break
+            except Exception as err:
+                if _is_connection_error(err):
+                    raise BackendError(f"lost the Ray Jobs API at {self._address}: {err}") from err
+                if NO_AGENT_YET in str(err) and time.monotonic() < deadline:
+                    time.sleep(1.0)
+                    continue
+                # The probe's own runtime_env or fields were refused (a working_dir that
+                # does not exist, a malformed field): this probe is unresolved.
+                job.result = self._infra(job, f"SUBMISSION_FAILED: {_first_line(str(err))}", {})
+                return job
         self._active[submission_id] = job
         log.debug("ray.submitted", probe=probe.probe_id, job=submission_id)
         return job
