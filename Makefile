@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e '.[dev,ray,kubernetes,mcp]'
+	$(BIN)/python -m pip install -q -e '.[dev,ray,kubernetes,mcp,pip]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 install: $(STAMP)

@@ -25,6 +25,7 @@ QUICK_ARGS: dict[str, list[str]] = {
     "chaos": ["--kills", "5", "--n", "16"],
     "diff": ["--repeat", "1"],
     "flaky": ["--quick"],
+    "ray_example": ["--runs", "1"],
     "ray_overhead": ["--probes", "4"],
     "scale": ["--changed", "2000", "--env-settings", "20000", "--probes", "10"],
 }

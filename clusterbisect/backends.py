@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clusterbisect.config import (
@@ -23,6 +24,7 @@ from clusterbisect.config import (
     KubeConnection,
     KubernetesOptions,
     LocalOptions,
+    RayConnection,
     RayOptions,
 )
 from clusterbisect.errors import InputError
@@ -53,8 +55,10 @@ class Backend:
     options: type[BackendOptions]
     factory: str  # (RunnerContext, options) -> Runner
     capabilities: Capabilities
-    # (session_id, options=..., dry_run=...) -> report, for leftovers; with dry_run it
-    # lists what it would delete (and the sessions it belongs to) without deleting.
+    # (session_id, options=..., private_dir=..., dry_run=...) -> report: what probes left
+    # behind, on the cluster and (private_dir, a session's) on this machine; ``resume``
+    # calls it too. With dry_run it lists what it would delete (and the sessions it
+    # belongs to) under "found" and "sessions", without deleting.
     cleanup: str | None = None
     cleanup_options: type[BackendOptions] | None = None  # what cleanup needs (a connection)
 
@@ -79,7 +83,9 @@ BACKENDS: dict[str, Backend] = {
             "Ray jobs, on an existing cluster or a local Ray started for the session",
             RayOptions,
             "clusterbisect.runners.ray:make_runner",
-            Capabilities(),
+            Capabilities(leaves_objects=True),
+            cleanup="clusterbisect.runners.ray:cleanup",
+            cleanup_options=RayConnection,
         ),
         Backend(
             "kubernetes",
@@ -92,6 +98,11 @@ BACKENDS: dict[str, Backend] = {
         ),
     )
 }
+
+
+# `cleanup` without --backend (and no session to take it from): the backend that had
+# leftovers first, so `cleanup --session ID` keeps its meaning.
+CLEANUP_DEFAULT = "kubernetes"
 
 
 def get(name: str) -> Backend:
@@ -115,15 +126,22 @@ def with_cleanup() -> list[Backend]:
 
 
 def cleanup(
-    name: str, session_id: str | None, options: BackendOptions, dry_run: bool = False
+    name: str,
+    session_id: str | None,
+    options: BackendOptions,
+    private_dir: Path | None = None,
+    dry_run: bool = False,
 ) -> dict[str, Any]:
-    """Delete what backend ``name`` left behind (one session's objects, or all); with
+    """Delete what backend ``name`` left behind (one session's objects, or all);
+    ``private_dir`` is the session's own directory of that backend, when known. With
     ``dry_run``, only list it."""
     backend = get(name)
     if backend.cleanup is None:
         raise InputError(f"the {name} backend leaves nothing to clean up", field="backend")
     hook = backend.load(backend.cleanup)
-    report: dict[str, Any] = hook(session_id, options=options, dry_run=dry_run)
+    report: dict[str, Any] = hook(
+        session_id, options=options, private_dir=private_dir, dry_run=dry_run
+    )
     return report
 
 
@@ -133,3 +151,16 @@ def make_runner(name: str, context: RunnerContext, options: BackendOptions | Non
     factory = backend.load(backend.factory)
     runner: Runner = factory(context, options if options is not None else backend.options())
     return runner
+
+
+# `clusterbisect exec` runs a step-mode probe as a process on this machine, whatever the
+# session's backend: the local backend's runner does exactly that.
+EXEC_BACKEND = "local"
+
+
+def exec_runner(context: RunnerContext, options: BackendOptions | None = None) -> Runner:
+    """The runner ``exec`` uses: a process on this machine with the probe's environment
+    (the session's own options when its backend is that one)."""
+    backend = get(EXEC_BACKEND)
+    own = options if isinstance(options, backend.options) else None
+    return make_runner(EXEC_BACKEND, context, own)

@@ -15,8 +15,9 @@ The groups:
 - :class:`SearchOptions`: the search strategy and its parallelism;
 - :class:`DryRunOptions`: render the probes without launching them (``run`` only);
 - one per backend: :class:`LocalOptions`, :class:`RayOptions`,
-  :class:`KubernetesOptions` (its connection part, :class:`KubeConnection`, is what
-  ``cleanup`` takes). The backend registry (:mod:`clusterbisect.backends`) names them.
+  :class:`KubernetesOptions` (their connection parts, :class:`RayConnection` and
+  :class:`KubeConnection`, are what ``cleanup`` takes). The backend registry
+  (:mod:`clusterbisect.backends`) names them.
 
 :class:`SessionConfig` is a session's whole configuration, as stored in its state
 directory: the inputs, the workload, and one instance of each group.
@@ -71,7 +72,8 @@ class ScopeOptions:
     ignore: list[str] = option(
         factory=list,
         metavar="GLOB",
-        help="Leave out settings whose key matches GLOB (fnmatch; repeatable).",
+        help="Leave out settings whose key matches GLOB: `*` and `?` are wildcards, "
+        "brackets are literal as in the keys, e.g. 'containers[trainer].env.*' (repeatable).",
     )
     container: str | None = option(
         metavar="NAME", help="Only this container's settings (and the pod-level ones)."
@@ -97,12 +99,41 @@ class SignatureOptions:
     hang_is_failure: bool = option(
         False, help="A probe that times out shows the failure (needs --timeout)."
     )
+    fail_on_exit: str | None = option(
+        choices=("any", "nonzero"),
+        help="With --fail-on: a match is the failure with any exit code (any), or only "
+        "with a non-zero exit (nonzero). Default: any, until the good baseline exits 0 "
+        "with the text in its output; then nonzero, with a note.",
+    )
+    # Why fail_on_exit was chosen for the user (a note for the report); not an option.
+    decided: str | None = None
 
     def failure_signature(self) -> FailureSignature:
         """The classifier these options describe."""
         return FailureSignature(
-            self.fail_on, self.fail_exit_code, self.fail_reason, self.hang_is_failure
+            self.fail_on,
+            self.fail_exit_code,
+            self.fail_reason,
+            self.hang_is_failure,
+            fail_on_exit=self.fail_on_exit or "any",
         )
+
+    def decide_exit_rule(self, probe_id: str, exit_code: int | None, output: str) -> bool:
+        """The good baseline ran: if it exited 0 with output the ``fail_on`` regex
+        matches, and the user did not choose ``fail_on_exit``, a probe fails only with
+        a non-zero exit from now on (the text alone is in passing runs too). True when
+        this changed the signature."""
+        if self.fail_on_exit is not None or not self.fail_on or exit_code != 0:
+            return False
+        if not self.failure_signature().text_matches(output):
+            return False
+        self.fail_on_exit = "nonzero"
+        self.decided = (
+            f"the good baseline ({probe_id}) exited 0 with output matching /{self.fail_on}/, "
+            "so a probe fails only with a non-zero exit and that text "
+            "(--fail-on-exit any counts the text alone)"
+        )
+        return True
 
     def validate(self) -> None:
         if self.fail_on:
@@ -121,10 +152,21 @@ class LimitOptions:
     timeout: float | None = option(
         metavar="SECONDS", exclusive_minimum=0, help="Per-probe timeout in seconds."
     )
-    max_probes: int | None = option(metavar="N", minimum=1, help="Stop after this many probes.")
-    max_time: float | None = option(
-        metavar="SECONDS", exclusive_minimum=0, help="Stop after this many seconds."
+    max_probes: int | None = option(
+        metavar="N",
+        minimum=1,
+        help="Stop after this many probes (all of the session's, those run before a "
+        "resume included).",
     )
+    max_time: float | None = option(
+        metavar="SECONDS",
+        exclusive_minimum=0,
+        help="Stop after this many seconds (of this run or resume).",
+    )
+
+
+# The limits a `resume` may change: the budget of a run that was stopped by it.
+BUDGET = ("max_probes", "max_time")
 
 
 @dataclass
@@ -206,6 +248,10 @@ class BackendOptions:
     SCHEMA_GROUP: ClassVar[str | None] = None
     PARAM_PREFIX: ClassVar[str] = ""
 
+    def pin(self) -> None:
+        """Fix, when a session is created, what depends on where the command runs
+        (a relative path, the current directory), so a resume elsewhere means the same."""
+
 
 @dataclass
 class LocalOptions(BackendOptions):
@@ -214,11 +260,21 @@ class LocalOptions(BackendOptions):
     clean_env: bool = option(
         False, help="Local: start probes from a minimal environment, not the caller's."
     )
+    venv_python: str | None = option(
+        metavar="PYTHON",
+        help="Local, pip freeze specs: the interpreter each probe's virtual environment "
+        "is made with (default: the workload's python, else python3 on PATH).",
+    )
+    pip_installer: str | None = option(
+        choices=("uv", "pip"),
+        help="Local, pip freeze specs: install each probe's pins with uv (the default "
+        "when installed: clusterbisect[pip]) or with pip.",
+    )
 
 
 @dataclass
-class RayOptions(BackendOptions):
-    """The Ray backend: where the jobs go and what each asks for (flags override the spec)."""
+class RayConnection(BackendOptions):
+    """How to reach a Ray cluster's Jobs API (what ``cleanup --backend ray`` needs)."""
 
     SCHEMA_GROUP: ClassVar[str | None] = "ray"
     PARAM_PREFIX: ClassVar[str] = "ray_"
@@ -229,6 +285,13 @@ class RayOptions(BackendOptions):
         envvar="RAY_ADDRESS",
         help="Ray: an existing cluster's Jobs API (default: a local Ray for the session).",
     )
+
+
+@dataclass
+class RayOptions(RayConnection):
+    """The Ray backend: where the jobs go, what each asks for (flags override the spec),
+    the directory shipped with them and the local Ray's GPUs."""
+
     entrypoint_num_cpus: float | None = option(
         flags=("--entrypoint-num-cpus",), metavar="N", minimum=0, help="Ray: CPUs per probe job."
     )
@@ -241,6 +304,29 @@ class RayOptions(BackendOptions):
         minimum=0,
         help="Ray: memory (bytes) per probe job.",
     )
+    working_dir: str | None = option(
+        flags=("--working-dir",),
+        metavar="DIR",
+        directory=True,
+        help="Ray: the directory shipped as each job's working_dir when the spec sets "
+        "none (default: the current directory).",
+    )
+    num_gpus: int | None = option(
+        flags=("--ray-num-gpus",),
+        metavar="N",
+        minimum=0,
+        help="Ray: GPUs of the local Ray started for the session (default: the machine's, "
+        "as Ray detects them).",
+    )
+
+    def pin(self) -> None:
+        """The working_dir as an absolute path: the current directory by default."""
+        import os
+
+        path = os.path.abspath(self.working_dir or os.getcwd())
+        if not os.path.isdir(path):
+            raise InputError(f"not a directory: {path}", field="--working-dir")
+        self.working_dir = path
 
 
 PROBE_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$"
@@ -282,11 +368,24 @@ class KubernetesOptions(KubeConnection):
         shell_words=True,
         help="Kubernetes: replace the main container's args.",
     )
+    template: str | None = option(
+        flags=("--template",),
+        metavar="NAME",
+        help="Kubernetes: the pod template probes run: a replica type, task, replicated "
+        "job, worker group or leader/worker (default: the coordinator, chief, master or "
+        "launcher, else the first worker).",
+    )
     probe: str | None = option(
         flags=("--probe",),
         metavar="NAME",
         pattern=PROBE_NAME,
         help="Kubernetes: run probes/NAME.py from a ConfigMap.",
+    )
+    pip_image: str | None = option(
+        flags=("--pip-image",),
+        metavar="IMAGE",
+        help="Kubernetes, pip freeze specs: the image probes run in (python3 with venv "
+        "and pip); an init container installs each probe's pins before the command.",
     )
     allow_shared_volumes: bool = option(
         False,
@@ -417,6 +516,7 @@ class SessionConfig:
             backend_options=read(backends.get(where.backend).options),
             dry_run=read(DryRunOptions).dry_run,
         )
+        config.backend_options.pin()
         config.validate()
         return config, where.state_dir
 

@@ -4,20 +4,20 @@
 the number of settings). An element (container, volume, worker group, replica spec)
 present on one side only is one change carrying the whole element, so any subset of
 changes applies cleanly. Secret-looking settings are marked ``secret``: they still
-count as changes but their values never leave ``Change`` unredacted.
+count as changes but their values never leave ``Change`` unredacted; the secret parts
+of other values (a URL's password) are hidden too (``Change.to_dict``).
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusterbisect.errors import InputError
-from clusterbisect.redact import redact_value, setting_is_secret
+from clusterbisect.redact import redact_value, setting_is_secret, shown_setting
 from clusterbisect.settings import (
     OTHER,
     Element,
@@ -51,14 +51,22 @@ class Change:
     env_name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """The public, redacted form: {"key", "change", "good", "bad", "category"}."""
+        """The public, redacted form: {"key", "change", "good", "bad", "category"}.
+
+        A secret setting's values are hidden whole; any other value has its secret
+        parts hidden (credentials in a URL, ``--token=...``, a PEM key...).
+        """
         return {
             "key": self.key,
             "change": self.change,
-            "good": redact_value(self.good) if self.secret else self.good,
-            "bad": redact_value(self.bad) if self.secret else self.bad,
+            "good": self.shown(self.good),
+            "bad": self.shown(self.bad),
             "category": self.category,
         }
+
+    def shown(self, value: Any) -> Any:
+        """One of this change's values (``good`` or ``bad``) for display."""
+        return redact_value(value) if self.secret else shown_setting(value)
 
 
 def check_comparable(good: Spec, bad: Spec) -> None:
@@ -75,11 +83,46 @@ def check_comparable(good: Spec, bad: Spec) -> None:
             raise InputError(f"cannot compare {where}: the pod templates are laid out differently")
 
 
+def ignore_regex(glob: str) -> str:
+    """The regular expression of one ``--ignore`` pattern.
+
+    ``*`` matches any characters (dots and brackets included) and ``?`` one character;
+    everything else is literal. Keys name list elements in brackets
+    (``containers[trainer].env.X``), so a bracket is never a character class here, as
+    it would be in fnmatch: ``containers[trainer].env.*`` means what it says.
+    """
+    return "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in glob)
+
+
 def _ignore_matcher(ignore: Iterable[str]) -> re.Pattern[str] | None:
     globs = [g for g in ignore if g]
     if not globs:
         return None
-    return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))
+    return re.compile("(?:" + "|".join(ignore_regex(g) for g in globs) + r")\Z", re.DOTALL)
+
+
+def unmatched_ignores(ignore: Iterable[str], keys: Iterable[str]) -> list[str]:
+    """The ``--ignore`` patterns that match none of ``keys``, in the order given."""
+    globs = [g for g in dict.fromkeys(ignore) if g]
+    if not globs:
+        return []
+    compiled = {g: re.compile(ignore_regex(g) + r"\Z", re.DOTALL) for g in globs}
+    left = dict(compiled)
+    for key in keys:
+        for glob in [g for g, pattern in left.items() if pattern.match(key)]:
+            del left[glob]
+        if not left:
+            break
+    return list(left)
+
+
+@dataclass
+class Comparison:
+    """What :func:`compare` found: the changes kept, and the warnings about the scope
+    (an ``--ignore`` pattern that matches no setting: a typo the user should see)."""
+
+    changes: list[Change]
+    warnings: list[str] = field(default_factory=list)
 
 
 def _containers(flat_settings: Iterable[Setting]) -> set[str]:
@@ -95,10 +138,23 @@ def diff(
 ) -> list[Change]:
     """The changes that turn ``good`` into ``bad``, sorted by key.
 
-    ``ignore``: glob patterns on keys (fnmatch) to leave out. ``container``: keep only
-    that container's settings and the pod-level ones. Raises ``InputError`` when the
-    specs cannot be compared or ``container`` names no container of either spec.
+    ``ignore``: patterns on keys to leave out (:func:`ignore_regex`). ``container``:
+    keep only that container's settings and the pod-level ones. Raises ``InputError``
+    when the specs cannot be compared or ``container`` names no container of either spec.
     """
+    return compare(good, bad, ignore=ignore, container=container).changes
+
+
+def compare(
+    good: Spec,
+    bad: Spec,
+    *,
+    ignore: Iterable[str] = (),
+    container: str | None = None,
+) -> Comparison:
+    """:func:`diff`, with a warning for each ``ignore`` pattern that matches no setting
+    of either spec (nor any change)."""
+    ignore = list(ignore)
     check_comparable(good, bad)
     g = flatten_elements(good)
     b = flatten_elements(bad)
@@ -155,7 +211,27 @@ def diff(
         and (container is None or c.container is None or c.container == container)
     ]
     kept.sort(key=lambda c: c.key)
-    return kept
+    keys = [*(c.key for c in changes), *g.settings, *b.settings]
+    warnings = [
+        f"ignore pattern {glob!r} matches no setting of {good.source} or {bad.source} "
+        f"(keys look like {_example_key(changes, glob)}; brackets are literal, `*` and `?` "
+        "are the only wildcards)"
+        for glob in unmatched_ignores(ignore, keys)
+    ]
+    return Comparison(kept, warnings)
+
+
+def _example_key(changes: list[Change], glob: str) -> str:
+    """A key to show next to a pattern that matched nothing: one sharing its longest
+    literal start, else the first change's."""
+    if not changes:
+        return "containers[NAME].env.VAR"
+    stem = re.split(r"[*?]", glob, maxsplit=1)[0]
+    for size in range(len(stem), 0, -1):
+        near = next((c.key for c in changes if c.key.startswith(stem[:size])), None)
+        if near:
+            return near
+    return changes[0].key
 
 
 def _merge_required_lists(
@@ -288,7 +364,12 @@ def render_table(changes: list[Change], good: str, bad: str, *, kind: str = "") 
 
 
 def diff_document(
-    good: str, bad: str, kind: str, fmt: str, changes: list[Change]
+    good: str,
+    bad: str,
+    kind: str,
+    fmt: str,
+    changes: list[Change],
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
     """What ``diff --json`` prints (and the ``diff`` tool returns) for two spec files."""
     return {
@@ -298,4 +379,5 @@ def diff_document(
         "count": len(changes),
         "kind": kind,
         "format": fmt,
+        "warnings": list(warnings or []),
     }

@@ -91,17 +91,32 @@ def probe_timeout(option: float | None, records: Sequence[ProbeRecord]) -> Probe
 
 
 class Progress(Protocol):
-    """Receives progress events (the CLI prints them on stderr)."""
+    """Receives progress events (the CLI prints them on stderr).
+
+    ``round_started`` gets the round's probes, the candidates left, the strategy's
+    estimate of probes to go and why it last widened its candidates (``turn``);
+    ``round_finished`` follows every round, also one that failed or was interrupted.
+    """
 
     def round_started(
-        self, round_no: int, probes: list[Probe], left: int, to_go: int | None
+        self,
+        round_no: int,
+        probes: list[Probe],
+        left: int,
+        to_go: int | None,
+        turn: str | None = None,
     ) -> None: ...
 
     def probe_finished(self, record: ProbeRecord) -> None: ...
 
+    def round_finished(self, round_no: int) -> None: ...
+
     def timeout_set(self, timeout: ProbeTimeout) -> None:
         """The per-probe limit changed (said once, then on each change)."""
         ...
+
+    def torn_down(self, seconds: float) -> None:
+        """The backend was released after the result (not part of the search's time)."""
 
 
 @dataclass
@@ -250,16 +265,20 @@ class Engine:
         probes = [self.make_probe(r, n, seconds) for r, n in zip(requests, numbers, strict=True)]
         if self.progress:
             candidates = self.strategy.candidates_left() or len(self._by_key)
+            to_go = self.strategy.remaining_estimate()
             self.progress.round_started(
-                round_no, probes, candidates, self.strategy.remaining_estimate()
+                round_no, probes, candidates, to_go, self.strategy.last_turn()
             )
-        results = self.runner.run(probes)
+        try:
+            results = self.runner.run(probes)
+        finally:
+            if self.progress:
+                self.progress.round_finished(round_no)
         for request, probe, run in zip(requests, probes, results, strict=False):
             if run.timed_out and cut_by_budget:
                 self.stopped_in_flight += 1
                 continue  # stopped by the budget, not by its own limit: no evidence
-            record = self._record(request, probe, run, round_no)
-            self.session.append(record)
+            record = self.session.append(self._record(request, probe, run, round_no))
             self._remember(record)
             if self.progress:
                 self.progress.probe_finished(record)
@@ -284,10 +303,28 @@ class Engine:
             env_names=self.problem.env_names,
         )
 
+    def classify(self, purpose: str, probe_id: str, run: RunResult) -> Outcome:
+        """The run's outcome under the session's failure signature.
+
+        The good baseline decides what an unspecified ``--fail-on-exit`` means: when it
+        exits 0 with the ``--fail-on`` text in its output, that text is in passing runs
+        too, so from then on a probe fails only with a non-zero exit as well (kept in
+        ``session.json``; the report says why).
+        """
+        signature = self.session.config.signature
+        if (
+            purpose == "baseline-good"
+            and not (run.timed_out or run.infra_error)
+            and signature.decide_exit_rule(probe_id, run.exit_code, run.output)
+        ):
+            self.session.save_config()
+            self.signature = signature.failure_signature()
+        return self.signature.classify(run)
+
     def _record(
         self, request: ProbeRequest, probe: Probe, run: RunResult, round_no: int
     ) -> ProbeRecord:
-        outcome = self.signature.classify(run)
+        outcome = self.classify(request.purpose, probe.probe_id, run)
         log = (
             probe.log_path.relative_to(self.session.state_dir) if probe.log_path.exists() else None
         )
@@ -315,12 +352,14 @@ class Engine:
         log: str | None = None,
         run: RunResult | None = None,
         number: int | None = None,
+        source: str = "manual",
     ) -> ProbeRecord:
         """Journal an outcome reported by hand (the step-by-step mode).
 
         ``run``, when the reporter observed one (exit code, reason, ...), is journaled
         with the outcome, as the runner's probes are. ``number`` is the probe's id
-        number as shown (default: the next one).
+        number as shown (default: the next one). ``source`` is ``manual``, or ``exec``
+        for a probe the step mode ran with ``clusterbisect exec``.
         """
         if number is None:
             (number,) = self.session.new_probe_numbers(1)
@@ -332,7 +371,7 @@ class Engine:
             purpose=purpose,
             log=log,
             finished_at=time.time(),
-            source="manual",
+            source=source,
         )
         if run is not None:
             record.exit_code = run.exit_code
@@ -342,6 +381,6 @@ class Engine:
             record.duration_s = round(run.duration_s, 3)
             if outcome is not Outcome.PASS:
                 record.observed = self.signature.observed(run)
-        self.session.append(record)
+        record = self.session.append(record)
         self._remember(record)
         return record

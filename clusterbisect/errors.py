@@ -40,6 +40,7 @@ class InputError(ClusterBisectError):
         prefix = f"{source}: " if source else ""
         where = f"{field}: " if field else ""
         super().__init__(f"{prefix}{where}{message}", details=details)
+        self.reason = message  # without the source and the field
         self.source = source
         self.field = field
 

@@ -29,7 +29,7 @@ class ProbeRecord:
     log: str | None = None  # relative to the state dir
     observed: str = ""
     finished_at: float = 0.0
-    source: str = "runner"  # runner | manual (step-by-step mode)
+    source: str = "runner"  # runner | manual | exec (step-by-step mode)
 
     def to_line(self) -> str:
         """The record as one journal line (with its newline)."""

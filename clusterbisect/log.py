@@ -27,7 +27,8 @@ class _CurrentStderr:
 def configure(log_format: str = "auto", level: str = "warning") -> None:
     """Set up structlog: readable on a terminal, JSON lines with ``log_format="json"``.
 
-    stdout is reserved for results, so every handler writes to stderr.
+    stdout is reserved for results, so every handler writes to stderr. Every event
+    is scrubbed of the secrets the process knows (``redact.scrub_event``).
     """
     global _configured
     numeric = getattr(logging, level.upper(), logging.WARNING)
@@ -37,11 +38,14 @@ def configure(log_format: str = "auto", level: str = "warning") -> None:
         renderer = structlog.processors.JSONRenderer()
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    from clusterbisect.redact import scrub_event
+
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
+            scrub_event,  # a log line may quote a value or a workload's output
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),

@@ -20,7 +20,7 @@ import math
 import shlex
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -121,14 +121,15 @@ def _kind(hint: Any) -> tuple[type, bool]:
 # --- the command line -------------------------------------------------------------------
 
 
-def click_options(*groups: type) -> Callable[[Any], Any]:
-    """A decorator adding the CLI options of ``groups`` to a click command."""
+def click_options(*groups: type, only: Collection[str] | None = None) -> Callable[[Any], Any]:
+    """A decorator adding the CLI options of ``groups`` (those named in ``only``, when
+    given) to a click command."""
     import click
 
     def decorate(func: Any) -> Any:
         for group in reversed(groups):
             for item in reversed(fields_of(group)):
-                if item.meta.cli:
+                if item.meta.cli and (only is None or item.name in only):
                     func = click.option(*item.flags, item.param, **_click_settings(item))(func)
         return func
 
@@ -275,13 +276,19 @@ def from_params(group: type[G], params: Mapping[str, Any]) -> G:
 # --- the tools' JSON Schemas --------------------------------------------------------------
 
 
-def schema_properties(*groups: type, flat: bool = False) -> dict[str, Any]:
-    """The JSON Schema properties of ``groups``; a backend's options are one object
-    property named after it (its ``SCHEMA_GROUP``), or top level without one or with
-    ``flat``."""
+def schema_properties(
+    *groups: type, flat: bool = False, only: Collection[str] | None = None
+) -> dict[str, Any]:
+    """The JSON Schema properties of ``groups`` (of the fields named in ``only``, when
+    given); a backend's options are one object property named after it (its
+    ``SCHEMA_GROUP``), or top level without one or with ``flat``."""
     properties: dict[str, Any] = {}
     for group in groups:
-        fields = {i.name: _schema(i) for i in fields_of(group) if i.meta.tool}
+        fields = {
+            i.name: _schema(i)
+            for i in fields_of(group)
+            if i.meta.tool and (only is None or i.name in only)
+        }
         name = None if flat else getattr(group, "SCHEMA_GROUP", None)
         if name:
             properties[name] = {

@@ -68,6 +68,13 @@ class FailureSignature:
     fail_exit_code: int | None = None
     fail_reason: str | None = None
     hang_is_failure: bool = False
+    # With fail_on or fail_reason: "any" exit code may go with the failure, or only a
+    # "nonzero" one (a log line alone is not the failure: a warning in a passing run).
+    fail_on_exit: str = "any"
+
+    @property
+    def needs_nonzero_exit(self) -> bool:
+        return self.fail_on_exit == "nonzero"
 
     def describe(self) -> str:
         parts: list[str] = []
@@ -75,6 +82,8 @@ class FailureSignature:
             parts.append("a timeout (hang)")
         if self.fail_exit_code is not None:
             parts.append(f"exit code {self.fail_exit_code}")
+        elif self.needs_nonzero_exit and (self.fail_on or self.fail_reason):
+            parts.append("a non-zero exit")
         if self.fail_reason:
             parts.append(f"termination reason {self.fail_reason}")
         if self.fail_on:
@@ -91,6 +100,7 @@ class FailureSignature:
             "fail_exit_code": self.fail_exit_code,
             "fail_reason": self.fail_reason,
             "hang_is_failure": self.hang_is_failure,
+            "fail_on_exit": self.fail_on_exit,
         }
 
     @classmethod
@@ -101,6 +111,7 @@ class FailureSignature:
             fail_exit_code=int(code) if isinstance(code, int) else None,
             fail_reason=str(data["fail_reason"]) if data.get("fail_reason") else None,
             hang_is_failure=bool(data.get("hang_is_failure", False)),
+            fail_on_exit="nonzero" if data.get("fail_on_exit") == "nonzero" else "any",
         )
 
     def compiled(self) -> re.Pattern[str] | None:
@@ -123,8 +134,9 @@ class FailureSignature:
             return Outcome.UNRESOLVED
         if run.timed_out:
             return Outcome.FAIL if self.hang_is_failure else Outcome.UNRESOLVED
-        explicit = bool(self.fail_on or self.fail_reason)
-        # A log line or a termination reason can be the failure even on exit 0.
+        explicit = bool(self.fail_on or self.fail_reason) and not self.needs_nonzero_exit
+        # A log line or a termination reason can be the failure even on exit 0, unless
+        # the signature asks for a non-zero exit too.
         if self._matches(run) and (run.exit_code != 0 or explicit):
             return Outcome.FAIL
         if run.exit_code == 0:
@@ -132,6 +144,11 @@ class FailureSignature:
         # Non-zero exit without the signature: a different failure, which must not
         # steer the search.
         return Outcome.UNRESOLVED
+
+    def text_matches(self, output: str) -> bool:
+        """The ``fail_on`` regex matches ``output`` (False without a regex)."""
+        pattern = self.compiled()
+        return bool(pattern and pattern.search(output))
 
     def _matches(self, run: RunResult) -> bool:
         if self.fail_exit_code is not None and run.exit_code != self.fail_exit_code:

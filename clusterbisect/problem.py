@@ -27,19 +27,25 @@ class Problem:
 
     @classmethod
     def split(
-        cls, good: Spec, bad: Spec, changes: list[Change], untestable: dict[str, str], backend: str
+        cls,
+        good: Spec,
+        bad: Spec,
+        changes: list[Change],
+        untestable: dict[str, str],
+        backend: str,
+        instead: str = "choose another --backend",
     ) -> Problem:
         """The problem with the changes ``backend`` cannot apply left out.
 
         If it can apply none, that is bad input (searching nothing would read as
-        "no differences").
+        "no differences"); ``instead`` says what to do (the backends that can).
         """
         testable = [c for c in changes if c.key not in untestable]
         if changes and not testable:
             key, why = next(iter(untestable.items()))
             raise InputError(
                 f"none of the {len(changes)} changes can be applied on the {backend} "
-                f"backend (e.g. {key}: {why}); choose another --backend",
+                f"backend (e.g. {key}: {why}); {instead}",
                 source=good.source,
             )
         return cls(good, bad, changes, testable, untestable)

@@ -15,14 +15,33 @@ Why not detect-secrets: its line scanner reports a GitHub token as ``ghp`` (the 
 not the value) and flags plain words as high-entropy strings, so its findings cannot
 drive a scrubber; the shapes below are few, tested one by one, and cheap to run on
 megabytes of log.
+
+Three ways to use it:
+
+- a change or a setting shown on its own: :func:`shown_setting` (no context needed:
+  shapes, ``--password VALUE`` in an argv, env entries by name), which
+  ``diff.Change.to_dict`` applies;
+- a session's :class:`Redactor` (:meth:`Redactor.of_specs`), which the session, the
+  engine, the report and the runners use on what they write and show;
+- the process-wide :func:`scrub`, which every output boundary applies (the CLI's
+  stdout and stderr, error messages, structlog's :func:`scrub_event`, ``call`` and MCP
+  replies): it knows every secret of every session this process opened
+  (:func:`register`), so an error raised anywhere is scrubbed too.
+
+The report names the secrets a culprit involves by name only, with a short keyed
+fingerprint (:meth:`Redactor.involvement`) so that two values can be told apart.
 """
 
 from __future__ import annotations
 
-import copy
+import hashlib
+import hmac
+import json
+import os
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any, Protocol
+import threading
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from typing import Any
 
 REDACTED = "<redacted>"
 
@@ -74,7 +93,7 @@ SHAPES: tuple[re.Pattern[str], ...] = (
     # --token=VALUE, --password VALUE, -p... (an option whose name looks secret).
     re.compile(
         r"(?<![\w-])--?(?:[A-Za-z0-9]+[-_])*(?:token|password|passwd|pass|secret|api-?key|"
-        r"apikey|credentials?|auth)(?:[-_][A-Za-z0-9]+)*(?:=|\s+)(?P<secret>[^\s\"'-][^\s\"']*)",
+        r"apikey|credentials?|auth)(?:[-_][A-Za-z0-9]+)*(?:=|\s+)(?!\$\()(?P<secret>[^\s\"'-][^\s\"']*)",
         re.IGNORECASE,
     ),
     # PEM private keys (the whole block).
@@ -94,22 +113,6 @@ SHAPES: tuple[re.Pattern[str], ...] = (
         r"pypi-[A-Za-z0-9_-]{50,})"
     ),
 )
-
-
-class SecretBearer(Protocol):
-    """What redaction needs to know of a change (``diff.Change`` is one)."""
-
-    @property
-    def secret(self) -> bool: ...
-
-    @property
-    def env_name(self) -> str | None: ...
-
-    @property
-    def good(self) -> Any: ...
-
-    @property
-    def bad(self) -> Any: ...
 
 
 def looks_secret(name: str | None) -> bool:
@@ -149,20 +152,6 @@ def redact_value(value: Any) -> Any:
     return REDACTED
 
 
-def secret_env_names(changes: Iterable[SecretBearer]) -> set[str]:
-    """The env variables among ``changes`` that were classified secret."""
-    return {c.env_name for c in changes if c.secret and c.env_name}
-
-
-def secret_values(changes: Iterable[SecretBearer]) -> list[str]:
-    """Every string value of a secret change, longest first (for :func:`redact_text`)."""
-    values: set[str] = set()
-    for change in changes:
-        if change.secret:
-            values.update(v for v in (change.good, change.bad) if isinstance(v, str) and v)
-    return sorted(values, key=len, reverse=True)
-
-
 def redact_text(text: str, secrets: Iterable[str]) -> str:
     """Replace every known secret value in ``text``."""
     for value in secrets:
@@ -174,24 +163,6 @@ def redact_env(env: Mapping[str, str], secret_names: Iterable[str] = ()) -> dict
     """A copy of ``env`` for display, secret-looking variables replaced by the marker."""
     names = set(secret_names)
     return {k: (REDACTED if k in names or looks_secret(k) else v) for k, v in env.items()}
-
-
-def redact_manifest(manifest: dict[str, Any], secret_names: Iterable[str] = ()) -> dict[str, Any]:
-    """A copy of a workload manifest for display: secret env values replaced.
-
-    The Job sent to the cluster keeps real values (the workload needs them); what is
-    written to the state directory or printed must not.
-    """
-    names = set(secret_names)
-    shown = copy.deepcopy(manifest)
-    template = ((shown.get("spec") or {}).get("template") or {}).get("spec") or {}
-    for group in ("initContainers", "containers"):
-        for container in template.get(group) or []:
-            for env in container.get("env") or []:
-                name = env.get("name", "")
-                if "value" in env and (name in names or looks_secret(name)):
-                    env["value"] = REDACTED
-    return shown
 
 
 def secrets_in(text: str) -> list[str]:
@@ -217,9 +188,27 @@ def _hide_secret_group(match: re.Match[str]) -> str:
 
 
 def _argv_secrets(argv: list[str]) -> list[str]:
-    """The values that :func:`secret_argv` hides (those after a secret flag)."""
-    hidden = secret_argv(argv)
-    return [word for word, shown in zip(argv, hidden, strict=True) if shown == REDACTED]
+    """The values that :func:`secret_argv` hides: a word after a secret flag, the
+    value of ``--token=VALUE``, a secret-shaped part of a word."""
+    shown = secret_argv(argv)
+    found: list[str] = []
+    for i in argv_secret_positions(argv):
+        word, seen = argv[i], shown[i]
+        flag = seen[: -len(REDACTED)]
+        if seen == REDACTED:
+            found.append(word)
+        elif seen.endswith("=" + REDACTED) and word.startswith(flag):
+            found.append(word[len(flag) :])
+        else:
+            found.extend(secrets_in(word))
+    return found
+
+
+def argv_secret_positions(argv: Sequence[str]) -> list[int]:
+    """The positions of ``argv`` that :func:`secret_argv` hides whole (the value after
+    ``--password``) or in part (``--token=VALUE``, a URL with credentials)."""
+    shown = secret_argv(list(argv))
+    return [i for i, (word, seen) in enumerate(zip(argv, shown, strict=True)) if word != seen]
 
 
 def secret_argv(argv: list[str]) -> list[str]:
@@ -228,19 +217,51 @@ def secret_argv(argv: list[str]) -> list[str]:
     hide_next = False
     for word in argv:
         if hide_next:
-            shown.append(REDACTED)
             hide_next = False
-            continue
-        flag, eq, _value = word.partition("=")
+            if not word.startswith("$("):  # a reference to a variable, not a value
+                shown.append(REDACTED)
+                continue
+        flag, eq, value = word.partition("=")
         if word.startswith("-") and looks_secret(flag.lstrip("-")):
-            if eq:
+            if eq and value and not value.startswith("$("):
                 shown.append(f"{flag}={REDACTED}")
             else:
                 shown.append(word)
-                hide_next = True
+                hide_next = not eq
             continue
         shown.append(scrub_shapes(word))
     return shown
+
+
+def shown_setting(value: Any, parent: Any = None) -> Any:
+    """A setting's value for display, without any context: secret shapes hidden in
+    strings, ``--password VALUE`` in an argv, and env entries (``{"name", "value"}``)
+    and free-form map entries (annotations, env_vars...) whose name looks secret."""
+    if isinstance(value, str):
+        return scrub_shapes(value)
+    if isinstance(value, list):
+        if value and all(isinstance(v, str) for v in value):
+            return secret_argv(value)
+        return [shown_setting(v, parent) for v in value]
+    if isinstance(value, dict):
+        if value and set(value) <= _REFERENCE_KEYS:
+            return value
+        if _env_entry_is_secret(value):
+            return {k: (redact_value(v) if k == "value" else v) for k, v in value.items()}
+        free_form = parent in _FREE_FORM_PARENTS or parent in ("env", "env_vars")
+        return {
+            k: (
+                redact_value(v)
+                if free_form and isinstance(k, str) and looks_secret(k)
+                else shown_setting(v, k)
+            )
+            for k, v in value.items()
+        }
+    return value
+
+
+def _env_entry_is_secret(value: dict[Any, Any]) -> bool:
+    return "value" in value and isinstance(value.get("name"), str) and looks_secret(value["name"])
 
 
 class Redactor:
@@ -250,22 +271,47 @@ class Redactor:
     the env name or the last key of the setting's path. A value is known secret when
     its name looks secret; a secret-shaped part of any value is known secret too. So a
     workload that prints its unchanged ``AWS_SECRET_ACCESS_KEY`` is scrubbed as well.
+
+    ``key`` keys the fingerprints (:meth:`fingerprint`); a session derives it from its
+    private inputs, so the same value gets the same fingerprint in every report of the
+    session and nobody without the inputs can test a guess against it.
     """
 
     # Values shorter than this are not scrubbed from free text: "1" or "true" under a
     # secret-looking name would blank out unrelated text. They are still hidden as values.
     MIN_SCRUB = 4
 
-    def __init__(self, settings: Iterable[tuple[str | None, Any]] = ()) -> None:
-        known: set[str] = set()
+    def __init__(
+        self, settings: Iterable[tuple[str | None, Any]] = (), key: bytes | None = None
+    ) -> None:
+        self.key = key if key is not None else os.urandom(32)
+        self.known: list[str] = []
+        found: set[str] = set()
         for name, value in settings:
-            for text in _strings(value):
-                if looks_secret(name):
-                    known.add(text)
-                known.update(secrets_in(text))
-            if isinstance(value, list) and all(isinstance(v, str) for v in value):
-                known.update(_argv_secrets(value))
-        self.known = sorted((k for k in known if len(k) >= self.MIN_SCRUB), key=len, reverse=True)
+            found.update(_secrets_of_setting(name, value))
+        self.add(found)
+
+    @classmethod
+    def of_specs(
+        cls, specs: Iterable[Any], extra: Iterable[Any] = (), key: bytes | None = None
+    ) -> Redactor:
+        """The redactor of a session: every secret in ``specs`` (their settings, by name
+        and by shape) and in ``extra`` (the workload argv, the options: by shape)."""
+        from clusterbisect.settings import flatten
+
+        pairs: list[tuple[str | None, Any]] = []
+        for spec in specs:
+            for setting in flatten(spec).values():
+                secret = setting_is_secret(setting.env_name, setting.path)
+                name = setting.env_name or (str(setting.path[-1]) if secret else None)
+                pairs.append((name if secret else None, setting.value))
+        pairs.extend((None, value) for value in extra)
+        return cls(pairs, key)
+
+    def add(self, values: Iterable[str]) -> None:
+        """Know these values as secret too (those long enough to scrub from text)."""
+        merged = set(self.known) | {v for v in values if len(v) >= self.MIN_SCRUB}
+        self.known = sorted(merged, key=len, reverse=True)
 
     def text(self, text: str) -> str:
         """``text`` without any known secret value or secret-shaped part."""
@@ -284,6 +330,74 @@ class Redactor:
             return [self.value(v) for v in value]
         return value
 
+    def setting(self, value: Any) -> Any:
+        """A setting's value for display: :func:`shown_setting`, then :meth:`value`."""
+        return self.value(shown_setting(value))
+
+    def env(self, env: Mapping[str, str]) -> dict[str, str]:
+        """Environment variables for display: by name, then every known secret."""
+        return {k: self.text(v) for k, v in redact_env(env).items()}
+
+    def hides(self, value: Any) -> bool:
+        """Whether ``value`` holds a secret this redactor would hide."""
+        return self.setting(value) != value
+
+    # --- fingerprints -------------------------------------------------------------------
+
+    def fingerprint(self, value: str) -> str:
+        """A short keyed hash of ``value``: equal values, equal fingerprints."""
+        return hmac.new(self.key, value.encode("utf-8"), hashlib.sha256).hexdigest()[:8]
+
+    def secret_parts(self, value: Any, whole: bool) -> list[str]:
+        """The secret parts of a setting's value: all of it when ``whole`` (its name
+        looks secret), else each known or secret-shaped string inside it."""
+        if value is None:
+            return []
+        if whole:
+            text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+            return [text]
+        parts: set[str] = set()
+        for text in _strings(value):
+            parts.update(k for k in self.known if k in text)
+            parts.update(secrets_in(text))
+        return sorted(parts)
+
+    def involvement(self, whole: bool, good: Any, bad: Any) -> dict[str, Any] | None:
+        """How a change involves secrets, without their values: whether the secret
+        changed, and the fingerprint of each side's (``None`` where it holds none)."""
+        sides = [self.secret_parts(v, whole) for v in (good, bad)]
+        if not any(sides):
+            return None
+        good_fp, bad_fp = (self.fingerprint("\0".join(p)) if p else None for p in sides)
+        return {"changed": sides[0] != sides[1], "good": good_fp, "bad": bad_fp}
+
+
+def _secrets_of_setting(name: str | None, value: Any, parent: Any = None) -> Iterator[str]:
+    """The secret strings of one setting: all of them under a secret name, the
+    secret-shaped parts, the values after secret flags in an argv, and nested env
+    entries and free-form map entries whose names look secret. A reference
+    (``secretKeyRef``...) names a secret and holds none."""
+    if isinstance(value, dict) and value and set(value) <= _REFERENCE_KEYS:
+        return
+    secret_name = looks_secret(name)
+    for text in _strings(value):
+        if secret_name:
+            yield text
+        yield from secrets_in(text)
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        yield from _argv_secrets(value)
+    elif isinstance(value, list):
+        for inner in value:
+            yield from _secrets_of_setting(None, inner, parent)
+    elif isinstance(value, dict):
+        if _env_entry_is_secret(value):
+            yield from _strings(value["value"])
+        free_form = parent in _FREE_FORM_PARENTS or parent in ("env", "env_vars")
+        for k, inner in value.items():
+            named = k if free_form and isinstance(k, str) else None
+            if isinstance(inner, dict | list) or looks_secret(named):
+                yield from _secrets_of_setting(named, inner, k)
+
 
 def _strings(value: Any) -> Iterable[str]:
     """Every string inside ``value`` (a scalar, or nested lists and mappings)."""
@@ -295,3 +409,31 @@ def _strings(value: Any) -> Iterable[str]:
     elif isinstance(value, list | tuple):
         for inner in value:
             yield from _strings(inner)
+
+
+# --- the process-wide scrubber of every output ---------------------------------------------
+
+_SEEN = Redactor()
+_SEEN_LOCK = threading.Lock()
+
+
+def register(redactor: Redactor) -> Redactor:
+    """Make :func:`scrub` hide every secret ``redactor`` knows (a session's, when it is
+    opened), for the rest of the process; returns ``redactor``."""
+    with _SEEN_LOCK:
+        _SEEN.add(redactor.known)
+    return redactor
+
+
+def scrub(value: Any) -> Any:
+    """``value`` (text or JSON-shaped data) without a secret of any session this
+    process opened, nor anything secret-shaped: what every output boundary applies."""
+    return _SEEN.value(value)
+
+
+def scrub_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
+    """A structlog processor: every field of a log event scrubbed (:func:`scrub`)."""
+    return {k: scrub(v if isinstance(v, _PLAIN) else str(v)) for k, v in event.items()}
+
+
+_PLAIN = (str, int, float, bool, type(None), dict, list, tuple)

@@ -2,8 +2,10 @@
 
 ``build_result`` makes the one document every form is rendered from, out of an
 :class:`Evidence` (data: the search's result, the problem, the journal, how to read a
-probe's log). It is what ``run --json`` prints and what ``result.json`` in the state
-directory holds, so ``clusterbisect report`` can render it again later.
+probe's log, the session's redactor). It is what ``run --json`` prints and what
+``result.json`` in the state directory holds, so ``clusterbisect report`` can render it
+again later. It holds no secret value: a culprit's secret settings are shown by name,
+with whether the secret changed and a short fingerprint of each side's value.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterbisect.diff import Change
 from clusterbisect.journal import ProbeRecord
+from clusterbisect.outcome import FailureSignature
 from clusterbisect.problem import Problem
-from clusterbisect.redact import redact_text, secret_values
+from clusterbisect.redact import Redactor
 from clusterbisect.search.base import SearchResult, Subset
 from clusterbisect.terminal import printable
 
@@ -32,9 +36,10 @@ class Evidence:
     how many batches they ran in; ``session`` names the session (``state_dir``,
     ``session_id``, ``backend``, ``good``, ``bad``); ``signature`` describes the failure
     signature. ``read_log`` gives a probe log's text by its journaled (relative) path:
-    the session reads its files, the report only quotes them. ``probe_timeout`` is the
-    per-probe limit and its rule (``engine.ProbeTimeout.to_dict``); ``next_step`` what
-    to run next when the search is inconclusive (``nextstep.py``).
+    the session reads its files, the report only quotes them; ``redactor`` hides the
+    session's secrets in what it quotes, and fingerprints them. ``probe_timeout`` is
+    the per-probe limit and its rule (``engine.ProbeTimeout.to_dict``); ``next_step``
+    what to run next when the search is inconclusive (``nextstep.py``).
     """
 
     search: SearchResult
@@ -46,6 +51,15 @@ class Evidence:
     session: dict[str, str]
     elapsed_s: float
     read_log: Callable[[str], str]
+    redactor: Redactor
+    # Where probes ran, what they ran, what of the job they did not carry
+    # (``runners.base.Fidelity.to_dict``).
+    fidelity: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # about the scope (--ignore)
+    stopped_early: str | None = None  # why the budget ended the run ("the probe budget ...")
+    continue_with: str | None = None  # how to go on after a budget stop
+    failure: FailureSignature | None = None  # the signature itself, to check it on the logs
+    notes: list[str] = field(default_factory=list)  # the session's own (a signature decided)
     probe_timeout: dict[str, Any] | None = None
     next_step: dict[str, Any] | None = field(default=None)
     backend_notes: list[str] = field(default_factory=list)  # what every probe changed
@@ -55,17 +69,26 @@ class Evidence:
         keys = self.problem.subset_keys(subset)
         return [r for r in self.records if sorted(r.subset) == keys]
 
-    def excerpt(self, record: ProbeRecord, secrets: list[str]) -> str:
-        """The lines of a probe's log that show its failure, secrets redacted and
-        terminal controls removed: those around the line the signature matched, else
-        the last ones."""
+    def excerpt(self, record: ProbeRecord) -> str:
+        """The lines of a probe's log that show its failure, without a secret of the
+        session and with terminal controls removed: those around the line the signature
+        matched, else the last ones."""
         if not record.log:
             return ""
-        text = printable(self.read_log(record.log))
+        # Scrubbed before it is cut, so that no cut leaves part of a secret behind.
+        text = printable(self.redactor.text(self.read_log(record.log)))
         lines = [_clip(line) for line in text.splitlines() if line.strip()]
         end = _matched_line_end(lines, record.observed)
-        excerpt = "\n".join(lines[max(0, end - EXCERPT_LINES) : end])[-EXCERPT_CHARS:]
-        return redact_text(excerpt, secrets)
+        return "\n".join(lines[max(0, end - EXCERPT_LINES) : end])[-EXCERPT_CHARS:]
+
+    def shown_change(self, change: Change) -> dict[str, Any]:
+        """A culprit's change for the report; a secret one (by name, or holding a
+        credential) says whether its secret changed, with each side's fingerprint."""
+        shown = change.to_dict()
+        involved = self.redactor.involvement(change.secret, change.good, change.bad)
+        if involved is not None:
+            shown["secret"] = involved
+        return shown
 
 
 def _matched_line_end(lines: list[str], observed: str) -> int:
@@ -94,14 +117,16 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
     """The whole report of a session as one JSON-ready document."""
     problem, records = evidence.problem, evidence.records
     search = evidence.search
-    secrets = secret_values(problem.changes)
     n = len(problem.testable)
-    return {
+    culprits = [
+        _culprit(evidence, c.changes, c.confidence, c.confirmed, c.evidence)
+        for c in search.culprits
+    ]
+    for number, culprit in enumerate(culprits, 1):
+        culprit["explains"] = _explains(culprit, number)
+    document = {
         "status": search.status,
-        "culprits": [
-            _culprit(evidence, c.changes, c.confidence, c.confirmed, c.evidence, secrets)
-            for c in search.culprits
-        ],
+        "culprits": culprits,
         "probe_count": len(records),
         "rounds": evidence.rounds,
         "state_dir": evidence.session["state_dir"],
@@ -114,6 +139,7 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
         "changes_searched": n,
         "best_possible_probes": math.ceil(math.log2(n)) if n > 1 else 0,
         "untestable": problem.untestable_list(),
+        "fidelity": evidence.fidelity,
         "signature": {
             "expected": evidence.signature,
             "observed": _observed_in_bad_baseline(records, n),
@@ -123,11 +149,22 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
         ],
         "estimates": search.estimates,
         "probe_timeout": evidence.probe_timeout,
-        "notes": search.notes + evidence.backend_notes + _baseline_notes(evidence, secrets),
+        "notes": [
+            *evidence.notes,
+            *search.notes,
+            *evidence.backend_notes,
+            *_baseline_notes(evidence),
+            *_signature_notes(evidence),
+        ],
+        "warnings": list(evidence.warnings),
+        "stopped_early": evidence.stopped_early,
+        "continue_with": evidence.continue_with,
         "next": evidence.next_step,
         "elapsed_s": round(evidence.elapsed_s, 3),
         "probes": [_probe(r) for r in records],
     }
+    shown: dict[str, Any] = evidence.redactor.value(document)
+    return shown
 
 
 def _culprit(
@@ -136,26 +173,37 @@ def _culprit(
     confidence: float,
     confirmed: bool,
     proofs: dict[str, object],
-    secrets: list[str],
 ) -> dict[str, Any]:
     proof = _decisive_record(evidence, subset, "fail")
     rest = proofs.get("bad_minus_culprits")
     rest_record = _decisive_record(evidence, rest, None) if isinstance(rest, frozenset) else None
     return {
-        "changes": [c.to_dict() for c in evidence.problem.subset_changes(subset)],
+        "changes": [evidence.shown_change(c) for c in evidence.problem.subset_changes(subset)],
         "confidence": confidence_value(confidence),
         "confirmed": confirmed,
         "proof": {
             "probe": proof.probe_id if proof else None,
             "observed": proof.observed if proof else None,
             "log": proof.log if proof else None,
-            "excerpt": evidence.excerpt(proof, secrets) if proof else "",
+            "excerpt": evidence.excerpt(proof) if proof else "",
         },
         "confirmation": {
             "good_plus_culprit": _brief(proof),
             "bad_minus_culprits": _brief(rest_record),
         },
     }
+
+
+def _explains(culprit: dict[str, Any], number: int) -> str:
+    """How much of the failure a culprit accounts for, from the bad spec without it
+    (and without the culprits found before it): ``all`` (that passes), ``rest`` (that
+    passes, with the earlier culprits also taken out), ``part`` (that still fails:
+    another change fails the job too), ``unknown`` (unresolved, or not probed)."""
+    rest = culprit["confirmation"]["bad_minus_culprits"]
+    outcome = rest["outcome"] if rest else None
+    if outcome == "pass":
+        return "all" if number == 1 else "rest"
+    return "part" if outcome == "fail" else "unknown"
 
 
 def _decisive_record(evidence: Evidence, subset: Subset, outcome: str | None) -> ProbeRecord | None:
@@ -203,7 +251,7 @@ def _observed_in_bad_baseline(records: list[ProbeRecord], n: int) -> str | None:
     return None
 
 
-def _baseline_notes(evidence: Evidence, secrets: list[str]) -> list[str]:
+def _baseline_notes(evidence: Evidence) -> list[str]:
     """When a baseline did not behave, show its log: that is what the user must look at."""
     status = evidence.search.status
     if status not in ("baseline_failed", "not_reproducible"):
@@ -212,7 +260,7 @@ def _baseline_notes(evidence: Evidence, secrets: list[str]) -> list[str]:
     notes = []
     for record in evidence.records:
         if record.purpose == wanted:
-            excerpt = evidence.excerpt(record, secrets)
+            excerpt = evidence.excerpt(record)
             notes.append(
                 f"{wanted} probe {record.probe_id}: {record.outcome}"
                 + (f" ({record.observed})" if record.observed else "")
@@ -220,6 +268,38 @@ def _baseline_notes(evidence: Evidence, secrets: list[str]) -> list[str]:
                 + (f"; log {record.log}:\n{excerpt}" if excerpt else "")
             )
     return notes
+
+
+def _signature_notes(evidence: Evidence) -> list[str]:
+    """Hints about a ``--fail-on`` regex, from the baselines' logs: it matches both
+    (so the text alone does not tell the failure apart), or it made a good baseline
+    that exited 0 fail."""
+    failure = evidence.failure
+    if failure is None or not failure.fail_on:
+        return []
+    first: dict[str, tuple[ProbeRecord, bool]] = {}
+    for record in evidence.records:
+        if record.purpose in ("baseline-good", "baseline-bad") and record.log:
+            matched = failure.text_matches(evidence.read_log(record.log))
+            first.setdefault(record.purpose, (record, matched))
+    good, bad = first.get("baseline-good"), first.get("baseline-bad")
+    regex = f"/{failure.fail_on}/"
+    if good and bad and good[1] and bad[1]:
+        tail = (
+            "only the non-zero exit tells them apart"
+            if failure.needs_nonzero_exit
+            else "choose text only the failing run prints, or --fail-on-exit nonzero"
+        )
+        return [
+            f"the --fail-on regex {regex} matches the output of both baselines "
+            f"({good[0].probe_id} and {bad[0].probe_id}): {tail}"
+        ]
+    if good and good[1] and good[0].exit_code == 0 and good[0].outcome == "fail":
+        return [
+            f"the good baseline ({good[0].probe_id}) exited 0 but its output matches {regex}; "
+            "with --fail-on-exit nonzero the text counts only with a non-zero exit"
+        ]
+    return []
 
 
 def _clip(line: str, width: int = EXCERPT_LINE_CHARS) -> str:
@@ -238,7 +318,10 @@ def _value(value: Any) -> str:
 
 def render_text(result: dict[str, Any]) -> str:
     """The operator's report: verdict, culprits with evidence, what was not tested."""
-    out = [_headline(result), ""]
+    out = [_headline(result)]
+    if result.get("continue_with"):
+        out.append(f"  {result['continue_with'][0].upper()}{result['continue_with'][1:]}")
+    out.append("")
     for number, culprit in enumerate(result["culprits"], 1):
         out += [*_culprit_lines(number, culprit), ""]
     if result["candidates"] and result["status"] != "found":
@@ -260,6 +343,14 @@ def render_text(result: dict[str, Any]) -> str:
         out.append(f"Failure rates: {rates}")
     if result.get("probe_timeout"):
         out.append(f"Probe timeout: {result['probe_timeout']['rule']}")
+    out += _closing_lines(result)
+    out.append(f"State: {result['state_dir']}")
+    return "\n".join(out)
+
+
+def _closing_lines(result: dict[str, Any]) -> list[str]:
+    """What was left out, the notes and warnings, and what to run next."""
+    out = []
     if result["untestable"]:
         out.append(
             f"Not testable on the {result['backend']} backend ({len(result['untestable'])}):"
@@ -268,38 +359,94 @@ def render_text(result: dict[str, Any]) -> str:
             out.append(f"  - {item['key']}: {item['reason']}")
         if len(result["untestable"]) > 20:
             out.append(f"  ... and {len(result['untestable']) - 20} more (see --json)")
-    for note in result["notes"]:
-        out.append(f"Note: {note}")
-    if result.get("next"):
+    out += fidelity_lines(result.get("fidelity") or {})
+    shown = f"stopped early: {result.get('stopped_early')}"  # already in the headline
+    out += [f"Note: {note}" for note in result["notes"] if note != shown]
+    for warning in result.get("warnings") or []:
+        out.append(f"Warning: {warning}")
+    if result.get("next") and not result.get("continue_with"):  # that one is said first
         out += [f"Next: {result['next']['why']}:", f"  {result['next']['command']}"]
-    out.append(f"State: {result['state_dir']}")
-    return "\n".join(out)
+    return out
+
+
+def _claim(number: int, culprit: dict[str, Any]) -> str | None:
+    """What a culprit's heading may say about it: only what its probes showed."""
+    if not culprit["confirmed"]:
+        return None
+    explains = culprit.get("explains", "all")
+    if explains == "part":
+        return "fails on its own; explains only part of the failures"
+    if explains == "rest":
+        earlier = "culprit 1" if number == 2 else f"culprits 1-{number - 1}"
+        return f"fails on its own; with {earlier}, explains every failure"
+    return "confirmed both ways" if explains == "all" else None
+
+
+def fidelity_lines(fidelity: dict[str, Any], limit: int = 20) -> list[str]:
+    """Where the probes ran, what they ran, and the settings they did not carry."""
+    out = []
+    if fidelity.get("runs") or fidelity.get("target"):
+        out.append(f"Probes run: {fidelity.get('runs') or '?'}; in {fidelity.get('target') or '?'}")
+    items = fidelity.get("not_carried") or []
+    if items:
+        out.append(f"Not carried by the probes ({len(items)}):")
+        for item in items[:limit]:
+            out.append(f"  - {item['setting']} = {_value(item['value'])}: {item['reason']}")
+        if len(items) > limit:
+            out.append(f"  ... and {len(items) - limit} more (see --json)")
+    return out
 
 
 def _culprit_lines(number: int, culprit: dict[str, Any]) -> list[str]:
     """One culprit for the text report: its settings, the proof and the log excerpt."""
     kind = "interaction" if len(culprit["changes"]) > 1 else "single setting"
+    claim = _claim(number, culprit)
     out = [
         f"Culprit {number} ({kind}, confidence {confidence_text(culprit['confidence'])}"
-        f"{', confirmed both ways' if culprit['confirmed'] else ''}):"
+        f"{', ' + claim if claim else ''}):"
     ]
-    width = max(len(c["key"]) for c in culprit["changes"])
+    width = max(len("SETTING"), *(len(c["key"]) for c in culprit["changes"]))
     out.append(f"  {'SETTING'.ljust(width)}  {'GOOD':<30}  BAD")
     for change in culprit["changes"]:
         out.append(
             f"  {change['key'].ljust(width)}  {_value(change['good']):<30}  {_value(change['bad'])}"
         )
+    secrets = [
+        f"{c['key']} {_secret_line(c['secret'])}" for c in culprit["changes"] if c.get("secret")
+    ]
+    if secrets:
+        out.append("  Secrets involved (values never shown): " + "; ".join(secrets))
     proof = culprit["proof"]
     if not proof["probe"]:
         return out
     out.append(f"  Proved by probe {proof['probe']}: {proof['observed'] or 'failed'}")
-    conf = culprit["confirmation"]["bad_minus_culprits"]
-    if conf:
-        out.append(f"  Bad spec without the culprits: probe {conf['probe']} {conf['outcome']}")
+    rest = _without_line(number, culprit)
+    if rest:
+        out.append(f"  {rest}")
     if proof["excerpt"]:
         out.append(f"  Log excerpt ({proof['log']}):")
         out.extend("    | " + line for line in proof["excerpt"].splitlines())
     return out
+
+
+def _without_line(number: int, culprit: dict[str, Any]) -> str | None:
+    """The probe of the bad spec without the culprit, and what it says."""
+    conf = culprit["confirmation"]["bad_minus_culprits"]
+    if not conf:
+        return None
+    probe = f"probe {conf['probe']} {conf['outcome']}"
+    explains = culprit.get("explains")
+    if explains == "part":
+        return f"Bad spec without this culprit: {probe} (another change fails the job too)"
+    if explains == "rest":
+        return f"Bad spec without culprits 1-{number}: {probe}"
+    return f"Bad spec without the culprits: {probe}"
+
+
+def _secret_line(secret: dict[str, Any]) -> str:
+    """``changed (fingerprint 1a2b3c4d -> 5e6f7a8b)``: how a culprit's secret moved."""
+    sides = " -> ".join(secret.get(side) or "(none)" for side in ("good", "bad"))
+    return f"{'changed' if secret.get('changed') else 'unchanged'} (fingerprint {sides})"
 
 
 def _rates(result: dict[str, Any]) -> str | None:
@@ -314,9 +461,10 @@ def _headline(result: dict[str, Any]) -> str:
     status = result["status"]
     culprits = result["culprits"]
     if status == "found":
-        keys = " + ".join(c["key"] for c in culprits[0]["changes"])
-        more = f" (and {len(culprits) - 1} more)" if len(culprits) > 1 else ""
-        return f"FOUND: {keys}{more}"
+        named = [" + ".join(c["key"] for c in culprit["changes"]) for culprit in culprits]
+        if len(named) == 1:
+            return f"FOUND: {named[0]}"
+        return f"FOUND {len(named)} culprits, each failing on its own: {'; '.join(named)}"
     return {
         "no_differences": "NO DIFFERENCES: the good and bad specs differ in nothing searchable",
         "not_reproducible": (
@@ -324,12 +472,16 @@ def _headline(result: dict[str, Any]) -> str:
         ),
         "baseline_failed": "BASELINE FAILED: the good spec without any change did not pass",
         "inconclusive": "INCONCLUSIVE: no culprit could be isolated",
-    }.get(status, status.upper())
+    }.get(status, status.upper()) + (
+        f" yet: stopped early, {result['stopped_early']}" if result.get("stopped_early") else ""
+    )
 
 
 def render_markdown(result: dict[str, Any]) -> str:
     """A Markdown report with a Mermaid diagram of how the candidates narrowed."""
     out = ["# clusterbisect report", "", f"**{_headline(result)}**", ""]
+    if result.get("continue_with"):
+        out += [f"To go on, {result['continue_with']}.", ""]
     out += [
         f"- Good: `{result['good']}`",
         f"- Bad: `{result['bad']}`",
@@ -346,18 +498,7 @@ def render_markdown(result: dict[str, Any]) -> str:
         "",
     ]
     for number, culprit in enumerate(result["culprits"], 1):
-        out += [f"## Culprit {number} (confidence {confidence_text(culprit['confidence'])})", ""]
-        out += ["| setting | good | bad |", "|---|---|---|"]
-        for change in culprit["changes"]:
-            out.append(
-                f"| `{change['key']}` | `{_value(change['good'])}` | `{_value(change['bad'])}` |"
-            )
-        proof = culprit["proof"]
-        if proof["probe"]:
-            out += ["", f"Proved by probe `{proof['probe']}`: {proof['observed']}", ""]
-            if proof["excerpt"]:
-                out += ["```", proof["excerpt"], "```"]
-        out.append("")
+        out += _markdown_culprit(number, culprit)
     out += ["## How the search narrowed", "", "```mermaid", *mermaid(result), "```", ""]
     out += ["## Probes", "", "| probe | round | purpose | changes applied | outcome |"]
     out.append("|---|---|---|---|---|")
@@ -369,12 +510,52 @@ def render_markdown(result: dict[str, Any]) -> str:
     if result["untestable"]:
         out += ["", "## Not testable on this backend", ""]
         out += [f"- `{u['key']}`: {u['reason']}" for u in result["untestable"]]
+    out += _markdown_fidelity(result.get("fidelity") or {})
     if result["notes"]:
         out += ["", "## Notes", ""] + [f"- {note}" for note in result["notes"]]
-    if result.get("next"):
+    if result.get("next") and not result.get("continue_with"):  # said first
         out += ["", "## Next", "", result["next"]["why"] + ":", "", "```"]
         out += [result["next"]["command"], "```"]
     return "\n".join(out) + "\n"
+
+
+def _markdown_culprit(number: int, culprit: dict[str, Any]) -> list[str]:
+    """One culprit of the Markdown report: its settings, secrets, proof and excerpt."""
+    out = [f"## Culprit {number} (confidence {confidence_text(culprit['confidence'])})", ""]
+    out += ["| setting | good | bad |", "|---|---|---|"]
+    for change in culprit["changes"]:
+        out.append(
+            f"| `{change['key']}` | `{_value(change['good'])}` | `{_value(change['bad'])}` |"
+        )
+    for change in culprit["changes"]:
+        if change.get("secret"):
+            out.append("")
+            out.append(f"Secret `{change['key']}`: {_secret_line(change['secret'])}.")
+    proof = culprit["proof"]
+    if proof["probe"]:
+        out += ["", f"Proved by probe `{proof['probe']}`: {proof['observed']}", ""]
+        rest = _without_line(number, culprit)
+        if rest:
+            out += [rest, ""]
+        if proof["excerpt"]:
+            out += ["```", proof["excerpt"], "```"]
+    out.append("")
+    return out
+
+
+def _markdown_fidelity(fidelity: dict[str, Any]) -> list[str]:
+    """Where the probes ran and what of the job they did not carry."""
+    if not (fidelity.get("runs") or fidelity.get("not_carried")):
+        return []
+    out = ["", "## What the probes ran", ""]
+    out.append(f"{fidelity.get('runs') or '?'}; in {fidelity.get('target') or '?'}.")
+    if fidelity.get("not_carried"):
+        out += ["", "Not carried by the probes:", ""]
+        out += [
+            f"- `{n['setting']}` = `{_value(n['value'])}`: {n['reason']}"
+            for n in fidelity["not_carried"]
+        ]
+    return out
 
 
 def mermaid(result: dict[str, Any]) -> list[str]:

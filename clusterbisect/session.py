@@ -4,17 +4,23 @@ Layout::
 
     STATE_DIR/
       session.json      what was asked: inputs, backend, options (config.SessionConfig)
-      inputs/           copies of the good and bad specs
+      inputs/           copies of the good and bad specs (and config.json, the options
+                        as given, when they hold a secret)                         [0600]
       lock              held (flock) by the one command writing the session (locking.py)
       journal.jsonl     one record per finished probe, fsynced before the next starts
       journal.jsonl.torn  a torn last line cut off the journal (a crash mid-write)
-      logs/p001.log     each probe's combined output, bounded in size
+      logs/p001.log     each probe's combined output, bounded in size              [0600]
       result.json       the last result
       dry-run/          probes rendered by ``run --dry-run``
-      probes/           probes rendered by step mode's ``next``
-      manifests/        manifests a Kubernetes dry run writes
+      probes/           probes rendered by step mode's ``next``; p001.env,
+                        p001.secret.yaml...: the real values they refer to       [0600]
+      manifests/        manifests a Kubernetes dry run writes (and their Secrets [0600])
       ray/              a session-local Ray's token and start log (a backend's own files)
       bisect.log        the journal as a replayable log (the ``log`` tool)
+
+The directory is mode 0700. Secret values are only in the files marked [0600] (created
+so, see ``files.py``); everything else is scrubbed by the session's redactor
+(:attr:`Session.redactor`, ``redact.py``) before it is written.
 
 Integrity: a command that writes (``run``, ``resume``, ``start``, ``replay``, recording an
 outcome) holds the session's lock (:meth:`Session.create`, :meth:`Session.locked`), so
@@ -31,6 +37,8 @@ working directory), as git keeps its bisect state in ``.git``: :func:`set_curren
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -44,14 +52,17 @@ from typing import Any
 
 import yaml
 
+from clusterbisect import redact
 from clusterbisect.config import SessionConfig
 from clusterbisect.errors import HostError, InputError
+from clusterbisect.files import private_dir, write_private
 from clusterbisect.journal import ProbeRecord
 from clusterbisect.locking import LOCK_FILE, StateLock
 from clusterbisect.log import get_logger
 from clusterbisect.specs.model import Spec
 
 SESSION_FILE = "session.json"
+PRIVATE_CONFIG = "inputs/config.json"  # the options as given, when session.json hides some
 JOURNAL_FILE = "journal.jsonl"
 RESULT_FILE = "result.json"
 BISECT_LOG_FILE = "bisect.log"
@@ -84,6 +95,7 @@ class Session:
         self.config = config
         self.created = created  # when the session was made (epoch seconds)
         self.lock = lock  # held while this process writes the session
+        self._redactor: redact.Redactor | None = None
 
     def close(self) -> None:
         """Release the lock, if this process holds it (idempotent)."""
@@ -99,20 +111,23 @@ class Session:
         state_dir: Path | None = None,
         good_text: str | None = None,
         bad_text: str | None = None,
+        specs: tuple[Spec, Spec] | None = None,
         purpose: str = "run",
     ) -> Session:
         """Make a new state directory, locked for ``purpose``, and copy the inputs in.
 
         ``good_text``/``bad_text`` replace copying when the spec came from a cluster.
-        The lock is taken before the directory is checked for a session, so of two
-        commands creating a session in one directory exactly one succeeds.
+        ``specs`` (good, bad), when the caller loaded them, make the session's redactor
+        without loading the copies again. The lock is taken before the directory is
+        checked for a session, so of two commands creating a session in one directory
+        exactly one succeeds.
         """
         session_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
         if state_dir is None:
             state_dir = Path(DEFAULT_ROOT) / session_id
         state_dir = state_dir.resolve()
         with _writing(state_dir):
-            state_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(state_dir)
         lock = StateLock.acquire(state_dir, purpose)
         try:
             if (state_dir / SESSION_FILE).exists():
@@ -121,19 +136,27 @@ class Session:
                     source=str(state_dir),
                 )
             with _writing(state_dir):
-                (state_dir / "inputs").mkdir(exist_ok=True)
-                (state_dir / "logs").mkdir(exist_ok=True)
-                config.good = _store_input(state_dir, "good", config.good_source, good_text)
-                config.bad = _store_input(state_dir, "bad", config.bad_source, bad_text)
-                created = time.time()
+                private_dir(state_dir / "inputs")
+                private_dir(state_dir / "logs")
+            config.good = _store_input(state_dir, "good", config.good_source, good_text)
+            config.bad = _store_input(state_dir, "bad", config.bad_source, bad_text)
+            created = time.time()
+            session = cls(state_dir, session_id, config, created, lock)
+            if specs is not None:
+                session.use_specs(*specs)
+            real = config.to_dict()
+            shown = session.redactor.value(real)
+            with _writing(state_dir):
+                if shown != real:  # the workload or an option holds a secret: keep it private
+                    write_private(state_dir / PRIVATE_CONFIG, json.dumps(real, indent=2) + "\n")
                 _write_json_atomic(
                     state_dir / SESSION_FILE,
-                    {"session_id": session_id, "created": created, "config": config.to_dict()},
+                    {"session_id": session_id, "created": created, "config": shown},
                 )
         except BaseException:
             lock.release()
             raise
-        return cls(state_dir, session_id, config, created, lock)
+        return session
 
     @classmethod
     def open(cls, state_dir: Path) -> Session:
@@ -142,9 +165,15 @@ class Session:
         path = state_dir / SESSION_FILE
         if not path.is_file():
             raise InputError("is not a clusterbisect state directory", source=str(state_dir))
+        private = state_dir / PRIVATE_CONFIG
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-            config = SessionConfig.from_dict(data["config"])
+            given = (
+                json.loads(private.read_text(encoding="utf-8"))
+                if private.is_file()
+                else data["config"]
+            )
+            config = SessionConfig.from_dict(given)
             session_id = str(data["session_id"])
             created = float(data.get("created") or 0.0)
         except (ValueError, KeyError, TypeError, AttributeError) as err:
@@ -154,6 +183,18 @@ class Session:
         except OSError as err:
             raise HostError(f"{path}: cannot read ({err.strerror})") from None
         return cls(state_dir.resolve(), session_id, config, created)
+
+    def save_config(self) -> None:
+        """Write :attr:`config` back to ``session.json`` (a resume that raised the
+        budget, a signature that was decided): later commands see what this one used."""
+        _write_json_atomic(
+            self.state_dir / SESSION_FILE,
+            {
+                "session_id": self.session_id,
+                "created": self.created,
+                "config": self.config.to_dict(),
+            },
+        )
 
     @contextlib.contextmanager
     def locked(self, purpose: str) -> Iterator[Session]:
@@ -177,12 +218,49 @@ class Session:
         return self.state_dir / (self.config.good if which == "good" else self.config.bad)
 
     def spec(self, which: str) -> Spec:
-        """The stored ``good`` or ``bad`` spec, loaded (its source is what the user gave)."""
+        """The stored ``good`` or ``bad`` spec, loaded (its source is what the user gave:
+        errors name it too, not the copy in ``inputs/``)."""
         from clusterbisect.specs import load_spec
 
-        spec = load_spec(str(self.input_path(which)))
-        spec.source = self.config.good_source if which == "good" else self.config.bad_source
+        source = self.config.good_source if which == "good" else self.config.bad_source
+        try:
+            spec = load_spec(str(self.input_path(which)))
+        except InputError as err:
+            raise InputError(
+                err.reason, source=source, field=err.field, details=err.details
+            ) from None
+        spec.source = source
         return spec
+
+    # --- secrets ----------------------------------------------------------------------
+
+    @property
+    def redactor(self) -> redact.Redactor:
+        """What hides this session's secrets (both specs', the workload's, the
+        options'), made on first use from the stored inputs and registered with
+        ``redact.scrub`` so that every output of the process hides them too."""
+        if self._redactor is None:
+            self.use_specs(self.spec("good"), self.spec("bad"))
+        assert self._redactor is not None
+        return self._redactor
+
+    def use_specs(self, good: Spec, bad: Spec) -> None:
+        """Make the redactor from the session's specs, already loaded by the caller."""
+        self._redactor = redact.register(
+            redact.Redactor.of_specs(
+                [good, bad], extra=[self.config.to_dict()], key=self._fingerprint_key()
+            )
+        )
+
+    def _fingerprint_key(self) -> bytes:
+        """The key of the report's secret fingerprints: a hash of the private inputs,
+        so it is the same for every report of the session and unknown to anyone who
+        cannot read them."""
+        digest = hashlib.sha256(self.session_id.encode())
+        for path in sorted((self.state_dir / "inputs").glob("*")):
+            with contextlib.suppress(OSError):
+                digest.update(path.read_bytes())
+        return digest.digest()
 
     # --- paths ----------------------------------------------------------------------
 
@@ -201,11 +279,14 @@ class Session:
             return ""
 
     def write_log(self, probe_id: str, text: str) -> str:
-        """Keep ``text`` as the probe's log (a log reported by hand); its relative path."""
+        """Keep ``text`` as the probe's log (a log reported by hand); its relative path.
+
+        A log holds the workload's output as it was, secrets included: mode 0600.
+        """
         path = self.log_path(probe_id)
         with _writing(path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
+            private_dir(path.parent)
+            write_private(path, text)
         return str(path.relative_to(self.state_dir))
 
     @property
@@ -223,14 +304,28 @@ class Session:
         path = out / f"{probe_id}.yaml"
         with _writing(path):
             out.mkdir(exist_ok=True)
-            path.write_text(yaml.safe_dump(rendered, sort_keys=False))
+            path.write_text(yaml.safe_dump(self.redactor.value(rendered), sort_keys=False))
         return path
+
+    def save_private(self, folder: str, probe_id: str, suffix: str, text: str) -> Path:
+        """Write the real values a rendered probe refers to (``p001.env``,
+        ``p001.secret.yaml``) under ``folder``, mode 0600."""
+        path = self.state_dir / folder / f"{probe_id}{suffix}"
+        with _writing(path):
+            private_dir(path.parent)
+            return write_private(path, text)
 
     def write_bisect_log(self, text: str) -> Path:
         path = self.state_dir / BISECT_LOG_FILE
         with _writing(path):
-            path.write_text(text)
+            path.write_text(self.redactor.text(text))
         return path
+
+    @property
+    def private_config(self) -> Path | None:
+        """The options as given (``inputs/config.json``), when session.json hides some."""
+        path = self.state_dir / PRIVATE_CONFIG
+        return path if path.is_file() else None
 
     @property
     def result_path(self) -> Path:
@@ -242,12 +337,18 @@ class Session:
     def journal_path(self) -> Path:
         return self.state_dir / JOURNAL_FILE
 
-    def append(self, record: ProbeRecord) -> None:
-        """Append one record and fsync, so no finished probe is ever lost."""
+    def append(self, record: ProbeRecord) -> ProbeRecord:
+        """Append one record and fsync, so no finished probe is ever lost.
+
+        What it observed (a matched line, an infrastructure error) is scrubbed of
+        secrets first; the record as written is returned.
+        """
+        record = shown_record(record, self.redactor)
         with _writing(self.journal_path), open(self.journal_path, "a", encoding="utf-8") as journal:
             journal.write(record.to_line())
             journal.flush()
             os.fsync(journal.fileno())
+        return record
 
     def records(self) -> list[ProbeRecord]:
         """Every journaled probe, in order.
@@ -369,7 +470,7 @@ class Session:
 
     def write_result(self, result: dict[str, Any]) -> None:
         with _writing(self.result_path):
-            _write_json_atomic(self.result_path, result)
+            _write_json_atomic(self.result_path, self.redactor.value(result))
 
     def read_result(self) -> dict[str, Any] | None:
         """The last result written, None if there is none; a damaged file is bad input."""
@@ -432,14 +533,38 @@ def clear_current() -> None:
     current_file().unlink(missing_ok=True)
 
 
+def shown_record(record: ProbeRecord, redactor: redact.Redactor) -> ProbeRecord:
+    """``record`` with its free text (what was observed, why it failed) scrubbed; the
+    keys of its changes never hold a secret and stay as they are."""
+    return dataclasses.replace(
+        record,
+        observed=redactor.text(record.observed),
+        reason=redactor.text(record.reason) if record.reason else record.reason,
+        infra_error=redactor.text(record.infra_error) if record.infra_error else None,
+    )
+
+
 def _store_input(state_dir: Path, which: str, source: str, text: str | None) -> str:
-    suffix = Path(source).suffix if text is None else ".yaml"
+    """Copy an input into ``inputs/`` (mode 0600: a spec holds its secrets); its path
+    there, relative, with the ``#NAME`` that picks one object of a file kept (so the
+    copy loads as the source did)."""
+    path, selector = source, ""
+    if text is None and "#" in source and not Path(source).exists():
+        path, _, name = source.rpartition("#")
+        selector = f"#{name}"
+    suffix = Path(path).suffix if text is None else ".yaml"
     relative = f"inputs/{which}{suffix or '.txt'}"
+    data: str | bytes
     if text is not None:
-        (state_dir / relative).write_text(text)
+        data = text
     else:
-        shutil.copyfile(source, state_dir / relative)
-    return relative
+        try:
+            data = Path(path).read_bytes()
+        except OSError as err:
+            raise InputError(f"cannot read ({err.strerror or err})", source=source) from None
+    with _writing(state_dir / relative):
+        write_private(state_dir / relative, data)
+    return relative + selector
 
 
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:

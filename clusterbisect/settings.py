@@ -64,6 +64,7 @@ NAMED_LISTS: dict[str, str] = {
     "hostAliases": "ip",
     "workerGroupSpecs": "groupName",
     "replicatedJobs": "name",
+    "tasks": "name",  # a Volcano Job's tasks
 }
 CONTAINER_LISTS = frozenset({"containers", "initContainers", "ephemeralContainers"})
 
@@ -229,11 +230,9 @@ class _Flattener:
         if spec.format == KUBERNETES:
             for ref in k8s.template_refs(spec.document, spec.kind):
                 self.templates[ref.path] = ref
-                name = ref.key_prefix[:-1] if ref.key_prefix.endswith(".") else ref.key_prefix
-                if ref.key_prefix.startswith(("replicas[", "workers[")):
-                    self.element_keys[ref.path[:-1]] = name
-                elif ref.key_prefix.startswith("jobs["):
-                    self.element_keys[ref.path[:-3]] = name
+                if ref.element is not None:
+                    name = ref.key_prefix.removesuffix(".")
+                    self.element_keys[ref.element] = name
 
     def run(self) -> Flattened:
         doc = self.spec.document
@@ -248,6 +247,10 @@ class _Flattener:
             for k, v in doc.items():
                 if self.spec.format == RAY_JOB and k == "runtime_env" and isinstance(v, dict):
                     self.runtime_env(v, (k,), k)
+                elif self.spec.format == RAY_JOB and k == "env_vars" and isinstance(v, dict):
+                    self.runtime_env({k: v}, (), "")  # an Anyscale job file's env_vars
+                elif self.spec.format == RAY_JOB and k == "requirements":
+                    self.pip(v, (k,), k)
                 else:
                     self.value(v, (k,), str(k), None, k, env_map=(k == "env"))
         return self.out

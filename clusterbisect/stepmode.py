@@ -1,11 +1,17 @@
 """The step-by-step mode, shaped after git bisect: start, next, good/bad/skip, status, log.
 
 The user (or an agent) runs each probe its own way and reports the outcome. Nothing
-here launches anything: the same engine as ``run`` replays the journal through the
-search strategy and stops at the first probe that has no answer yet (``Engine.drive``
-with ``execute=False``). Because both modes share the journal, a session started by
-hand can be finished with ``clusterbisect resume`` and an interrupted ``run`` can be
-continued by hand.
+here launches anything but :func:`exec_probe` (a process on this machine, when asked):
+the same engine as ``run`` replays the journal through the search strategy and stops
+at the first probe that has no answer yet (``Engine.drive`` with ``execute=False``).
+
+Secret values are never shown: ``next`` names a private file (mode 0600) that holds
+them (an env file, a Kubernetes Secret the rendered Job refers to), and ``exec`` runs a
+command with the probe's real environment and records what the signature makes of it,
+so that a probe can be run without anyone reading its secrets.
+
+Because both modes share the journal, a session started by hand can be finished with
+``clusterbisect resume`` and an interrupted ``run`` can be continued by hand.
 
 The current session is recorded in ``.clusterbisect/CURRENT`` (relative to the working
 directory), as git keeps its bisect state in ``.git``; every command takes an explicit
@@ -26,8 +32,9 @@ from clusterbisect import backends
 from clusterbisect.config import SessionConfig
 from clusterbisect.engine import Engine, EngineOutcome
 from clusterbisect.errors import InputError
+from clusterbisect.journal import ProbeRecord
 from clusterbisect.outcome import Outcome, RunResult
-from clusterbisect.redact import REDACTED, redact_env, secret_env_names
+from clusterbisect.redact import REDACTED
 from clusterbisect.report import build_result
 from clusterbisect.runners.base import Runner
 from clusterbisect.search.base import ProbeRequest
@@ -39,6 +46,7 @@ from clusterbisect.session import (
     resolve_state_dir,
     set_current,
 )
+from clusterbisect.steplog import parse_log, parse_outcome
 from clusterbisect.workflow import (
     Bisection,
     create_session,
@@ -46,13 +54,13 @@ from clusterbisect.workflow import (
     evidence,
     new_session,
     runner_for,
+    save_probe,
 )
 
 MAX_EVIDENCE_BYTES = 1 << 20  # a reported log is kept up to this size (its tail)
 LOG_HEADER = "# clusterbisect log"
 
 # git bisect's words for the outcomes.
-ALIASES = {"good": Outcome.PASS, "bad": Outcome.FAIL, "skip": Outcome.UNRESOLVED}
 
 
 def open_session(explicit: str | os.PathLike[str] | None) -> Bisection:
@@ -118,12 +126,28 @@ def locate(bisection: Bisection) -> Position:
     return Position(bisection, engine, runner, outcome)
 
 
-def _with_position(bisection: Bisection, func: Any) -> Any:
+def with_position(bisection: Bisection, func: Any) -> Any:
     position = locate(bisection)
     try:
         return func(position)
     finally:
         position.runner.close()
+
+
+def shown(document: dict[str, Any], verbose: bool = False) -> dict[str, Any]:
+    """A step-mode document as it is replied: compact (``compact.py``) unless
+    ``verbose``. A view is compacted itself; a reply carrying one under ``next``
+    (start, record, replay) has that view compacted."""
+    if verbose:
+        return document
+    from clusterbisect import compact
+
+    view = document.get("next", document)
+    backend = document.get("backend") or view.get("backend") or "local"
+    local = backends.get(backend).capabilities.local_process
+    if "next" in document:
+        return compact.with_next(document, local)
+    return compact.next_view(document, local)
 
 
 # --- start ------------------------------------------------------------------------------
@@ -139,7 +163,12 @@ def start(config: SessionConfig, state_dir: Path | None) -> dict[str, Any]:
         "state_dir": str(session.state_dir),
         "session_id": session.session_id,
         "backend": config.backend,
-        **{k: view[k] for k in ("changes_total", "changes_searched", "untestable") if k in view},
+        **{
+            k: view[k]
+            for k in ("changes_total", "changes_searched", "untestable", "fidelity")
+            if k in view
+        },
+        "warnings": list(bisection.warnings),
         "next": view,
     }
 
@@ -149,7 +178,7 @@ def start(config: SessionConfig, state_dir: Path | None) -> dict[str, Any]:
 
 def next_view(bisection: Bisection, probe: str | None = None) -> dict[str, Any]:
     """The next probe to run (or the result when the search is complete)."""
-    return _with_position(bisection, lambda position: _next(position, probe))
+    return with_position(bisection, lambda position: _next(position, probe))
 
 
 def _summary(position: Position) -> dict[str, Any]:
@@ -162,6 +191,7 @@ def _summary(position: Position) -> dict[str, Any]:
         "changes_total": len(problem.changes),
         "changes_searched": len(problem.testable),
         "untestable": problem.untestable_list(),
+        "fidelity": position.runner.fidelity().to_dict(),
         "probes_done": len(engine.records),
     }
 
@@ -172,7 +202,7 @@ def _next(position: Position, wanted: str | None) -> dict[str, Any]:
         return {**view, "done": True, "result": finish(position)}
     pending, ids = position.pending, position.pending_ids()
     numbers = position.pending_numbers()
-    index = _pending_index(position, wanted)
+    index = pending_index(position, wanted)
     view.update(
         {
             "done": False,
@@ -188,8 +218,9 @@ def _next(position: Position, wanted: str | None) -> dict[str, Any]:
             ],
             "candidates_left": _candidates_left(position),
             "estimated_probes_to_go": position.engine.strategy.remaining_estimate(),
-            "then": "record the outcome: clusterbisect good|bad|skip [--log FILE], "
-            "or the `record` tool",
+            "then": "run it with `clusterbisect exec PROBE_ID` (the `exec` tool), or your own "
+            "way and record the outcome: clusterbisect good|bad|skip [--log FILE], or the "
+            "`record` tool",
         }
     )
     return view
@@ -200,7 +231,7 @@ def _candidates_left(position: Position) -> int:
     return left or len(position.engine.problem.testable)
 
 
-def _pending_index(position: Position, wanted: str | None) -> int:
+def pending_index(position: Position, wanted: str | None) -> int:
     if wanted is None:
         return 0
     ids = position.pending_ids()
@@ -214,7 +245,12 @@ def _pending_index(position: Position, wanted: str | None) -> int:
 
 
 def describe_probe(position: Position, request: ProbeRequest, number: int) -> dict[str, Any]:
-    """A pending probe: the changes to apply and what the backend would launch."""
+    """A pending probe: the changes to apply and what the backend would launch.
+
+    What is shown holds no secret value. The real values are in ``private_file``
+    (mode 0600): ``use`` says how to run the probe with it, and for a probe that is a
+    local process ``exec`` is the command that runs it and records its outcome.
+    """
     engine, runner, session = position.engine, position.runner, position.session
     probe = engine.make_probe(request, number)
     changes = engine.problem.subset_changes(request.subset)
@@ -227,40 +263,26 @@ def describe_probe(position: Position, request: ProbeRequest, number: int) -> di
         "changes": [c.to_dict() for c in changes],
         "rendered": rendered,
     }
+    saved = save_probe(session, PROBES_DIR, runner, probe)
     if backends.get(session.config.backend).capabilities.local_process:
-        env = redact_env(rendered.get("env", {}), secret_env_names(engine.problem.changes))
+        env = rendered.get("env") or {}
         described["unset"] = sorted(set(probe.env_names) - set(env))
-        # Secret values are never shown: the caller supplies its own for these.
-        described["redacted"] = sorted(k for k, v in env.items() if v == REDACTED)
-        if rendered.get("argv"):
-            described["shell"] = _shell_line(env, described["unset"], rendered["argv"])
-    path = session.save_rendered(PROBES_DIR, probe.probe_id, rendered)
-    described["rendered_file"] = str(path)
+        # Values hidden here are in the private file; `exec` runs the probe with them.
+        described["redacted"] = sorted(k for k, v in env.items() if REDACTED in v)
+        described["exec"] = _exec_line(session, probe.probe_id)
+    described["rendered_file"] = saved.pop("manifest")
+    described.update(saved)
     return described
 
 
-def _shell_line(env: dict[str, str], unset: list[str], argv: list[str]) -> str:
-    """For people: the probe as one `env` command line (display only, never executed)."""
-    words = ["env"]
-    for name in unset:
-        words += ["-u", name]
-    words += [f"{k}={v}" for k, v in sorted(env.items())]
-    return shlex.join(words + list(argv))
+def _exec_line(session: Session, probe_id: str) -> str:
+    """The command that runs ``probe_id`` here with its real environment, as written
+    (from any directory: it names the session)."""
+    line = shlex.join(["clusterbisect", "exec", probe_id, "--state-dir", str(session.state_dir)])
+    return line if session.config.command else line + " -- COMMAND..."
 
 
 # --- recording outcomes ---------------------------------------------------------------
-
-
-def parse_outcome(word: str) -> Outcome:
-    if word in ALIASES:
-        return ALIASES[word]
-    try:
-        return Outcome(word)
-    except ValueError:
-        raise InputError(
-            f"unknown outcome {word!r}; expected pass, fail or unresolved (or good, bad, skip)",
-            field="outcome",
-        ) from None
 
 
 def record(
@@ -271,11 +293,13 @@ def record(
     run: RunResult | None = None,
     log_file: str | None = None,
     log_text: str | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     """Journal the outcome of a pending probe (default: the first) and show the next.
 
     Without ``outcome``, the session's failure signature classifies ``run`` (with the
-    log as its output), exactly as it classifies the runner's probes.
+    log as its output), exactly as it classifies the runner's probes. With both, they
+    must agree (a pass with exit code 1 is refused) unless ``force``.
     """
     if outcome is None and run is None:
         raise InputError("give an outcome, or an exit code for the signature to classify")
@@ -288,7 +312,7 @@ def record(
                 "the bisection is complete; nothing is pending (see `clusterbisect status`)",
                 source=str(position.session.state_dir),
             )
-        index = _pending_index(position, probe)
+        index = pending_index(position, probe)
         request = position.pending[index]
         number = position.pending_numbers()[index]
         text = _read_log(log_file) if log_file is not None else log_text
@@ -297,28 +321,57 @@ def record(
         if run is not None and text is not None:
             run.output = text  # a --fail-on regex is matched against the log
         if outcome is not None:
+            if run is not None and not force:
+                _check_agreement(position, outcome, run)
             verdict = outcome
         else:
             assert run is not None
-            verdict = position.engine.signature.classify(run)
+            verdict = position.engine.classify(request.purpose, f"p{number:03d}", run)
         entry = position.engine.record_manual(
             request.subset, verdict, request.purpose, log=log_rel, run=run, number=number
         )
-        return {
-            "recorded": {
-                "probe": entry.probe_id,
-                "purpose": entry.purpose,
-                "outcome": entry.outcome,
-                "classified_by": "reporter" if outcome is not None else "signature",
-                "observed": entry.observed,
-                "changes_applied": len(entry.subset),
-                "log": str(session.path_of(log_rel)) if log_rel else None,
-            }
-        }
+        return recorded_view(session, entry, "reporter" if outcome is not None else "signature")
 
     with bisection.session.locked("record"):
-        recorded = _with_position(bisection, _record)
+        recorded = with_position(bisection, _record)
         return {**recorded, "next": next_view(bisection)}
+
+
+def _check_agreement(position: Position, outcome: Outcome, run: RunResult) -> None:
+    """Refuse an outcome that what was observed contradicts: a pass the signature reads
+    as a failure or unresolved (exit code 1, a timeout, an infrastructure error), or a
+    fail it reads as a pass. An unresolved outcome is always accepted (a reporter may
+    know the probe did not run properly)."""
+    signature = position.engine.signature
+    read = signature.classify(run)
+    if outcome is Outcome.UNRESOLVED or read is outcome:
+        return
+    if outcome is Outcome.FAIL and read is Outcome.UNRESOLVED:
+        return  # a different failure by the signature, but the reporter saw this one
+    seen = signature.observed(run) if read is not Outcome.PASS else "a clean run"
+    raise InputError(
+        f"{outcome.value!r} contradicts what was observed ({seen}), which the "
+        f"session's signature ({signature.describe()}) reads as {read.value}: give only "
+        "what you observed and let the signature decide, or force the outcome "
+        "(force: true, --force)",
+        field="outcome",
+        details={"outcome": outcome.value, "signature_reads": read.value},
+    )
+
+
+def recorded_view(session: Session, entry: ProbeRecord, classified_by: str) -> dict[str, Any]:
+    return {
+        "recorded": {
+            "probe": entry.probe_id,
+            "purpose": entry.purpose,
+            "outcome": entry.outcome,
+            "classified_by": classified_by,
+            "observed": entry.observed,
+            "exit_code": entry.exit_code,
+            "changes_applied": len(entry.subset),
+            "log": str(session.path_of(entry.log)) if entry.log else None,
+        }
+    }
 
 
 def _read_log(path: str) -> str:
@@ -348,7 +401,7 @@ def status(bisection: Bisection) -> dict[str, Any]:
         view = _summary(position)
         records = position.engine.records
         view["current"] = is_current(position.session)
-        view["manual_probes"] = sum(1 for r in records if r.source == "manual")
+        view["manual_probes"] = sum(1 for r in records if r.source in ("manual", "exec"))
         view["rounds"] = position.engine.rounds
         view["last"] = (
             {"probe": records[-1].probe_id, "outcome": records[-1].outcome} if records else None
@@ -358,12 +411,17 @@ def status(bisection: Bisection) -> dict[str, Any]:
             view["result"] = finish(position)
         else:
             view["done"] = False
+            stored = position.session.read_result() or {}
+            if stored.get("stopped_early") and stored.get("probe_count") == len(records):
+                # A run its budget stopped: say so before anything else.
+                view["stopped_early"] = stored["stopped_early"]
+                view["continue_with"] = stored.get("continue_with")
             view["pending"] = position.pending_ids()
             view["candidates_left"] = _candidates_left(position)
             view["estimated_probes_to_go"] = position.engine.strategy.remaining_estimate()
         return view
 
-    return _with_position(bisection, _status)
+    return with_position(bisection, _status)
 
 
 def result(bisection: Bisection) -> dict[str, Any]:
@@ -383,7 +441,7 @@ def result(bisection: Bisection) -> dict[str, Any]:
             "probe_count": len(position.engine.records),
         }
 
-    return _with_position(bisection, _result)
+    return with_position(bisection, _result)
 
 
 def finish(position: Position) -> dict[str, Any]:
@@ -394,7 +452,9 @@ def finish(position: Position) -> dict[str, Any]:
         return stored
     assert position.outcome.result is not None
     elapsed = _elapsed(session, engine)
-    document = build_result(evidence(engine, position.outcome.result, elapsed))
+    document = build_result(
+        evidence(engine, position.outcome.result, elapsed, position.bisection.warnings)
+    )
     session.write_result(document)
     return document
 
@@ -416,6 +476,9 @@ def log_text(session: Session) -> str:
         if not Path(source).is_absolute() and Path(source).exists():
             config[f"{which}_source"] = str(Path(source).resolve())
         del config[which]
+    config = session.redactor.value(config)
+    if session.private_config is not None:  # what is hidden above, for `replay`
+        config["config_copy"] = str(session.private_config)
     lines = [
         f"{LOG_HEADER} of session {session.session_id} ({session.state_dir})",
         "# replay with: clusterbisect replay FILE (edit or delete `mark` lines first if needed)",
@@ -476,87 +539,9 @@ def _replay_marks(bisection: Bisection, marks: list[dict[str, Any]], source: str
             )
         return len(marks)
 
-    applied = _with_position(bisection, _apply)
+    applied = with_position(bisection, _apply)
     state = str(bisection.session.state_dir)
     return {"replayed": applied, "state_dir": state, "next": next_view(bisection)}
-
-
-def read_log_file(path: str) -> str:
-    """A ``log`` output from a file, for :func:`replay`: UTF-8 text, or bad input."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise InputError(f"cannot read ({err.strerror or err})", source=path) from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = ""
-    if (not text and data) or "\x00" in text:
-        raise InputError(
-            "binary content; expected a `clusterbisect log` output (text)", source=path
-        )
-    return text
-
-
-def parse_log(text: str, source: str) -> tuple[SessionConfig, list[dict[str, Any]]]:
-    """The session config and the marks of a log written by :func:`log_text`."""
-    config: SessionConfig | None = None
-    marks: list[dict[str, Any]] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        word, _, rest = line.partition(" ")
-        if word not in ("start", "mark"):
-            raise InputError(
-                f"line {number}: expected `start {{...}}` or `mark {{...}}`", source=source
-            )
-        try:
-            data = json.loads(rest, parse_constant=_not_a_number)
-        except (ValueError, RecursionError) as err:
-            raise InputError(
-                f"line {number}: not JSON after {word!r} ({err})", source=source
-            ) from None
-        if word == "start" and isinstance(data, dict):
-            config = _config_from_log(data, source, number)
-        elif word == "mark" and isinstance(data, dict):
-            if config is None:
-                raise InputError(f"line {number}: a mark before the start line", source=source)
-            subset = data.get("subset")
-            if not isinstance(subset, list) or not all(isinstance(k, str) for k in subset):
-                raise InputError(
-                    f"line {number}: a mark needs a subset (a list of change keys)", source=source
-                )
-            if not isinstance(data.get("outcome"), str):
-                raise InputError(f"line {number}: a mark needs an outcome", source=source)
-            parse_outcome(str(data["outcome"]))
-            marks.append(data)
-        else:
-            raise InputError(
-                f"line {number}: expected `start {{...}}` or `mark {{...}}`", source=source
-            )
-    if config is None:
-        raise InputError("no `start` line; is this a `clusterbisect log` output?", source=source)
-    return config, marks
-
-
-def _not_a_number(constant: str) -> Any:
-    raise ValueError(f"{constant} is not a JSON number")
-
-
-def _config_from_log(data: dict[str, Any], source: str, number: int) -> SessionConfig:
-    data = dict(data)
-    for which in ("good", "bad"):
-        copy = data.pop(f"{which}_copy", None)
-        original = data.get(f"{which}_source")
-        if not all(isinstance(v, (str, type(None))) for v in (copy, original)):
-            raise InputError(f"line {number}: {which}_source is not a path", source=source)
-        if (not original or not Path(original).exists()) and copy and Path(copy).exists():
-            data[f"{which}_source"] = copy  # the original moved: use the session's copy
-    try:
-        return SessionConfig.from_dict({**data, "good": "", "bad": ""})
-    except (TypeError, KeyError, ValueError, InputError) as err:
-        raise InputError(f"line {number}: bad start line ({err})", source=source) from None
 
 
 def reset(explicit: str | None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ whole path (workflow, step mode, the CLI in-process) can use it.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ from clusterbisect import backends
 from clusterbisect.config import BackendOptions
 from clusterbisect.diff import Change
 from clusterbisect.outcome import RunResult
-from clusterbisect.runners.base import Probe, RunnerContext
+from clusterbisect.runners.base import Fidelity, PrivateFile, Probe, RunnerContext
 from clusterbisect.settings import ENV
 from clusterbisect.specs.workload import spec_env
 
@@ -64,8 +65,17 @@ class ScriptedRunner:
     def untestable(self, changes: list[Change]) -> dict[str, str]:
         return {c.key: "not an environment variable" for c in changes if c.category != ENV}
 
+    def fidelity(self) -> Fidelity:
+        return Fidelity(target="this process", runs="a rule over the spec's environment")
+
     def render(self, probe: Probe) -> dict[str, Any]:
-        return {"backend": self.name, "env": spec_env(probe.spec), "purpose": probe.purpose}
+        """What the probe sets, secret values hidden (the contract: no secret shown)."""
+        env = self.context.redactor.env(spec_env(probe.spec))
+        return {"backend": self.name, "env": env, "purpose": probe.purpose}
+
+    def private(self, probe: Probe) -> PrivateFile:
+        """The probe's environment with its real values (for a file of mode 0600)."""
+        return PrivateFile(".json", json.dumps(spec_env(probe.spec)), "the probe's environment")
 
     def run(self, probes: list[Probe]) -> list[RunResult]:
         self.batches.append([p.probe_id for p in probes])

@@ -170,6 +170,16 @@ def autospecced(mocker: Any, target: str) -> Any:
     return mocker.patch(target, return_value=spec)
 
 
+def allow_access_reviews(mocker: Any, allowed: bool = True) -> Any:
+    """An autospecced AuthorizationV1Api whose access reviews answer ``allowed``."""
+    auth = autospecced(mocker, "kubernetes.client.AuthorizationV1Api").return_value
+    auth.create_self_subject_access_review.return_value = client.V1SelfSubjectAccessReview(
+        spec=client.V1SelfSubjectAccessReviewSpec(),
+        status=client.V1SubjectAccessReviewStatus(allowed=allowed),
+    )
+    return auth
+
+
 class FakeCluster:
     """Jobs created through the autospecced BatchV1Api follow the script of their probe."""
 
@@ -194,6 +204,10 @@ class FakeCluster:
         self.batch = autospecced(mocker, "kubernetes.client.BatchV1Api").return_value
         self.core = autospecced(mocker, "kubernetes.client.CoreV1Api").return_value
         self.watch = autospecced(mocker, "kubernetes.watch.Watch")
+        self.auth = allow_access_reviews(mocker)
+        # No probe RayJobs to sweep (a cluster with or without the CRD).
+        self.custom = autospecced(mocker, "kubernetes.client.CustomObjectsApi").return_value
+        self.custom.list_namespaced_custom_object.return_value = {"items": []}
         self.batch.create_namespaced_job.side_effect = self.create
         self.batch.list_namespaced_job.side_effect = self.list_jobs
         self.batch.delete_namespaced_job.side_effect = self.delete

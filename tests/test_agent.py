@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from conftest import EnvPair, culprit_keys
 
 from clusterbisect.agent import dispatch
-from clusterbisect.agent.tools import TOOLS, definitions
+from clusterbisect.agent.formats import definitions
+from clusterbisect.agent.tools import TOOLS
 from clusterbisect.cli import cli as cli_group
 
 # Fails with a CUDA-like error when TRIGGER_A and TRIGGER_B are both "bad", crashes

@@ -70,6 +70,20 @@ def test_diff_options(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFix
     assert code == 0 and json.loads(out)["count"] == 7
 
 
+def test_an_ignore_that_matches_nothing_warns(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["diff", JOB_V1, JOB_V2, "--json", "--ignore", "containers[trainr].*"]
+    code, out, err = run_cli(args, monkeypatch, capsys)
+    document = json.loads(out)
+    assert code == 0 and document["count"] == 7
+    assert len(document["warnings"]) == 1 and "containers[trainr].*" in document["warnings"][0]
+    assert "warning: ignore pattern 'containers[trainr].*' matches no setting" in err
+    args = ["diff", JOB_V1, JOB_V2, "--json", "--ignore", "containers[trainer].*"]
+    code, out, err = run_cli(args, monkeypatch, capsys)
+    assert json.loads(out)["warnings"] == [] and "warning" not in err
+
+
 def test_identical_specs(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -31,8 +31,9 @@ from clusterbisect.options import fields_of, from_arguments, from_params
 
 # Parameters of the commands that are not session options: the positional arguments
 # (in the schema too) and what only a terminal needs.
-CLI_ONLY = {"good", "bad", "command", "as_json", "quiet"}
-POSITIONAL = {"good", "bad", "command"}
+# Not session options: the inputs, and how the reply is shown (verbose is on both sides).
+CLI_ONLY = {"good", "bad", "command", "as_json", "quiet", "verbose"}
+POSITIONAL = {"good", "bad", "command", "verbose"}
 
 
 def schema_leaves(schema: dict[str, Any]) -> dict[tuple[str, ...], dict[str, Any]]:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import FIXTURES
 
-from clusterbisect.diff import diff, render_table
+from clusterbisect.diff import compare, diff, ignore_regex, render_table
 from clusterbisect.errors import InputError
 from clusterbisect.redact import REDACTED, looks_secret
 from clusterbisect.settings import apply_changes, flatten
@@ -141,6 +141,35 @@ def test_ignore_globs() -> None:
     ]
     assert len(diff(good, bad, ignore=["*"])) == 0
     assert len(diff(good, bad, ignore=["nothing-matches"])) == 7
+
+
+def test_ignore_takes_brackets_literally() -> None:
+    """The tool's own keys work as patterns: `[trainer]` is not a character class."""
+    good, bad = load("job_v1.yaml"), load("job_v2.yaml")
+    everything = diff(good, bad)
+    env = [c.key for c in everything if c.key.startswith("containers[trainer].env.")]
+    assert env, "the fixture changes env vars of the trainer container"
+    kept = diff(good, bad, ignore=["containers[trainer].env.*"])
+    assert [c.key for c in kept] == [c.key for c in everything if c.key not in env]
+    # `?` is one character; nothing else is special.
+    assert diff(good, bad, ignore=["containers[traine?].env.*"]) == kept
+    assert diff(good, bad, ignore=["containers[t].env.*"]) == everything
+    assert ignore_regex("a[b].c*?") == r"a\[b\]\.c.*."
+
+
+def test_an_ignore_pattern_that_matches_nothing_is_a_warning() -> None:
+    good, bad = load("job_v1.yaml"), load("job_v2.yaml")
+    found = compare(
+        good,
+        bad,
+        ignore=["containers[trainr].env.*", "*.env.*", "metadata.labels.*", "*.env.*"],
+    )
+    assert len(found.warnings) == 1, found.warnings
+    (warning,) = found.warnings
+    assert "'containers[trainr].env.*' matches no setting" in warning
+    assert "job_v1.yaml" in warning and "containers[trainer]" in warning
+    # metadata.labels.* matches settings that do not differ: not a mistake, no warning.
+    assert compare(good, bad, ignore=["metadata.labels.*"]).warnings == []
 
 
 def test_container_restriction_keeps_pod_level_settings() -> None:

@@ -198,3 +198,46 @@ def test_ctrl_c_leaves_nothing_behind(tmp_path: Path) -> None:
             process.kill()
     assert process.returncode == 130
     assert wait_until_gone(session_id) == {"jobs": [], "pods": []}
+
+
+@pytest.mark.skipif(
+    CONTEXT != "clusterbisect-local",
+    reason="the pods reach the test's index on loopback: the test node shares the host's "
+    "network (make cluster)",
+)
+def test_a_pip_freeze_pair_is_bisected_with_an_install_step(tmp_path: Path) -> None:
+    """Each probe pod installs its pins (an init container, from a local index served
+    over HTTP) before the workload runs; the culprit pin is found."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from wheels import build_index, freeze_pair
+
+    wheels = build_index(tmp_path / "wheels")
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(wheels))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        index = f"http://127.0.0.1:{server.server_address[1]}/"
+        good, bad = freeze_pair(tmp_path, index)
+        for path in (good, bad):
+            path.write_text("--trusted-host 127.0.0.1\n" + path.read_text())
+        workload = "import checkpoint_io; print(checkpoint_io.load())"
+        command = cli(
+            "run", str(good), str(bad), "--backend", "kubernetes",
+            "--pip-image", "python:3.11-slim", "--fail-on", "Weights only load failed",
+            "--parallel", "2", "--timeout", "300", "--state-dir", str(tmp_path / "state"),
+            "--json",
+        )  # fmt: skip
+        code, result = run_json([*command, "--", "python", "-c", workload], timeout=1800)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 0, result
+    keys = [[c["key"] for c in culprit["changes"]] for culprit in result["culprits"]]
+    assert keys == [["pip.checkpoint-io"]]
+    assert all(p["infra_error"] is None for p in result["probes"])
+    assert wait_until_gone(result["session_id"]) == {"jobs": [], "pods": []}

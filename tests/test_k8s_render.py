@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import kubernetes_validate
 import pytest
@@ -19,7 +20,7 @@ from conftest import EXAMPLES, FIXTURES, ROOT
 from clusterbisect.diff import Change
 from clusterbisect.errors import InputError
 from clusterbisect.runners.base import Probe, RunnerContext
-from clusterbisect.runners.kubernetes import KubernetesRunner, KubernetesSettings, render
+from clusterbisect.runners.kubernetes import KubernetesRunner, KubernetesSettings, operators, render
 from clusterbisect.settings import apply_changes, flatten
 from clusterbisect.specs import load_spec, parse_spec
 from clusterbisect.specs.model import Spec
@@ -45,9 +46,11 @@ KINDS = {
     "pytorchjob": ("pytorch", "replicas[Master].containers[pytorch].env.LR"),
     "tfjob": ("tensorflow", "replicas[Chief].containers[tensorflow].env.LR"),
     "mpijob": ("launcher", "replicas[Launcher].containers[launcher].env.LR"),
-    "rayjob": ("ray-head", "head.containers[ray-head].env.LR"),
     "raycluster": ("ray-head", "head.containers[ray-head].env.LR"),
     "jobset": ("trainer", "jobs[driver].containers[trainer].env.LR"),
+    "volcanojob": ("pytorch", "tasks[master].containers[pytorch].env.LR"),
+    "leaderworkerset": ("leader", "leader.containers[leader].env.LR"),
+    "trainjob": ("node", "spec.trainer.env.LR"),
 }
 
 
@@ -146,9 +149,16 @@ def test_every_kind_renders_a_valid_probe_job(kind: str, runner: KubernetesRunne
     changes = [lr] + ([secret] if secret else [])
     probe = probe_for(spec, changes)
 
-    job = runner.manifests(probe)[-1]
+    *needs, job = runner.manifests(probe)
     validate(job)
     check_names(job)
+    # The secret env value lives in the probe's Secret (the example Job holds none).
+    (moved,) = needs if secret else [{}]
+    if secret:
+        validate(moved)
+        check_names(moved)
+        assert moved["kind"] == "Secret" and moved["metadata"]["name"] == job["metadata"]["name"]
+        assert moved["metadata"]["labels"] == job["metadata"]["labels"]
 
     assert job["apiVersion"] == "batch/v1" and job["kind"] == "Job"
     body = job["spec"]
@@ -177,13 +187,18 @@ def test_every_kind_renders_a_valid_probe_job(kind: str, runner: KubernetesRunne
     assert job["metadata"]["annotations"][render.ANN_CHANGE_COUNT] == str(len(changes))
     assert job["metadata"]["namespace"] == "clusterbisect"
 
-    # What is shown or written (render) never holds a secret value; the Job sent
-    # to the cluster needs the real one.
+    # Neither what is shown (render) nor the Job sent to the cluster holds a secret
+    # value: the Job refers to the probe's Secret, which holds the real one.
     shown = yaml.safe_dump(runner.render(probe))
-    assert SECRET_VALUE not in shown and "hf_new_secret_123" not in shown
-    assert "hf_new_secret_123" not in job["metadata"]["annotations"][render.ANN_CHANGES]
+    for text in (shown, yaml.safe_dump(job)):
+        assert SECRET_VALUE not in text and "hf_new_secret_123" not in text
     if secret:
-        assert env_of(containers(job)[main])["HF_TOKEN"] == "hf_new_secret_123"
+        ref = env_of(containers(job)[main])["HF_TOKEN"]
+        assert ref == {"secretKeyRef": {"name": moved["metadata"]["name"], "key": ANY}}
+        assert moved["stringData"][ref["secretKeyRef"]["key"]] == "hf_new_secret_123"
+        assert yaml.safe_load(runner.private(probe).text) == moved  # type: ignore[union-attr]
+    else:
+        assert runner.private(probe) is None
 
 
 @pytest.mark.parametrize(
@@ -192,7 +207,6 @@ def test_every_kind_renders_a_valid_probe_job(kind: str, runner: KubernetesRunne
         ("pytorchjob", "PyTorchJob/Master"),
         ("tfjob", "TFJob/Chief"),
         ("mpijob", "MPIJob/Launcher"),
-        ("rayjob", "RayJob/head"),
         ("jobset", "JobSet/driver"),
         ("deployment", "Deployment"),
     ],
@@ -241,8 +255,8 @@ def test_the_jobs_own_env_and_ports_win_over_the_operator_defaults() -> None:
     container["env"].append({"name": "WORLD_SIZE", "value": "32"})
     container["ports"] = [{"name": "pytorchjob-port", "containerPort": 29500}]
     spec.document["spec"]["nprocPerNode"] = "8"
-    ref = render.primary_template(spec)
-    added = render.add_operator_env(spec, ref, container)
+    ref = render.probe_template(spec)
+    added = operators.add_operator_env(spec, ref, container)
     env = env_of(container)
     assert "WORLD_SIZE" not in added and env["WORLD_SIZE"] == "32"
     assert env["MASTER_PORT"] == "29500" and env["PET_MASTER_PORT"] == "29500"
@@ -259,12 +273,20 @@ def test_names_never_collide_and_stay_short() -> None:
     assert render.label_value("20261127-023012-a1b2c3") == "20261127-023012-a1b2c3"
 
 
-def test_the_same_probe_gets_a_new_name_each_time(runner: KubernetesRunner) -> None:
-    probe = probe_for(load("job"), [])
-    assert (
-        runner.manifests(probe)[-1]["metadata"]["name"]
-        != runner.manifests(probe)[-1]["metadata"]["name"]
-    )
+def test_a_probe_launched_again_gets_a_new_name_a_rendering_keeps_its_own(
+    runner: KubernetesRunner,
+) -> None:
+    probe = probe_for(load("pod"), [])
+    # Each launch: a fresh name for the Job and its Secret.
+    first, second = runner._job(probe), runner._job(probe)
+    assert [m["kind"] for m in first] == ["Secret", "Job"]
+    assert first[-1]["metadata"]["name"] != second[-1]["metadata"]["name"]
+    assert first[0]["metadata"]["name"] == first[-1]["metadata"]["name"]
+    # A rendering shown twice names the same Secret as the private file beside it.
+    shown = runner.render(probe)
+    assert shown == runner.render(probe)
+    secret = yaml.safe_load(runner.private(probe).text)  # type: ignore[union-attr]
+    assert secret["metadata"]["name"] == shown["metadata"]["name"]
 
 
 def test_controller_and_selector_labels_stay_off_probe_pods(runner: KubernetesRunner) -> None:
@@ -302,7 +324,7 @@ def test_probe_workload_is_mounted_from_a_configmap(tmp_path: Path) -> None:
     probes.mkdir()
     (probes / "smoke.py").write_text("print('smoke ok')\n")
     runner = client_runner(namespace="ns1", probe="smoke", probes_dir=str(probes))
-    configmap, job = runner.manifests(probe_for(load("pod"), []))
+    configmap, _secret, job = runner.manifests(probe_for(load("pod"), []))
     validate(configmap)
     validate(job)
     check_names(configmap)
@@ -452,7 +474,10 @@ def test_the_role_grants_only_what_the_runner_uses() -> None:
         ("", "pods"): {"get", "list", "delete"},
         ("", "pods/log"): {"get"},
         ("", "configmaps"): {"create", "list", "delete"},
+        ("ray.io", "rayjobs"): {"create", "get", "list", "delete"},
         ("", "events"): {"list"},
+        # a probe's own Secret; never get, list or watch (they would read any Secret)
+        ("", "secrets"): {"create", "patch", "delete"},
     }
 
 

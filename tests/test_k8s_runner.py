@@ -27,6 +27,7 @@ from k8s_fake import (
     T0,
     FakeCluster,
     Step,
+    allow_access_reviews,
     api_exception,
     autospecced,
     complete_steps,
@@ -44,8 +45,9 @@ from kubernetes import client
 from clusterbisect.config import KubeConnection, KubernetesOptions
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.outcome import FailureSignature, Outcome
-from clusterbisect.runners.base import RunnerContext
+from clusterbisect.runners.base import Probe, RunnerContext
 from clusterbisect.runners.kubernetes import (
+    KubernetesRunner,
     KubernetesSettings,
     cleanup,
     connect,
@@ -431,6 +433,10 @@ def test_cleanup_deletes_leftovers_by_label(mocker: Any, kubeconfig: Path) -> No
         ],
         metadata=client.V1ListMeta(),
     )
+    custom = mocker.patch("kubernetes.client.CustomObjectsApi", autospec=True).return_value
+    custom.list_namespaced_custom_object.return_value = {
+        "items": [{"metadata": {"name": f"cb-{SESSION}-p003-ab12c"}}]
+    }
     options = KubernetesSettings(kubeconfig=str(kubeconfig), retry_base_s=0.0)
     report = cleanup(SESSION, options=options)
 
@@ -439,6 +445,11 @@ def test_cleanup_deletes_leftovers_by_label(mocker: Any, kubeconfig: Path) -> No
     assert report["deleted"]["jobs"] == [j.metadata.name for j in jobs]
     assert report["deleted"]["pods"] == [orphan.metadata.name]  # the owned one goes with its Job
     assert report["deleted"]["configmaps"] == [f"cb-{SESSION}-probe-smoke-1a2b3c"]
+    assert report["deleted"]["rayjobs"] == [f"cb-{SESSION}-p003-ab12c"]
+    assert custom.list_namespaced_custom_object.call_args.kwargs["label_selector"] == selector
+    # Where the cluster has no RayJob CRD, there is nothing of that kind to clean.
+    custom.list_namespaced_custom_object.side_effect = api_exception(404, "not found")
+    assert cleanup(SESSION, options=options)["deleted"]["rayjobs"] == []
     for call in batch.delete_namespaced_job.call_args_list:
         assert call.kwargs["propagation_policy"] == "Background"
     everything = cleanup(None, options=options)
@@ -531,6 +542,24 @@ def test_make_runner_never_connects_for_a_client_dry_run(
         make_runner(RunnerContext(dry_run="maybe"), KubernetesOptions())
     # The connection part of the options is what cleanup needs; tuning gets defaults.
     assert make_runner(RunnerContext(), KubeConnection(namespace="x")).options.retries == 5
+
+
+def test_without_a_kubeconfig_run_fails_before_any_probe_and_cleanup_says_no_dry_run(
+    cli: Any, tmp_path: Path
+) -> None:
+    """A run that launches connects when its runner is made: no "round 1" line first.
+    `cleanup` has no dry run, so its error does not offer one."""
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "KUBECONFIG": ""}
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    good, bad = str(EXAMPLE / "good.yaml"), str(EXAMPLE / "bad.yaml")
+    proc = cli("run", good, bad, "--backend", "kubernetes", env=env, expect=3)
+    assert "no Kubernetes configuration" in proc.stderr
+    assert "round 1" not in proc.stderr and "in flight" not in proc.stderr
+    assert "a client --dry-run needs no cluster" in proc.stderr
+    proc = cli("cleanup", env=env, expect=3)
+    assert "no Kubernetes configuration" in proc.stderr and "dry" not in proc.stderr
+    # A client dry run still needs no cluster.
+    cli("run", good, bad, "--backend", "kubernetes", "--dry-run", env=env, expect=0)
 
 
 def test_live_input_is_fetched_and_normalised(
@@ -634,3 +663,339 @@ def test_the_example_incident_is_bisected_through_the_cli(
         assert volumes["checkpoints"]["persistentVolumeClaim"]["readOnly"] is True
         mounts = body["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
         assert all(m["readOnly"] for m in mounts if m["name"] != "dshm")
+
+
+# --- a probe's Secret -----------------------------------------------------------------
+
+TOKEN = "hf_probe_token_1a2b3c4d5e6f"
+
+
+def secret_probes(tmp_path: Path, *ids: str) -> list[Probe]:
+    """Probes of the example whose trainer gets a secret env value and a --token flag."""
+    spec = load_spec(str(EXAMPLE / "good.yaml"))
+    trainer = spec.document["spec"]["template"]["spec"]["containers"][0]
+    trainer["env"].append({"name": "HF_TOKEN", "value": TOKEN})
+    trainer["args"] = ["--epochs", "3", f"--token={TOKEN}"]
+    made = probes(tmp_path, *ids)
+    for probe in made:
+        probe.spec = spec
+    return made
+
+
+def secret_calls(cluster: FakeCluster, order: list[str]) -> dict[str, dict[str, Any]]:
+    """Record Secret creations (bodies by name) and the order of the creations."""
+    created: dict[str, dict[str, Any]] = {}
+
+    def create_secret(namespace: str, body: dict[str, Any], **kwargs: Any) -> client.V1Secret:
+        created[body["metadata"]["name"]] = body
+        order.append("Secret")
+        return client.V1Secret(metadata=client.V1ObjectMeta(name=body["metadata"]["name"]))
+
+    create_job = cluster.batch.create_namespaced_job.side_effect
+
+    def job_then_record(namespace: str, body: dict[str, Any], **kwargs: Any) -> client.V1Job:
+        order.append("Job")
+        return create_job(namespace, body, **kwargs)
+
+    cluster.core.create_namespaced_secret.side_effect = create_secret
+    cluster.batch.create_namespaced_job.side_effect = job_then_record
+    return created
+
+
+def test_a_probes_secret_is_made_before_its_job_owned_by_it_and_deleted_with_it(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    cluster = FakeCluster(mocker, {"p001": complete_steps()}, logs={"p001": f"got {TOKEN}\n"})
+    order: list[str] = []
+    secrets = secret_calls(cluster, order)
+    (result,) = make(kubeconfig, tmp_path).run(secret_probes(tmp_path, "p001"))
+    assert result.exit_code == 0 and order == ["Secret", "Job"]
+    (job_name, job), (secret_name, secret) = *cluster.created.items(), *secrets.items()
+    assert secret_name == job_name
+    # The Job sent to the cluster holds no secret; its Secret holds both values.
+    assert TOKEN not in json.dumps(job)
+    assert sorted(secret["stringData"].values()) == sorted([TOKEN, f"--token={TOKEN}"])
+    trainer = job["spec"]["template"]["spec"]["containers"][0]
+    assert trainer["args"] == ["--epochs", "3", "$(CLUSTERBISECT_SECRET_0)"]
+    # The Job owns it (garbage-collected with it), and it is deleted with the probe.
+    (patch,) = cluster.core.patch_namespaced_secret.call_args_list
+    assert patch.args[:2] == (secret_name, "ns1")
+    assert patch.args[2]["metadata"]["ownerReferences"] == [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": "u-" + job_name}
+    ]
+    (deleted,) = cluster.core.delete_namespaced_secret.call_args_list
+    assert deleted.args[:2] == (secret_name, "ns1")
+    # The raw log holds what the workload printed: it is readable by its owner only.
+    assert (tmp_path / "logs" / "p001.log").stat().st_mode & 0o777 == 0o600
+
+
+def test_ctrl_c_deletes_the_probes_secrets_with_their_jobs(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    cluster = FakeCluster(mocker, {"p001": [RUNNING], "p002": [RUNNING]})
+    secrets = secret_calls(cluster, [])
+
+    def ctrl_c() -> None:
+        raise KeyboardInterrupt
+
+    cluster.stream_hooks = {1: ctrl_c}
+    with pytest.raises(Interrupted):
+        make(kubeconfig, tmp_path).run(secret_probes(tmp_path, "p001", "p002"))
+    deleted = [c.args[0] for c in cluster.core.delete_namespaced_secret.call_args_list]
+    assert len(secrets) == 2 and sorted(deleted) == sorted(secrets)
+
+
+def test_a_job_that_cannot_be_created_takes_its_secret_back(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    cluster = FakeCluster(mocker, {"p001": [RUNNING]})
+    secrets = secret_calls(cluster, [])
+    cluster.batch.create_namespaced_job.side_effect = api_exception(403, "jobs is forbidden")
+    with pytest.raises(BackendError, match="forbidden"):
+        make(kubeconfig, tmp_path).run(secret_probes(tmp_path, "p001"))
+    deleted = [c.args[0] for c in cluster.core.delete_namespaced_secret.call_args_list]
+    assert deleted == list(secrets) and len(deleted) == 1
+
+
+# --- RayJob probes ---------------------------------------------------------------------
+
+
+class FakeKubeRay:
+    """A RayJob CRD behind an autospec'd CustomObjectsApi (a wrong argument fails), and
+    KubeRay's statuses and submitter pods as a script per probe."""
+
+    def __init__(self, mocker: Any, statuses: dict[str, list[dict[str, str]]], crd: bool = True):
+        self.statuses = statuses
+        self.created: dict[str, dict[str, Any]] = {}
+        self.deleted: list[str] = []
+        self.polls: dict[str, int] = {}
+        self.custom = autospecced(mocker, "kubernetes.client.CustomObjectsApi").return_value
+        self.core = autospecced(mocker, "kubernetes.client.CoreV1Api").return_value
+        self.batch = autospecced(mocker, "kubernetes.client.BatchV1Api").return_value
+        self.auth = allow_access_reviews(mocker)
+        # What a resumed run would sweep first: here, nothing of the session is left.
+        self.batch.list_namespaced_job.return_value = client.V1JobList(
+            items=[], metadata=client.V1ListMeta()
+        )
+        self.core.list_namespaced_config_map.return_value = client.V1ConfigMapList(
+            items=[], metadata=client.V1ListMeta()
+        )
+        self.custom.list_namespaced_custom_object.return_value = {"items": []}
+        resources = [
+            client.V1APIResource(
+                name="rayjobs",
+                kind="RayJob",
+                namespaced=True,
+                singular_name="rayjob",
+                verbs=["create"],
+            )
+        ]
+        if crd:
+            self.custom.get_api_resources.return_value = client.V1APIResourceList(
+                group_version="ray.io/v1", resources=resources
+            )
+        else:
+            self.custom.get_api_resources.side_effect = api_exception(
+                404, "the server could not find the requested resource"
+            )
+        self.custom.create_namespaced_custom_object.side_effect = self.create
+        self.custom.get_namespaced_custom_object.side_effect = self.get
+        self.custom.delete_namespaced_custom_object.side_effect = self.delete
+        self.core.list_namespaced_pod.side_effect = self.pods
+        self.core.read_namespaced_pod_log.side_effect = self.log
+
+    def create(
+        self, group: str, version: str, namespace: str, plural: str, body: Any, **kw: Any
+    ) -> Any:
+        assert (group, version, plural) == ("ray.io", "v1", "rayjobs")
+        assert kw["field_validation"] == "Strict"
+        if kw.get("dry_run") != "All":
+            self.created[body["metadata"]["name"]] = body
+        return body
+
+    def probe(self, name: str) -> str:
+        return str(self.created[name]["metadata"]["labels"][render.LABEL_PROBE])
+
+    def get(
+        self, group: str, version: str, namespace: str, plural: str, name: str, **kw: Any
+    ) -> Any:
+        script = self.statuses[self.probe(name)]
+        tick = self.polls[name] = self.polls.get(name, -1) + 1
+        return {**self.created[name], "status": script[min(tick, len(script) - 1)]}
+
+    def delete(
+        self, group: str, version: str, namespace: str, plural: str, name: str, **kw: Any
+    ) -> Any:
+        assert kw["propagation_policy"] == "Background"
+        self.deleted.append(name)
+        return {}
+
+    def log(self, name: str, namespace: str, **kw: Any) -> Any:
+        """The submitter's log, streamed as the real client streams it."""
+        import io
+
+        import urllib3
+
+        assert kw["container"] == "ray-job-submitter" and kw["_preload_content"] is False
+        text = f"log of {name}: Job 'raysubmit_1' failed\n".encode()
+        return urllib3.HTTPResponse(body=io.BytesIO(text), preload_content=False, status=200)
+
+    def pods(self, namespace: str, **kw: Any) -> client.V1PodList:
+        selector = kw["label_selector"]
+        if not selector.startswith("ray.io/originated-from-cr-name="):  # the sweep
+            return client.V1PodList(items=[], metadata=client.V1ListMeta())
+        name = selector.split("=", 1)[1]
+        pod = client.V1Pod(
+            metadata=client.V1ObjectMeta(name=f"{name}-submit", creation_timestamp=T0)
+        )
+        return client.V1PodList(items=[pod], metadata=client.V1ListMeta())
+
+
+def rayjob_probes(tmp_path: Path, *ids: str) -> list[Probe]:
+    spec = load_spec(str(Path(__file__).parent / "fixtures" / "k8s" / "rayjob.yaml"))
+    return [
+        Probe(
+            probe_id=pid,
+            session_id=SESSION,
+            spec=spec,
+            changes=[],
+            log_path=tmp_path / "logs" / f"{pid}.log",
+            timeout_s=600,
+        )
+        for pid in ids
+    ]
+
+
+def rayjob_runner(
+    kubeconfig: Path, tmp_path: Path, probes: list[Probe], **options: Any
+) -> KubernetesRunner:
+    settings = {"kubeconfig": str(kubeconfig), "poll_s": 0.0, "retry_base_s": 0.0, **options}
+    context = RunnerContext(session_id=SESSION, good=probes[0].spec)
+    return KubernetesRunner(context, KubernetesSettings(**settings), sleep=lambda s: None)
+
+
+RUNNING_RAY = {"jobDeploymentStatus": "Running", "jobStatus": "RUNNING"}
+
+
+def test_rayjob_probes_are_created_strictly_followed_and_deleted(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    kuberay = FakeKubeRay(
+        mocker,
+        {
+            "p001": [RUNNING_RAY, {"jobDeploymentStatus": "Complete", "jobStatus": "SUCCEEDED"}],
+            "p002": [
+                RUNNING_RAY,
+                RUNNING_RAY,
+                {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "reason": "AppFailed"},
+            ],
+        },
+    )
+    batch = rayjob_probes(tmp_path, "p001", "p002")
+    runner = rayjob_runner(kubeconfig, tmp_path, batch, namespace="ns1")
+    results = runner.run(batch)
+    assert [r.exit_code for r in results] == [0, 1]
+    assert "Job 'raysubmit_1' failed" in results[1].output
+    assert (tmp_path / "logs" / "p002.log").read_text() == results[1].output
+    assert sorted(kuberay.deleted) == sorted(kuberay.created)  # each deleted when done
+    body = next(iter(kuberay.created.values()))
+    assert body["spec"]["shutdownAfterJobFinishes"] is True
+    assert kuberay.core.list_namespaced_pod.call_args.kwargs["label_selector"].startswith(
+        "ray.io/originated-from-cr-name="
+    )
+    assert results[1].details["rayjob"] in kuberay.created
+
+
+def test_rayjob_probes_without_the_crd_name_the_ray_backend(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    kuberay = FakeKubeRay(mocker, {}, crd=False)
+    batch = rayjob_probes(tmp_path, "p001")
+    with pytest.raises(InputError, match=r"no RayJob CRD.*--backend ray") as caught:
+        rayjob_runner(kubeconfig, tmp_path, batch).run(batch)
+    assert caught.value.message.startswith(str(batch[0].spec.source))
+    assert not kuberay.created
+    server = rayjob_runner(kubeconfig, tmp_path, batch)
+    server.mode = "server"
+    with pytest.raises(InputError, match="--backend ray"):
+        server.render(batch[0])
+
+
+def test_ctrl_c_deletes_probe_rayjobs(mocker: Any, kubeconfig: Path, tmp_path: Path) -> None:
+    kuberay = FakeKubeRay(mocker, {"p001": [RUNNING_RAY], "p002": [RUNNING_RAY]})
+    calls = {"n": 0}
+
+    def interrupt(seconds: float) -> None:
+        calls["n"] += 1
+        raise KeyboardInterrupt
+
+    batch = rayjob_probes(tmp_path, "p001", "p002")
+    runner = rayjob_runner(kubeconfig, tmp_path, batch)
+    runner.sleep = interrupt
+    with pytest.raises(Interrupted):
+        runner.run(batch)
+    assert len(kuberay.created) == 2 and sorted(kuberay.deleted) == sorted(kuberay.created)
+
+
+def test_a_rayjob_past_our_deadline_is_a_timeout_and_deleted(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    kuberay = FakeKubeRay(mocker, {"p001": [{"jobDeploymentStatus": "Initializing"}]})
+    now = [0.0]
+
+    def later(seconds: float) -> None:
+        now[0] += 400.0
+
+    batch = rayjob_probes(tmp_path, "p001")
+    context = RunnerContext(session_id=SESSION, good=batch[0].spec)
+    runner = KubernetesRunner(
+        context,
+        KubernetesSettings(kubeconfig=str(kubeconfig), poll_s=0.0, retry_base_s=0.0),
+        clock=lambda: now[0],
+        sleep=later,
+    )
+    (result,) = runner.run(batch)
+    assert result.timed_out and result.exit_code is None
+    assert kuberay.deleted == list(kuberay.created)
+
+
+# --- where probes go ---------------------------------------------------------------------
+
+
+def test_probes_go_to_the_source_namespace_when_it_exists_and_is_allowed(
+    mocker: Any, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """The example's Job is in ml-training; the kubeconfig context's namespace is ns1."""
+    core = mocker.patch("kubernetes.client.CoreV1Api", autospec=True).return_value
+    auth = allow_access_reviews(mocker)
+    good = load_spec(str(EXAMPLE / "good.yaml"))
+
+    def runner(**options: Any) -> KubernetesRunner:
+        context = RunnerContext(session_id=SESSION, good=good)
+        settings = KubernetesSettings(kubeconfig=str(kubeconfig), retry_base_s=0.0, **options)
+        return KubernetesRunner(context, settings, sleep=lambda s: None)
+
+    there = runner()
+    assert there.namespace() == "ml-training"
+    assert there.fidelity().target == "namespace 'ml-training' (the source's)"
+    review = auth.create_self_subject_access_review.call_args.args[0]
+    assert review["spec"]["resourceAttributes"] == {
+        "namespace": "ml-training",
+        "verb": "create",
+        "group": "batch",
+        "resource": "jobs",
+    }
+
+    auth.create_self_subject_access_review.return_value.status.allowed = False
+    refused = runner()
+    assert refused.namespace() == "ns1"
+    assert refused.fidelity().target == (
+        "namespace 'ns1' (the context's; no permission to create jobs in the source's "
+        "namespace 'ml-training')"
+    )
+
+    core.read_namespace.side_effect = api_exception(404, 'namespaces "ml-training" not found')
+    gone = runner()
+    assert gone.namespace() == "ns1"
+    assert "does not exist here" in gone.fidelity().target
+    assert runner(namespace="probes").fidelity().target == "namespace 'probes' (-n)"

@@ -117,6 +117,51 @@ def test_budget_cut_short_is_inconclusive_with_candidates(tmp_path, cli, env_pai
     assert any("budget" in note for note in result["notes"])
 
 
+def test_a_budget_stopped_run_says_so_first_and_resume_extends_it(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 64)
+    _, result = bisect(cli, good, bad, "VAR_050", "--max-probes", "4")
+    state = result["state_dir"]
+    assert result["stopped_early"] == "the probe budget (4) is spent"
+    assert result["continue_with"].startswith(f"continue with: clusterbisect resume {state} ")
+    extra = {"CULPRITS": "VAR_050"}
+    text = cli("report", state, expect=0).stdout.splitlines()
+    assert text[0] == (
+        "INCONCLUSIVE: no culprit could be isolated yet: stopped early, "
+        "the probe budget (4) is spent"
+    )
+    assert text[1].startswith(f"  Continue with: clusterbisect resume {state} --max-probes ")
+    status = cli.json("status", "--state-dir", state)
+    assert status["stopped_early"] == "the probe budget (4) is spent" and not status["done"]
+    assert (
+        "Stopped early: the probe budget (4) is spent" in cli("status", "--state-dir", state).stdout
+    )
+    # Without a new budget, resume stops again at once; a budget at or below what was
+    # run is refused (it counts every probe of the session).
+    again = cli.json("resume", state, extra_env=extra, expect=1)
+    assert again["probe_count"] == 4 and again["stopped_early"]
+    refused = cli("resume", state, "--max-probes", "4", extra_env=extra, expect=2)
+    assert "has run 4 probes already" in refused.stderr
+    # A larger one finishes the search, and is kept for the session.
+    done = cli.json("resume", state, "--max-probes", "40", extra_env=extra, expect=0)
+    assert culprit_keys(done) == [["env.VAR_050"]] and done["stopped_early"] is None
+    stored = json.loads((Path(state) / "session.json").read_text())
+    assert stored["config"]["limits"]["max_probes"] == 40
+
+
+def test_the_resume_tool_takes_a_new_budget(tmp_path, cli, env_pair):
+    good, bad = write_env_pair(env_pair, 16)
+    _, result = bisect(cli, good, bad, "VAR_003", "--max-probes", "3")
+    extra = {"CULPRITS": "VAR_003"}
+    code, document = cli.call(
+        "resume", {"state_dir": result["state_dir"], "max_probes": 2}, extra_env=extra
+    )
+    assert code == 2 and "give more than 3" in document["error"]["message"]
+    code, document = cli.call(
+        "resume", {"state_dir": result["state_dir"], "max_probes": 30}, extra_env=extra
+    )
+    assert code == 0 and culprit_keys(document) == [["env.VAR_003"]]
+
+
 def test_baseline_failed_and_not_reproducible(tmp_path, cli, env_pair):
     good, bad = write_env_pair(env_pair, 4)
     proc, result = bisect(cli, good, bad, "", env_extra={"ODD_SETTING": "bad"})
@@ -339,6 +384,23 @@ def test_a_usage_error_keeps_the_other_files_of_a_given_state_dir(tmp_path, cli)
     proc = cli("run", str(job), str(bad), "--state-dir", str(state), "--", "true", expect=None)
     assert proc.returncode == 2, proc.stderr
     assert sorted(p.name for p in state.iterdir()) == ["notes.txt"]
+
+
+def test_a_backend_that_can_apply_nothing_names_the_one_that_can(tmp_path, cli):
+    import yaml
+
+    job = yaml.safe_load((EXAMPLES / "training-upgrade" / "good.yaml").read_text())
+    (tmp_path / "good.yaml").write_text(yaml.safe_dump(job))
+    job["spec"]["template"]["spec"]["containers"][0]["image"] += "-next"
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(job))
+    proc = cli("run", "good.yaml", "bad.yaml", "--", "python", "train.py", expect=2)
+    assert "error: good.yaml: none of the 1 changes can be applied on the local backend" in (
+        proc.stderr
+    )
+    assert proc.stderr.rstrip().endswith("--backend kubernetes can apply 1")
+    assert not (tmp_path / ".clusterbisect").exists() or not any(
+        (tmp_path / ".clusterbisect").iterdir()
+    )  # no half-made session
 
 
 def test_after_a_contradiction_no_confidence_is_printed_as_1(tmp_path, cli, env_pair):

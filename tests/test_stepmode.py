@@ -203,7 +203,7 @@ def test_kubernetes_probes_render_without_a_cluster(tmp_path, cli):
         "start", str(example / "good.yaml"), str(example / "bad.yaml"),
         "--backend", "kubernetes", "-n", "ml-training", "--state-dir", "k",
     )  # fmt: skip
-    view = cli.json("next", "--probe", "p002")
+    view = cli.json("next", "--probe", "p002", "--verbose")
     probe = view["probe"]
     assert start["backend"] == "kubernetes" and probe["purpose"] == "baseline-bad"
     job = probe["rendered"]
@@ -212,6 +212,54 @@ def test_kubernetes_probes_render_without_a_cluster(tmp_path, cli):
     image = job["spec"]["template"]["spec"]["containers"][0]["image"]
     assert ":2.6.0-cuda12.6" in image  # the bad image: every change applied
     assert Path(probe["rendered_file"]).is_file()
+
+
+def test_agent_replies_are_compact_unless_verbose(tmp_path, cli):
+    """A Kubernetes session's `next` names each change once and points at the rendered
+    Job; `record` carries the compact next view, not the full one."""
+    example = EXAMPLES / "training-upgrade"
+    culprit = "containers[trainer].env.TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+    cli.json(
+        "start", str(example / "good.yaml"), str(example / "bad.yaml"),
+        "--backend", "kubernetes", "--state-dir", "k",
+    )  # fmt: skip
+    compact = cli("next", "--json", "--probe", "p002", expect=0).stdout
+    verbose = cli("next", "--json", "--probe", "p002", "--verbose", expect=0).stdout
+    assert compact.count(culprit) == 1 and verbose.count(culprit) >= 3
+    assert len(compact) < 4000 < 20000 < len(verbose)
+    view = json.loads(compact)
+    probe = view["probe"]
+    assert probe["changes_applied"] == len(probe["changes"]) == 44 and culprit in probe["changes"]
+    assert "rendered" not in probe and Path(probe["rendered_file"]).is_file()
+    assert view["untestable_count"] == 1 and "untestable" not in view
+    assert view["pending"] == [
+        {"probe": "p001", "purpose": "baseline-good", "runs_needed": 1, "changes_applied": 0},
+        {"probe": "p002", "purpose": "baseline-bad", "runs_needed": 1, "changes_applied": 44},
+    ]
+    recorded = cli("good", "--json", expect=0).stdout
+    assert len(recorded) < 4000 and recorded.count(culprit) == 1
+    assert json.loads(recorded)["next"] == view | {"probes_done": 1, "pending": view["pending"][1:]}
+    full = cli.json("bad", "--verbose")  # p002; the next view in full
+    assert full["next"]["probe"]["changes"][0].keys() >= {"key", "good", "bad"}
+    assert full["next"]["probe"]["rendered"]["kind"] == "Job"
+
+
+def test_a_contradicting_outcome_is_refused_unless_forced(tmp_path, cli, env_pair):
+    command = write_inputs(env_pair)
+    cli.json("start", "good.env", "bad.env", "--fail-on", "CUDA error", "--", *command)
+    refused = cli("mark", "--outcome", "pass", "--exit-code", "1", expect=2)
+    assert "outcome: 'pass' contradicts what was observed (exit code 1)" in refused.stderr
+    code, error = cli.call("record", {"outcome": "pass", "exit_code": 1})
+    assert code == 2 and error["error"]["details"]["signature_reads"] == "unresolved"
+    assert cli.json("status")["probes_done"] == 0
+    # Agreeing, unresolved or forced: recorded.
+    assert cli.json("mark", "--outcome", "pass", "--exit-code", "0")["recorded"]["outcome"] == (
+        "pass"
+    )
+    code, forced = cli.call("record", {"outcome": "pass", "exit_code": 1, "force": True})
+    assert code == 0 and forced["recorded"]["outcome"] == "pass"
+    code, skipped = cli.call("record", {"outcome": "skip", "exit_code": 0})
+    assert code == 0 and skipped["recorded"]["outcome"] == "unresolved"
 
 
 def test_probe_ids_stay_put_when_recorded_out_of_order(tmp_path, cli, env_pair):

@@ -2,6 +2,8 @@
 
 The same function serves ``clusterbisect call`` and the MCP server, so both give the
 same documents and the same errors: ``{"error": {"code", "message", "details"}}``.
+Replies and errors are read by a model: both are scrubbed of every secret this
+process knows (``redact.scrub``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from clusterbisect.agent.tools import Reply, Tool, available, get_tool
 from clusterbisect.errors import EXIT_BACKEND, ClusterBisectError, InputError
+from clusterbisect.redact import scrub
 from clusterbisect.specs.yamlio import MAX_DEPTH
 
 # Payload bounds: an agent's context is precious. Anything cut says so and names the
@@ -122,7 +125,8 @@ def call(name: str, arguments: Any, *, read_only: bool = False) -> Reply:
     tool = find(name, read_only)
     check_arguments(arguments)
     reply = tool.handler(validate(tool, arguments))
-    reply.document = bound(reply.document, reply.full)
+    # Scrubbed before it is cut, so a cut never leaves half a secret behind.
+    reply.document = bound(scrub(_jsonable(reply.document)), reply.full)
     return reply
 
 
@@ -133,8 +137,8 @@ def error_document(err: BaseException) -> tuple[dict[str, Any], int]:
             {
                 "error": {
                     "code": err.code,
-                    "message": err.message,
-                    "details": _jsonable(err.details),
+                    "message": scrub(err.message),
+                    "details": scrub(_jsonable(err.details)),
                 }
             },
             err.exit_code,
@@ -146,7 +150,7 @@ def error_document(err: BaseException) -> tuple[dict[str, Any], int]:
         {
             "error": {
                 "code": "internal_error",
-                "message": f"{type(err).__name__}: {err}",
+                "message": scrub(f"{type(err).__name__}: {err}"),
                 "details": {},
             }
         },

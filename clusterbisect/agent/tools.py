@@ -17,7 +17,6 @@ Handlers take the validated arguments and return a :class:`Reply`; they raise
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,9 @@ from clusterbisect.session import RESULT_FILE
 
 # The backends whose leftovers `cleanup` deletes, and what it needs to reach them.
 CLEANABLE = [b.name for b in backends.with_cleanup()]
-CLEANUP_OPTIONS = tuple({b.cleanup_options for b in backends.with_cleanup() if b.cleanup_options})
+CLEANUP_OPTIONS = tuple(
+    dict.fromkeys(b.cleanup_options for b in backends.with_cleanup() if b.cleanup_options)
+)
 
 READ_ONLY = "read_only"
 WRITES_STATE = "writes_state"
@@ -168,20 +169,27 @@ def _state_dir(args: dict[str, Any]) -> Path | None:
 
 
 def _diff(args: dict[str, Any]) -> Reply:
-    from clusterbisect.diff import diff, diff_document
+    from clusterbisect.diff import compare, diff_document
+    from clusterbisect.redact import Redactor, register
     from clusterbisect.specs import load_specs
 
     scope = options.from_arguments(config.ScopeOptions, args)
     good, bad = load_specs([args["good"], args["bad"]])
-    changes = diff(good, bad, ignore=scope.ignore, container=scope.container)
-    return Reply(diff_document(args["good"], args["bad"], good.kind, good.format, changes))
+    register(Redactor.of_specs([good, bad]))
+    found = compare(good, bad, ignore=scope.ignore, container=scope.container)
+    return Reply(
+        diff_document(
+            args["good"], args["bad"], good.kind, good.format, found.changes, found.warnings
+        )
+    )
 
 
 def _start(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode
 
     document = stepmode.start(*session_config(args))
-    return Reply(document, full=document["next"].get("probe", {}).get("rendered_file"))
+    full = document["next"].get("probe", {}).get("rendered_file")
+    return Reply(stepmode.shown(document, args.get("verbose", False)), full=full)
 
 
 def _next(args: dict[str, Any]) -> Reply:
@@ -189,7 +197,8 @@ def _next(args: dict[str, Any]) -> Reply:
 
     bisection = stepmode.open_session(args.get("state_dir"))
     document = stepmode.next_view(bisection, args.get("probe"))
-    return Reply(document, full=document.get("probe", {}).get("rendered_file"))
+    full = document.get("probe", {}).get("rendered_file")
+    return Reply(stepmode.shown(document, args.get("verbose", False)), full=full)
 
 
 def _record(args: dict[str, Any]) -> Reply:
@@ -222,14 +231,24 @@ def _record(args: dict[str, Any]) -> Reply:
         run=run,
         log_file=args.get("log_file"),
         log_text=args.get("log_text"),
+        force=args.get("force", False),
     )
-    return Reply(document)
+    return Reply(stepmode.shown(document, args.get("verbose", False)))
+
+
+def _exec(args: dict[str, Any]) -> Reply:
+    from clusterbisect import stepexec, stepmode
+
+    bisection = stepmode.open_session(args.get("state_dir"))
+    document = stepexec.exec_probe(bisection, args.get("probe"), args.get("command"))
+    return Reply(stepmode.shown(document, args.get("verbose", False)))
 
 
 def _status(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode
 
-    return Reply(stepmode.status(stepmode.open_session(args.get("state_dir"))))
+    document = stepmode.status(stepmode.open_session(args.get("state_dir")))
+    return Reply(stepmode.shown(document, args.get("verbose", False)))
 
 
 def _result(args: dict[str, Any]) -> Reply:
@@ -259,16 +278,17 @@ def _log(args: dict[str, Any]) -> Reply:
 
 
 def _replay(args: dict[str, Any]) -> Reply:
-    from clusterbisect import stepmode
+    from clusterbisect import steplog, stepmode
 
     if ("log_file" in args) == ("log_text" in args):
         raise InputError("give exactly one of log_file and log_text", field="log_file")
     if "log_file" in args:
         source = args["log_file"]
-        text = stepmode.read_log_file(source)
+        text = steplog.read_log_file(source)
     else:
         source, text = "log_text", args["log_text"]
-    return Reply(stepmode.replay(text, source, _state_dir(args)))
+    document = stepmode.replay(text, source, _state_dir(args))
+    return Reply(stepmode.shown(document, args.get("verbose", False)))
 
 
 def _reset(args: dict[str, Any]) -> Reply:
@@ -302,39 +322,38 @@ def _resume(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode, workflow
 
     bisection = stepmode.open_session(args.get("state_dir"))
-    return _finished(workflow.run_session(bisection, None))
+    budget = options.from_arguments(config.LimitOptions, args)
+    return _finished(workflow.resume_session(bisection, None, None, budget))
 
 
 def _cleanup(args: dict[str, Any]) -> Reply:
-    from clusterbisect import stepmode
+    from clusterbisect import stepmode, workflow
 
-    backend = backends.get(args.get("backend") or CLEANABLE[0])
-    assert backend.cleanup_options is not None
-    session_id = args.get("session_id")
-    given = options.from_arguments(backend.cleanup_options, args, flat=True)
+    state_dir = None
     if args.get("state_dir"):
-        session = stepmode.open_state(args["state_dir"])
-        session_id = session.session_id
-        stored = options.narrow(session.config.backend_options, backend.cleanup_options)
-        # What the call gives wins over what the session was run with.
-        given = type(given)(
-            **{
-                **dataclasses.asdict(stored),
-                **{k: v for k, v in dataclasses.asdict(given).items() if v is not None},
-            }
-        )
-    if not session_id and not args.get("all"):
+        state_dir = stepmode.open_state(args["state_dir"]).state_dir
+    elif not args.get("session_id") and not args.get("all"):
         raise InputError(
             "name a session (state_dir or session_id), or set all=true to delete every "
             "clusterbisect probe in the namespace",
             field="all",
         )
-    return Reply(backends.cleanup(backend.name, session_id, given))
+    chosen = workflow.cleanup_backend(args.get("backend"), state_dir)
+    assert chosen.cleanup_options is not None
+    given = options.from_arguments(chosen.cleanup_options, args, flat=True)
+    return Reply(workflow.cleanup(chosen.name, args.get("session_id"), given, state_dir))
 
 
 # --- the tools -----------------------------------------------------------------------------
 
 _OPTIONAL_STATE = _obj({"state_dir": STATE_DIR})
+VERBOSE = {
+    "verbose": {
+        "type": "boolean",
+        "description": "The full document: every change with its values, the rendered "
+        "Job or submission inline, each pending probe's keys, the untestable list.",
+    }
+}
 
 TOOLS: list[Tool] = [
     Tool(
@@ -355,7 +374,7 @@ TOOLS: list[Tool] = [
         "current one, and return the first probe to run (as `next` does). You run each "
         "probe yourself and report it with `record`. Writes only the state directory; "
         "launches nothing.",
-        START_INPUT,
+        {**START_INPUT, "properties": {**START_INPUT["properties"], **VERBOSE}},
         WRITES_STATE,
         _start,
     ),
@@ -364,14 +383,17 @@ TOOLS: list[Tool] = [
         "Show the next probe",
         "The next probe of a step-by-step session: the changes to apply to the good spec, "
         "and what to run (for the local backend the environment to set, the variables to "
-        "unset and the argv; for Kubernetes the Job manifest; for Ray the job). `pending` "
-        "lists every probe the search can use now (they may run in parallel). When the "
-        "search is complete, `done` is true and `result` holds the verdict. Launches "
-        "nothing.",
+        "unset and the argv; for Kubernetes the Job manifest; for Ray the job). Secret "
+        "values are never shown: `private_file` (mode 0600; do not read it) holds them, "
+        "`use` says how to run the probe with it, and `exec` (the `exec` tool) runs a "
+        "local probe with them and records its outcome. `pending` lists every probe the "
+        "search can use now (they may run in parallel). When the search is complete, "
+        "`done` is true and `result` holds the verdict. Launches nothing.",
         _obj(
             {
                 "state_dir": STATE_DIR,
                 "probe": _str("Show this pending probe (an id from `pending`), not the first."),
+                **VERBOSE,
             }
         ),
         READ_ONLY,
@@ -385,7 +407,9 @@ TOOLS: list[Tool] = [
         "unresolved: it could not run, or failed differently), or what you observed "
         "(`exit_code`, `timed_out`, `reason`, with the log) for the session's failure "
         "signature to classify. The log (a file or text) is kept as evidence. Returns "
-        "the recorded entry and the next probe. Writes only the state directory.",
+        "the recorded entry and the next probe (compact; verbose for everything). An "
+        "outcome that contradicts what you observed (pass with exit code 1) is refused "
+        "unless force. Writes only the state directory.",
         _obj(
             {
                 "state_dir": STATE_DIR,
@@ -409,17 +433,46 @@ TOOLS: list[Tool] = [
                     "maxLength": 4_000_000,
                     "description": "The probe's output as text (instead of log_file).",
                 },
+                "force": {
+                    "type": "boolean",
+                    "description": "Keep `outcome` even when what you observed "
+                    "contradicts it (refused otherwise).",
+                },
+                **VERBOSE,
             }
         ),
         WRITES_STATE,
         _record,
     ),
     Tool(
+        "exec",
+        "Run a probe here and record it",
+        "Run a pending probe of a step-by-step session (default: the first) as a process "
+        "on this machine with its real environment, secrets included but never shown, "
+        "then record what the session's failure signature makes of its exit code and "
+        "output (kept as the probe's log). `command` is the argv to run (default: the "
+        "session's workload). Returns the recorded entry and the next probe. LAUNCHES A "
+        "PROCESS.",
+        _obj(
+            {
+                "state_dir": STATE_DIR,
+                "probe": _str("The pending probe to run (default: the first)."),
+                "command": {
+                    **_strings("The argv to run (default: the session's workload)."),
+                    "minItems": 1,
+                },
+                **VERBOSE,
+            }
+        ),
+        LAUNCHES,
+        _exec,
+    ),
+    Tool(
         "status",
         "Show a session's status",
         "Where a session stands: probes done, pending probes, candidates left, estimated "
         "probes to go; the result when the search is complete. Launches nothing.",
-        _OPTIONAL_STATE,
+        _obj({"state_dir": STATE_DIR, **VERBOSE}),
         READ_ONLY,
         _status,
     ),
@@ -463,6 +516,7 @@ TOOLS: list[Tool] = [
                 "log_file": _str("A file holding a `log` output."),
                 "log_text": {"type": "string", "minLength": 1, "description": "A `log` output."},
                 "state_dir": _str("Where the new session lives."),
+                **VERBOSE,
             }
         ),
         WRITES_STATE,
@@ -491,19 +545,26 @@ TOOLS: list[Tool] = [
     Tool(
         "resume",
         "Finish a session automatically",
-        "Continue a session (interrupted `run`, or one driven by hand with start/record) "
-        "by launching its remaining probes on its backend, without re-running finished "
-        "ones. Returns the result. LAUNCHES JOBS.",
-        _obj({"state_dir": STATE_DIR}),
+        "Continue a session (interrupted `run`, one its budget stopped, or one driven "
+        "by hand with start/record) by launching its remaining probes on its backend, "
+        "without re-running finished ones. max_probes/max_time give it a new budget "
+        "(max_probes counts every probe of the session). Returns the result. LAUNCHES JOBS.",
+        _obj(
+            {
+                "state_dir": STATE_DIR,
+                **options.schema_properties(config.LimitOptions, only=config.BUDGET),
+            }
+        ),
         LAUNCHES,
         _resume,
     ),
     Tool(
         "cleanup",
         "Delete leftover probe jobs",
-        "Delete the Kubernetes Jobs, pods and ConfigMaps clusterbisect created, found by "
-        "their labels: those of one session (state_dir or session_id), or every one in "
-        "the namespace with all=true. DESTRUCTIVE.",
+        "Stop and delete the probes clusterbisect left behind: Kubernetes Jobs, pods and "
+        "ConfigMaps found by their labels, or Ray jobs found by their metadata (and a "
+        "local Ray a killed run left, with state_dir); those of one session (state_dir "
+        "or session_id), or every one with all=true. DESTRUCTIVE.",
         _obj(
             {
                 "state_dir": _str("The session whose probes to delete."),
@@ -512,8 +573,8 @@ TOOLS: list[Tool] = [
                 "backend": {
                     "type": "string",
                     "enum": CLEANABLE,
-                    "default": CLEANABLE[0],
-                    "description": "Whose leftovers to delete.",
+                    "description": "Whose leftovers to delete (default: the session's, "
+                    f"else {backends.CLEANUP_DEFAULT}).",
                 },
                 **options.schema_properties(*CLEANUP_OPTIONS, flat=True),
             }
@@ -533,46 +594,3 @@ def get_tool(name: str) -> Tool | None:
 def available(read_only: bool = False) -> list[Tool]:
     """The tools to offer; with ``read_only``, only those that launch nothing."""
     return [t for t in TOOLS if t.launches_nothing or not read_only]
-
-
-def definitions(fmt: str = "mcp", read_only: bool = False) -> list[dict[str, Any]]:
-    """The tool definitions in the shape an API expects.
-
-    ``anthropic``: {name, description, input_schema}; ``openai``: Chat Completions
-    function tools; ``mcp``: {name, title, description, inputSchema, annotations};
-    ``json``: every field, including ``effect``.
-    """
-    tools = available(read_only)
-    if fmt == "anthropic":
-        return [
-            {"name": t.name, "description": t.description, "input_schema": t.input_schema}
-            for t in tools
-        ]
-    if fmt == "openai":
-        return [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": t.input_schema,
-                },
-            }
-            for t in tools
-        ]
-    if fmt == "mcp":
-        return [t.mcp_definition() for t in tools]
-    if fmt == "json":
-        return [
-            {
-                "name": t.name,
-                "title": t.title,
-                "description": t.description,
-                "input_schema": t.input_schema,
-                "effect": t.effect,
-                "launches_nothing": t.launches_nothing,
-                "annotations": t.annotations(),
-            }
-            for t in tools
-        ]
-    raise InputError(f"unknown format {fmt!r}; expected anthropic, openai, mcp or json")

@@ -15,12 +15,12 @@ import click
 
 from clusterbisect import __version__
 from clusterbisect.cli import agent, cleanup, diff, run, step
-from clusterbisect.cli.common import emit_json
+from clusterbisect.cli.common import echo, emit_json
 from clusterbisect.errors import EXIT_BACKEND, EXIT_INTERRUPTED, ClusterBisectError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="clusterbisect")
+@click.version_option(__version__)
 @click.option(
     "--log-format",
     type=click.Choice(["auto", "console", "json"]),
@@ -60,6 +60,7 @@ for _command in (
     step.step_bad,
     step.step_skip,
     step.step_mark,
+    step.step_exec,
     step.step_status,
     step.step_log,
     step.step_replay,
@@ -68,10 +69,25 @@ for _command in (
     cli.add_command(_command)
 
 
-def main(argv: list[str] | None = None) -> None:
+PROG = "clusterbisect"
+KUBECTL_PROG = "kubectl bisect"  # kubectl runs the kubectl-bisect plugin for `kubectl bisect`
+
+
+def kubectl_main(argv: list[str] | None = None) -> None:
+    """The ``kubectl-bisect`` entry point: the same CLI, named as kubectl users type it."""
+    main(argv, prog_name=KUBECTL_PROG)
+
+
+def main(argv: list[str] | None = None, prog_name: str = PROG) -> None:
     """Console entry point: run the CLI and map errors to exit codes."""
     try:
-        cli.main(args=argv, prog_name="clusterbisect", standalone_mode=False)
+        # Shell completion is read from _CLUSTERBISECT_COMPLETE whatever the name shown.
+        cli.main(
+            args=argv,
+            prog_name=prog_name,
+            complete_var="_CLUSTERBISECT_COMPLETE",
+            standalone_mode=False,
+        )
     except ClusterBisectError as err:
         _report_error(err.message, err.code, err.details)
         sys.exit(err.exit_code)
@@ -108,6 +124,9 @@ def _wants_json() -> bool:
 
 
 def _report_error(message: str, code: str, details: dict[str, Any]) -> None:
+    """The error as one JSON document (with --json) and a line on stderr: an error
+    raised anywhere may quote a secret (an API server quoting a value), so both are
+    scrubbed."""
     if _wants_json():
         emit_json({"error": {"code": code, "message": message, "details": details}})
-    click.echo(f"error: {message}", err=True)
+    echo(f"error: {message}", err=True)

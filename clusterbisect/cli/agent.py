@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from clusterbisect.cli.common import emit_json
+from clusterbisect.cli.common import echo, emit_json
 
 
 @click.command("tools")
@@ -22,7 +22,7 @@ from clusterbisect.cli.common import emit_json
 @click.option("--read-only", is_flag=True, help="Only the tools that launch nothing.")
 def tools_command(fmt: str, read_only: bool) -> None:
     """Print the tool definitions (JSON Schema inputs) for agents."""
-    from clusterbisect.agent.tools import definitions
+    from clusterbisect.agent.formats import definitions
 
     emit_json(definitions(fmt, read_only))
 
@@ -46,7 +46,7 @@ def call_command(tool: str, input_path: str | None, read_only: bool) -> None:
     except (Exception, KeyboardInterrupt) as err:
         document, code = dispatch.error_document(err)
         emit_json(document)
-        click.echo(f"error: {document['error']['message']}", err=True)
+        echo(f"error: {document['error']['message']}", err=True)
         sys.exit(code)
     emit_json(reply.document)
     if reply.exit_code:

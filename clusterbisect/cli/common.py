@@ -21,8 +21,25 @@ from clusterbisect.options import click_options, from_params
 
 
 def emit_json(document: Any) -> None:
-    """Print exactly one JSON document on stdout."""
-    click.echo(json.dumps(document, indent=2, sort_keys=False, default=str))
+    """Print exactly one JSON document on stdout, every secret this process knows
+    scrubbed (``redact.scrub``)."""
+    from clusterbisect.redact import scrub
+
+    text = json.dumps(document, indent=2, sort_keys=False, default=str)
+    click.echo(json.dumps(scrub(json.loads(text)), indent=2, sort_keys=False))
+
+
+def echo(text: str = "", **kwargs: Any) -> None:
+    """``click.echo`` for the commands' text: every secret this process knows scrubbed."""
+    from clusterbisect.redact import scrub
+
+    click.echo(scrub(text), **kwargs)
+
+
+def warn(warnings: list[str]) -> None:
+    """Each warning as a line on stderr (the JSON document also lists them)."""
+    for warning in warnings:
+        echo(f"warning: {warning}", err=True)
 
 
 json_option = click.option(
@@ -71,14 +88,24 @@ def progress(quiet: bool) -> Any:
     return TerminalProgress(quiet=quiet)
 
 
-def finish(result: dict[str, Any], as_json: bool) -> None:
-    """Print the result and exit 0 with a culprit, 1 without."""
-    from clusterbisect.errors import EXIT_NO_CULPRIT
-    from clusterbisect.report import render_text
+def show_result(as_json: bool) -> Callable[[dict[str, Any]], None]:
+    """What prints a result (as JSON, or the text report): a run hands it the result
+    as soon as the search ends, before the backend is torn down."""
 
-    if as_json:
-        emit_json(result)
-    else:
-        click.echo(render_text(result))
+    def show(result: dict[str, Any]) -> None:
+        from clusterbisect.report import render_text
+
+        if as_json:
+            emit_json(result)
+        else:
+            echo(render_text(result))
+
+    return show
+
+
+def exit_for(result: dict[str, Any]) -> None:
+    """Exit 0 with a culprit, 1 without."""
+    from clusterbisect.errors import EXIT_NO_CULPRIT
+
     if result["status"] != "found":
         sys.exit(EXIT_NO_CULPRIT)

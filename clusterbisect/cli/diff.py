@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from clusterbisect.cli.common import emit_json, json_option
+from clusterbisect.cli.common import echo, emit_json, json_option, warn
 from clusterbisect.config import ScopeOptions
 from clusterbisect.options import click_options, from_params
 
@@ -23,13 +23,20 @@ def diff_command(good: str, bad: str, as_json: bool, **options: Any) -> None:
     dump or .env file, a pip freeze or a snapshot from probes/snapshot.py; the
     format is recognised from the content. Secret values are redacted.
     """
-    from clusterbisect.diff import diff, diff_document, render_table
+    from clusterbisect.diff import compare, diff_document, render_table
+    from clusterbisect.redact import Redactor, register
     from clusterbisect.specs import load_specs
 
     scope = from_params(ScopeOptions, options)
     good_spec, bad_spec = load_specs([good, bad])
-    changes = diff(good_spec, bad_spec, ignore=scope.ignore, container=scope.container)
+    register(Redactor.of_specs([good_spec, bad_spec]))
+    found = compare(good_spec, bad_spec, ignore=scope.ignore, container=scope.container)
+    warn(found.warnings)
     if as_json:
-        emit_json(diff_document(good, bad, good_spec.kind, good_spec.format, changes))
+        emit_json(
+            diff_document(
+                good, bad, good_spec.kind, good_spec.format, found.changes, found.warnings
+            )
+        )
     else:
-        click.echo(render_table(changes, good, bad, kind=good_spec.kind), nl=False)
+        echo(render_table(found.changes, good, bad, kind=good_spec.kind), nl=False)

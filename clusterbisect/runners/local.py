@@ -14,12 +14,18 @@ spec with tens of thousands of variables is not "Argument list too long".
 
 The output is matched against the signature's regex line by line as it streams, and
 kept as its head and tail (``output.py``).
+
+A ``pip freeze`` pair is the exception: each probe runs in a virtual environment
+with the probe's pins installed (``venvs.py``: one per pin set, cached), its ``bin``
+first on PATH, so the workload's ``python`` is that environment's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,13 +38,16 @@ from typing import IO, Any
 from clusterbisect.config import LocalOptions, with_tuning
 from clusterbisect.diff import Change
 from clusterbisect.errors import BackendError, InputError, Interrupted
+from clusterbisect.files import open_private, private_dir
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult, compile_line_pattern, signal_reason
-from clusterbisect.redact import redact_env, secret_env_names
-from clusterbisect.runners.base import Probe, RunnerContext
+from clusterbisect.runners.base import Fidelity, PrivateFile, Probe, RunnerContext
 from clusterbisect.runners.output import HEAD_BYTES, TAIL_BYTES, OutputCapture
 from clusterbisect.runners.reaper import EXEC_MAX_BYTES, encode_job, read_status
-from clusterbisect.settings import ENV
+from clusterbisect.runners.venvs import InstallFailed, ProbeEnvironments, activate
+from clusterbisect.settings import ENV, PIP
+from clusterbisect.specs.model import PIP as PIP_FORMAT
+from clusterbisect.specs.pip import install_lines, shown_lines
 from clusterbisect.specs.workload import main_container, spec_env
 
 # What a minimal environment keeps: enough to find programs and a home.
@@ -89,6 +98,10 @@ class LocalRunner:
     ) -> None:
         self.context = context or RunnerContext()
         self.options = with_tuning(options, LocalSettings)
+        good = self.context.good
+        self.pip = good is not None and good.format == PIP_FORMAT  # probes in venvs
+        self._venvs: dict[str, Path] = {}  # probe id -> its environment
+        self._environments: ProbeEnvironments | None = None
 
     def untestable(self, changes: list[Change]) -> dict[str, str]:
         """Everything but plain environment variables of the main container."""
@@ -100,6 +113,8 @@ class LocalRunner:
         return reasons
 
     def _why_untestable(self, change: Change) -> str | None:
+        if self.pip and change.category == PIP:
+            return None  # installed in the probe's virtual environment
         if change.category != ENV or not change.env_name:
             return f"{change.category} settings cannot be applied to a local process"
         wanted = self.context.container
@@ -122,19 +137,52 @@ class LocalRunner:
             env.pop(name, None)  # so a variable the spec removes is really absent
         container = self.context.container or main_container(probe.spec)
         env.update(spec_env(probe.spec, container))
-        return env
+        venv = self._venvs.get(probe.probe_id)
+        return activate(env, venv) if venv is not None else env
+
+    def fidelity(self) -> Fidelity:
+        """Probes are processes here; what they leave out is in ``untestable``."""
+        return Fidelity(
+            target="this machine",
+            runs="the workload after `--` with the spec's environment variables",
+        )
 
     def render(self, probe: Probe) -> dict[str, Any]:
-        """The argv and the environment variables the probe sets (secrets redacted)."""
+        """The argv and the environment variables the probe sets, for display: secret
+        values hidden (:meth:`private` has them)."""
+        redactor = self.context.redactor
         env = spec_env(probe.spec, self.context.container or main_container(probe.spec))
-        # Redact by name too: the good spec's own secrets are not among the changes.
-        shown = redact_env(dict(sorted(env.items())), secret_env_names(probe.changes))
-        return {
+        rendered: dict[str, Any] = {
             "backend": self.name,
-            "argv": list(probe.command) if probe.command else None,
-            "env": shown,
-            "changes": [c.to_dict() for c in probe.changes],
+            "argv": redactor.setting(list(probe.command)) if probe.command else None,
+            "env": redactor.env(dict(sorted(env.items()))),
+            "changes": [redactor.value(c.to_dict()) for c in probe.changes],
         }
+        if self.pip:
+            # What to install first, in a fresh virtual environment (credentials hidden).
+            rendered["requirements"] = shown_lines(install_lines(probe.spec))
+        return rendered
+
+    def unset(self, probe: Probe) -> list[str]:
+        """The variables a change touches that the probe must not inherit."""
+        env = spec_env(probe.spec, self.context.container or main_container(probe.spec))
+        return sorted(set(probe.env_names) - set(env))
+
+    def private(self, probe: Probe) -> PrivateFile:
+        """The probe's variables with their real values, as a POSIX shell file."""
+        env = spec_env(probe.spec, self.context.container or main_container(probe.spec))
+        lines = [
+            f"# probe {probe.probe_id} of session {probe.session_id}: its environment with",
+            "# the real values (mode 0600; do not print it). In a POSIX shell: . THIS_FILE",
+            *(f"unset {name}" for name in self.unset(probe)),
+            *(f"export {name}={shlex.quote(value)}" for name, value in sorted(env.items())),
+        ]
+        return PrivateFile(
+            suffix=".env",
+            text="\n".join(lines) + "\n",
+            holds="the probe's environment variables with their real values",
+            usage=". {private}",
+        )
 
     def _argv(self, probe: Probe) -> list[str]:
         if not probe.command:
@@ -146,6 +194,38 @@ class LocalRunner:
         return list(probe.command)
 
     def run(self, probes: list[Probe]) -> list[RunResult]:
+        """Install each probe's pins first (pip freeze pairs), then run the probes; a
+        probe whose pins cannot be installed is an infrastructure error, not run."""
+        failed = self._prepare_environments(probes) if self.pip else {}
+        started = iter(self._run_processes([p for p in probes if p.probe_id not in failed]))
+        return [failed[p.probe_id] if p.probe_id in failed else next(started) for p in probes]
+
+    def _prepare_environments(self, probes: list[Probe]) -> dict[str, RunResult]:
+        """Build (or find) the virtual environment of each probe's pin set."""
+        if self._environments is None:
+            self._environments = ProbeEnvironments(
+                (self.context.private_dir or Path(".clusterbisect-local")) / "venvs",
+                python=self.options.venv_python or _workload_python(self.context.command),
+                installer=self.options.pip_installer,
+            )
+        failed: dict[str, RunResult] = {}
+        for probe in probes:
+            try:
+                installed = self._environments.ensure(install_lines(probe.spec))
+            except InstallFailed as err:
+                probe.log_path.parent.mkdir(parents=True, exist_ok=True)
+                probe.log_path.write_text(err.output, encoding="utf-8")
+                failed[probe.probe_id] = RunResult(
+                    exit_code=None,
+                    output=err.output,
+                    infra_error=f"installing the probe's pins: {err.message}",
+                    log_path=str(probe.log_path),
+                )
+                continue
+            self._venvs[probe.probe_id] = installed.path
+        return failed
+
+    def _run_processes(self, probes: list[Probe]) -> list[RunResult]:
         """Start every probe, wait for all; on a timeout or Ctrl-C, end its tree."""
         running: list[_Running] = []
         try:
@@ -200,8 +280,9 @@ class LocalRunner:
 
     def _start(self, probe: Probe) -> _Running:
         job = self._job(probe)
-        probe.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log_file = open(probe.log_path, "wb")  # noqa: SIM115 - closed in _finish
+        private_dir(probe.log_path.parent)
+        # The workload's output, secrets and all: mode 0600. Closed in _finish.
+        log_file = open_private(probe.log_path, "wb")
         job_read, job_write = os.pipe()
         status_read, status_write = os.pipe()
         try:
@@ -336,6 +417,17 @@ def _copy(stream: IO[bytes] | None, capture: OutputCapture) -> None:
         return
     for chunk in iter(lambda: stream.read1(65536), b""):  # type: ignore[attr-defined]
         capture.feed(chunk)
+
+
+def _workload_python(command: list[str] | None) -> str | None:
+    """The interpreter the workload names (``python3.11 train.py``), for its probes'
+    virtual environments; None when it names none (then python3 on PATH)."""
+    if not command:
+        return None
+    name = Path(command[0]).name
+    if name.startswith("python") and (found := shutil.which(command[0])):
+        return found
+    return None
 
 
 def make_runner(context: RunnerContext, options: LocalOptions) -> LocalRunner:

@@ -74,6 +74,8 @@ class AutoStrategy:
         self._runs: dict[Subset, tuple[Outcome, ...]] = {}
         self._checked: set[tuple[Subset, Subset]] = set()
         self._notes: list[str] = []
+        self._n = 0
+        self._baselines_left = 0  # the baselines this strategy still asks for itself
 
     @property
     def name(self) -> str:
@@ -82,8 +84,22 @@ class AutoStrategy:
     def candidates(self) -> list[Subset]:
         return self.active.candidates()
 
+    def last_turn(self) -> str | None:
+        """The bisection's, until the flake-aware search took over: then that."""
+        if self.switched:
+            return f"handed over to the flake-aware search: {self.switched}"
+        return self.active.last_turn()
+
     def remaining_estimate(self) -> int | None:
-        return self.active.remaining_estimate()
+        """The active search's estimate; while bisecting, the baselines not yet run
+        (this strategy asks for them itself) and the second run of a confirmation."""
+        active = self.active
+        if self.switched or not isinstance(active, BisectionStrategy):
+            return active.remaining_estimate()
+        if self._baselines_left:  # the bisection has not started
+            return self._baselines_left + active.probes_for(self._n) + CONFIRM_RUNS - 1
+        estimate = active.remaining_estimate()
+        return None if estimate is None else estimate + CONFIRM_RUNS - 1
 
     def candidates_left(self) -> int | None:
         return self.active.candidates_left()
@@ -95,7 +111,9 @@ class AutoStrategy:
         self._runs, self._checked, self._notes = {}, set(), []
         if n == 0:
             return SearchResult(NO_DIFFERENCES)
+        self._n, self._baselines_left = n, 2
         why = yield from self._baselines(frozenset(range(n)))
+        self._baselines_left = 0
         if why is None:
             why, result = yield from self._watched_bisection(n)
             if why is None and result is not None:

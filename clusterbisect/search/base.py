@@ -104,6 +104,12 @@ class Strategy(Protocol):
         """How many changes may still be the culprit, for progress output; None if unknown."""
         ...
 
+    def last_turn(self) -> str | None:
+        """Why the search last widened its candidates again (a guess that did not
+        confirm, another culprit to find, a hand-over), for progress output; None
+        while it has only narrowed."""
+        ...
+
 
 # --- answering requests from runs (shared by the engine and the simulated oracle) ---
 

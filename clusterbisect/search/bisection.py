@@ -63,10 +63,16 @@ class BisectionStrategy:
 
     name = "bisection"
 
+    # Probes that confirm a culprit: good + culprit, and bad - culprits.
+    CONFIRM_PROBES = 2
+
     def __init__(self, parallel: int = 1) -> None:
         self.k = max(1, parallel)
         self._narrowest: Subset = frozenset()
         self._forced: Subset = frozenset()
+        self._n = 0  # the changes searched
+        self._baselines_left = 0  # baselines not yet answered
+        self._turn: str | None = None  # why the candidates last grew again
 
     # --- the Strategy protocol --------------------------------------------------
 
@@ -80,22 +86,34 @@ class BisectionStrategy:
         """The size of the narrowest set known to hold the culprit."""
         return len(self._narrowest) or None
 
+    def last_turn(self) -> str | None:
+        return self._turn
+
     def remaining_estimate(self) -> int | None:
-        """Probes still to go for the culprit being searched (descent plus confirmation)."""
-        size = len(self._narrowest)
-        if size <= 1:
-            return 2
-        rounds = math.ceil(math.log(size, self.k + 1))
-        return rounds * self.k + 2
+        """Probes still to go for the culprit being searched: the baselines not yet
+        run, the descent over the narrowest set known (all changes before it starts),
+        and the confirmation."""
+        size = len(self._narrowest) or self._n
+        if size == 0:
+            return None
+        return self._baselines_left + self.probes_for(size)
+
+    def probes_for(self, size: int) -> int:
+        """Probes to isolate and confirm one culprit among ``size`` changes: a descent of
+        ceil(log_(K+1) size) rounds of K probes, then the confirmation."""
+        rounds = math.ceil(math.log(size, self.k + 1)) if size > 1 else 0
+        return rounds * self.k + self.CONFIRM_PROBES
 
     def search(self, n: int) -> Search:
         if n == 0:
             return SearchResult(NO_DIFFERENCES)
         everything = frozenset(range(n))
+        self._n, self._narrowest, self._baselines_left, self._turn = n, frozenset(), 2, None
         good, bad = yield [
             ProbeRequest(frozenset(), purpose="baseline-good"),
             ProbeRequest(everything, purpose="baseline-bad"),
         ]
+        self._baselines_left = 0
         if good.outcome is not Outcome.PASS:
             return SearchResult(
                 BASELINE_FAILED,
@@ -126,6 +144,13 @@ class BisectionStrategy:
             if verdict is None or verdict[0].outcome is not Outcome.FAIL:
                 # The descent's guess did not hold: an interaction, or an unresolved
                 # probe on the way. Search carefully; cached probes cost nothing.
+                self._turn = (
+                    "the descent's guess did not fail on its own (an interaction, or an "
+                    f"unresolved probe): searching all {len(remaining)} candidates part by part"
+                    if guess is not None
+                    else "an unresolved probe stopped the descent: searching all "
+                    f"{len(remaining)} candidates part by part"
+                )
                 candidate = yield from self._careful(sorted(remaining), frozenset())
                 verdict = yield from self._confirm(candidate, found, everything)
                 if verdict[0].outcome is not Outcome.FAIL:
@@ -155,6 +180,10 @@ class BisectionStrategy:
                 )
                 return SearchResult(FOUND, culprits=found, notes=notes)
             remaining = rest  # still fails without the culprits found: search again
+            self._turn = (
+                f"culprit {len(found)} found, but the bad spec still fails without it: "
+                f"searching the other {len(rest)} changes for another culprit"
+            )
 
     def _confirm(
         self, candidate: Subset, found: list[Culprit], everything: Subset
@@ -225,5 +254,9 @@ class BisectionStrategy:
         (alone,) = yield [ProbeRequest(forced | in_first)]
         if alone.outcome is Outcome.FAIL:
             return in_first
+        self._turn = (
+            f"the culprit needs changes from both halves (an interaction): its part in one "
+            f"half is known, now finding its part among the other {len(second)}"
+        )
         in_second = yield from self._careful(second, forced | in_first)
         return in_first | in_second

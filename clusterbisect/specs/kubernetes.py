@@ -2,8 +2,13 @@
 
 Supported kinds: Pod, Job, CronJob, Deployment, StatefulSet, DaemonSet, ReplicaSet,
 Kubeflow training jobs (PyTorchJob, TFJob, MPIJob, ... with ``*ReplicaSpecs``),
-KubeRay RayJob/RayCluster (head and worker groups) and JobSet. An unknown kind is
-accepted when it holds a pod template (``template.spec.containers``) somewhere.
+KubeRay RayJob/RayCluster (head and worker groups), JobSet, Volcano Jobs
+(``batch.volcano.sh``, tasks), LeaderWorkerSet (leader and worker templates) and
+Kubeflow Trainer's TrainJob, given in one file with its (Cluster)TrainingRuntime. An
+unknown kind is accepted when it holds a pod template (``template.spec.containers``)
+somewhere. Where each kind keeps its templates, and which one a probe runs, is
+``kinds.py``; Argo Workflows and Spark applications are refused there with what to
+pass instead.
 
 ``metadata.name`` and ``metadata.namespace`` are identity, not settings: they are
 removed from the document and kept in ``Spec.extra`` (``name``, ``namespace``).
@@ -11,11 +16,11 @@ removed from the document and kept in ``Spec.extra`` (``name``, ``namespace``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from clusterbisect.errors import InputError
-from clusterbisect.specs import noise
+from clusterbisect.specs import kinds, noise
+from clusterbisect.specs.kinds import PodTemplateRef, resolve
 from clusterbisect.specs.model import KUBERNETES, Spec
 from clusterbisect.specs.yamlio import YAMLError, load_yaml, plain
 
@@ -25,7 +30,18 @@ KUBEFLOW_KINDS = frozenset(
     {"PyTorchJob", "TFJob", "MPIJob", "XGBoostJob", "PaddleJob", "MXJob", "JAXJob"}
 )
 WORKLOAD_KINDS = (
-    frozenset({"Pod", "CronJob", "RayJob", "RayCluster", "JobSet"})
+    frozenset(
+        {
+            "Pod",
+            "CronJob",
+            "RayJob",
+            "RayCluster",
+            "JobSet",
+            "LeaderWorkerSet",
+            "TrainJob",
+            *kinds.RUNTIME_KINDS,
+        }
+    )
     | SIMPLE_TEMPLATE_KINDS
     | KUBEFLOW_KINDS
 )
@@ -57,148 +73,39 @@ NON_WORKLOAD_KINDS = frozenset(
         "Endpoints",
     }
 )
-# Replica roles probed first when a job has several (the primary template).
-PRIMARY_ROLES = ("Master", "Chief", "Launcher", "Driver", "Scheduler", "head")
+EXPECTED_WORKLOADS = (
+    "Pod, Job, CronJob, Deployment, PyTorchJob, RayJob, JobSet, a Volcano Job, "
+    "LeaderWorkerSet, TrainJob, ..."
+)
 
 
-@dataclass(frozen=True)
-class PodTemplateRef:
-    """Where a pod template sits in ``Spec.document`` and how its settings are keyed.
-
-    ``path`` leads to a mapping with ``metadata`` and ``spec`` (for a Pod, ``()``: the
-    object itself). ``role`` names the replica type or group (``""`` for a Job,
-    ``"Worker"``, ``"head"``); ``key_prefix`` starts every key of the template's
-    settings (``""``, ``"replicas[Worker]."``, ``"head."``, ``"workers[gpu]."``).
-    """
-
-    role: str
-    path: tuple[Any, ...]
-    key_prefix: str
-
-
-def resolve(document: Any, path: tuple[Any, ...]) -> Any:
-    """The value at ``path`` (str keys, ``(field, value)`` list selectors) or None."""
-    node = document
-    for seg in path:
-        if isinstance(seg, tuple):
-            if not isinstance(node, list):
-                return None
-            field, wanted = seg
-            node = next(
-                (el for el in node if isinstance(el, dict) and el.get(field) == wanted), None
-            )
-        elif isinstance(node, dict):
-            node = node.get(seg)
-        else:
-            return None
-        if node is None:
-            return None
-    return node
-
-
-def pod_templates(spec: Spec) -> list[PodTemplateRef]:
-    """The pod templates of a Kubernetes spec, the primary one first."""
+def pod_templates(spec: Spec, wanted: str | None = None) -> list[PodTemplateRef]:
+    """The pod templates of a Kubernetes spec, the probed one first: ``wanted``
+    (a role, as ``--template`` names it), else the kind's default (``kinds.choose``)."""
     if spec.format != KUBERNETES:
         return []
-    return template_refs(spec.document, spec.kind)
+    refs = template_refs(spec.document, spec.kind)
+    if len(refs) < 2 and not wanted:
+        return refs
+    first = kinds.choose(spec.document, spec.kind, refs, wanted, spec.source)
+    return [first, *(r for r in refs if r is not first)]
 
 
 def template_refs(document: dict[str, Any], kind: str) -> list[PodTemplateRef]:
-    """Pod template references for an object of ``kind`` (primary first)."""
-    spec = document.get("spec")
-    spec = spec if isinstance(spec, dict) else {}
-    if kind == "Pod":
-        return [PodTemplateRef("", (), "")]
-    if kind in SIMPLE_TEMPLATE_KINDS:
-        return [PodTemplateRef("", ("spec", "template"), "")]
-    if kind == "CronJob":
-        return [PodTemplateRef("", ("spec", "jobTemplate", "spec", "template"), "")]
-    if kind in ("RayJob", "RayCluster"):
-        base: tuple[Any, ...] = ("spec", "rayClusterSpec") if kind == "RayJob" else ("spec",)
-        cluster = resolve(document, base)
-        refs: list[PodTemplateRef] = []
-        if isinstance(cluster, dict):
-            if isinstance(cluster.get("headGroupSpec"), dict):
-                refs.append(PodTemplateRef("head", (*base, "headGroupSpec", "template"), "head."))
-            for group in _named(cluster.get("workerGroupSpecs"), "groupName"):
-                refs.append(
-                    PodTemplateRef(
-                        group,
-                        (*base, "workerGroupSpecs", ("groupName", group), "template"),
-                        f"workers[{group}].",
-                    )
-                )
-        return refs
-    if kind == "JobSet":
-        return [
-            PodTemplateRef(
-                name,
-                ("spec", "replicatedJobs", ("name", name), "template", "spec", "template"),
-                f"jobs[{name}].",
-            )
-            for name in _named(spec.get("replicatedJobs"), "name")
-        ]
-    replica_refs = _kubeflow_refs(spec)
-    if replica_refs or kind in KUBEFLOW_KINDS:
-        return replica_refs
-    return _generic_refs(document)
-
-
-def _named(items: Any, field: str) -> list[str]:
-    if not isinstance(items, list):
-        return []
-    return [str(el[field]) for el in items if isinstance(el, dict) and field in el]
-
-
-def _kubeflow_refs(spec: dict[str, Any]) -> list[PodTemplateRef]:
-    refs = []
-    for field, replicas in spec.items():
-        if not (isinstance(field, str) and field.endswith("ReplicaSpecs")):
-            continue
-        if not isinstance(replicas, dict):
-            continue
-        roles = sorted(replicas, key=lambda r: (r not in PRIMARY_ROLES, list(replicas).index(r)))
-        for role in roles:
-            refs.append(
-                PodTemplateRef(str(role), ("spec", field, role, "template"), f"replicas[{role}].")
-            )
-    return refs
-
-
-def _generic_refs(document: dict[str, Any]) -> list[PodTemplateRef]:
-    """Pod templates of an unknown kind: any ``template`` mapping with containers."""
-    found: list[tuple[Any, ...]] = []
-
-    def walk(node: Any, path: tuple[Any, ...]) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                if k == "template" and _is_pod_template(v):
-                    found.append((*path, k))
-                elif k not in ("metadata", "status"):
-                    walk(v, (*path, k))
-
-    walk(document.get("spec"), ("spec",))
-    if len(found) == 1:
-        return [PodTemplateRef("", found[0], "")]
-    return [
-        PodTemplateRef(".".join(str(s) for s in p), p, f"templates[{'.'.join(str(s) for s in p)}].")
-        for p in found
-    ]
+    """Pod template references for an object of ``kind``, in document order."""
+    return kinds.template_refs(document, kind)
 
 
 def _is_pod_template(node: Any) -> bool:
-    return (
-        isinstance(node, dict)
-        and isinstance(node.get("spec"), dict)
-        and isinstance(node["spec"].get("containers"), list)
-    )
+    return kinds.is_pod_template(node)
 
 
 def layout(spec: Spec) -> tuple[Any, ...]:
     """What must match for two Kubernetes specs to be comparable."""
-    refs = pod_templates(spec)
-    generic = spec.kind not in WORKLOAD_KINDS
-    return (spec.kind, tuple(r.path for r in refs) if generic else ())
+    which = kinds.identify(spec.document, spec.kind)
+    if which in WORKLOAD_KINDS or which == kinds.VOLCANO_JOB:
+        return (which, ())
+    return (which, tuple(r.path for r in template_refs(spec.document, spec.kind)))
 
 
 # --- parsing -------------------------------------------------------------------------
@@ -215,6 +122,7 @@ def parse_documents(
     objects = _expand_lists(documents, source)
     if not objects:
         raise InputError("no Kubernetes object found (empty List)", source=source)
+    objects = kinds.bind_runtimes(objects, source)
     if selector is not None:
         objects = [o for o in objects if _matches(o, selector)]
         if not objects:
@@ -228,7 +136,10 @@ def parse_documents(
             f"{len(workloads)} workload objects ({names}); pick one with FILE#NAME",
             source=source,
         )
-    # No workload: explain why, using the first object.
+    # No workload: explain why, using the first object that says most.
+    refused = next((r for r in map(kinds.refusal, objects) if r), None)
+    if refused:
+        raise InputError(refused, source=source)
     obj = objects[0]
     kind = obj.get("kind")
     if not isinstance(kind, str) or not kind:
@@ -237,13 +148,11 @@ def parse_documents(
         raise InputError(f"{_describe(obj)} has no pod template", source=source, field="kind")
     if kind in NON_WORKLOAD_KINDS:
         raise InputError(
-            f"kind '{kind}' has no pod template; expected a workload "
-            "(Pod, Job, CronJob, Deployment, PyTorchJob, RayJob, JobSet, ...)",
+            f"kind '{kind}' has no pod template; expected a workload ({EXPECTED_WORKLOADS})",
             source=source,
         )
     raise InputError(
-        f"unknown kind '{kind}' with no pod template; expected a workload "
-        "(Pod, Job, CronJob, Deployment, PyTorchJob, RayJob, JobSet, ...)",
+        f"unknown kind '{kind}' with no pod template; expected a workload ({EXPECTED_WORKLOADS})",
         source=source,
     )
 
@@ -286,7 +195,7 @@ def _describe(obj: dict[str, Any]) -> str:
 
 def _has_templates(obj: dict[str, Any]) -> bool:
     kind = obj.get("kind")
-    if not isinstance(kind, str) or kind in NON_WORKLOAD_KINDS:
+    if not isinstance(kind, str) or kind in NON_WORKLOAD_KINDS or kinds.refusal(obj):
         return False
     refs = template_refs(obj, kind)
     if kind == "Pod":

@@ -242,3 +242,49 @@ def render(spec: Spec) -> str:
     """The spec as a requirements file (one requirement per line)."""
     packages: dict[str, Any] = spec.document.get("pip") or {}
     return "".join(f"{line}\n" for line in packages.values())
+
+
+# Options whose value may be a local path, which pip reads relative to the file.
+_PATH_OPTIONS = frozenset(
+    {"-f", "--find-links", "-r", "--requirement", "-c", "--constraint", "-e", "--editable"}
+)
+
+
+def install_lines(spec: Spec, base: str | None = None) -> list[str]:
+    """The requirement lines that install ``spec`` (a probe: good plus changes), with
+    local paths made absolute against ``base`` (default: the spec file's folder), so
+    they install from anywhere: a probe's virtual environment, a Ray job's runtime_env,
+    a pod."""
+    import os.path
+
+    folder = base if base is not None else os.path.dirname(os.path.abspath(spec.source))
+    lines = []
+    for line in (spec.document.get("pip") or {}).values():
+        lines.append(_absolute(str(line), folder))
+    return lines
+
+
+def _absolute(line: str, folder: str) -> str:
+    import os.path
+
+    def local(value: str) -> str:
+        if "://" in value or value.startswith(("git+", "~")) or os.path.isabs(value):
+            return value
+        return os.path.normpath(os.path.join(folder, value))
+
+    option, _, value = line.partition("=") if line.startswith("--") else ("", "", "")
+    if option not in _PATH_OPTIONS:
+        option, _, value = line.partition(" ")
+    if option in _PATH_OPTIONS and value.strip():
+        return f"{option} {local(value.strip())}"
+    if line.startswith(("./", "../")):
+        return local(line)
+    return line
+
+
+def shown_lines(lines: list[str]) -> list[str]:
+    """Install lines for people and models: credentials in URLs hidden (a probe still
+    installs with the real ones)."""
+    from clusterbisect.redact import scrub_shapes
+
+    return [scrub_shapes(line) for line in lines]

@@ -1,8 +1,12 @@
 """Ray jobs as specs: ``entrypoint`` plus ``runtime_env`` (YAML or JSON).
 
 Accepts a job submission (``entrypoint``, ``runtime_env``, ``metadata``,
-``entrypoint_num_cpus``, ...) and the job details that ``ray job status``/the Jobs
-API return; run bookkeeping (ids, status, times, driver info) is noise.
+``entrypoint_num_cpus``, ...), the job details that ``ray job status``/the Jobs
+API return (run bookkeeping, ids, status, times, driver info, is noise), and an
+Anyscale-style job file, whose ``working_dir``, ``requirements``, ``env_vars``,
+``py_modules`` and ``excludes`` sit at the top level: they belong to the job's
+runtime_env (:func:`runtime_env`), and the rest of such a file (the compute config,
+the image, retries) describes the cluster (:data:`ANYSCALE_CLUSTER_FIELDS`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,52 @@ JOB_NOISE = frozenset(
 )
 
 
+# Top-level fields of an Anyscale job file that are runtime_env fields.
+ANYSCALE_RUNTIME_FIELDS = {
+    "working_dir": "working_dir",
+    "excludes": "excludes",
+    "requirements": "pip",
+    "env_vars": "env_vars",
+    "py_modules": "py_modules",
+    "py_executable": "py_executable",
+}
+# The other fields of an Anyscale job file: where and how the job runs, not the job.
+ANYSCALE_CLUSTER_FIELDS = frozenset(
+    {
+        "name",
+        "image_uri",
+        "containerfile",
+        "compute_config",
+        "cloud",
+        "project",
+        "project_id",
+        "cluster_env",
+        "build_id",
+        "ray_version",
+        "job_queue_config",
+        "max_retries",
+        "timeout_s",
+        "tags",
+    }
+)
+
+
+def runtime_env(doc: dict[str, Any]) -> dict[str, Any]:
+    """The job's runtime_env: ``runtime_env``, plus an Anyscale job file's top-level
+    runtime fields (``runtime_env``'s own entries win; ``env_vars`` are merged)."""
+    env = dict(doc.get("runtime_env") or {}) if isinstance(doc.get("runtime_env"), dict) else {}
+    for field, name in ANYSCALE_RUNTIME_FIELDS.items():
+        value = doc.get(field)
+        if value is None:
+            continue
+        if name == "env_vars" and isinstance(value, dict):
+            inner = env.get("env_vars")
+            env["env_vars"] = {**value, **(inner if isinstance(inner, dict) else {})}
+        else:
+            env.setdefault(name, value)
+    return env
+
+
 def is_ray_job(doc: dict[str, Any]) -> bool:
     """A mapping with ``entrypoint`` or ``runtime_env`` and no Kubernetes ``kind``."""
     return "kind" not in doc and ("entrypoint" in doc or "runtime_env" in doc)
@@ -49,6 +99,15 @@ def parse(doc: dict[str, Any], source: str) -> Spec:
         raise InputError("expected a mapping", source=source, field="runtime_env")
     else:
         check_runtime_env(runtime_env, source, "runtime_env")
+    if out.get("env_vars") is not None and not isinstance(out["env_vars"], dict):
+        raise InputError("expected a mapping", source=source, field="env_vars")
+    requirements = out.get("requirements")
+    if requirements is not None and not isinstance(requirements, list | str):
+        raise InputError(
+            "expected a list of requirements or a requirements file",
+            source=source,
+            field="requirements",
+        )
     return Spec(format=RAY_JOB, kind="RayJobSpec", source=source, document=out)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from clusterbisect.specs import kubernetes as k8s
+from clusterbisect.specs import ray
 from clusterbisect.specs.model import ENV as ENV_FORMAT
 from clusterbisect.specs.model import KUBERNETES, RAY_JOB, SNAPSHOT, Spec
 from clusterbisect.specs.yamlio import YAMLError, load_yaml
@@ -58,10 +59,10 @@ def container_argv(spec: Spec, container: str | None = None) -> list[str]:
 
 
 def runtime_env_of(spec: Spec) -> dict[str, Any]:
-    """The Ray runtime_env of a Ray job spec or a RayJob (parsed), else ``{}``."""
+    """The Ray runtime_env of a Ray job spec (with an Anyscale job file's top-level
+    runtime fields) or a RayJob (parsed), else ``{}``."""
     if spec.format == RAY_JOB:
-        env = spec.document.get("runtime_env")
-        return env if isinstance(env, dict) else {}
+        return ray.runtime_env(spec.document)
     if spec.format == KUBERNETES and spec.kind == "RayJob":
         text = (spec.document.get("spec") or {}).get("runtimeEnvYAML")
         try:

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -47,6 +48,24 @@ The incident
 
 def say(text: str = "") -> None:
     print(text, flush=True)
+
+
+def activation() -> str | None:
+    """The line that puts ``clusterbisect`` on PATH in the user's shell, None when it is
+    there already: this environment's (``make demo`` installs it into .venv)."""
+    bindir = Path(sys.executable).parent
+    found = shutil.which("clusterbisect")
+    if found and Path(found).parent.resolve() == bindir.resolve():
+        return None
+    activate = bindir / "activate"
+    if activate.is_file():
+        return f". {shown_path(activate)}      # once per shell: clusterbisect on PATH"
+    return f"export PATH={shlex.quote(shown_path(bindir))}:$PATH"
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the current directory when it is under it."""
+    return os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd()) else str(path)
 
 
 def show_and_run(title: str, argv: list[str], shown: list[str]) -> int:
@@ -106,9 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     culprits = [{c["key"] for c in culprit["changes"]} for culprit in result.get("culprits", [])]
     elapsed = time.monotonic() - started
-    rel_state = str(state_dir)
-    if state_dir.is_relative_to(Path.cwd()):
-        rel_state = os.path.relpath(state_dir, Path.cwd())
+    rel_state = shown_path(state_dir)
     say(f"\n{BOLD}Verdict{RESET}")
     if result.get("status") == "found" and culprits == [EXPECTED]:
         searched = result.get("changes_searched", 0)
@@ -121,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  ({untestable} more changes, such as the image, cannot be applied on this machine;")
         say("  see README.md for the same search on Ray or Kubernetes.)")
         say(f"\n  The session is in {rel_state}; render it again with:")
+        if (line := activation()) is not None:
+            say(f"    {line}")
         say(f"    clusterbisect report {rel_state} --format markdown")
         return 0
     say(f"  Unexpected result: status {result.get('status')!r}, culprits {culprits}.")

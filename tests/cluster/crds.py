@@ -1,11 +1,16 @@
-"""Minimal PyTorchJob (kubeflow.org/v1) and RayJob (ray.io/v1) CRDs for the test cluster.
+"""Minimal CRDs of the training workload kinds for the test cluster.
 
-They declare the fields clusterbisect reads and the inputs in tests/ use, with
-structural schemas, so objects are created with ``fieldValidation=Strict`` as on a
-cluster with the operators' CRDs installed: an unknown or misspelt field is refused.
-Each pod template is validated against the API server's own ``PodTemplateSpec``
-(taken from its OpenAPI v3 document and converted to a structural schema), so a typo
-inside a replica's pod template is refused too. There are no controllers behind them.
+PyTorchJob (kubeflow.org/v1), RayJob (ray.io/v1), a Volcano Job
+(batch.volcano.sh/v1alpha1), LeaderWorkerSet (leaderworkerset.x-k8s.io/v1), JobSet
+(jobset.x-k8s.io/v1alpha2), and Kubeflow Trainer's TrainJob and
+ClusterTrainingRuntime (trainer.kubeflow.org/v1alpha1). They declare the fields
+clusterbisect reads and the inputs in tests/ use, with structural schemas, so objects
+are created with ``fieldValidation=Strict`` as on a cluster with the operators' CRDs
+installed: an unknown or misspelt field is refused. Each pod template is validated
+against the API server's own ``PodTemplateSpec`` (a JobSet's job templates against its
+``JobTemplateSpec``), taken from its OpenAPI v3 document and converted to a
+structural schema, so a typo inside a replica's pod template is refused too. There
+are no controllers behind them: objects are stored, nothing runs them.
 """
 
 from __future__ import annotations
@@ -83,6 +88,18 @@ def pod_template(fetch: Fetch) -> dict[str, Any]:
     return structural(components["io.k8s.api.core.v1.PodTemplateSpec"], components)
 
 
+def job_template(fetch: Fetch) -> dict[str, Any]:
+    """io.k8s.api.batch.v1.JobTemplateSpec from the API server, structural."""
+    components = fetch("/openapi/v3/apis/batch/v1")["components"]["schemas"]
+    return structural(components["io.k8s.api.batch.v1.JobTemplateSpec"], components)
+
+
+def core_schema(fetch: Fetch, name: str) -> dict[str, Any]:
+    """A core/v1 type (``EnvVar``, ``ResourceRequirements``) from the API server."""
+    components = fetch("/openapi/v3/api/v1")["components"]["schemas"]
+    return structural(components[f"io.k8s.api.core.v1.{name}"], components)
+
+
 def _obj(properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"type": "object", "properties": properties, **extra}
 
@@ -95,7 +112,14 @@ STR_MAP = {"type": "object", "additionalProperties": STR}
 ANY = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
 
 
-def _crd(group: str, kind: str, plural: str, spec: dict[str, Any]) -> dict[str, Any]:
+def _crd(
+    group: str,
+    kind: str,
+    plural: str,
+    spec: dict[str, Any],
+    version: str = "v1",
+    scope: str = "Namespaced",
+) -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -111,10 +135,10 @@ def _crd(group: str, kind: str, plural: str, spec: dict[str, Any]) -> dict[str, 
                 "singular": kind.lower(),
                 "listKind": f"{kind}List",
             },
-            "scope": "Namespaced",
+            "scope": scope,
             "versions": [
                 {
-                    "name": "v1",
+                    "name": version,
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
@@ -254,4 +278,154 @@ def definitions(fetch: Fetch) -> list[dict[str, Any]]:
     return [
         _crd("kubeflow.org", "PyTorchJob", "pytorchjobs", pytorch),
         _crd("ray.io", "RayJob", "rayjobs", ray),
+        *workload_definitions(fetch, template),
+    ]
+
+
+def _array(items: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "items": items}
+
+
+STR_LIST = _array(STR)
+
+
+def workload_definitions(fetch: Fetch, template: dict[str, Any]) -> list[dict[str, Any]]:
+    """A Volcano Job, LeaderWorkerSet, JobSet, TrainJob and ClusterTrainingRuntime."""
+    policy = _obj(
+        {
+            "event": STR,
+            "events": STR_LIST,
+            "action": STR,
+            "exitCode": INT,
+            "timeout": STR,
+        }
+    )
+    task = _obj(
+        {
+            "name": STR,
+            "replicas": INT,
+            "minAvailable": INT,
+            "maxRetry": INT,
+            "template": template,
+            "policies": _array(policy),
+            "topologyPolicy": STR,
+            "dependsOn": ANY,
+        },
+        required=["name", "template"],
+    )
+    volcano = _obj(
+        {
+            "schedulerName": STR,
+            "minAvailable": INT,
+            "minSuccess": INT,
+            "queue": STR,
+            "maxRetry": INT,
+            "ttlSecondsAfterFinished": INT,
+            "priorityClassName": STR,
+            "runningEstimate": STR,
+            "plugins": {"type": "object", "additionalProperties": STR_LIST},
+            "policies": _array(policy),
+            "volumes": _array(ANY),
+            "networkTopology": ANY,
+            "tasks": _array(task),
+        }
+    )
+    lws = _obj(
+        {
+            "replicas": INT,
+            "startupPolicy": {"type": "string", "enum": ["LeaderCreated", "LeaderReady"]},
+            "rolloutStrategy": ANY,
+            "networkConfig": ANY,
+            "leaderWorkerTemplate": _obj(
+                {
+                    "leaderTemplate": template,
+                    "workerTemplate": template,
+                    "size": INT,
+                    "restartPolicy": {
+                        "type": "string",
+                        "enum": ["RecreateGroupOnPodRestart", "None", "Default"],
+                    },
+                    "subGroupPolicy": ANY,
+                },
+                required=["workerTemplate"],
+            ),
+        },
+        required=["leaderWorkerTemplate"],
+    )
+    replicated = _obj(
+        {
+            "name": STR,
+            "groupName": STR,
+            "replicas": INT,
+            "dependsOn": _array(_obj({"name": STR, "status": STR})),
+            "template": job_template(fetch),
+        },
+        required=["name", "template"],
+    )
+    jobset = _obj(
+        {
+            "replicatedJobs": _array(replicated),
+            "network": _obj(
+                {"enableDNSHostnames": BOOL, "subdomain": STR, "publishNotReadyAddresses": BOOL}
+            ),
+            "successPolicy": ANY,
+            "failurePolicy": ANY,
+            "startupPolicy": ANY,
+            "coordinator": _obj({"replicatedJob": STR, "jobIndex": INT, "podIndex": INT}),
+            "suspend": BOOL,
+            "managedBy": STR,
+            "ttlSecondsAfterFinished": INT,
+        }
+    )
+    env = _array(core_schema(fetch, "EnvVar"))
+    trainjob = _obj(
+        {
+            "runtimeRef": _obj({"name": STR, "apiGroup": STR, "kind": STR}, required=["name"]),
+            "initializer": ANY,
+            "trainer": _obj(
+                {
+                    "image": STR,
+                    "command": STR_LIST,
+                    "args": STR_LIST,
+                    "env": env,
+                    "numNodes": INT,
+                    "numProcPerNode": {"x-kubernetes-int-or-string": True},
+                    "resourcesPerNode": core_schema(fetch, "ResourceRequirements"),
+                }
+            ),
+            "labels": STR_MAP,
+            "annotations": STR_MAP,
+            "runtimePatches": _array(ANY),
+            "podTemplateOverrides": _array(ANY),
+            "suspend": BOOL,
+            "managedBy": STR,
+            "activeDeadlineSeconds": {"type": "integer", "format": "int64"},
+        },
+        required=["runtimeRef"],
+    )
+    runtime = _obj(
+        {
+            "mlPolicy": ANY,
+            "podGroupPolicy": ANY,
+            "template": _obj(
+                {
+                    "metadata": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                    "spec": jobset,
+                }
+            ),
+        }
+    )
+    return [
+        _crd("batch.volcano.sh", "Job", "jobs", volcano, version="v1alpha1"),
+        _crd("leaderworkerset.x-k8s.io", "LeaderWorkerSet", "leaderworkersets", lws),
+        _crd("jobset.x-k8s.io", "JobSet", "jobsets", jobset, version="v1alpha2"),
+        _crd("trainer.kubeflow.org", "TrainJob", "trainjobs", trainjob, version="v1alpha1"),
+        _crd(
+            "trainer.kubeflow.org",
+            "ClusterTrainingRuntime",
+            "clustertrainingruntimes",
+            runtime,
+            version="v1alpha1",
+            scope="Cluster",
+        ),
     ]

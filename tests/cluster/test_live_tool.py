@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -149,61 +150,100 @@ def test_server_dry_run_then_a_real_create_of_the_same_probe(tmp_path: Path, kub
     assert exit_code == 1 and "Weights only load failed" in text, text[-2000:]
 
 
+K8S = FIXTURES / "k8s"
 KINDS = {
-    "Job": FIXTURES / "k8s" / "cronjob.yaml",  # its jobTemplate, as a Job
-    "CronJob": FIXTURES / "k8s" / "cronjob.yaml",
-    "Deployment": FIXTURES / "k8s" / "deployment.yaml",
-    "StatefulSet": FIXTURES / "k8s" / "statefulset.yaml",
-    "Pod": FIXTURES / "k8s" / "pod.yaml",
-    "PyTorchJob": FIXTURES / "k8s" / "pytorchjob.yaml",
-    "RayJob": FIXTURES / "k8s" / "rayjob.yaml",
+    "Job": K8S / "cronjob.yaml",  # its jobTemplate, as a Job
+    "CronJob": K8S / "cronjob.yaml",
+    "Deployment": K8S / "deployment.yaml",
+    "StatefulSet": K8S / "statefulset.yaml",
+    "Pod": K8S / "pod.yaml",
+    "PyTorchJob": K8S / "pytorchjob.yaml",
+    "VolcanoJob": K8S / "volcanojob.yaml",
+    "LeaderWorkerSet": K8S / "leaderworkerset.yaml",
+    "JobSet": K8S / "jobset.yaml",
+    "TrainJob": K8S / "trainjob.yaml",  # with its ClusterTrainingRuntime
+}
+
+# The custom kinds the test cluster serves (tests/cluster/crds.py): API version ->
+# kind -> (plural, namespaced).
+CUSTOM = {
+    "kubeflow.org/v1": {"PyTorchJob": ("pytorchjobs", True)},
+    "ray.io/v1": {"RayJob": ("rayjobs", True)},
+    "batch.volcano.sh/v1alpha1": {"Job": ("jobs", True)},
+    "leaderworkerset.x-k8s.io/v1": {"LeaderWorkerSet": ("leaderworkersets", True)},
+    "jobset.x-k8s.io/v1alpha2": {"JobSet": ("jobsets", True)},
+    "trainer.kubeflow.org/v1alpha1": {
+        "TrainJob": ("trainjobs", True),
+        "ClusterTrainingRuntime": ("clustertrainingruntimes", False),
+    },
 }
 
 
-def _templates(doc: dict[str, Any]) -> list[dict[str, Any]]:
+def _custom(doc: dict[str, Any]) -> tuple[str, str, str, bool] | None:
+    plural = CUSTOM.get(doc["apiVersion"], {}).get(doc["kind"])
+    if plural is None:
+        return None
+    group, version = doc["apiVersion"].split("/")
+    return group, version, *plural
+
+
+def _probed_container(doc: dict[str, Any]) -> dict[str, Any]:
+    """The main container of the template a probe of ``doc`` runs (by default)."""
     spec = doc["spec"]
     kind = doc["kind"]
     if kind == "Pod":
-        return [doc]
-    if kind == "CronJob":
-        return [spec["jobTemplate"]["spec"]["template"]]
-    if kind == "PyTorchJob":
-        replicas = spec["pytorchReplicaSpecs"]
-        return [replicas[r]["template"] for r in sorted(replicas, key=lambda r: r != "Master")]
-    if kind == "RayJob":
-        cluster = spec["rayClusterSpec"]
-        return [cluster["headGroupSpec"]["template"]] + [
-            w["template"] for w in cluster.get("workerGroupSpecs") or []
-        ]
-    return [spec["template"]]
+        template = doc
+    elif kind == "CronJob":
+        template = spec["jobTemplate"]["spec"]["template"]
+    elif kind == "PyTorchJob":
+        template = spec["pytorchReplicaSpecs"]["Master"]["template"]
+    elif doc["apiVersion"].startswith("batch.volcano.sh/"):
+        template = next(t for t in spec["tasks"] if t["name"] == "master")["template"]
+    elif kind == "LeaderWorkerSet":
+        template = spec["leaderWorkerTemplate"]["leaderTemplate"]
+    elif kind == "JobSet":
+        template = spec["replicatedJobs"][0]["template"]["spec"]["template"]
+    elif kind == "TrainJob":
+        return dict(spec["trainer"])  # its env is laid over the runtime's trainer
+    else:
+        template = spec["template"]
+    return dict(template["spec"]["containers"][0])
 
 
 def create_strict(kube: Kube, ns: str, doc: dict[str, Any]) -> None:
     """Create any of the input kinds with fieldValidation=Strict."""
     kind = doc["kind"]
-    api = {
-        "Job": (kube.batch.create_namespaced_job,),
-        "CronJob": (kube.batch.create_namespaced_cron_job,),
-        "Deployment": (kube.apps.create_namespaced_deployment,),
-        "StatefulSet": (kube.apps.create_namespaced_stateful_set,),
-        "Pod": (kube.core.create_namespaced_pod,),
-    }.get(kind)
-    if api is not None:
-        api[0](ns, doc, field_validation="Strict")
+    custom = _custom(doc)
+    if custom is not None:
+        group, version, plural, namespaced = custom
+        if namespaced:
+            kube.custom.create_namespaced_custom_object(
+                group, version, ns, plural, doc, field_validation="Strict"
+            )
+        else:
+            kube.custom.create_cluster_custom_object(
+                group, version, plural, doc, field_validation="Strict"
+            )
         return
-    group, version = doc["apiVersion"].split("/")
-    plural = {"PyTorchJob": "pytorchjobs", "RayJob": "rayjobs"}[kind]
-    kube.custom.create_namespaced_custom_object(
-        group, version, ns, plural, doc, field_validation="Strict"
-    )
+    create = {
+        "Job": kube.batch.create_namespaced_job,
+        "CronJob": kube.batch.create_namespaced_cron_job,
+        "Deployment": kube.apps.create_namespaced_deployment,
+        "StatefulSet": kube.apps.create_namespaced_stateful_set,
+        "Pod": kube.core.create_namespaced_pod,
+    }[kind]
+    create(ns, doc, field_validation="Strict")
 
 
 def delete_any(kube: Kube, ns: str, doc: dict[str, Any]) -> None:
     name, kind = doc["metadata"]["name"], doc["kind"]
-    if kind in ("PyTorchJob", "RayJob"):
-        group, version = doc["apiVersion"].split("/")
-        plural = {"PyTorchJob": "pytorchjobs", "RayJob": "rayjobs"}[kind]
-        kube.custom.delete_namespaced_custom_object(group, version, ns, plural, name)
+    custom = _custom(doc)
+    if custom is not None:
+        group, version, plural, namespaced = custom
+        if namespaced:
+            kube.custom.delete_namespaced_custom_object(group, version, ns, plural, name)
+        else:
+            kube.custom.delete_cluster_custom_object(group, version, plural, name)
         return
     delete = {
         "Job": kube.batch.delete_namespaced_job,
@@ -222,7 +262,7 @@ def test_every_input_kind_is_rendered_and_created_strictly(
     """The input object itself and the probe Jobs rendered from it are accepted with
     fieldValidation=Strict, and the probes run: the main container sees the probe's
     env (the input's LR in the good baseline, 0.5 in the bad one)."""
-    good = yaml.safe_load(KINDS[kind].read_text())
+    good, *extra = yaml.safe_load_all(KINDS[kind].read_text())  # a TrainJob's runtime
     if kind == "Job":
         good = {**good, "kind": "Job", "spec": good["spec"]["jobTemplate"]["spec"]}
     good["metadata"] = {
@@ -230,21 +270,26 @@ def test_every_input_kind_is_rendered_and_created_strictly(
     }
     good.pop("status", None)
     bad = copy.deepcopy(good)
-    # The probe's pod template (a Kubeflow job's Master, a RayJob's head) changes.
-    main = _templates(bad)[0]["spec"]["containers"][0]
+    # The probed pod template (a Kubeflow job's Master, a Volcano master task, an LWS
+    # leader, a TrainJob's trainer) changes.
+    main = _probed_container(bad)
     lr = next(e["value"] for e in main["env"] if e["name"] == "LR")
-    main["env"] = [{"name": "LR", "value": "0.5"} if e["name"] == "LR" else e for e in main["env"]]
+    for env in main["env"]:
+        if env["name"] == "LR":
+            env["value"] = "0.5"
     with namespace(kube, "cb-kinds") as ns:
         kube.core.create_namespaced_service_account(ns, {"metadata": {"name": "trainer"}})
         kube.core.create_namespaced_secret(
             ns, {"metadata": {"name": "wandb"}, "stringData": {"api-key": "not-a-real-key"}}
         )
-        create_strict(kube, ns, good)
-        delete_any(kube, ns, good)
+        for doc in (good, *extra):  # the input is what its CRD accepts
+            create_strict(kube, ns, doc)
+        for doc in (good, *extra):
+            delete_any(kube, ns, doc)
         paths = []
         for side, doc in (("good", good), ("bad", bad)):
             path = tmp_path / f"{side}.yaml"
-            path.write_text(yaml.safe_dump(doc))
+            path.write_text(yaml.safe_dump_all([doc, *extra]))
             paths.append(str(path))
         state = tmp_path / "state"
         code, plan, err = run_json(
@@ -274,6 +319,96 @@ def test_every_input_kind_is_rendered_and_created_strictly(
             exit_code, text = job_outcome(kube, ns, created["metadata"]["name"], main)
             seen[probe] = (exit_code, text.strip())
             assert exit_code == 0 and text.strip() == expected, seen
+
+
+def _rayjob_pair(tmp_path: Path, api_version: str = "ray.io/v1") -> list[str]:
+    """A good and a bad RayJob (the head's LR), as files."""
+    good = yaml.safe_load((K8S / "rayjob.yaml").read_text())
+    good["apiVersion"] = api_version
+    bad = copy.deepcopy(good)
+    head = bad["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    for env in head["env"]:
+        if env["name"] == "LR":
+            env["value"] = "0.5"
+    paths = []
+    for side, doc in (("good", good), ("bad", bad)):
+        path = tmp_path / f"{side}.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        paths.append(str(path))
+    return paths
+
+
+def _probe_rayjobs(kube: Kube, ns: str, session_id: str) -> list[str]:
+    found = kube.custom.list_namespaced_custom_object(
+        "ray.io", "v1", ns, "rayjobs", label_selector=f"clusterbisect.io/session={session_id}"
+    )
+    return [
+        o["metadata"]["name"] for o in found["items"] if "deletionTimestamp" not in o["metadata"]
+    ]
+
+
+def test_rayjob_probes_are_rayjobs_created_strictly_and_cleaned_up(
+    tmp_path: Path, kube: Kube
+) -> None:
+    """No KubeRay operator runs on the test cluster, so probe RayJobs never start a
+    Ray cluster: this proves what clusterbisect does (the server accepts the probe
+    RayJobs with fieldValidation=Strict; Ctrl-C deletes them), not what KubeRay does
+    with them (docs/cluster.md)."""
+    paths = _rayjob_pair(tmp_path)
+    with namespace(kube, "cb-rayjob") as ns:
+        state = tmp_path / "dry"
+        code, plan, err = run_json(
+            cli("run", *paths, "--backend", "kubernetes", "-n", ns, "--dry-run", "server",
+                "--state-dir", str(state), "--json")
+        )  # fmt: skip
+        assert code == 0 and plan["status"] == "dry_run", (plan, err)
+        assert plan["fidelity"]["runs"].startswith("the whole RayJob")
+        manifest = yaml.safe_load((state / "dry-run" / "p002.yaml").read_text())
+        assert manifest["kind"] == "RayJob" and manifest["spec"]["entrypoint"] == "python train.py"
+
+        state = tmp_path / "run"
+        process = subprocess.Popen(
+            cli("run", *paths, "--backend", "kubernetes", "-n", ns, "--timeout", "600",
+                "--state-dir", str(state), "--json"),
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            session_id = wait_for(
+                lambda: json.loads((state / "session.json").read_text())["session_id"],
+                60,
+                "the session",
+            )
+            created = wait_for(
+                lambda: _probe_rayjobs(kube, ns, session_id), 120, "the probe RayJobs"
+            )
+            body = kube.custom.get_namespaced_custom_object(
+                "ray.io", "v1", ns, "rayjobs", created[0]
+            )
+            assert body["spec"]["shutdownAfterJobFinishes"] is True
+            assert body["spec"]["submitterConfig"] == {"backoffLimit": 0}
+            process.send_signal(signal.SIGINT)
+            process.wait(timeout=120)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 130, process.stderr.read() if process.stderr else ""
+        assert wait_for(lambda: not _probe_rayjobs(kube, ns, session_id) or None, 60, "cleanup")
+
+
+def test_rayjob_probes_where_the_crd_is_missing_name_the_ray_backend(
+    tmp_path: Path, kube: Kube
+) -> None:
+    """The test cluster serves ray.io/v1 only: a v1alpha1 RayJob has no CRD here."""
+    paths = _rayjob_pair(tmp_path, "ray.io/v1alpha1")
+    done = subprocess.run(
+        cli("run", *paths, "--backend", "kubernetes", "-n", NAMESPACE,
+            "--state-dir", str(tmp_path / "state")),
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {paths[0]}: --backend: this cluster has no RayJob CRD")
+    assert "--backend ray" in done.stderr and "Traceback" not in done.stderr
 
 
 def _token_kubeconfig(kube: Kube, path: Path) -> None:

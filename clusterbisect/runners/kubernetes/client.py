@@ -134,12 +134,16 @@ def _find_context(files: list[Path], context: str | None) -> tuple[str, dict[str
 
 
 def connect(
-    kubeconfig: str | None = None, context: str | None = None, namespace: str | None = None
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    namespace: str | None = None,
+    hint: str = "",
 ) -> Connection:
     """Connect like kubectl: kubeconfig files (or in-cluster config in a pod).
 
     The namespace is ``namespace``, else the context's, else the pod's own namespace
-    in-cluster, else ``default``.
+    in-cluster, else ``default``. ``hint`` ends the error when there is no
+    configuration at all (what the caller could do instead).
     """
     require("kubernetes", "the Kubernetes backend")
     from kubernetes import client, config
@@ -180,7 +184,7 @@ def connect(
         )
     raise BackendError(
         "no Kubernetes configuration: no kubeconfig found (--kubeconfig, $KUBECONFIG, "
-        "~/.kube/config) and not running in a pod; a client --dry-run needs no cluster"
+        "~/.kube/config) and not running in a pod" + (f"; {hint}" if hint else "")
     )
 
 

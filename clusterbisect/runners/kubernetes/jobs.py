@@ -8,7 +8,9 @@ Pending or ContainerCreating, a pod refused at creation, a main container that e
 while sidecars run on, an evicted pod whose replacement is on its way), keeps our own
 deadline, streams the main container's log, settles each probe into a ``RunResult``
 and deletes its Job (``propagationPolicy=Background``), and deletes whatever is still
-in flight when asked (:meth:`ProbeJobs.abort`: interruption, error, close).
+in flight when asked (:meth:`ProbeJobs.abort`: interruption, error, close). A
+probe's Secret (its secret values, ``secretref.py``) is created before its Job and
+deleted with it (``probe_secret.py``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from clusterbisect.runners.kubernetes.client import (
     connection_errors,
 )
 from clusterbisect.runners.kubernetes.logs import LogCapture, read_pod_log
+from clusterbisect.runners.kubernetes.probe_secret import ProbeSecrets, secret_name
 
 log = get_logger(__name__)
 
@@ -53,6 +56,7 @@ class Tracked:
     disruptions: dict[str, str] = field(default_factory=dict)  # pod -> why it was disrupted
     adopted: bool = False
     suspended: bool = False  # the Job waits for admission (a queue such as Kueue)
+    secret: str | None = None  # the probe's Secret, deleted with its Job
 
 
 class ProbeJobs:
@@ -73,41 +77,63 @@ class ProbeJobs:
         self.sleep = sleep
         self.pattern = pattern  # the failure signature's regex, matched on whole logs
         self.live: dict[str, Tracked] = {}
+        self.secrets = ProbeSecrets(api)
         self._last_pod_check = float("-inf")
         self._events_forbidden = False
 
     # --- creating ---------------------------------------------------------------------
 
-    def start(self, probe: Probe, render_job: Callable[[], dict[str, Any]], main: str) -> Tracked:
-        """Create the probe's Job (``render_job()`` renders it, with a fresh name each
-        time). A create whose answer was lost (a dropped connection, a timeout, then a
-        409 on the retry) adopts the Job it made; only a real name clash gets a new name."""
-        from kubernetes.client.exceptions import ApiException
-
-        conn = self.conn
+    def start(
+        self, probe: Probe, render_job: Callable[[], list[dict[str, Any]]], main: str
+    ) -> Tracked:
+        """Create the probe's Job (``render_job()`` renders what it needs, its Secret,
+        then the Job last, with a fresh name each time). A create whose answer was lost
+        (a dropped connection, a timeout, then a 409 on the retry) adopts the Job it
+        made; only a real name clash gets a new name. The probe's Secret is deleted
+        whenever its Job is not made."""
         for _ in range(3):
-            job = render_job()
-            name = job["metadata"]["name"]
-            adopted = False
+            *needs, job = render_job()
+            secret = secret_name(needs)
             try:
-                self.api.create(
-                    conn.batch.create_namespaced_job, job, "jobs.batch", passthrough=(409,)
-                )
-            except ApiException:  # 409: a Job of that name exists: ours, or a clash
-                if not self._find_own(probe, name):
-                    continue
-                adopted = True
-            except BackendError:  # the create may have been made all the same
-                if not self._find_own(probe, name):
-                    raise
-                adopted = True
-            return self._track(probe, job, main, adopted)
+                created, adopted = self._create(probe, needs, job)
+            except BaseException:
+                self.secrets.delete(secret)
+                raise
+            if created is None:  # a real name clash: try a fresh name
+                self.secrets.delete(secret)
+                continue
+            self.secrets.adopt(secret, created)
+            return self._track(probe, job, main, adopted, secret)
         raise BackendError(
             f"could not create a probe job for {probe.probe_id}: names kept clashing"
         )
 
-    def _find_own(self, probe: Probe, name: str) -> bool:
-        """Whether the Job ``name`` exists with this probe's labels (found by label)."""
+    def _create(
+        self, probe: Probe, needs: list[dict[str, Any]], job: dict[str, Any]
+    ) -> tuple[Any, bool]:
+        """Create the probe's Secret (if any) and Job: the Job as made and whether it
+        was adopted, or (None, False) when its name belongs to another Job."""
+        from kubernetes.client.exceptions import ApiException
+
+        conn = self.conn
+        name = job["metadata"]["name"]
+        try:
+            self.secrets.create(needs)
+            created = self.api.create(
+                conn.batch.create_namespaced_job, job, "jobs.batch", passthrough=(409,)
+            )
+        except ApiException:  # 409: a Job (or Secret) of that name exists: ours, or a clash
+            own = self._find_own(probe, name)
+            return own, own is not None
+        except BackendError:  # the create may have been made all the same
+            own = self._find_own(probe, name)
+            if own is None:
+                raise
+            return own, True
+        return created, False
+
+    def _find_own(self, probe: Probe, name: str) -> Any:
+        """The Job ``name`` if it exists with this probe's labels (found by label)."""
         conn = self.conn
         selector = (
             f"{render.session_selector(probe.session_id)},"
@@ -120,15 +146,24 @@ class ProbeJobs:
             verb="list",
             resource="jobs.batch",
         ).items
-        return any(
-            j.metadata.name == name and not j.metadata.deletion_timestamp for j in found or []
+        return next(
+            (
+                j
+                for j in found or []
+                if j.metadata.name == name and not j.metadata.deletion_timestamp
+            ),
+            None,
         )
 
-    def _track(self, probe: Probe, job: dict[str, Any], main: str, adopted: bool) -> Tracked:
+    def _track(
+        self, probe: Probe, job: dict[str, Any], main: str, adopted: bool, secret: str | None
+    ) -> Tracked:
         name = job["metadata"]["name"]
         now = self.clock()
         deadline = now + job["spec"]["activeDeadlineSeconds"] + self.options.deadline_slack_s
-        tracked = Tracked(probe, name, now, deadline, main, last_pod=now, adopted=adopted)
+        tracked = Tracked(
+            probe, name, now, deadline, main, last_pod=now, adopted=adopted, secret=secret
+        )
         self.live[name] = tracked
         event = "k8s.job_adopted" if adopted else "k8s.job_created"
         log.info(event, job=name, probe=probe.probe_id, namespace=self.conn.namespace)
@@ -308,6 +343,7 @@ class ProbeJobs:
         item.result = result
         pending.pop(item.name, None)
         self.api.delete_job(item.name)
+        self.secrets.delete(item.secret)
         self.live.pop(item.name, None)
         log.info(
             "k8s.probe_done",
@@ -482,6 +518,7 @@ class ProbeJobs:
                     deleted += 1
             except BackendError as err:
                 log.warning("k8s.cleanup_failed", job=name, error=err.message)
+            self.secrets.delete(self.live[name].secret)
             self.live.pop(name, None)
         if deleted:
             log.warning("k8s.jobs_deleted", count=deleted)

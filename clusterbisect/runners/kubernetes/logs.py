@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clusterbisect.files import private_dir, write_private
 from clusterbisect.log import get_logger
 from clusterbisect.runners.kubernetes.client import connection_errors
 
@@ -121,8 +122,9 @@ class LogCapture:
         return bytes(self.head) + middle.encode() + bytes(self.tail)
 
     def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self.file_bytes())
+        """Keep the log as the workload wrote it (secrets and all: mode 0600)."""
+        private_dir(path.parent)
+        write_private(path, self.file_bytes())
 
 
 def capture_text(

@@ -21,12 +21,10 @@ from typing import Any
 
 from clusterbisect.diff import Change
 from clusterbisect.errors import InputError
-from clusterbisect.runners.kubernetes import isolation
-from clusterbisect.settings import PathSegment
+from clusterbisect.runners.kubernetes import isolation, operators
 from clusterbisect.specs.kubernetes import PodTemplateRef, pod_templates, resolve
 from clusterbisect.specs.model import KUBERNETES, Spec
 from clusterbisect.specs.noise import LABEL_NOISE
-from clusterbisect.specs.workload import main_container
 
 # --- labels and annotations --------------------------------------------------------
 
@@ -80,6 +78,7 @@ class RenderOptions:
     probe_configmap: str | None = None  # that ConfigMap's name
     ttl: int = 3600
     default_timeout_s: float = 3600.0
+    template: str | None = None  # --template: the role probes run; default: the kind's
     volumes: str = isolation.READ_ONLY  # persistent volumes: read-only, scratch or shared
     admission_labels: tuple[str, ...] = isolation.ADMISSION_LABELS  # copied onto the Job
 
@@ -145,15 +144,16 @@ def session_selector(session_id: str | None = None) -> str:
 # --- pod templates -----------------------------------------------------------------
 
 
-def primary_template(spec: Spec) -> PodTemplateRef:
-    """The template a probe runs: the only one, else the primary role's (Master, Chief,
-    Launcher, head, the first replicated job; ``pod_templates`` lists it first)."""
+def probe_template(spec: Spec, wanted: str | None = None) -> PodTemplateRef:
+    """The template a probe runs: ``wanted`` (``--template``), else the kind's default
+    (the coordinator, the chief, the launcher, ..., else the first worker: see
+    ``specs/kinds.py``)."""
     if spec.format != KUBERNETES:
         raise InputError(
             f"the kubernetes backend runs Kubernetes objects, not a {spec.kind}",
             source=spec.source,
         )
-    refs = [r for r in pod_templates(spec) if isinstance(template_of(spec, r), dict)]
+    refs = [r for r in pod_templates(spec, wanted) if isinstance(template_of(spec, r), dict)]
     if not refs:
         raise InputError(
             f"no pod template found in this {spec.kind} (expected e.g. spec.template)",
@@ -161,6 +161,13 @@ def primary_template(spec: Spec) -> PodTemplateRef:
             field="spec",
         )
     return refs[0]
+
+
+def where_probes_run(spec: Spec, ref: PodTemplateRef) -> str:
+    """``the Worker template of the TFJob``, for reasons and reports."""
+    if ref.role:
+        return f"the {ref.role} template of the {spec.kind}"
+    return f"the {spec.kind}'s pod template"
 
 
 def template_of(spec: Spec, ref: PodTemplateRef) -> dict[str, Any] | None:
@@ -194,8 +201,7 @@ def main_container_name(spec: Spec, template: dict[str, Any], wanted: str | None
     default = annotated.get(DEFAULT_CONTAINER_ANNOTATION)
     if default in names:
         return str(default)
-    chosen = main_container(spec)
-    return str(chosen) if chosen in names else names[0]
+    return str(names[0])
 
 
 # --- rendering ---------------------------------------------------------------------
@@ -217,10 +223,11 @@ def render_job(
 
     ``workload`` is the argv given after ``--``; ``options.command`` wins over it.
     """
-    ref = primary_template(spec)
+    ref = probe_template(spec, options.template)
     template = copy.deepcopy(template_of(spec, ref))
     assert template is not None
     pod = template["spec"]
+    operators.overlay_trainer(spec, ref, pod)
     main = main_container_name(spec, template, options.container)
     name = name or job_name(session_id, probe_id)
 
@@ -228,7 +235,7 @@ def render_job(
     pod.pop("ephemeralContainers", None)  # cannot be set when a pod is created
     _override_workload(pod, main, options, workload)
     container = next(c for c in pod["containers"] if c.get("name") == main)
-    injected = add_operator_env(spec, ref, container)
+    injected = operators.add_operator_env(spec, ref, container)
     volumes = _isolate(spec, pod, options)
 
     ours = {
@@ -267,6 +274,7 @@ def render_job(
         "kind": "Job",
         "metadata": metadata,
         "spec": {
+            **operators.job_fields(spec, ref),
             "backoffLimit": 0,
             "activeDeadlineSeconds": max(1, math.ceil(timeout)),
             "ttlSecondsAfterFinished": int(options.ttl),
@@ -292,57 +300,6 @@ def _isolate(spec: Spec, pod: dict[str, Any], options: RenderOptions) -> list[st
     isolation.drop_computed_priority(pod)
     isolation.copy_priority_class(spec.document, pod)
     return changed + isolation.protect_volumes(pod, options.volumes)
-
-
-def operator_env(spec: Spec, ref: PodTemplateRef, container: dict[str, Any]) -> dict[str, str]:
-    """The env a Kubeflow training operator gives a job's first replica, for a world of
-    one: a probe is a single pod, so it rendezvouses with itself.
-
-    PyTorchJob and XGBoostJob: ``MASTER_ADDR``/``MASTER_PORT``/``WORLD_SIZE``/``RANK``
-    (and torchrun's ``PET_*`` with an ``elasticPolicy`` or ``nprocPerNode``); TFJob:
-    ``TF_CONFIG``; JAXJob: ``COORDINATOR_ADDRESS``/``NUM_PROCESSES``/``PROCESS_ID``.
-    Other kinds (MPIJob, PaddleJob, ...) get nothing: their launchers are not emulated.
-    """
-    kind = spec.kind
-    body = spec.document.get("spec") or {}
-    defaults = {"PyTorchJob": 23456, "XGBoostJob": 9999, "TFJob": 2222, "JAXJob": 6666}
-    if kind not in defaults:
-        return {}
-    port = str(_named_port(container, kind.lower() + "-port") or defaults[kind])
-    if kind == "TFJob":
-        role = (ref.role or "chief").lower()
-        config = {"cluster": {role: [f"localhost:{port}"]}, "task": {"type": role, "index": 0}}
-        return {"TF_CONFIG": json.dumps(config, separators=(",", ":"))}
-    if kind == "JAXJob":
-        return {
-            "COORDINATOR_ADDRESS": f"localhost:{port}",
-            "NUM_PROCESSES": "1",
-            "PROCESS_ID": "0",
-        }
-    env = {"MASTER_ADDR": "localhost", "MASTER_PORT": port, "WORLD_SIZE": "1", "RANK": "0"}
-    if kind == "PyTorchJob" and (body.get("elasticPolicy") or body.get("nprocPerNode")):
-        env.update(PET_MASTER_ADDR="localhost", PET_MASTER_PORT=port, PET_NNODES="1")
-        env["PET_NODE_RANK"] = "0"
-        if body.get("nprocPerNode"):
-            env["PET_NPROC_PER_NODE"] = str(body["nprocPerNode"])
-    return env
-
-
-def add_operator_env(spec: Spec, ref: PodTemplateRef, container: dict[str, Any]) -> list[str]:
-    """Add :func:`operator_env` to ``container``, except what its own env already sets;
-    the names added."""
-    have = {e.get("name") for e in container.get("env") or [] if isinstance(e, dict)}
-    added = {k: v for k, v in operator_env(spec, ref, container).items() if k not in have}
-    if added:
-        container.setdefault("env", []).extend({"name": k, "value": v} for k, v in added.items())
-    return list(added)
-
-
-def _named_port(container: dict[str, Any], name: str) -> int | None:
-    for port in container.get("ports") or []:
-        if isinstance(port, dict) and port.get("name") == name and port.get("containerPort"):
-            return int(port["containerPort"])
-    return None
 
 
 def _override_workload(
@@ -413,111 +370,3 @@ def render_configmap(
         "metadata": metadata,
         "data": {f"{probe_name}.py": script},
     }
-
-
-# --- what a probe Job cannot test ---------------------------------------------------
-
-
-def untestable(
-    spec: Spec,
-    changes: list[Change],
-    options: RenderOptions,
-    paths: dict[str, tuple[PathSegment, ...]] | None = None,
-) -> dict[str, str]:
-    """Changes that would not reach the probe pod, as ``{key: reason}``.
-
-    ``paths`` maps keys to document paths when a change does not carry its own.
-    """
-    ref = primary_template(spec)
-    refs = pod_templates(spec)
-    template = template_of(spec, ref) or {"spec": {}}
-    main = main_container_name(spec, template, options.container)
-    where = f"the {ref.role} template" if ref.role else f"the {spec.kind}'s pod template"
-    dropped_labels = selector_labels(spec)
-    reasons: dict[str, str] = {}
-    for change in changes:
-        path = tuple(change.path) or (paths or {}).get(change.key, ())
-        reason = (
-            _why_by_path(spec, ref, refs, path, main, options, dropped_labels, where)
-            if path
-            else _why_by_key(spec, ref, refs, change.key, where)
-        )
-        if reason:
-            reasons[change.key] = reason
-    return reasons
-
-
-def _why_by_path(
-    spec: Spec,
-    ref: PodTemplateRef,
-    refs: list[PodTemplateRef],
-    path: tuple[PathSegment, ...],
-    main: str,
-    options: RenderOptions,
-    dropped_labels: set[str],
-    where: str,
-) -> str | None:
-    base = tuple(ref.path)
-    if spec.kind != "Pod" or base:
-        inside = path[: len(base)] == base
-    else:
-        inside = path[:1] in (("spec",), ("metadata",))
-    if not inside:
-        return _why_outside(spec, ref, refs, path, where)
-    rest = path[len(base) :]
-    if rest[:2] == ("metadata", "labels") and len(rest) > 2:
-        label = rest[2]
-        if label in dropped_labels:
-            if spec.kind == "Pod":
-                return "a label of the Pod, which a Service may select; probe pods drop it"
-            return "a selector label of the workload; probe pods drop it so they join no Service"
-        return "a controller-managed label" if label in CONTROLLER_LABELS else None
-    if rest[:1] == ("metadata",) and rest[1:2] != ("annotations",):
-        return "pod metadata that a probe Job generates itself"
-    if rest == ("spec", "restartPolicy"):
-        return "probe Jobs always run with restartPolicy Never"
-    if rest[:1] == ("spec",) and len(rest) == 2 and rest[1] in isolation.COMPUTED_BY_ADMISSION:
-        return "computed by admission from priorityClassName; probes let admission compute it"
-    if rest[:2] == ("spec", "containers") and len(rest) > 3 and rest[2] == ("name", main):
-        return _why_overridden(str(rest[3]), options)
-    return None
-
-
-def _why_outside(
-    spec: Spec,
-    ref: PodTemplateRef,
-    refs: list[PodTemplateRef],
-    path: tuple[PathSegment, ...],
-    where: str,
-) -> str:
-    """Why a setting outside the probed pod template does not reach the probe."""
-    for other in refs:
-        if other != ref and path[: len(other.path)] == tuple(other.path):
-            return f"belongs to the {other.role or 'other'} pod template; probes run {where} only"
-    if path[:1] == ("metadata",):
-        return f"{spec.kind} metadata does not reach the probe pod"
-    return f"a {spec.kind}-level setting; probe Jobs run {where} only"
-
-
-def _why_overridden(field: str, options: RenderOptions) -> str | None:
-    """Why the main container's ``field`` is not tested: --command, --args or --probe
-    replace it."""
-    if field == "command" and (options.command is not None or options.probe_name):
-        return "the main container's command is replaced by --command/--probe"
-    replaced = options.args is not None or options.command is not None or options.probe_name
-    if field == "args" and replaced:
-        return "the main container's args are replaced by --args/--command/--probe"
-    return None
-
-
-def _why_by_key(
-    spec: Spec, ref: PodTemplateRef, refs: list[PodTemplateRef], key: str, where: str
-) -> str | None:
-    for other in refs:
-        if other != ref and other.key_prefix and key.startswith(other.key_prefix):
-            return f"belongs to the {other.role} pod template; probes run {where} only"
-    if ref.key_prefix and not key.startswith(ref.key_prefix):
-        return f"a {spec.kind}-level setting; probe Jobs run {where} only"
-    if key.startswith("metadata.") and spec.kind != "Pod":
-        return f"{spec.kind} metadata does not reach the probe pod"
-    return None

@@ -181,6 +181,8 @@ def terminated_state(pod: Any, main: str) -> tuple[int | None, str | None]:
     for status in _statuses(pod, init=True):
         term = getattr(status.state, "terminated", None) if status.state else None
         if term is not None and term.exit_code:
-            return term.exit_code, f"init container {status.name}: {term.reason or 'Error'}"
+            lines = [ln for ln in (getattr(term, "message", None) or "").splitlines() if ln.strip()]
+            said = f": {lines[-1].strip()[:300]}" if lines else ""
+            return term.exit_code, f"init container {status.name}: {term.reason or 'Error'}{said}"
     reason = getattr(pod.status, "reason", None)
     return None, reason

@@ -27,6 +27,11 @@ Where the jobs run:
   ``container``/``image_uri`` runtime_env (the keeper is not in the image), nor on a
   cluster given by address (its nodes are not ours to look after).
 
+Either way the job ships its ``working_dir`` (the spec's, or the session's directory,
+packaged once per session), so the same command works on both. Each job's record is
+deleted once its log is kept; a job past its timeout, or running when the run is
+interrupted, is stopped on the cluster and deleted too.
+
 ``ray`` is imported only inside this module's functions, and this module only when
 the Ray backend is chosen.
 """
@@ -34,7 +39,9 @@ the Ray backend is chosen.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import json
 import os
 import re
 import secrets
@@ -48,56 +55,44 @@ from clusterbisect.config import RayOptions, with_tuning
 from clusterbisect.diff import Change
 from clusterbisect.errors import BackendError, InputError, Interrupted
 from clusterbisect.extras import require
+from clusterbisect.files import open_private, private_dir
 from clusterbisect.log import get_logger
 from clusterbisect.outcome import RunResult, signal_reason
-from clusterbisect.redact import redact_env, secret_env_names
-from clusterbisect.runners.base import Probe, RunnerContext
+from clusterbisect.runners.base import Fidelity, PrivateFile, Probe, RunnerContext
 from clusterbisect.runners.ray.cluster import LocalRay, LocalRayOptions
+from clusterbisect.runners.ray.jobs import (
+    FINAL,
+    PROBE_KEY,
+    SESSION_KEY,
+    connect,
+    delete_record,
+    status_text,
+    stop_and_delete,
+)
+from clusterbisect.runners.ray.messages import (
+    INFRA_ERROR_TYPES,
+    NO_AGENT,
+    UNSCHEDULABLE,
+    first_line,
+    infra_summary,
+    is_connection_error,
+    strip_preamble,
+)
 from clusterbisect.runners.ray.render import (
     CONTAINER_FIELDS,
     Submission,
+    job_python,
+    not_carried,
     render_submission,
     why_untestable,
     why_untestable_in_workload,
 )
 from clusterbisect.settings import YAML_SEGMENT
 from clusterbisect.specs.model import KUBERNETES, Spec
+from clusterbisect.specs.pip import shown_lines
 from clusterbisect.specs.workload import main_container
 
 log = get_logger(__name__)
-
-
-# Ray error types that mean the workload never ran properly: unresolved, not fail.
-INFRA_ERROR_TYPES = frozenset(
-    {
-        "RUNTIME_ENV_SETUP_FAILURE",
-        "JOB_SUPERVISOR_ACTOR_START_TIMEOUT",
-        "JOB_SUPERVISOR_ACTOR_START_FAILURE",
-        "JOB_SUPERVISOR_ACTOR_UNSCHEDULABLE",
-        "JOB_SUPERVISOR_ACTOR_UNKNOWN_FAILURE",
-        "JOB_SUPERVISOR_ACTOR_DIED",
-        "JOB_ENTRYPOINT_COMMAND_START_ERROR",
-    }
-)
-
-
-UNSCHEDULABLE = "UNSCHEDULABLE"
-# The Jobs API's answer while the head's job agent is not up yet (HTTP 500).
-NO_AGENT_YET = "No available agent to submit job"
-
-
-# Lines the Jobs API adds at the top of every driver log. They are Ray's, not the
-# workload's, and the second one quotes the entrypoint, which a --fail-on regex
-# could otherwise match.
-_PREAMBLE = (
-    re.compile(r"^\S+ \S+\s+INFO job_manager\.py:\d+ -- Runtime env is setting up\.$"),
-    re.compile(r"^Running entrypoint for job \S+: .*$"),
-)
-
-
-_PIP_ERROR = re.compile(
-    r"^(ERROR: .*|.*No matching distribution.*|.*Could not find a version.*)$", re.M
-)
 
 
 @dataclass
@@ -149,6 +144,7 @@ class RayRunner:
         self._address: str | None = None
         self._active: dict[str, _Job] = {}
         self._nodes: list[dict[str, float]] | None = None
+        self._packages: dict[tuple[str, tuple[str, ...]], str] = {}  # working_dir -> URI
         self.closed = False
 
     # --- what can be tested ---------------------------------------------------------
@@ -193,25 +189,67 @@ class RayRunner:
                 reasons[change.key] = why
         return reasons
 
-    def render(self, probe: Probe) -> dict[str, Any]:
-        """The job submission for ``probe`` (secret env values redacted)."""
-        submission = render_submission(
-            probe.spec, probe.command, self.options, self.context.container
+    def fidelity(self) -> Fidelity:
+        """Where the Ray jobs run, what they run, what of the spec they leave out."""
+        where = self.target_address() or "a local Ray started for the session"
+        spec = self.context.good
+        runs = (
+            "the workload after `--` as a Ray job"
+            if self.context.command
+            else "the spec's entrypoint as a Ray job"
         )
-        kwargs = submission.kwargs()
-        # Redact by name too: the good spec's own secrets are not among the changes.
+        return Fidelity(
+            target=where,
+            runs=runs,
+            not_carried=not_carried(spec, where) if spec is not None else [],
+        )
+
+    def render(self, probe: Probe) -> dict[str, Any]:
+        """The job submission for ``probe``, for display: secret values hidden (env
+        vars by name; credentials in the entrypoint or a pip URL by shape)."""
+        redactor = self.context.redactor
+        kwargs = self._render(probe).kwargs()
         env_vars = kwargs["runtime_env"].get("env_vars")
         if isinstance(env_vars, dict):
             kwargs["runtime_env"] = {
                 **kwargs["runtime_env"],
-                "env_vars": redact_env(env_vars, secret_env_names(probe.changes)),
+                "env_vars": redactor.env({str(k): str(v) for k, v in env_vars.items()}),
             }
+        pins = kwargs["runtime_env"].get("pip")
+        if isinstance(pins, list) and all(isinstance(p, str) for p in pins):
+            # An index URL's credentials are not shown (the job installs with them).
+            kwargs["runtime_env"] = {**kwargs["runtime_env"], "pip": shown_lines(pins)}
+        address = self.target_address()
         return {
             "backend": self.name,
-            "address": self.target_address() or "local Ray started for the session",
-            "submission": kwargs,
-            "changes": [c.to_dict() for c in probe.changes],
+            "address": redactor.text(address) if address else "local Ray started for the session",
+            "submission": redactor.value(kwargs),
+            "changes": [redactor.value(c.to_dict()) for c in probe.changes],
         }
+
+    def private(self, probe: Probe) -> PrivateFile | None:
+        """The job submission with its real values, when :meth:`render` hides some: a
+        Ray job cannot refer to a secret, so this is what a submission must send."""
+        kwargs = self._render(probe).kwargs()
+        if not self.context.redactor.hides(kwargs):
+            return None
+        return PrivateFile(
+            suffix=".submission.json",
+            text=json.dumps(kwargs, indent=2) + "\n",
+            holds="the Ray job submission (JobSubmissionClient.submit_job keyword "
+            "arguments) with its real values",
+        )
+
+    def _render(self, probe: Probe) -> Submission:
+        return render_submission(
+            probe.spec,
+            probe.command,
+            self.options,
+            self.context.container,
+            env_names=probe.env_names,
+            # The session's state changes with every probe (logs): never part of a package.
+            avoid=[str(self.context.state_dir)] if self.context.state_dir else [],
+        )
 
     # --- connecting -----------------------------------------------------------------
 
@@ -222,31 +260,35 @@ class RayRunner:
         if self._client is not None:
             return self._client
         require("ray", "the Ray backend")
-        from ray.job_submission import JobSubmissionClient
-
-        _quiet_ray_logging()
         address = self.target_address()
         headers: dict[str, str] = {}
         if address is None:
-            self.local = LocalRay(self.options.local, self.context.private_dir)
+            self.local = LocalRay(self._local_options(), self.context.private_dir)
             self.local.start()
             address, headers = self.local.address, self.local.headers()
-        try:
-            self._client = JobSubmissionClient(address, headers=headers or None)
-        except Exception as err:  # ConnectionError, RuntimeError, ValueError from Ray
-            raise BackendError(f"cannot reach the Ray Jobs API at {address}: {err}") from err
+        self._client = connect(address, headers)
         self._address = address
         return self._client
+
+    def _local_options(self) -> LocalRayOptions:
+        """The local Ray's settings: the GPUs asked for, the job's interpreter."""
+        local = self.options.local
+        python = local.python
+        if python is None and self.context.good is not None:
+            with contextlib.suppress(InputError):  # no entrypoint: found when rendering
+                python = job_python(self.context.good, self.context.command, self.context.container)
+        return dataclasses.replace(
+            local,
+            num_gpus=self.options.num_gpus if self.options.num_gpus is not None else local.num_gpus,
+            python=python,
+        )
 
     # --- running --------------------------------------------------------------------
 
     def run(self, probes: list[Probe]) -> list[RunResult]:
         """Submit the probes (``parallel`` at a time), wait, and stop every job started."""
         # Render first: a spec Ray cannot run is bad input, found before Ray starts.
-        submissions = [
-            render_submission(p.spec, p.command, self.options, self.context.container)
-            for p in probes
-        ]
+        submissions = [self._render(p) for p in probes]
         queue = list(enumerate(probes))
         results: list[RunResult | None] = [None] * len(probes)
         try:
@@ -272,9 +314,7 @@ class RayRunner:
         return [r for r in results if r is not None]
 
     def _submit(self, client: Any, index: int, probe: Probe, submission: Submission) -> _Job:
-        submission.metadata.update(
-            {"clusterbisect.session": probe.session_id, "clusterbisect.probe": probe.probe_id}
-        )
+        submission.metadata.update({SESSION_KEY: probe.session_id, PROBE_KEY: probe.probe_id})
         # Unique even on a shared cluster and across resumes of the same session.
         submission_id = f"clusterbisect-{probe.session_id}-{probe.probe_id}-{secrets.token_hex(3)}"
         job = _Job(
@@ -289,23 +329,18 @@ class RayRunner:
         if infeasible:
             job.result = self._infra(job, f"{UNSCHEDULABLE}: {infeasible}", {})
             return job
-        # A Ray that has just started (on a loaded machine) may have no job agent yet:
-        # Ray says to try again later, and so we do, as long as a pending job may wait.
-        deadline = time.monotonic() + self.options.pending_timeout
-        while True:
-            try:
-                client.submit_job(submission_id=submission_id, **submission.kwargs())
-                break
-            except Exception as err:
-                if _is_connection_error(err):
-                    raise BackendError(f"lost the Ray Jobs API at {self._address}: {err}") from err
-                if NO_AGENT_YET in str(err) and time.monotonic() < deadline:
-                    time.sleep(1.0)
-                    continue
-                # The probe's own runtime_env or fields were refused (a working_dir that
-                # does not exist, a malformed field): this probe is unresolved.
-                job.result = self._infra(job, f"SUBMISSION_FAILED: {_first_line(str(err))}", {})
-                return job
+        try:
+            self._package(client, submission.runtime_env)
+            self._submit_when_an_agent_takes_it(client, job, submission_id, submission)
+        except InputError:
+            raise
+        except Exception as err:
+            if is_connection_error(err):
+                raise self._lost(err) from err
+            # The probe's own runtime_env or fields were refused (a working_dir that
+            # does not exist, a malformed field): this probe is unresolved.
+            job.result = self._infra(job, f"SUBMISSION_FAILED: {first_line(str(err))}", {})
+            return job
         self._active[submission_id] = job
         log.debug("ray.submitted", probe=probe.probe_id, job=submission_id)
         return job
@@ -321,21 +356,75 @@ class RayRunner:
         )
         return replace(submission, entrypoint=shlex.join(argv))
 
+    def _submit_when_an_agent_takes_it(
+        self, client: Any, job: _Job, submission_id: str, submission: Submission
+    ) -> None:
+        """Submit; while the head has no job agent yet (a node still starting, a loaded
+        machine: Ray answers "No available agent" after 10 s), try again, for up to
+        ``pending_timeout``, as a job waiting for its node would."""
+        while True:
+            try:
+                client.submit_job(submission_id=submission_id, **submission.kwargs())
+                return
+            except Exception as err:
+                waited = time.monotonic() - job.submitted
+                if NO_AGENT not in str(err) or waited > self.options.pending_timeout:
+                    raise
+                log.debug("ray.no_agent_yet", probe=job.probe.probe_id, waited=round(waited, 1))
+                time.sleep(self.options.poll_s * 4)
+
+    def _lost(self, err: BaseException) -> BackendError:
+        """The Jobs API stopped answering: for the session's own Ray, say whether it
+        died (and what its log says), since then no retry will help."""
+        message = f"lost the Ray Jobs API at {self._address}: {err}"
+        if self.local is not None and not self.local.running():
+            message += (
+                f". The session's local Ray stopped (see {self.local.log_path}): "
+                f"{self.local.log_tail(400)}"
+            )
+        return BackendError(message)
+
+    def _package(self, client: Any, runtime_env: dict[str, Any]) -> None:
+        """Replace a local working_dir by its package on the cluster, uploaded once per
+        session (Ray would hash the directory again for every job)."""
+        working_dir = runtime_env.get("working_dir")
+        if not isinstance(working_dir, str) or "://" in working_dir:
+            return
+        key = (working_dir, tuple(runtime_env.get("excludes") or ()))
+        if key not in self._packages:
+            packaged: dict[str, Any] = {"working_dir": working_dir, "excludes": list(key[1])}
+            try:
+                client._upload_working_dir_if_needed(packaged)  # as submit_job does
+            except Exception as err:
+                if is_connection_error(err) or working_dir != self.options.working_dir:
+                    raise  # the spec's own working_dir: this probe's submission failed
+                raise InputError(
+                    f"cannot ship {working_dir} as the jobs' working_dir: {err}. Give a "
+                    "smaller directory with --working-dir, or leave files out with a "
+                    ".rayignore or .gitignore there",
+                    field="--working-dir",
+                ) from err
+            self._packages[key] = packaged["working_dir"]
+            log.debug("ray.packaged", working_dir=working_dir, uri=packaged["working_dir"])
+        runtime_env["working_dir"] = self._packages[key]
+
     def _check(self, client: Any, job: _Job) -> bool:
         """Advance one job; True when its result is known (and the job is final)."""
         try:
             info = client.get_job_info(job.submission_id)
         except Exception as err:
-            raise BackendError(f"lost the Ray Jobs API at {self._address}: {err}") from err
-        status = _text(info.status)
+            raise self._lost(err) from err
+        status = status_text(info.status)
         now = time.monotonic()
         if status == "RUNNING" and job.running_since is None:
             job.running_since = now
-        if status in ("SUCCEEDED", "FAILED", "STOPPED"):
+        if status in FINAL:
             job.result = self._final(client, job, info, status)
+            delete_record(client, job.submission_id)  # its log is kept: nothing to keep there
             return True
         if job.stopping:
             if now - job.stop_sent > self.options.stop_grace_s:
+                # Still not final: left on the cluster, where cleanup and resume find it.
                 log.warning("ray.stop_slow", job=job.submission_id)
                 job.result = self._final(client, job, info, status)
                 return True
@@ -357,7 +446,7 @@ class RayRunner:
         log.info("ray.stopping", job=job.submission_id, why=why)
 
     def _final(self, client: Any, job: _Job, info: Any, status: str) -> RunResult:
-        error_type = _text(info.error_type) if info.error_type else None
+        error_type = status_text(info.error_type) if info.error_type else None
         message = info.message or ""
         details: dict[str, object] = {
             "ray_submission_id": job.submission_id,
@@ -373,7 +462,7 @@ class RayRunner:
         # is the only evidence, so it goes at the end, whole.
         header = f"Ray job {job.submission_id}: {status}"
         header += f" ({error_type})" if error_type else ""
-        summary = _first_line(message).split(", last available logs")[0]
+        summary = first_line(message).split(", last available logs")[0]
         header += f": {summary}" if summary else ""
         if job.stopping:
             header += f" [stopped by clusterbisect: {job.stopping}]"
@@ -386,7 +475,7 @@ class RayRunner:
             )
         if job.stopping == "unschedulable":
             waited = f"still PENDING after {self.options.pending_timeout:g} s"
-            why = f"{UNSCHEDULABLE}: {waited}: {_first_line(message)}"
+            why = f"{UNSCHEDULABLE}: {waited}: {first_line(message)}"
             return RunResult(
                 None, output, False, None, why, duration, str(job.probe.log_path), details
             )
@@ -406,7 +495,7 @@ class RayRunner:
         if status == "STOPPED":
             infra = "STOPPED: the Ray job was stopped outside clusterbisect"
         else:
-            infra = f"{error_type or 'FAILED'}: {_infra_summary(message)}"
+            infra = f"{error_type or 'FAILED'}: {infra_summary(message)}"
         return RunResult(
             None, output, False, None, infra, duration, str(job.probe.log_path), details
         )
@@ -445,8 +534,8 @@ class RayRunner:
     ) -> None:
         """The probe's log: Ray's verdict, the driver's output, Ray's error in full."""
         path = job.probe.log_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as handle:
+        private_dir(path.parent)
+        with open_private(path, "w", encoding="utf-8") as handle:  # the output as it was
             handle.write(f"[clusterbisect: {header}]\n")
             if dropped:
                 handle.write(f"[clusterbisect: the first {dropped} bytes of output not kept]\n")
@@ -497,34 +586,14 @@ class RayRunner:
     # --- cleanup --------------------------------------------------------------------
 
     def _stop_all(self) -> None:
-        """Stop every job still active and wait (bounded) until Ray says it stopped."""
-        if not self._active or self._client is None:
-            self._active.clear()
-            return
-        client = self._client
-        for job in self._active.values():
-            with contextlib.suppress(Exception):
-                client.stop_job(job.submission_id)
-        deadline = time.monotonic() + self.options.stop_grace_s
-        waiting = set(self._active)
-        while waiting and time.monotonic() < deadline:
-            for submission_id in list(waiting):
-                try:
-                    if _text(client.get_job_status(submission_id)) in (
-                        "SUCCEEDED",
-                        "FAILED",
-                        "STOPPED",
-                    ):
-                        waiting.discard(submission_id)
-                except Exception:
-                    waiting.discard(submission_id)
-            if waiting:
-                time.sleep(self.options.poll_s)
-        if waiting:
-            log.warning("ray.jobs_not_stopped", jobs=sorted(waiting))
-        else:
-            log.info("ray.jobs_stopped", count=len(self._active))
-        self._active.clear()
+        """Stop every job still active, wait (bounded) until Ray says it stopped, and
+        delete its record."""
+        active, self._active = self._active, {}
+        if active and self._client is not None:
+            deleted, _running = stop_and_delete(
+                self._client, list(active), self.options.stop_grace_s, self.options.poll_s
+            )
+            log.info("ray.jobs_stopped", count=len(deleted))
 
     def close(self) -> None:
         """Stop any job still running, then the session's local Ray (if we started one)."""
@@ -537,51 +606,3 @@ class RayRunner:
             self._client = None
             if self.local is not None:
                 self.local.stop()
-
-
-def _quiet_ray_logging() -> None:
-    """Keep the Ray client's INFO lines (package uploads, ...) off our stderr.
-
-    Our progress and structlog logs are the tool's output; Ray's warnings still show.
-    """
-    import logging
-
-    ray_logger = logging.getLogger("ray")
-    if ray_logger.getEffectiveLevel() < logging.WARNING:
-        ray_logger.setLevel(logging.WARNING)
-
-
-def strip_preamble(text: str) -> str:
-    """Drop the lines the Jobs API writes before the workload's own output."""
-    lines = text.splitlines(keepends=True)
-    kept: list[str] = []
-    patterns = list(_PREAMBLE)
-    for i, line in enumerate(lines):
-        if patterns and i < 4 and any(p.match(line.rstrip("\n")) for p in patterns):
-            patterns = [p for p in patterns if not p.match(line.rstrip("\n"))]
-            continue
-        kept.append(line)
-    return "".join(kept)
-
-
-def _text(value: Any) -> str:
-    return str(getattr(value, "value", value))
-
-
-def _first_line(text: str, limit: int = 300) -> str:
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return line[:limit]
-
-
-def _infra_summary(message: str) -> str:
-    """One line naming the cause, e.g. pip's ``No matching distribution found for x``."""
-    found = _PIP_ERROR.findall(message)
-    if found:
-        return _first_line(found[-1])
-    return _first_line(message)
-
-
-def _is_connection_error(err: BaseException) -> bool:
-    import requests
-
-    return isinstance(err, requests.exceptions.ConnectionError | ConnectionError)

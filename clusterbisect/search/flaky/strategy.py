@@ -117,6 +117,11 @@ class FlakyStrategy:
                 count += take
         return max(1, count)
 
+    def last_turn(self) -> str | None:
+        """The credible set grows when runs contradict the leader: the posterior says
+        why, not a single event."""
+        return None
+
     def remaining_estimate(self) -> int | None:
         """Runs still to go: the evidence the leader still needs over the bits per run,
         plus a clean check."""
