@@ -20,12 +20,8 @@ Where the jobs run:
   token authentication and a token written under the state dir (mode 0600, passed in
   ``RAY_AUTH_TOKEN_PATH``), so nothing is written to ``~/.ray`` and no other local
   user can submit jobs to it. ``close()`` stops exactly that instance: by its PID and
-  its process tree, never ``ray stop``. Its jobs run on this machine, so each
-  entrypoint runs under the local backend's keeper (``runners/reaper.py``, a child
-  subreaper): what a probe leaves behind (``cmd &``, a daemon that calls ``setsid``)
-  is killed when the probe ends, as Ray itself would leave it running. Not for a
-  ``container``/``image_uri`` runtime_env (the keeper is not in the image), nor on a
-  cluster given by address (its nodes are not ours to look after).
+  its process tree, never ``ray stop``. Its entrypoints run under the local backend's
+  keeper (``render.kept``), so what a probe leaves behind ends with it.
 
 Either way the job ships its ``working_dir`` (the spec's, or the session's directory,
 packaged once per session), so the same command works on both. Each job's record is
@@ -45,10 +41,9 @@ import json
 import os
 import re
 import secrets
-import shlex
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from clusterbisect.config import RayOptions, with_tuning
@@ -79,9 +74,9 @@ from clusterbisect.runners.ray.messages import (
     strip_preamble,
 )
 from clusterbisect.runners.ray.render import (
-    CONTAINER_FIELDS,
     Submission,
     job_python,
+    kept,
     not_carried,
     render_submission,
     why_untestable,
@@ -324,7 +319,8 @@ class RayRunner:
             time.monotonic(),
             timeout_s=probe.timeout_s if probe.timeout_s else self.context.timeout_s,
         )
-        submission = self._kept(submission)
+        if self.local is not None:  # the session's own Ray: this machine
+            submission = kept(submission, self.options.keeper_grace_s)
         infeasible = self._infeasible(client, submission.resources)
         if infeasible:
             job.result = self._infra(job, f"{UNSCHEDULABLE}: {infeasible}", {})
@@ -344,17 +340,6 @@ class RayRunner:
         self._active[submission_id] = job
         log.debug("ray.submitted", probe=probe.probe_id, job=submission_id)
         return job
-
-    def _kept(self, submission: Submission) -> Submission:
-        """On the session's own Ray (this machine), the entrypoint under a keeper."""
-        if self.local is None or CONTAINER_FIELDS & set(submission.runtime_env):
-            return submission
-        from clusterbisect.runners.reaper import wrapped_command
-
-        argv = wrapped_command(
-            ["/bin/sh", "-c", submission.entrypoint], self.options.keeper_grace_s
-        )
-        return replace(submission, entrypoint=shlex.join(argv))
 
     def _submit_when_an_agent_takes_it(
         self, client: Any, job: _Job, submission_id: str, submission: Submission
