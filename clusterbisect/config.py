@@ -16,8 +16,10 @@ The groups:
 - :class:`DryRunOptions`: render the probes without launching them (``run`` only);
 - one per backend: :class:`LocalOptions`, :class:`RayOptions`,
   :class:`KubernetesOptions` (their connection parts, :class:`RayConnection` and
-  :class:`KubeConnection`, are what ``cleanup`` takes). The backend registry
-  (:mod:`clusterbisect.backends`) names them.
+  :class:`KubeConnection`, are what ``cleanup`` and ``triage`` take). The backend
+  registry (:mod:`clusterbisect.backends`) names them;
+- ``triage``'s: :class:`TriageSourceOptions` (which jobs of a cluster, how old, their
+  logs) and :class:`TriageOptions` (the failure to explain, the report, the pair).
 
 :class:`SessionConfig` is a session's whole configuration, as stored in its state
 directory: the inputs, the workload, and one instance of each group.
@@ -25,6 +27,9 @@ directory: the inputs, the workload, and one instance of each group.
 To add an option, add a field with ``option(...)`` metadata to its group: every command
 and tool that takes the group gets it. This module imports neither a backend nor the
 search: the CLI imports it at start-up.
+
+It is over 600 lines by design: every option of every command (the session's, the
+backends', triage's) is declared here and nowhere else, so that one file shows them all.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from clusterbisect.durations import DURATION, parse_duration
 from clusterbisect.errors import InputError
 from clusterbisect.options import option
 from clusterbisect.outcome import FailureSignature
@@ -210,6 +216,11 @@ class SearchOptions:
         maximum=0.99,
         help="Flaky: how often the good spec fails, if known (else learned).",
     )
+    priors: str | None = option(
+        metavar="FILE",
+        help="A triage result (clusterbisect triage --json, or its triage.json): try the "
+        "changes it ranks likeliest first.",
+    )
 
     def validate(self) -> None:
         p, q = self.repro_rate, self.background_rate
@@ -274,7 +285,8 @@ class LocalOptions(BackendOptions):
 
 @dataclass
 class RayConnection(BackendOptions):
-    """How to reach a Ray cluster's Jobs API (what ``cleanup --backend ray`` needs)."""
+    """How to reach a Ray cluster's Jobs API (what ``cleanup --backend ray`` and
+    ``triage`` need)."""
 
     SCHEMA_GROUP: ClassVar[str | None] = "ray"
     PARAM_PREFIX: ClassVar[str] = "ray_"
@@ -283,7 +295,8 @@ class RayConnection(BackendOptions):
         flags=("--ray-address",),
         metavar="URL",
         envvar="RAY_ADDRESS",
-        help="Ray: an existing cluster's Jobs API (default: a local Ray for the session).",
+        help="Ray: an existing cluster's Jobs API: where probes run (default: a local "
+        "Ray for the session); triage reads its jobs.",
     )
 
 
@@ -418,6 +431,90 @@ class KubernetesOptions(KubeConnection):
             )
 
 
+# --- triage -------------------------------------------------------------------------------
+
+
+@dataclass
+class TriageSourceOptions:
+    """Which jobs triage reads: a live cluster's selection (kubectl's), their age, logs."""
+
+    all_namespaces: bool = option(
+        False, flags=("-A", "--all-namespaces"), help="Read the Jobs of every namespace."
+    )
+    selector: str | None = option(
+        flags=("-l", "--selector"),
+        metavar="SELECTOR",
+        help="Only the Jobs with these labels (kubectl's label selector, e.g. team=ml).",
+    )
+    since: str | None = option(
+        metavar="DURATION",
+        pattern=DURATION,
+        help="Only the jobs created in the last DURATION (90s, 30m, 2h, 1d, 1h30m).",
+    )
+    logs: int = option(
+        0,
+        metavar="N",
+        minimum=0,
+        maximum=10000,
+        help="Read the last N log lines of each failed job (from a cluster or Ray).",
+    )
+    page_size: int = 500  # list calls return at most this many objects (not an option)
+
+    def since_seconds(self) -> float | None:
+        """``since`` in seconds (None: every job); ``InputError`` when it is no duration."""
+        return parse_duration(self.since) if self.since else None
+
+    def validate(self) -> None:
+        self.since_seconds()
+        if self.logs < 0:
+            raise InputError(f"expected 0 or more lines, got {self.logs}", field="--logs")
+        if self.page_size < 1:
+            raise InputError(f"expected at least 1, got {self.page_size}", field="page_size")
+
+
+@dataclass
+class TriageOptions:
+    """How triage analyses the jobs, and where it writes the pair."""
+
+    signature: str | None = option(
+        metavar="REGEX",
+        regex=True,
+        help="Explain the failures whose signature or text matches (default: the most "
+        "common failure).",
+    )
+    workload_label: str | None = option(
+        metavar="LABEL",
+        help="The label naming a job's workload (default: app.kubernetes.io/name, app, "
+        "workload, then the name's stem).",
+    )
+    top: int = option(20, metavar="N", minimum=1, show_default=True, help="Suspects reported.")
+    out: str | None = option(
+        metavar="DIR",
+        directory=True,
+        help="Write the pair (good.yaml, bad.yaml: real values, mode 0600) and the "
+        "redacted result (triage.json) into DIR.",
+    )
+    # The analysis's own tuning (not options).
+    min_jobs: int = 2  # a value held by fewer jobs is not tested
+    interaction_top: int = 5  # the top suspects checked in pairs
+    alpha: float = 0.05  # the family-wise error rate of "significant" (Bonferroni)
+
+    def validate(self) -> None:
+        if self.signature:
+            try:
+                re.compile(self.signature)
+            except re.error as err:
+                raise InputError(
+                    f"invalid regular expression {self.signature!r}: {err}", field="--signature"
+                ) from None
+        if self.top < 1:
+            raise InputError(f"expected at least 1, got {self.top}", field="--top")
+        if self.min_jobs < 1:
+            raise InputError(f"expected at least 1, got {self.min_jobs}", field="min_jobs")
+        if not 0 < self.alpha < 1:
+            raise InputError(f"expected a number between 0 and 1, got {self.alpha}", field="alpha")
+
+
 S = TypeVar("S", bound=BackendOptions)
 
 
@@ -465,6 +562,9 @@ class SessionConfig:
     # The backend's options (its class in the registry); default: that class's defaults.
     backend_options: BackendOptions = field(default_factory=BackendOptions)
     dry_run: str | None = None
+    # The priors' weights by change key, read from ``search.priors`` when the session
+    # is made (so a resume replays the same search without the file).
+    prior_weights: dict[str, float] = field(default_factory=dict)
 
     GROUPS: ClassVar[dict[str, type]] = {
         "scope": ScopeOptions,

@@ -94,7 +94,9 @@ def ignore_regex(glob: str) -> str:
     return "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in glob)
 
 
-def _ignore_matcher(ignore: Iterable[str]) -> re.Pattern[str] | None:
+def ignore_matcher(ignore: Iterable[str]) -> re.Pattern[str] | None:
+    """One regex for ``--ignore`` globs on keys (None: nothing is ignored); triage
+    leaves settings out with the same rule."""
     globs = [g for g in ignore if g]
     if not globs:
         return None
@@ -203,7 +205,7 @@ def compare(
                 container=element.container,
             )
         )
-    matcher = _ignore_matcher(ignore)
+    matcher = ignore_matcher(ignore)
     kept = [
         c
         for c in changes

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterbisect import report_notes
 from clusterbisect.diff import Change
 from clusterbisect.journal import ProbeRecord
 from clusterbisect.outcome import FailureSignature
@@ -63,6 +64,7 @@ class Evidence:
     probe_timeout: dict[str, Any] | None = None
     next_step: dict[str, Any] | None = field(default=None)
     backend_notes: list[str] = field(default_factory=list)  # what every probe changed
+    priors: dict[str, Any] | None = None  # {"source", "weights": {key: weight}} if given
 
     def runs_of(self, subset: Subset) -> list[ProbeRecord]:
         """The journaled runs of ``subset``, in order."""
@@ -153,12 +155,14 @@ def build_result(evidence: Evidence) -> dict[str, Any]:
             *evidence.notes,
             *search.notes,
             *evidence.backend_notes,
-            *_baseline_notes(evidence),
-            *_signature_notes(evidence),
+            *report_notes.baseline_notes(evidence),
+            *report_notes.signature_notes(evidence),
+            *report_notes.priors_notes(evidence),
         ],
         "warnings": list(evidence.warnings),
         "stopped_early": evidence.stopped_early,
         "continue_with": evidence.continue_with,
+        "priors": evidence.priors,
         "next": evidence.next_step,
         "elapsed_s": round(evidence.elapsed_s, 3),
         "probes": [_probe(r) for r in records],
@@ -249,57 +253,6 @@ def _observed_in_bad_baseline(records: list[ProbeRecord], n: int) -> str | None:
         ):
             return record.observed
     return None
-
-
-def _baseline_notes(evidence: Evidence) -> list[str]:
-    """When a baseline did not behave, show its log: that is what the user must look at."""
-    status = evidence.search.status
-    if status not in ("baseline_failed", "not_reproducible"):
-        return []
-    wanted = "baseline-good" if status == "baseline_failed" else "baseline-bad"
-    notes = []
-    for record in evidence.records:
-        if record.purpose == wanted:
-            excerpt = evidence.excerpt(record)
-            notes.append(
-                f"{wanted} probe {record.probe_id}: {record.outcome}"
-                + (f" ({record.observed})" if record.observed else "")
-                + (f", infra error: {record.infra_error}" if record.infra_error else "")
-                + (f"; log {record.log}:\n{excerpt}" if excerpt else "")
-            )
-    return notes
-
-
-def _signature_notes(evidence: Evidence) -> list[str]:
-    """Hints about a ``--fail-on`` regex, from the baselines' logs: it matches both
-    (so the text alone does not tell the failure apart), or it made a good baseline
-    that exited 0 fail."""
-    failure = evidence.failure
-    if failure is None or not failure.fail_on:
-        return []
-    first: dict[str, tuple[ProbeRecord, bool]] = {}
-    for record in evidence.records:
-        if record.purpose in ("baseline-good", "baseline-bad") and record.log:
-            matched = failure.text_matches(evidence.read_log(record.log))
-            first.setdefault(record.purpose, (record, matched))
-    good, bad = first.get("baseline-good"), first.get("baseline-bad")
-    regex = f"/{failure.fail_on}/"
-    if good and bad and good[1] and bad[1]:
-        tail = (
-            "only the non-zero exit tells them apart"
-            if failure.needs_nonzero_exit
-            else "choose text only the failing run prints, or --fail-on-exit nonzero"
-        )
-        return [
-            f"the --fail-on regex {regex} matches the output of both baselines "
-            f"({good[0].probe_id} and {bad[0].probe_id}): {tail}"
-        ]
-    if good and good[1] and good[0].exit_code == 0 and good[0].outcome == "fail":
-        return [
-            f"the good baseline ({good[0].probe_id}) exited 0 but its output matches {regex}; "
-            "with --fail-on-exit nonzero the text counts only with a non-zero exit"
-        ]
-    return []
 
 
 def _clip(line: str, width: int = EXCERPT_LINE_CHARS) -> str:

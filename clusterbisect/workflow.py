@@ -95,6 +95,8 @@ def create_session(
     cluster still holding it.
     """
     config.validate()
+    if config.search.priors and not config.prior_weights:
+        config.prior_weights = _prior_weights(config.search.priors)
     sources = (config.good_source, config.bad_source)
     texts = [_live_text(source, config) for source in sources]
     good, bad = (
@@ -130,6 +132,14 @@ def new_session(
         raise
     finally:
         bisection.session.close()
+
+
+def _prior_weights(path: str) -> dict[str, float]:
+    """The weights by key of a triage result file (``run --priors``), kept in the
+    session so that a resume replays the same search without the file."""
+    from clusterbisect.triage.priors import load_priors
+
+    return load_priors(path).to_dict()
 
 
 def _live_text(source: str, config: SessionConfig) -> str | None:
@@ -187,7 +197,7 @@ def engine_for(bisection: Bisection, runner: Any, progress: Progress | None = No
     return Engine(
         session=bisection.session,
         problem=problem,
-        strategy=make_strategy(config.search),
+        strategy=make_strategy(config.search, _weights(config, problem)),
         runner=runner,
         signature=config.signature.failure_signature(),
         progress=progress,
@@ -219,6 +229,28 @@ def _backends_that_can(bisection: Bisection, current: str) -> str | None:
         if count:
             able.append(f"--backend {name} can apply {count}")
     return "; ".join(able) or None
+
+
+def _weights(config: SessionConfig, problem: Problem) -> list[float] | None:
+    """The priors' weight of each change searched (None: no priors)."""
+    if not config.prior_weights:
+        return None
+    from clusterbisect.triage.priors import Priors
+
+    priors = Priors(config.prior_weights)
+    return [priors.weight(c.key) for c in problem.testable]
+
+
+def _priors_used(config: SessionConfig, problem: Problem) -> dict[str, Any] | None:
+    """What the report says of the priors: their file and the weights of the changes."""
+    weights = _weights(config, problem)
+    if weights is None:
+        return None
+    keyed = sorted(
+        ((c.key, w) for c, w in zip(problem.testable, weights, strict=True) if w > 0),
+        key=lambda kw: (-kw[1], kw[0]),
+    )
+    return {"source": config.search.priors, "weights": {k: round(w, 4) for k, w in keyed}}
 
 
 def evidence(
@@ -260,6 +292,7 @@ def evidence(
         probe_timeout=engine.timeout().to_dict(),
         next_step=step,
         backend_notes=runner_notes(engine.runner),
+        priors=_priors_used(config, engine.problem),
     )
 
 

@@ -22,9 +22,14 @@ from clusterbisect.cli import cli as cli_group
 from clusterbisect.config import (
     RUN_GROUPS,
     START_GROUPS,
+    KubeConnection,
     KubernetesOptions,
     LocalOptions,
+    RayConnection,
+    ScopeOptions,
     SessionConfig,
+    TriageOptions,
+    TriageSourceOptions,
 )
 from clusterbisect.errors import InputError
 from clusterbisect.options import fields_of, from_arguments, from_params
@@ -212,3 +217,37 @@ def test_the_flat_config_of_older_sessions_is_still_read() -> None:
 def test_an_unknown_backend_is_bad_input_naming_the_choices() -> None:
     with pytest.raises(InputError, match="expected one of local, ray, kubernetes"):
         backends.get("slurm")
+
+
+TRIAGE_GROUPS = (
+    TriageSourceOptions,
+    TriageOptions,
+    ScopeOptions,
+    KubeConnection,
+    RayConnection,
+)
+
+
+def test_triage_and_its_tool_take_the_same_options_with_the_same_ranges() -> None:
+    params = {p.name: p for p in cli_group.commands["triage"].params}
+    tool = get_tool("triage")
+    assert tool is not None and tool.effect == "read_only"
+    leaves = schema_leaves(tool.input_schema)
+    for group in TRIAGE_GROUPS:
+        section = getattr(group, "SCHEMA_GROUP", None)
+        for item in fields_of(group):
+            path = (section, item.name) if section else (item.name,)
+            assert item.param in params, f"--{item.param} is missing from `triage`"
+            assert path in leaves, f"{'.'.join(path)} is missing from the triage tool"
+            assert click_bounds(params[item.param]) == schema_bounds(leaves[path], False)
+    # The tool has the sources and these groups only (it launches nothing: no --bisect).
+    expected = {
+        (getattr(g, "SCHEMA_GROUP", None), i.name)
+        if getattr(g, "SCHEMA_GROUP", None)
+        else (i.name,)
+        for g in TRIAGE_GROUPS
+        for i in fields_of(g)
+    }
+    assert set(leaves) - {("sources",)} == expected
+    # The command also takes every option of `run`, for --bisect.
+    assert {param for param, _, _ in pairs(RUN_GROUPS)} <= set(params)

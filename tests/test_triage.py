@@ -11,37 +11,29 @@ from __future__ import annotations
 import json
 import math
 import stat
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from triage_helpers import TRAINER, export, failed_with, job, pod
+from conftest import TRAINER, export, failed_with, job, pod, secret_fleet
 
 from clusterbisect.diff import diff
 from clusterbisect.errors import InputError
 from clusterbisect.redact import REDACTED
 from clusterbisect.specs import load_spec
-from clusterbisect.triage import TriageOptions, load_priors, render_text, triage
+from clusterbisect.triage import (
+    TriageOptions,
+    TriageRequest,
+    TriageSourceOptions,
+    load_priors,
+    render_text,
+    triage,
+)
 
 
-def fleet(
-    tmp_path: Path, rows: list[tuple[dict[str, str], str]], name: str = "fleet.json", **kw: Any
-) -> str:
-    """Jobs ``train-NN`` with the given env and outcome (``failed``: the NCCL failure,
-    ``oom``: OOMKilled), each with its pod, exported to one file."""
-    jobs, pods = [], []
-    for i, (env, outcome) in enumerate(rows):
-        j = job(
-            f"train-{i:02d}", "failed" if outcome in ("failed", "oom") else outcome, env=env, **kw
-        )
-        jobs.append(j)
-        if outcome == "failed":
-            pods.append(failed_with(j, rank=i))
-        elif outcome == "oom":
-            pods.append(pod(j, exit_code=137, reason="OOMKilled"))
-        elif outcome == "succeeded":
-            pods.append(pod(j))
-    return export(tmp_path / name, jobs + pods)
+def since(duration: str) -> TriageSourceOptions:
+    return TriageSourceOptions(since=duration)
 
 
 def suspect(result: dict[str, Any], key: str) -> dict[str, Any]:
@@ -51,11 +43,13 @@ def suspect(result: dict[str, Any], key: str) -> dict[str, Any]:
 FLAG = TRAINER + "env.FLAG"
 
 
-def test_eight_jobs_name_the_suspect_but_claim_no_significance(tmp_path: Path) -> None:
+def test_eight_jobs_name_the_suspect_but_claim_no_significance(
+    fleet_file: Callable[..., str],
+) -> None:
     # FLAG=on: 3 of 4 failed; FLAG=off: 0 of 4. p = C(3,3) C(5,1) / C(8,4) = 5/70.
     rows = [({"FLAG": "on"}, "failed")] * 3 + [({"FLAG": "on"}, "succeeded")]
     rows += [({"FLAG": "off"}, "succeeded")] * 4
-    result = triage([fleet(tmp_path, rows)]).to_dict()
+    result = triage(TriageRequest([fleet_file(rows)])).to_dict()
     top = result["suspects"][0]
     assert (top["key"], top["value"], top["failed"], top["total"]) == (FLAG, "on", 3, 4)
     assert (top["failure_rate"], top["rate_without"]) == (0.75, 0.0)
@@ -81,8 +75,10 @@ def twenty(
     return rows + (extra or [])
 
 
-def test_single_culprit_is_significant_and_the_contract_fields_are_there(tmp_path: Path) -> None:
-    result = triage([fleet(tmp_path, twenty())]).to_dict()
+def test_single_culprit_is_significant_and_the_contract_fields_are_there(
+    fleet_file: Callable[..., str],
+) -> None:
+    result = triage(TriageRequest([fleet_file(twenty())])).to_dict()
     # N=20, K=9, n=10, a=9: p = C(9,9) C(11,1) / C(20,10) = 11/184756.
     top = result["suspects"][0]
     assert top["key"] == FLAG and top["value"] == "on"
@@ -113,10 +109,10 @@ def test_single_culprit_is_significant_and_the_contract_fields_are_there(tmp_pat
     json.dumps(result)  # one JSON document
 
 
-def test_background_failures_are_not_evidence(tmp_path: Path) -> None:
+def test_background_failures_are_not_evidence(fleet_file: Callable[..., str]) -> None:
     # Three OOMKilled jobs among FLAG=off: another signature, left out of the analysis.
     rows = twenty([({"FLAG": "off", "BASE": "1"}, "oom")] * 3)
-    result = triage([fleet(tmp_path, rows)]).to_dict()
+    result = triage(TriageRequest([fleet_file(rows)])).to_dict()
     assert (result["failed"], result["explained"], result["background"]) == (12, 9, 3)
     assert result["analysed"] == 20
     top = suspect(result, FLAG)
@@ -126,18 +122,20 @@ def test_background_failures_are_not_evidence(tmp_path: Path) -> None:
     assert result["signatures"][1]["signature"] == "OOMKilled exit 137"
 
 
-def test_signature_regex_explains_another_failure(tmp_path: Path) -> None:
+def test_signature_regex_explains_another_failure(fleet_file: Callable[..., str]) -> None:
     rows = twenty([({"FLAG": "off", "BASE": "1", "BIG": "yes"}, "oom")] * 3)
-    result = triage([fleet(tmp_path, rows)], TriageOptions(signature="OOMKilled")).to_dict()
+    result = triage(
+        TriageRequest([fleet_file(rows)], TriageOptions(signature="OOMKilled"))
+    ).to_dict()
     assert (result["explained"], result["background"], result["analysed"]) == (3, 9, 14)
     # BIG=yes: 3 of 3 failed, absent: 0 of 11. p = 1 / C(14,3).
     top = result["suspects"][0]
     assert (top["key"], top["failed"], top["total"]) == (TRAINER + "env.BIG", 3, 3)
     assert top["score"] == pytest.approx(math.log10(math.comb(14, 3)), abs=0.01)  # 2.56
     with pytest.raises(InputError, match=r"no failed job matches 'Segfault'.*NCCL"):
-        triage([fleet(tmp_path, rows)], TriageOptions(signature="Segfault"))
+        triage(TriageRequest([fleet_file(rows)], TriageOptions(signature="Segfault")))
     with pytest.raises(InputError, match="--signature: invalid regular expression"):
-        triage([fleet(tmp_path, rows)], TriageOptions(signature="(unclosed"))
+        triage(TriageRequest([fleet_file(rows)], TriageOptions(signature="(unclosed")))
 
 
 def test_settings_that_always_change_together_are_one_bundle(tmp_path: Path) -> None:
@@ -156,7 +154,7 @@ def test_settings_that_always_change_together_are_one_bundle(tmp_path: Path) -> 
         )
         jobs.append(j)
         pods.append(failed_with(j, i) if outcome == "failed" else pod(j))
-    result = triage([export(tmp_path / "f.json", jobs + pods)]).to_dict()
+    result = triage(TriageRequest([export(tmp_path / "f.json", jobs + pods)])).to_dict()
     top = result["suspects"][0]
     # The image names the bundle; the env settings changed with it are its bundle.
     assert (top["key"], top["value"]) == (TRAINER + "image", "registry.example.com/train:2")
@@ -164,15 +162,17 @@ def test_settings_that_always_change_together_are_one_bundle(tmp_path: Path) -> 
     # N=20, K=8, n=10, a=8: p = C(8,8) C(12,2) / C(20,10) = 66/184756.
     assert top["score"] == pytest.approx(-math.log10(66 / math.comb(20, 10)), abs=0.01)  # 3.45
     assert len([s for s in result["suspects"] if s["score"] == top["score"]]) == 1
-    assert "always change together" in render_text(triage([str(tmp_path / "f.json")]))
+    assert "always change together" in render_text(
+        triage(TriageRequest([str(tmp_path / "f.json")]))
+    )
 
 
-def test_a_pair_that_fails_only_together_is_an_interaction(tmp_path: Path) -> None:
+def test_a_pair_that_fails_only_together_is_an_interaction(fleet_file: Callable[..., str]) -> None:
     rows = []
     for a in ("0", "1"):
         for b in ("0", "1"):
             rows += [({"A": a, "B": b}, "failed" if a == b == "1" else "succeeded")] * 8
-    result = triage([fleet(tmp_path, rows)]).to_dict()
+    result = triage(TriageRequest([fleet_file(rows)])).to_dict()
     keys = [s["key"] for s in result["suspects"][:2]]
     assert keys == [TRAINER + "env.A", TRAINER + "env.B"]
     # Each: N=32, K=8, n=16, a=8: p = C(24,8) / C(32,16) = 735471/601080390.
@@ -191,11 +191,13 @@ def test_a_pair_that_fails_only_together_is_an_interaction(tmp_path: Path) -> No
     assert result["pair"]["candidates"] == keys
 
 
-def test_a_setting_rolled_out_with_the_culprit_is_explained_away(tmp_path: Path) -> None:
+def test_a_setting_rolled_out_with_the_culprit_is_explained_away(
+    fleet_file: Callable[..., str],
+) -> None:
     # C=1 (10 jobs, all failed); D=new went out to the same jobs and 5 more, all fine.
     rows = [({"C": "1", "D": "new"}, "failed")] * 10 + [({"C": "0", "D": "new"}, "succeeded")] * 5
     rows += [({"C": "0", "D": "old"}, "succeeded")] * 25
-    result = triage([fleet(tmp_path, rows)]).to_dict()
+    result = triage(TriageRequest([fleet_file(rows)])).to_dict()
     culprit, confounder = result["suspects"][0], suspect(result, TRAINER + "env.D")
     assert culprit["key"] == TRAINER + "env.C" and culprit["significant"]
     assert culprit["score"] == pytest.approx(math.log10(math.comb(40, 10)), abs=0.01)
@@ -210,13 +212,15 @@ def test_a_setting_rolled_out_with_the_culprit_is_explained_away(tmp_path: Path)
     assert result["message"].startswith("1 significant suspect ")
 
 
-def test_the_pair_is_the_closest_and_its_files_diff_to_it(tmp_path: Path) -> None:
+def test_the_pair_is_the_closest_and_its_files_diff_to_it(
+    tmp_path: Path, fleet_file: Callable[..., str]
+) -> None:
     rows = twenty()
     # Every good job but train-19 differs from the bad ones in one more setting.
     rows[10:19] = [({"FLAG": "off", "BASE": "2"}, "succeeded")] * 9
-    path = fleet(tmp_path, rows)
+    path = fleet_file(rows)
     out = tmp_path / "out"
-    result = triage([path], TriageOptions(out_dir=out)).to_dict()
+    result = triage(TriageRequest([path], TriageOptions(out=str(out)))).to_dict()
     pair = result["pair"]
     assert pair["good"] == "train-19" and pair["bad"] == "train-00"
     assert pair["changes"] == 1 and pair["candidates"] == [FLAG]
@@ -234,18 +238,7 @@ def test_the_pair_is_the_closest_and_its_files_diff_to_it(tmp_path: Path) -> Non
 
 def test_secrets_are_redacted_in_suspects_and_scrubbed_from_failures(tmp_path: Path) -> None:
     token = "hf_s3cr3tvalue42"
-    text = "PermissionError: token " + token + " rejected for rank {rank} (pod {pod})"
-    jobs, pods = [], []
-    for i in range(16):
-        bad = i < 8
-        j = job(
-            f"train-{i:02d}",
-            "failed" if bad else "succeeded",
-            env={"HF_TOKEN": token if bad else "hf_oldvalue000"},
-        )
-        jobs.append(j)
-        pods.append(failed_with(j, i, text) if bad else pod(j))
-    result = triage([export(tmp_path / "f.json", jobs + pods)])
+    result = triage(TriageRequest([secret_fleet(tmp_path / "f.json", token)]))
     document = json.dumps(result.to_dict())
     shown = render_text(result)
     assert token not in document and token not in shown
@@ -255,9 +248,9 @@ def test_secrets_are_redacted_in_suspects_and_scrubbed_from_failures(tmp_path: P
     assert REDACTED in result.signatures[0].sample
 
 
-def test_nothing_to_explain_without_failures(tmp_path: Path) -> None:
+def test_nothing_to_explain_without_failures(fleet_file: Callable[..., str]) -> None:
     rows = [({"FLAG": "on"}, "succeeded")] * 3 + [({"FLAG": "off"}, "running")]
-    result = triage([fleet(tmp_path, rows)])
+    result = triage(TriageRequest([fleet_file(rows)]))
     assert result.status == "nothing_to_explain"
     assert (result.jobs, result.succeeded, result.running) == (4, 3, 1)
     assert result.suspects == [] and result.pair is None
@@ -265,10 +258,10 @@ def test_nothing_to_explain_without_failures(tmp_path: Path) -> None:
     assert "Nothing to explain" in render_text(result)
 
 
-def test_without_a_success_there_is_nothing_to_compare(tmp_path: Path) -> None:
-    path = fleet(tmp_path, [({"FLAG": "on"}, "failed")] * 3 + [({"FLAG": "on"}, "running")])
+def test_without_a_success_there_is_nothing_to_compare(fleet_file: Callable[..., str]) -> None:
+    path = fleet_file([({"FLAG": "on"}, "failed")] * 3 + [({"FLAG": "on"}, "running")])
     with pytest.raises(InputError) as caught:
-        triage([path])
+        triage(TriageRequest([path]))
     assert caught.value.message.startswith(f"{path}: no succeeded job to compare")
     assert "3 failed, 1 running" in caught.value.message
 
@@ -282,9 +275,9 @@ def test_objects_of_other_kinds_are_bad_input(tmp_path: Path) -> None:
     with pytest.raises(
         InputError, match=r"cm\.yaml: no jobs found \(only 1 ConfigMap, 1 Service\)"
     ):
-        triage([str(path)])
+        triage(TriageRequest([str(path)]))
     with pytest.raises(InputError, match="no jobs to triage"):
-        triage([])
+        triage(TriageRequest([]))
 
 
 def test_since_keeps_recent_jobs_only(tmp_path: Path) -> None:
@@ -295,7 +288,7 @@ def test_since_keeps_recent_jobs_only(tmp_path: Path) -> None:
     with pytest.raises(
         InputError, match=r"no succeeded job to compare the failures with \(1 failed\)"
     ):
-        triage([path], TriageOptions(since_s=7200, now=now))
-    assert triage([path], TriageOptions(since_s=30 * 86400, now=now)).jobs == 2
+        triage(TriageRequest([path], select=since("2h"), now=now))
+    assert triage(TriageRequest([path], select=since("30d"), now=now)).jobs == 2
     with pytest.raises(InputError, match=r"no jobs created since the --since cutoff \(2 older"):
-        triage([path], TriageOptions(since_s=60, now=now + 86400))
+        triage(TriageRequest([path], select=since("60s"), now=now + 86400))

@@ -15,8 +15,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.fleet import FleetConfig, generate, write
 from clusterbisect.diff import diff
+from clusterbisect.search.bisection import BisectionStrategy
+from clusterbisect.search.oracle import SimOracle, found_exactly, simulate
 from clusterbisect.specs import load_spec
-from clusterbisect.triage import TriageOptions, triage
+from clusterbisect.triage import TriageOptions, TriageRequest, triage
+from clusterbisect.triage.priors import load_priors
 
 
 def run(
@@ -25,7 +28,7 @@ def run(
     objects, truth = generate(FleetConfig(jobs=400, seed=seed, culprit=culprit))
     path = tmp_path / f"fleet.{fmt}"
     write(path, objects, fmt)
-    result = triage([str(path)], TriageOptions(out_dir=tmp_path / "out")).to_dict()
+    result = triage(TriageRequest([str(path)], TriageOptions(out=str(tmp_path / "out")))).to_dict()
     return result, truth.culprit_keys, truth.bundle_keys
 
 
@@ -60,6 +63,19 @@ def test_a_culprit_inside_the_image_bundle_ranks_the_bundle_first(tmp_path: Path
     first = result["suspects"][0]
     assert culprits[0] in keys(first)
     assert sorted(keys(first)) == sorted(bundle)
+    # No fleet can split the bundle; the pair holds all of it, and its bisection (the
+    # project's, against a simulated workload that fails with the culprit) splits it,
+    # with the ranking as priors or without.
+    good, bad = load_spec(result["files"]["good"]), load_spec(result["files"]["bad"])
+    changes = diff(good, bad)
+    index = {c.key: i for i, c in enumerate(changes)}
+    assert set(bundle) <= set(index)
+    culprit = frozenset({index[culprits[0]]})
+    priors = load_priors(result["files"]["result"])
+    weights = [priors.weight(c.key) for c in changes]
+    for strategy in (BisectionStrategy(), BisectionStrategy(weights=weights)):
+        searched = simulate(strategy, len(changes), SimOracle([culprit]))
+        assert found_exactly(searched.result, [culprit])
 
 
 def test_without_a_culprit_nothing_is_significant(tmp_path: Path) -> None:

@@ -16,17 +16,23 @@ from typing import Any
 from unittest.mock import create_autospec
 
 import pytest
-from triage_helpers import failed_with, job, pod
+from conftest import failed_with, job, pod
 
 kubernetes = pytest.importorskip("kubernetes")
-from kubernetes.client import ApiClient, BatchV1Api, CoreV1Api  # noqa: E402
+from kubernetes.client import (  # noqa: E402
+    ApiClient,
+    ApisApi,
+    BatchV1Api,
+    CoreV1Api,
+    CustomObjectsApi,
+)
 from kubernetes.client.exceptions import ApiException  # noqa: E402
 
+from clusterbisect.config import KubeConnection, TriageSourceOptions  # noqa: E402
 from clusterbisect.errors import BackendError  # noqa: E402
 from clusterbisect.runners.kubernetes.client import Api, Connection  # noqa: E402
 from clusterbisect.triage.jobs import build_fleet  # noqa: E402
 from clusterbisect.triage.live import read_cluster  # noqa: E402
-from clusterbisect.triage.options import ClusterQuery  # noqa: E402
 
 
 class Raw:
@@ -41,15 +47,46 @@ class Raw:
         self.data = json.dumps({"kind": "List", "items": stripped, "metadata": metadata}).encode()
 
 
-def cluster() -> tuple[Connection, Any, Any]:
+class Body:
+    """A raw response holding any JSON document."""
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.data = json.dumps(document).encode()
+
+
+def discovery(*group_versions: str) -> Body:
+    """``/apis`` serving these ``group/version``s."""
+    groups: dict[str, list[dict[str, str]]] = {}
+    for item in group_versions:
+        group, version = item.split("/")
+        groups.setdefault(group, []).append({"groupVersion": item, "version": version})
+    return Body(
+        {"kind": "APIGroupList", "groups": [{"name": g, "versions": v} for g, v in groups.items()]}
+    )
+
+
+def cluster(*served: str) -> tuple[Connection, Any, Any]:
     batch = create_autospec(BatchV1Api, instance=True)
     core = create_autospec(CoreV1Api, instance=True)
+    apis = create_autospec(ApisApi, instance=True)
+    apis.get_api_versions.return_value = discovery(*served)
     conn = Connection(
         api_client=create_autospec(ApiClient, instance=True),
         namespace="ml",
-        _apis={"BatchV1Api": batch, "CoreV1Api": core},
+        _apis={
+            "BatchV1Api": batch,
+            "CoreV1Api": core,
+            "ApisApi": apis,
+            "CustomObjectsApi": create_autospec(CustomObjectsApi, instance=True),
+        },
     )
     return conn, batch, core
+
+
+def read(conn: Connection, **select: Any) -> Any:
+    return read_cluster(
+        KubeConnection(), TriageSourceOptions(**select), conn=conn, api=no_sleep(conn)
+    )
 
 
 def no_sleep(conn: Connection) -> Api:
@@ -65,9 +102,11 @@ def test_jobs_and_failed_pods_are_read_page_by_page_with_logs() -> None:
     other = failed_with(job("not-selected", "failed"))
     core.list_namespaced_pod.side_effect = [Raw([failed_with(bad), other])]
     core.read_namespaced_pod_log.return_value = "step 9\nRuntimeError: NCCL error on rank 1\n"
-    query = ClusterQuery(selector="team=ml", logs=50, page_size=2)
+    select = TriageSourceOptions(selector="team=ml", logs=50, page_size=2)
     cutoff = 1795132800.0  # 2026-11-20T00:00:00Z: train-0 is older
-    inventory = read_cluster(query, created_after=cutoff, conn=conn, api=no_sleep(conn))
+    inventory = read_cluster(
+        KubeConnection(), select, created_after=cutoff, conn=conn, api=no_sleep(conn)
+    )
 
     first, second = batch.list_namespaced_job.call_args_list
     assert first.args == ("ml",) and first.kwargs["_continue"] is None
@@ -82,6 +121,7 @@ def test_jobs_and_failed_pods_are_read_page_by_page_with_logs() -> None:
         "train-2-x7k2p", "ml", container="trainer", tail_lines=50, limit_bytes=256 * 1024
     )
     assert [o["metadata"]["name"] for _, o in inventory.workloads] == ["train-1", "train-2"]
+    assert inventory.too_old == 1  # train-0, counted for the message and left_out
     assert [o["kind"] for _, o in inventory.workloads] == ["Job", "Job"]
     assert [o["metadata"]["name"] for _, o in inventory.pods] == ["train-2-x7k2p"]
     fleet = build_fleet(inventory)
@@ -93,18 +133,75 @@ def test_all_namespaces_lists_across_the_cluster() -> None:
     conn, batch, core = cluster()
     batch.list_job_for_all_namespaces.return_value = Raw([job("a")])
     core.list_pod_for_all_namespaces.return_value = Raw([pod(job("a"))])
-    inventory = read_cluster(ClusterQuery(all_namespaces=True), conn=conn, api=no_sleep(conn))
+    inventory = read(conn, all_namespaces=True)
     assert batch.list_job_for_all_namespaces.call_args.args == ()
     batch.list_namespaced_job.assert_not_called()
     assert len(inventory.workloads) == 1
     assert "all namespaces" in inventory.sources[0]
 
 
+def pytorch_job(name: str, outcome: str) -> dict[str, Any]:
+    """A PyTorchJob as the training operator leaves it (Succeeded or Failed)."""
+    kind = "Succeeded" if outcome == "succeeded" else "Failed"
+    worker = job(name)["spec"]["template"]
+    return {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": name, "namespace": "ml", "uid": f"uid-{name}"},
+        "spec": {"pytorchReplicaSpecs": {"Master": {"replicas": 1, "template": worker}}},
+        "status": {"conditions": [{"type": kind, "status": "True"}]},
+    }
+
+
+def test_kubeflow_jobs_and_rayjobs_are_read_where_their_crds_are_served() -> None:
+    conn, batch, core = cluster("kubeflow.org/v1", "ray.io/v1", "apps/v1")
+    custom = conn.api("CustomObjectsApi")
+    batch.list_namespaced_job.return_value = Raw([])
+    failed, ok = pytorch_job("ddp-1", "failed"), pytorch_job("ddp-2", "succeeded")
+
+    def listing(group: str, version: str, namespace: str, plural: str, **kw: Any) -> Raw:
+        assert (namespace, kw["limit"], kw["_preload_content"]) == ("ml", 500, False)
+        if plural == "rayjobs":
+            raise ApiException(status=403, reason="Forbidden")
+        if plural != "pytorchjobs":  # the group is served, but this kind has no CRD
+            raise ApiException(status=404, reason="NotFound")
+        return Raw([failed, ok])
+
+    custom.list_namespaced_custom_object.side_effect = listing
+    master = pod(job("ddp-1"), exit_code=1, message="RuntimeError: NCCL error on rank 0")
+    master["metadata"]["labels"] = {"training.kubeflow.org/job-name": "ddp-1"}
+    core.list_namespaced_pod.side_effect = [Raw([]), Raw([master])]
+    inventory = read(conn)
+
+    plurals = [c.args[3] for c in custom.list_namespaced_custom_object.call_args_list]
+    # Only the kinds of the served groups and versions (MPIJob is kubeflow.org/v2beta1).
+    assert plurals == ["pytorchjobs", "tfjobs", "xgboostjobs", "paddlejobs", "jaxjobs", "rayjobs"]
+    assert [c.kwargs["label_selector"] for c in core.list_namespaced_pod.call_args_list] == [
+        "job-name",
+        "training.kubeflow.org/job-name",
+    ]
+    assert [o["kind"] for _, o in inventory.workloads] == ["PyTorchJob", "PyTorchJob"]
+    assert list(inventory.unread) == ["rayjobs.ray.io"]
+    assert "missing permission to list rayjobs.ray.io" in inventory.unread["rayjobs.ray.io"]
+    fleet = build_fleet(inventory)
+    outcomes = {j.name: j.outcome for j in fleet.jobs}
+    assert outcomes == {"ddp-1": "failed", "ddp-2": "succeeded"}
+    (ddp,) = [j for j in fleet.jobs if j.outcome == "failed"]
+    assert "NCCL error on rank 0" in (ddp.terminations[0].message or "")
+
+
+def test_jobs_that_cannot_be_listed_are_a_backend_error_not_a_gap() -> None:
+    conn, batch, _core = cluster()
+    batch.list_namespaced_job.side_effect = ApiException(status=403, reason="Forbidden")
+    with pytest.raises(BackendError, match=r"missing permission to list jobs\.batch"):
+        read(conn)
+
+
 def test_a_server_error_is_retried() -> None:
     conn, batch, core = cluster()
     batch.list_namespaced_job.side_effect = [ApiException(status=503, reason="busy"), Raw([])]
     core.list_namespaced_pod.return_value = Raw([])
-    inventory = read_cluster(ClusterQuery(), conn=conn, api=no_sleep(conn))
+    inventory = read(conn)
     assert batch.list_namespaced_job.call_count == 2 and len(inventory) == 0
 
 
@@ -115,7 +212,7 @@ def test_an_expired_page_token_is_a_clear_backend_error() -> None:
         ApiException(status=410, reason="Expired"),
     ]
     with pytest.raises(BackendError, match="expired while it was read page by page"):
-        read_cluster(ClusterQuery(), conn=conn, api=no_sleep(conn))
+        read(conn)
 
 
 def test_missing_permission_names_what_to_grant() -> None:
@@ -123,7 +220,7 @@ def test_missing_permission_names_what_to_grant() -> None:
     _batch.list_namespaced_job.return_value = Raw([job("a")])
     core.list_namespaced_pod.side_effect = ApiException(status=403, reason="Forbidden")
     with pytest.raises(BackendError, match="missing permission to list pods in namespace 'ml'"):
-        read_cluster(ClusterQuery(), conn=conn, api=no_sleep(conn))
+        read(conn)
 
 
 def test_a_gone_log_is_skipped() -> None:
@@ -132,7 +229,7 @@ def test_a_gone_log_is_skipped() -> None:
     batch.list_namespaced_job.return_value = Raw([bad])
     core.list_namespaced_pod.return_value = Raw([failed_with(bad)])
     core.read_namespaced_pod_log.side_effect = ApiException(status=404, reason="NotFound")
-    inventory = read_cluster(ClusterQuery(logs=10), conn=conn, api=no_sleep(conn))
+    inventory = read(conn, logs=10)
     assert inventory.logs == {} and len(inventory.pods) == 1
 
 

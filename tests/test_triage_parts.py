@@ -10,12 +10,19 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import TRAINER, export, failed_with, job, pod
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from triage_helpers import TRAINER, export, failed_with, job, pod
 
 from clusterbisect.errors import InputError
-from clusterbisect.triage import TriageOptions, parse_duration, priors_from_result, triage
+from clusterbisect.triage import (
+    TriageOptions,
+    TriageRequest,
+    TriageSourceOptions,
+    parse_duration,
+    priors_from_result,
+    triage,
+)
 from clusterbisect.triage.jobs import build_fleet, name_stem, workload_of
 from clusterbisect.triage.model import Job, Termination
 from clusterbisect.triage.outcomes import outcome_of
@@ -219,7 +226,7 @@ def test_ray_listings_from_the_cli_and_the_sdk(tmp_path: Path) -> None:
     assert failure_of(failed).raw == "exit 1: Job entrypoint command failed with exit code 1"
     assert by_name["raysubmit_ok"].outcome == "succeeded"
     # The settings are keyed as diff keys them: runtime_env.env_vars.NAME.
-    result = triage([str(listing)]).to_dict()
+    result = triage(TriageRequest([str(listing)])).to_dict()
     assert result["pair"]["changes"] == 3
     top = result["suspects"][0]
     env = "runtime_env.env_vars."
@@ -418,12 +425,12 @@ def test_durations() -> None:
     for bad in ("", "soon", "-5m", "5", "0s"):
         with pytest.raises(InputError, match="--since"):
             parse_duration(bad)
-    with pytest.raises(InputError, match="not both"):
-        from clusterbisect.triage import ClusterQuery
-
-        ClusterQuery(namespace="a", all_namespaces=True)
+    with pytest.raises(InputError, match="--since: expected a duration"):
+        TriageSourceOptions(since="yesterday").validate()
     with pytest.raises(InputError, match="--top"):
-        TriageOptions(top=0)
+        TriageOptions(top=0).validate()
+    with pytest.raises(InputError, match="--signature: invalid regular expression"):
+        TriageOptions(signature="(").validate()
 
 
 def test_priors_weigh_suspects_and_their_bundles(tmp_path: Path) -> None:
@@ -451,3 +458,19 @@ def test_priors_weigh_suspects_and_their_bundles(tmp_path: Path) -> None:
     bad.write_text("{}")
     with pytest.raises(InputError, match="expected a triage result"):
         load_priors(str(bad))
+
+
+def test_an_interaction_gives_both_suspects_the_heavier_weight() -> None:
+    suspects = [
+        {"key": "A", "score": 30.0, "bundle": []},
+        {"key": "B", "score": 12.0, "bundle": []},
+        {"key": "C", "score": 6.0, "bundle": []},
+    ]
+    interactions = [
+        {"keys": ["A", "B"], "significant": True},
+        {"keys": ["A", "C"], "significant": False},
+    ]
+    priors = priors_from_result({"suspects": suspects, "interactions": interactions})
+    assert (priors.weight("A"), priors.weight("B"), priors.weight("C")) == (1.0, 1.0, 0.2)
+    with pytest.raises(InputError, match=r"interactions\[0\]: expected an interaction"):
+        priors_from_result({"suspects": suspects, "interactions": [{"keys": "A"}]})

@@ -19,10 +19,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from clusterbisect import backends, config, options
+from clusterbisect.agent.schemas import (
+    RUN_INPUT,
+    SPEC_PAIR,
+    START_INPUT,
+    STATE_DIR,
+    obj,
+    strings,
+    text,
+)
 from clusterbisect.errors import EXIT_NO_CULPRIT, EXIT_OK, InputError
 from clusterbisect.session import RESULT_FILE
 
@@ -82,72 +92,6 @@ class Tool:
             "inputSchema": self.input_schema,
             "annotations": self.annotations(),
         }
-
-
-# --- schema fragments ---------------------------------------------------------------
-
-
-def _obj(props: dict[str, Any], required: tuple[str, ...] = ()) -> dict[str, Any]:
-    schema: dict[str, Any] = {
-        "type": "object",
-        "properties": props,
-        "additionalProperties": False,
-    }
-    if required:
-        schema["required"] = list(required)
-    return schema
-
-
-def _str(description: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "string", "minLength": 1, "description": description, **extra}
-
-
-def _strings(description: str) -> dict[str, Any]:
-    return {
-        "type": "array",
-        "items": {"type": "string", "minLength": 1},
-        "description": description,
-    }
-
-
-STATE_DIR = _str(
-    "The session's state directory. Default: the current session (.clusterbisect/CURRENT "
-    "in the working directory, set by `start`)."
-)
-SPEC = (
-    "A job spec file: Kubernetes YAML/JSON (kubectl get -o yaml works), a Ray job, "
-    "an env dump or .env file, a pip freeze, or a snapshot JSON."
-)
-
-SPEC_PAIR = {
-    "good": _str("The working job's spec. " + SPEC),
-    "bad": _str("The failing job's spec, same format as good."),
-}
-
-WORKLOAD = {
-    "command": {
-        **_strings(
-            'The probe workload as an argv list, e.g. ["python", "train.py"]. Needed '
-            "to run probes on the local backend; Kubernetes and Ray take it from the spec."
-        ),
-        "minItems": 1,
-    },
-}
-
-
-def _session_input(groups: tuple[type, ...]) -> dict[str, Any]:
-    """The input of `start` or `run`: the specs, the workload, and the option groups
-    (every backend's options under its name), generated from config.py as the CLI's."""
-    properties = {
-        **SPEC_PAIR,
-        **WORKLOAD,
-        **options.schema_properties(*groups, *backends.option_classes()),
-    }
-    return _obj(properties, ("good", "bad"))
-
-
-RUN_INPUT = _session_input(config.RUN_GROUPS)
-START_INPUT = _session_input(config.START_GROUPS)
 
 
 # --- handlers ----------------------------------------------------------------------------
@@ -326,6 +270,17 @@ def _resume(args: dict[str, Any]) -> Reply:
     return _finished(workflow.resume_session(bisection, None, None, budget))
 
 
+def _triage(args: dict[str, Any]) -> Reply:
+    from clusterbisect.triage import TriageRequest, triage
+
+    kube, ray = bool(args.get("kubernetes")), bool((args.get("ray") or {}).get("address"))
+    read = partial(options.from_arguments, arguments=args)
+    request = TriageRequest.from_options(args.get("sources") or [], read, kube, ray)
+    document = triage(request).to_dict()
+    code = EXIT_OK if document["status"] == "suspects_found" else EXIT_NO_CULPRIT
+    return Reply(document, exit_code=code, full=document["files"].get("result"))
+
+
 def _cleanup(args: dict[str, Any]) -> Reply:
     from clusterbisect import stepmode, workflow
 
@@ -346,7 +301,7 @@ def _cleanup(args: dict[str, Any]) -> Reply:
 
 # --- the tools -----------------------------------------------------------------------------
 
-_OPTIONAL_STATE = _obj({"state_dir": STATE_DIR})
+_OPTIONAL_STATE = obj({"state_dir": STATE_DIR})
 VERBOSE = {
     "verbose": {
         "type": "boolean",
@@ -363,7 +318,7 @@ TOOLS: list[Tool] = [
         "spec: each change has a stable key (e.g. containers[trainer].env.NCCL_DEBUG), "
         "the kind of change (modified, added, removed) and both values. Secret values are "
         "redacted. Launches nothing.",
-        _obj({**SPEC_PAIR, **options.schema_properties(config.ScopeOptions)}, ("good", "bad")),
+        obj({**SPEC_PAIR, **options.schema_properties(config.ScopeOptions)}, ("good", "bad")),
         READ_ONLY,
         _diff,
     ),
@@ -389,10 +344,10 @@ TOOLS: list[Tool] = [
         "local probe with them and records its outcome. `pending` lists every probe the "
         "search can use now (they may run in parallel). When the search is complete, "
         "`done` is true and `result` holds the verdict. Launches nothing.",
-        _obj(
+        obj(
             {
                 "state_dir": STATE_DIR,
-                "probe": _str("Show this pending probe (an id from `pending`), not the first."),
+                "probe": text("Show this pending probe (an id from `pending`), not the first."),
                 **VERBOSE,
             }
         ),
@@ -410,10 +365,10 @@ TOOLS: list[Tool] = [
         "the recorded entry and the next probe (compact; verbose for everything). An "
         "outcome that contradicts what you observed (pass with exit code 1) is refused "
         "unless force. Writes only the state directory.",
-        _obj(
+        obj(
             {
                 "state_dir": STATE_DIR,
-                "probe": _str("The pending probe this outcome belongs to (default: the first)."),
+                "probe": text("The pending probe this outcome belongs to (default: the first)."),
                 "outcome": {
                     "type": "string",
                     "enum": ["pass", "fail", "unresolved", "good", "bad", "skip"],
@@ -424,10 +379,10 @@ TOOLS: list[Tool] = [
                     "description": "The workload's exit code.",
                 },
                 "timed_out": {"type": "boolean"},
-                "reason": _str("A termination reason, e.g. OOMKilled."),
-                "infra_error": _str("The probe never ran properly (image pull, scheduling)."),
+                "reason": text("A termination reason, e.g. OOMKilled."),
+                "infra_error": text("The probe never ran properly (image pull, scheduling)."),
                 "duration_s": {"type": "number", "minimum": 0},
-                "log_file": _str("A file holding the probe's output, copied as evidence."),
+                "log_file": text("A file holding the probe's output, copied as evidence."),
                 "log_text": {
                     "type": "string",
                     "maxLength": 4_000_000,
@@ -453,12 +408,12 @@ TOOLS: list[Tool] = [
         "output (kept as the probe's log). `command` is the argv to run (default: the "
         "session's workload). Returns the recorded entry and the next probe. LAUNCHES A "
         "PROCESS.",
-        _obj(
+        obj(
             {
                 "state_dir": STATE_DIR,
-                "probe": _str("The pending probe to run (default: the first)."),
+                "probe": text("The pending probe to run (default: the first)."),
                 "command": {
-                    **_strings("The argv to run (default: the session's workload)."),
+                    **strings("The argv to run (default: the session's workload)."),
                     "minItems": 1,
                 },
                 **VERBOSE,
@@ -472,7 +427,7 @@ TOOLS: list[Tool] = [
         "Show a session's status",
         "Where a session stands: probes done, pending probes, candidates left, estimated "
         "probes to go; the result when the search is complete. Launches nothing.",
-        _obj({"state_dir": STATE_DIR, **VERBOSE}),
+        obj({"state_dir": STATE_DIR, **VERBOSE}),
         READ_ONLY,
         _status,
     ),
@@ -483,7 +438,7 @@ TOOLS: list[Tool] = [
         "baseline_failed, inconclusive; in_progress if not finished), the culprits with "
         "good and bad values and the probe that proved each, probe_count and rounds. "
         "format=markdown or text returns the rendered report instead. Launches nothing.",
-        _obj(
+        obj(
             {
                 "state_dir": STATE_DIR,
                 "format": {
@@ -511,11 +466,11 @@ TOOLS: list[Tool] = [
         "Replay a log into a new session",
         "Start a new session from a `log` output and re-apply its marks in order, like "
         "`git bisect replay`; it becomes the current session. Launches nothing.",
-        _obj(
+        obj(
             {
-                "log_file": _str("A file holding a `log` output."),
+                "log_file": text("A file holding a `log` output."),
                 "log_text": {"type": "string", "minLength": 1, "description": "A `log` output."},
-                "state_dir": _str("Where the new session lives."),
+                "state_dir": text("Where the new session lives."),
                 **VERBOSE,
             }
         ),
@@ -549,7 +504,7 @@ TOOLS: list[Tool] = [
         "by hand with start/record) by launching its remaining probes on its backend, "
         "without re-running finished ones. max_probes/max_time give it a new budget "
         "(max_probes counts every probe of the session). Returns the result. LAUNCHES JOBS.",
-        _obj(
+        obj(
             {
                 "state_dir": STATE_DIR,
                 **options.schema_properties(config.LimitOptions, only=config.BUDGET),
@@ -559,16 +514,42 @@ TOOLS: list[Tool] = [
         _resume,
     ),
     Tool(
+        "triage",
+        "Triage a fleet of jobs",
+        "Many jobs, some failed: cluster the failures by signature, rank every setting value "
+        "by how it goes with the failure (Fisher's exact test, bundles, interacting pairs) "
+        "and choose the pair to bisect, from `sources`, a Kubernetes or a Ray cluster. With "
+        "`out`, writes the pair (good.yaml, bad.yaml) and triage.json there for `start` or "
+        "`run` (good, bad, priors). Secrets are redacted. Launches nothing.",
+        obj(
+            {
+                "sources": strings(
+                    "Exported files or folders: kubectl get jobs,pods -o json|yaml (Kubeflow "
+                    "jobs, RayJobs too), ray list jobs --detail --format json."
+                ),
+                **options.schema_properties(
+                    config.TriageSourceOptions,
+                    config.TriageOptions,
+                    config.ScopeOptions,
+                    config.KubeConnection,
+                    config.RayConnection,
+                ),
+            }
+        ),
+        READ_ONLY,
+        _triage,
+    ),
+    Tool(
         "cleanup",
         "Delete leftover probe jobs",
         "Stop and delete the probes clusterbisect left behind: Kubernetes Jobs, pods and "
         "ConfigMaps found by their labels, or Ray jobs found by their metadata (and a "
         "local Ray a killed run left, with state_dir); those of one session (state_dir "
         "or session_id), or every one with all=true. DESTRUCTIVE.",
-        _obj(
+        obj(
             {
-                "state_dir": _str("The session whose probes to delete."),
-                "session_id": _str("The session id (from a result or the labels)."),
+                "state_dir": text("The session whose probes to delete."),
+                "session_id": text("The session id (from a result or the labels)."),
                 "all": {"type": "boolean", "description": "Every clusterbisect probe."},
                 "backend": {
                     "type": "string",

@@ -1,7 +1,7 @@
 """The command line. Errors become exit codes here, and only here.
 
 Each command lives in a small module of this package (``diff``, ``run``, ``step``,
-``cleanup``, ``agent``) and is registered on the ``cli`` group below. Ray and
+``cleanup``, ``agent``, ``triage``) and is registered on the ``cli`` group below. Ray and
 Kubernetes are imported inside the commands that use them, never at start-up, so
 ``clusterbisect --help`` and ``diff`` stay fast.
 """
@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from clusterbisect import __version__
-from clusterbisect.cli import agent, cleanup, diff, run, step
+from clusterbisect.cli import agent, cleanup, diff, run, step, triage
 from clusterbisect.cli.common import echo, emit_json
 from clusterbisect.errors import EXIT_BACKEND, EXIT_INTERRUPTED, ClusterBisectError
 
@@ -50,6 +50,7 @@ for _command in (
     run.run,
     run.resume,
     run.report,
+    triage.triage_command,
     cleanup.cleanup_command,
     agent.tools_command,
     agent.call_command,

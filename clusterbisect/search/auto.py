@@ -31,7 +31,7 @@ repeated first, as before: runs that disagree switch to the flake-aware search a
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from typing import Any
 
 from clusterbisect.outcome import Outcome
@@ -65,11 +65,18 @@ Watch = Generator[list[ProbeRequest], list[ProbeAnswer], str | None]
 class AutoStrategy:
     """Bisection, switching to :class:`FlakyStrategy` when the evidence contradicts it."""
 
-    def __init__(self, parallel: int = 1, baseline_runs: int = 1, **flaky_options: Any) -> None:
+    def __init__(
+        self,
+        parallel: int = 1,
+        baseline_runs: int = 1,
+        weights: Sequence[float] | None = None,
+        **flaky_options: Any,
+    ) -> None:
         self.parallel = parallel
         self.baseline_runs = max(1, baseline_runs)
+        self.weights = weights  # priors: both the bisection and the flaky search take them
         self.flaky_options = flaky_options
-        self.active: Strategy = BisectionStrategy(parallel)
+        self.active: Strategy = BisectionStrategy(parallel, weights)
         self.switched: str | None = None  # why the flake-aware search took over
         self._runs: dict[Subset, tuple[Outcome, ...]] = {}
         self._checked: set[tuple[Subset, Subset]] = set()
@@ -107,7 +114,7 @@ class AutoStrategy:
     # --- the search -------------------------------------------------------------
 
     def search(self, n: int) -> Search:
-        self.active, self.switched = BisectionStrategy(self.parallel), None
+        self.active, self.switched = BisectionStrategy(self.parallel, self.weights), None
         self._runs, self._checked, self._notes = {}, set(), []
         if n == 0:
             return SearchResult(NO_DIFFERENCES)
@@ -133,6 +140,7 @@ class AutoStrategy:
             parallel=self.parallel,
             baseline_runs=self.baseline_runs,
             evidence=dict(self._runs),
+            weights=self.weights,
             **self.flaky_options,
         )
         self.active = flaky

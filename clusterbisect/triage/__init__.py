@@ -16,25 +16,29 @@ Modules, one concept each (the analysis is pure; reading and writing are at the 
   ``interactions``: pairs that fail only together; ``pair``: the closest good/bad pair.
 - ``analysis``: the pure pipeline; ``result``: the ``--json`` document; ``render``: the
   text table; ``priors``: key -> weight, for ``run --priors``.
-- ``api`` (edge): ``triage(sources, options)``, and the pair's spec files.
+- ``api`` (edge): ``triage(TriageRequest(...))``, and the pair's spec files.
 
-How the command, the agent tool and ``--bisect`` are meant to call this is written in
-docs/triage.md ("Not yet wired").
+Its options are option groups of ``config.py`` (``TriageSourceOptions``,
+``TriageOptions``, with ``ScopeOptions`` and the connections), so the ``triage``
+command (``cli/triage.py``) and the ``triage`` tool take the same ones. docs/triage.md
+is the user's guide.
 """
 
 from __future__ import annotations
 
-from clusterbisect.triage.api import triage, triage_analysis, write_outputs
-from clusterbisect.triage.options import ClusterQuery, TriageOptions, parse_duration
+from clusterbisect.config import TriageOptions, TriageSourceOptions
+from clusterbisect.durations import parse_duration
+from clusterbisect.triage.api import TriageRequest, triage, triage_analysis, write_outputs
 from clusterbisect.triage.priors import Priors, load_priors, priors_from_result
 from clusterbisect.triage.render import render_text
 from clusterbisect.triage.result import TriageResult
 
 __all__ = [
-    "ClusterQuery",
     "Priors",
     "TriageOptions",
+    "TriageRequest",
     "TriageResult",
+    "TriageSourceOptions",
     "load_priors",
     "parse_duration",
     "priors_from_result",

@@ -22,6 +22,7 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from clusterbisect.config import ScopeOptions, TriageOptions
 from clusterbisect.diff import diff
 from clusterbisect.errors import InputError
 from clusterbisect.redact import redact_text, redact_value
@@ -30,7 +31,6 @@ from clusterbisect.specs.model import KUBERNETES, Spec
 from clusterbisect.triage.interactions import Interaction, find_interactions, partners
 from clusterbisect.triage.jobs import Fleet
 from clusterbisect.triage.model import FAILED, OUTCOMES, RUNNING, SUCCEEDED, UNKNOWN, Job
-from clusterbisect.triage.options import TriageOptions
 from clusterbisect.triage.pair import PairChoice, choose_pair
 from clusterbisect.triage.priors import Priors, priors_from_result
 from clusterbisect.triage.result import (
@@ -63,9 +63,16 @@ class Analysis:
     priors: Priors | None = None
 
 
-def analyse(fleet: Fleet, options: TriageOptions, sources: Sequence[str] = ()) -> Analysis:
-    """Triage ``fleet``. Raises ``InputError`` when there is no job, or no success to
+def analyse(
+    fleet: Fleet,
+    options: TriageOptions,
+    scope: ScopeOptions | None = None,
+    sources: Sequence[str] = (),
+) -> Analysis:
+    """Triage ``fleet``; ``scope`` leaves settings out as ``diff`` does (``--ignore``,
+    ``--container``). Raises ``InputError`` when there is no job, or no success to
     compare the failures with."""
+    scope = scope or ScopeOptions()
     result = _counted(fleet, sources)
     failed_jobs = [j for j in fleet.jobs if j.outcome == FAILED]
     if not failed_jobs:
@@ -77,7 +84,7 @@ def analyse(fleet: Fleet, options: TriageOptions, sources: Sequence[str] = ()) -
     # Every job with a spec is tabulated: the secrets of all of them are known before
     # any failure text is shown.
     with_spec = [j for j in fleet.jobs if j.spec is not None]
-    table = tabulate([j.spec for j in with_spec if j.spec is not None], options.ignore)
+    table = tabulate([j.spec for j in with_spec if j.spec is not None], scope)
     explained = _signatures(result, failed_jobs, secret_texts(table), options)
     position = {id(j): i for i, j in enumerate(with_spec)}
     good = [position[id(j)] for j in fleet.jobs if j.outcome == SUCCEEDED and id(j) in position]
@@ -85,8 +92,8 @@ def analyse(fleet: Fleet, options: TriageOptions, sources: Sequence[str] = ()) -
     _require_both_sides(fleet.jobs, explained, good, bad, ", ".join(sources) or None)
     required = _suspects(result, table, good, bad, options)
     analysis = Analysis(result)
-    analysis.priors = priors_from_result({"suspects": [s.to_dict() for s in result.suspects]})
-    _pair(analysis, table, with_spec, good, bad, required, options)
+    analysis.priors = priors_from_result(result.to_dict())
+    _pair(analysis, table, with_spec, good, bad, required, scope)
     return analysis
 
 
@@ -174,7 +181,7 @@ def _pair(
     good: Sequence[int],
     bad: Sequence[int],
     required: Sequence[Suspect],
-    options: TriageOptions,
+    scope: ScopeOptions,
 ) -> None:
     """Choose the pair: with every required suspect if possible, then with fewer."""
     groups = [_pair_group(j) for j in with_spec]
@@ -182,7 +189,7 @@ def _pair(
         used = required[:n]
         choice = choose_pair(table, groups, good, bad, [s.mask for s in used])
         if choice is not None:
-            _add_pair(analysis, choice, with_spec, used, table, options)
+            _add_pair(analysis, choice, with_spec, used, table, scope)
             return
     analysis.result.pair_note = (
         "no succeeded and failed jobs of the same workload and kind to pair; "
@@ -353,12 +360,12 @@ def _add_pair(
     with_spec: Sequence[Job],
     required: Sequence[Suspect],
     table: SettingsTable,
-    options: TriageOptions,
+    scope: ScopeOptions,
 ) -> None:
     good_job, bad_job = with_spec[choice.good], with_spec[choice.bad]
     priors = analysis.priors or Priors()
     assert good_job.spec is not None and bad_job.spec is not None
-    changes = diff(good_job.spec, bad_job.spec, ignore=options.ignore)
+    changes = diff(good_job.spec, bad_job.spec, ignore=scope.ignore, container=scope.container)
     candidates = priors.order(c.key for c in changes if priors.weight(c.key) > 0)
     analysis.good, analysis.bad = good_job.spec, bad_job.spec
     analysis.result.pair = PairReport(

@@ -102,6 +102,7 @@ def build_fleet(
         kept = [j for j in fleet.jobs if j.created is None or j.created >= created_after]
         fleet.too_old = len(fleet.jobs) - len(kept)
         fleet.jobs = kept
+    fleet.too_old += inventory.too_old
     return fleet
 
 

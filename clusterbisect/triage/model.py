@@ -30,7 +30,9 @@ class Inventory:
     the entries of Ray job listings. Each is ``(source, object)``. ``logs`` maps
     ``(namespace, pod, container)`` to a log tail read from a live cluster, and
     ``("", submission_id, "")`` to a Ray job's.
-    ``skipped`` counts objects of other kinds (Service, ConfigMap, ...) by kind.
+    ``skipped`` counts objects of other kinds (Service, ConfigMap, ...) by kind;
+    ``unread`` names the kinds of job a cluster has but did not let us list, and why;
+    ``too_old`` counts the jobs a live source dropped as created before ``--since``.
     """
 
     workloads: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
@@ -39,15 +41,19 @@ class Inventory:
     logs: dict[tuple[str, str, str], str] = field(default_factory=dict)
     skipped: Counter[str] = field(default_factory=Counter)
     sources: list[str] = field(default_factory=list)
+    unread: dict[str, str] = field(default_factory=dict)
+    too_old: int = 0
 
     def extend(self, other: Inventory) -> None:
         """Add ``other``'s objects to this inventory."""
+        self.unread.update(other.unread)
         self.workloads.extend(other.workloads)
         self.pods.extend(other.pods)
         self.ray_jobs.extend(other.ray_jobs)
         self.logs.update(other.logs)
         self.skipped.update(other.skipped)
         self.sources.extend(other.sources)
+        self.too_old += other.too_old
 
     def __len__(self) -> int:
         return len(self.workloads) + len(self.pods) + len(self.ray_jobs)

@@ -1,10 +1,11 @@
 """Priors: how likely each change is to be the culprit, from a triage result.
 
-``run --priors FILE`` (to be wired, see docs/triage.md) reads a triage result, the
-``--json`` document, and lets the search try the likeliest changes first. A
-weight is in [0, 1]: the suspect's score over the top suspect's score. Every key of a
-bundle gets its bundle's weight (no fleet can tell them apart). A key that is no
-suspect weighs 0.
+``run --priors FILE`` reads a triage result, the ``--json`` document, and lets the
+search try the likeliest changes first (``search/priors.py``). A weight is in
+[0, 1]: the suspect's score over the top suspect's score. Every key of a bundle gets
+its bundle's weight (no fleet can tell them apart), and the two suspects of a
+significant interaction (they fail only together) both get the heavier one's, so the
+search tries them together. A key that is no suspect weighs 0.
 
 Keys are ``diff``'s keys. A change that adds or removes a whole element (a container,
 a volume) is keyed by the element (``containers[sidecar]``) while the suspects name
@@ -85,7 +86,28 @@ def priors_from_result(document: Mapping[str, Any], source: str = "triage result
         weight = score / top if top > 0 else 0.0
         for key in keys:
             weights[key] = max(weights.get(key, 0.0), weight)
+    for keys in _interacting(document, source):
+        heavier = max(weights.get(k, 0.0) for k in keys)
+        for key in keys:
+            weights[key] = heavier
     return Priors(weights)
+
+
+def _interacting(document: Mapping[str, Any], source: str) -> list[list[str]]:
+    """The key pairs of the significant interactions (an older result may have none)."""
+    found = document.get("interactions") or []
+    if not isinstance(found, list):
+        raise InputError("expected a list", source=source, field="interactions")
+    pairs = []
+    for i, item in enumerate(found):
+        keys = item.get("keys") if isinstance(item, Mapping) else None
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise InputError(
+                "expected an interaction with 'keys'", source=source, field=f"interactions[{i}]"
+            )
+        if item.get("significant"):
+            pairs.append(list(keys))
+    return pairs
 
 
 def load_priors(path: str) -> Priors:

@@ -55,6 +55,8 @@ def _counts(result: TriageResult) -> str:
         text += "\nLeft out: " + ", ".join(
             f"{n} {k.replace('_', ' ')}" for k, n in result.left_out.items()
         )
+    for resource, why in result.unread.items():
+        text += f"\nNot read: {resource} ({why})"
     return text
 
 

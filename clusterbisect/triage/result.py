@@ -181,6 +181,7 @@ class TriageResult:
     tested: int = 0  # distinct job sets tested
     threshold: float = 0.0  # the score a suspect needs to be significant
     sources: list[str] = field(default_factory=list)
+    unread: dict[str, str] = field(default_factory=dict)  # kinds a cluster did not let us list
 
     def to_dict(self) -> dict[str, Any]:
         """The ``--json`` document: the contract's fields, then the details."""
@@ -206,4 +207,5 @@ class TriageResult:
             "tested": self.tested,
             "threshold": round(self.threshold, 2),
             "sources": list(self.sources),
+            "unread": dict(self.unread),
         }

@@ -12,14 +12,15 @@ tokens that always go together have equal masks.
 
 from __future__ import annotations
 
-import fnmatch
 import json
-import re
 from array import array
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterbisect.config import ScopeOptions
+from clusterbisect.diff import ignore_matcher
+from clusterbisect.errors import InputError
 from clusterbisect.redact import setting_is_secret
 from clusterbisect.settings import flatten
 from clusterbisect.specs.model import Spec
@@ -55,22 +56,19 @@ class SettingsTable:
         return [m.bit_count() for m in self.masks]
 
 
-def ignore_matcher(ignore: Iterable[str]) -> re.Pattern[str] | None:
-    """One regex for ``--ignore`` globs on keys (fnmatch, as ``diff`` matches them)."""
-    globs = [g for g in ignore if g]
-    if not globs:
-        return None
-    return re.compile("|".join(f"(?:{fnmatch.translate(g)})" for g in globs))
-
-
 def canonical(value: Any) -> str:
     """A hashable form of a value that tells 1 from "1" and sorts mapping keys."""
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def tabulate(specs: Sequence[Spec], ignore: Iterable[str] = ()) -> SettingsTable:
-    """The settings table of ``specs`` (job j is ``specs[j]``)."""
-    matcher = ignore_matcher(ignore)
+def tabulate(specs: Sequence[Spec], scope: ScopeOptions | None = None) -> SettingsTable:
+    """The settings table of ``specs`` (job j is ``specs[j]``); ``scope`` leaves keys
+    out as ``diff`` does (``--ignore`` globs, and with ``--container`` the other
+    containers' settings). ``InputError`` when no job has that container."""
+    scope = scope or ScopeOptions()
+    matcher = ignore_matcher(scope.ignore)
+    container = scope.container
+    containers: set[str] = set()
     table = SettingsTable(jobs=len(specs))
     ids: dict[tuple[Any, ...], int] = {}
     members: list[array[int]] = []
@@ -80,6 +78,10 @@ def tabulate(specs: Sequence[Spec], ignore: Iterable[str] = ()) -> SettingsTable
         for key, setting in flatten(spec).items():
             if matcher is not None and matcher.match(key):
                 continue
+            if container is not None and setting.container is not None:
+                containers.add(setting.container)
+                if setting.container != container:
+                    continue
             value = setting.value
             # A string is its own identity; other values by their JSON form, in a tuple
             # of another length so that "1" and 1 (and 1 and True) stay apart.
@@ -95,6 +97,12 @@ def tabulate(specs: Sequence[Spec], ignore: Iterable[str] = ()) -> SettingsTable
             members[tid].append(j)
             mine.append(tid)
         table.job_tokens.append(mine)
+    if container is not None and container not in containers:
+        listing = ", ".join(sorted(containers)) or "none"
+        raise InputError(
+            f"no job has a container named '{container}' (containers: {listing})",
+            field="--container",
+        )
     table.masks = [_mask(m, table.jobs) for m in members]
     _add_absent(table, secret_keys)
     return table

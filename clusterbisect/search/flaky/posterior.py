@@ -15,6 +15,7 @@ from itertools import product
 from clusterbisect.search.base import (
     Subset,
 )
+from clusterbisect.search.priors import position_masses
 
 # Given rates are kept away from 0 and 1 so that a model that is slightly wrong
 # (a background failure when q was said to be 0) cannot make every hypothesis impossible.
@@ -168,6 +169,8 @@ class Line:
     p_one: float = 0.0  # prior mass of p = 1 exactly (the rest: the Beta p_prior)
     q_zero: float = 0.0  # prior mass of q = 0 exactly (the rest: the Beta q_prior)
     dirty: float = DIRTY  # prior that the rest holds another culprit (clean probes)
+    # Priors: a weight per change (by index); positions then get unequal prior masses.
+    weights: Sequence[float] | None = None
     counts: dict[int, tuple[int, int]] = field(default_factory=dict)  # cut -> (fails, passes)
     cleans: dict[int, tuple[int, int]] = field(default_factory=dict)  # position -> (f, p)
     tried: set[int] = field(default_factory=set)  # cuts requested, whatever came back
@@ -175,9 +178,17 @@ class Line:
     _cum: list[float] = field(default_factory=list)
     _pos: dict[int, int] = field(default_factory=dict)
     _clean_share: dict[int, float] = field(default_factory=dict)
+    _masses: list[float] = field(default_factory=list)  # prior of each position 1..N
+    _steps: set[int] = field(default_factory=set)  # positions after which the prior changes
 
     def __post_init__(self) -> None:
         self._pos = {change: i for i, change in enumerate(self.order)}
+        self._masses = position_masses(self.order, self.weights) if self.weights else []
+        # Blocks hold positions of equal prior: the prior's steps are block bounds too
+        # (few, since the order puts equal weights together).
+        self._steps = {
+            i for i in range(1, len(self._masses)) if self._masses[i - 1] != self._masses[i]
+        }
         self.update()
 
     @property
@@ -266,7 +277,9 @@ class Line:
         """Recompute the posterior over positions from the counts."""
         n = self.n
         special = set(self.cleans)
-        bounds = sorted(set(self.counts) | {0, n} | special | {pos - 1 for pos in special})
+        bounds = sorted(
+            set(self.counts) | {0, n} | special | {pos - 1 for pos in special} | self._steps
+        )
         # Suffix sums: the fails and passes of every cut >= bound.
         suffix: dict[int, tuple[int, int]] = {}
         f_acc = s_acc = 0
@@ -287,7 +300,9 @@ class Line:
         previous = 0
         for b in bounds[1:]:
             fin, sin = suffix[b]  # positions previous+1..b are inside cuts >= b
-            spans.append((previous + 1, b, middle / n if n else 0.0, fin + f_clean, sin + s_clean))
+            # The prior of each position of the span (equal without priors).
+            prior = middle * self._masses[previous] if self._masses else middle / n if n else 0.0
+            spans.append((previous + 1, b, prior, fin + f_clean, sin + s_clean))
             previous = b
         spans.append((n + 1, n + 1, self.prior_none, 0, 0))  # inside no probe
         logs: list[float] = []

@@ -9,6 +9,7 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
 from clusterbisect.outcome import Outcome
+from clusterbisect.search import priors
 from clusterbisect.search.base import (
     BASELINE_FAILED,
     FOUND,
@@ -52,7 +53,9 @@ class FlakyStrategy:
     both baselines up front. ``max_probes`` bounds the runs (baselines included); by
     default a generous bound that grows with log n. ``evidence`` holds runs already
     seen (subset -> outcomes, in order), e.g. by a search that handed over to this
-    one: they count wherever a probe of this search is the same subset.
+    one: they count wherever a probe of this search is the same subset. ``weights``
+    (one per change, in [0, 1]) are priors: the nested probes take the heaviest
+    changes first, and each position's prior mass follows its change's weight.
     """
 
     name = "flaky"
@@ -66,6 +69,7 @@ class FlakyStrategy:
         baseline_runs: int = 1,
         max_probes: int | None = None,
         evidence: dict[Subset, tuple[Outcome, ...]] | None = None,
+        weights: Sequence[float] | None = None,
     ) -> None:
         if not 0.5 <= confidence < 1.0:
             raise ValueError("confidence must be in [0.5, 1)")
@@ -78,6 +82,7 @@ class FlakyStrategy:
         self.baseline_runs = max(1, baseline_runs)
         self.max_probes = max_probes
         self._evidence = dict(evidence or {})
+        self.weights = priors.normalized(weights)
         self._line: Line | None = None
         self._runs: dict[Subset, tuple[Outcome, ...]] = {}
         self._used = 0
@@ -217,6 +222,7 @@ class FlakyStrategy:
             q_prior=q_prior,
             p_one=p_one,
             q_zero=q_zero,
+            weights=self.weights,
         )
         self._seed(line)
         return line
@@ -279,7 +285,7 @@ class FlakyStrategy:
             limit,
         )
         notes: list[str] = []
-        remaining = list(range(n))
+        remaining = priors.ordered(range(n), self.weights)
         parent: Line | None = None
         first = True
         while True:
@@ -331,7 +337,7 @@ class FlakyStrategy:
                 notes.append(clean_note)
             if clean or not rest:
                 return self._result(FOUND, notes=notes)
-            remaining = sorted(rest)
+            remaining = priors.ordered(rest, self.weights)
 
     def _find_one(
         self, universe: list[int], limit: int, first: bool, parent: Line | None
