@@ -6,7 +6,7 @@ what the local probe's keeper costs.
 
 - **20,000 changed settings**: two env files whose every variable differs, one of them
   the culprit. ``clusterbisect diff --json`` and ``clusterbisect run`` (local backend,
-  a shell workload) each run as a fresh process: wall time and the process's peak
+  a small Python workload) each run as a fresh process: wall time and the process's peak
   memory (max RSS, from ``getrusage`` of a wrapper that runs nothing else).
 - **89,000 variables**: two env files sharing 89,000 variables (about 3 MB of
   environment, over Linux's default 2 MB for argv + environment) and differing in
@@ -35,15 +35,18 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CLI = [sys.executable, "-m", "clusterbisect.cli"]
-# Runs ARGV as a child and prints its wall time and peak RSS (KiB) as JSON on stderr.
+# Runs ARGV as a child and prints its wall time, CPU time (user + system, the child and
+# what it waited for: probes included) and peak RSS (KiB) as JSON on stderr.
 MEASURE = """
 import json, resource, subprocess, sys, time
 started = time.monotonic()
 done = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 wall = time.monotonic() - started
-rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+cpu = usage.ru_utime + usage.ru_stime
 sys.stdout.buffer.write(done.stdout)
-print(json.dumps({"wall": wall, "rss_kib": rss, "code": done.returncode}), file=sys.stderr)
+print(json.dumps({"wall": wall, "cpu": cpu, "rss_kib": usage.ru_maxrss, "code": done.returncode}),
+      file=sys.stderr)
 """
 
 
@@ -63,8 +66,15 @@ def write_env_pair(folder: Path, shared: int, changed: int) -> tuple[str, str]:
 
 
 def workload(folder: Path, culprit: str) -> str:
-    script = folder / "work.sh"
-    script.write_text(f'#!/bin/sh\ncase "${culprit}" in bad*) echo "CUDA error"; exit 1;; esac\n')
+    """A Python workload that fails when ``culprit`` is bad. Not a shell script: dash
+    takes ~20 s and bash minutes to start with 89,000 variables (their variable tables
+    are not made for it), which would measure the shell, not clusterbisect."""
+    script = folder / "work.py"
+    script.write_text(
+        f"#!{sys.executable} -S\nimport os, sys\n"
+        f"if os.environ.get({culprit!r}, '').startswith('bad'):\n"
+        "    print('CUDA error')\n    sys.exit(1)\n"
+    )
     script.chmod(0o755)
     return str(script)
 
@@ -125,16 +135,17 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(("big environment", big))
         kept, bare = probe_overhead(args.probes, root)
     print(
-        "| input | settings | changes | env file MiB | diff wall s | diff peak MiB "
-        "| run wall s | run peak MiB | probes | verdict |"
+        "| input | settings | changes | env file MiB | diff wall s | diff CPU s | diff peak MiB "
+        "| run wall s | run CPU s | run peak MiB | probes | verdict |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for label, row in rows:
         verdict = "right culprit" if row["found"] else f"WRONG ({row['status']})"
+        diff, run = row["diff"], row["run"]
         print(
             f"| {label} | {row['settings']:,} | {row['changes']:,} | {row['env_mib']:.1f} "
-            f"| {row['diff']['wall']:.2f} | {row['diff']['rss_kib'] / 1024:.0f} "
-            f"| {row['run']['wall']:.2f} | {row['run']['rss_kib'] / 1024:.0f} "
+            f"| {diff['wall']:.2f} | {diff['cpu']:.2f} | {diff['rss_kib'] / 1024:.0f} "
+            f"| {run['wall']:.2f} | {run['cpu']:.2f} | {run['rss_kib'] / 1024:.0f} "
             f"| {row['probes']} | {verdict} |"
         )
     print(

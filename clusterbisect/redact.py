@@ -119,10 +119,11 @@ _FREE_FORM_PARENTS = ("annotations", "labels", "config", "metadata")
 # Secret shapes inside values and text. Each pattern's group "secret" is the part hidden.
 SHAPES: tuple[re.Pattern[str], ...] = (
     # user:password@ and token@ in a URL (DATABASE_URL, HTTPS_PROXY, a pip index, a DSN).
-    # The scheme starts a word and is short: tried at every letter of a long word, an
-    # unbounded one made scrubbing a 1 MB line quadratic.
+    # Tried from the start of a run of scheme characters only: from every letter of a
+    # long value (200 KiB of them, or a 1 MB line) the search was quadratic.
     re.compile(
-        r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,31}://(?:[^\s:/@]+:)?(?P<secret>[^\s/@]+)@"
+        r"(?<![A-Za-z0-9+.-])[0-9+.-]*[A-Za-z][A-Za-z0-9+.-]*://"
+        r"(?:[^\s:/@]+:)?(?P<secret>[^\s/@]+)@"
     ),
     # --token=VALUE, --password VALUE, -p... (an option whose name looks secret).
     re.compile(

@@ -10,6 +10,7 @@ environment still starts.
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ from clusterbisect.journal import ProbeRecord
 from clusterbisect.outcome import FailureSignature, Outcome
 from clusterbisect.runners.base import Probe, RunnerContext
 from clusterbisect.runners.local import LocalRunner, LocalSettings
+from clusterbisect.runners.reaper import wrapped_command
 from clusterbisect.specs.model import Spec
 
 
@@ -67,6 +69,31 @@ def test_every_process_a_probe_started_ends_with_it(tmp_path: Path, code: int) -
     assert len(started) == 2
     # run() has returned: the keeper has killed and reaped the tree by now.
     assert [p for p in started if alive(p)] == []
+
+
+@pytest.mark.parametrize("code", [0, 3])
+def test_the_keeper_wrapping_a_command_ends_its_tree(tmp_path: Path, code: int) -> None:
+    """``reaper.py --wrap`` (a Ray job's entrypoint on the session's own Ray): the
+    environment inherited, the workload's exit code, nothing left behind."""
+    script = tmp_path / "escape.py"
+    script.write_text(ESCAPING)
+    pids = tmp_path / "pids"
+    argv = wrapped_command([sys.executable, str(script), str(pids), str(code)], 0.5)
+    # Output to a file, not a pipe: returning must not wait for the escapees to close it.
+    out = tmp_path / "out"
+    with out.open("w") as sink:
+        done = subprocess.run(argv, stdout=sink, env={"MARK": "x"}, check=False)
+    assert (done.returncode, out.read_text()) == (code, "done\n")
+    started = pids_in(pids)
+    assert len(started) == 2 and [p for p in started if alive(p)] == []
+    shown = subprocess.run(
+        wrapped_command(["sh", "-c", 'echo "$MARK"; kill -TERM $$'], 0.5),
+        capture_output=True,
+        text=True,
+        env={"MARK": "x", "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
+    assert (shown.returncode, shown.stdout) == (128 + 15, "x\n")
 
 
 def test_a_timeout_ends_the_tree_even_when_it_ignores_sigterm(tmp_path: Path) -> None:
@@ -251,11 +278,15 @@ def test_an_89k_variable_environment_is_not_argument_list_too_long(
     lines = [f"SETTING_{i:05d}=value-{i:05d}-of-the-spec" for i in range(n)]
     (tmp_path / "good.env").write_text("\n".join([*lines, "CULPRIT=good", "OTHER=good"]) + "\n")
     (tmp_path / "bad.env").write_text("\n".join([*lines, "CULPRIT=bad", "OTHER=bad"]) + "\n")
-    (tmp_path / "w.sh").write_text('#!/bin/sh\necho "$SETTING_88999"\n[ "$CULPRIT" != bad ]\n')
-    (tmp_path / "w.sh").chmod(0o755)
+    # Python, not sh: dash takes ~20 s to start with 89,000 variables (bash minutes).
+    (tmp_path / "w.py").write_text(
+        f"#!{sys.executable} -S\nimport os, sys\nprint(os.environ['SETTING_88999'])\n"
+        "sys.exit(os.environ['CULPRIT'] == 'bad')\n"
+    )
+    (tmp_path / "w.py").chmod(0o755)
     assert sum(len(line) + 1 for line in lines) > 2 * (1 << 20)  # over the default limit
     result = cli.json(
-        "run", "good.env", "bad.env", "--quiet", "--state-dir", "s", "--", str(tmp_path / "w.sh")
+        "run", "good.env", "bad.env", "--quiet", "--state-dir", "s", "--", str(tmp_path / "w.py")
     )
     assert result["status"] == "found" and culprit_keys(result) == [["env.CULPRIT"]]
     assert "value-88999-of-the-spec" in result["culprits"][0]["proof"]["excerpt"]

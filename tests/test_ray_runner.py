@@ -597,6 +597,35 @@ def test_command_argv_reaches_the_workload_unchanged(runner):
     assert json.loads(result.output) == ["a b", "$HOME", "x;false"]
 
 
+# A workload that leaves three processes behind: a background child, one in a session
+# of its own, and a double-forked daemon. Each prints its PID.
+ESCAPEES = r"""
+sleep 300 & echo "left $!"
+setsid sh -c 'sleep 301 & echo "left $!"'
+python3 -c "import os, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        print('left', os.getpid(), flush=True); time.sleep(302)
+    os._exit(0)
+os.wait()"
+exit 3
+"""
+
+
+@pytest.mark.ray
+def test_what_a_probe_leaves_behind_ends_with_it_on_the_sessions_ray(runner):
+    """Ray leaves a job's background children running; on the session's own Ray the
+    keeper ends them when the probe ends (and the exit code is still the workload's)."""
+    (result,) = runner.run(
+        [make_probe(_state(runner), "p9", {"entrypoint": f"sh -c {shlex.quote(ESCAPEES)}"})]
+    )
+    assert result.exit_code == 3, result.output
+    pids = [int(line.split()[1]) for line in result.output.splitlines() if line.startswith("left")]
+    assert len(pids) == 3, result.output
+    assert wait_dead(pids) == []
+
+
 @pytest.mark.ray
 def test_timeout_stops_the_job_and_pending_is_unschedulable(runner):
     """A probe past its timeout (counted from RUNNING) is stopped on the cluster; one

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import FIXTURES, ROOT
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from clusterbisect.errors import InputError
 from clusterbisect.settings import flatten
@@ -386,6 +389,41 @@ def test_env_name_assigned_twice_names_both_lines(tmp_path: Path, name: str) -> 
     path.write_text("A=1\nB=2\nA=3\n")
     with pytest.raises(InputError, match=r"line 3: A is assigned twice \(first at line 1\)"):
         load_spec(str(path))
+
+
+@pytest.mark.parametrize("name", ["dump.txt", "app.env"])
+def test_duplicate_after_blank_lines_names_its_own_line(tmp_path: Path, name: str) -> None:
+    # python-dotenv starts a binding at the blank lines before it: the line named is
+    # the name's own, in the plain reading and in python-dotenv's.
+    for text, line in (("A=1\n\n\nA=2\n", 4), ('A="1"\n\n \n\nA=2\n', 5)):
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(InputError, match=rf"line {line}: A is assigned twice \(first at"):
+            load_spec(str(path))
+
+
+# Lines as a generated .env has them, and lines python-dotenv reads in its own way.
+DOTENV_LINE = st.one_of(
+    st.from_regex(r"[A-Z_][A-Z0-9_]{0,6}=[a-z0-9#=$:/.,{}-]{0,8}", fullmatch=True),
+    st.sampled_from(["", " ", "# c", "A = 1", "B='x y'", 'C="q\\nr"', "export D=1", "E=1 # c"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(DOTENV_LINE, max_size=12), st.booleans())
+def test_plain_dotenv_is_read_as_python_dotenv_reads_it(lines: list[str], newline: bool) -> None:
+    from dotenv import dotenv_values
+
+    from clusterbisect.specs.envfile import parse_env_text
+
+    text = "\n".join(lines) + ("\n" if newline else "")
+    try:
+        ours = parse_env_text(text, "app.env")
+    except InputError as err:
+        assert "assigned twice" in str(err)
+        return
+    theirs = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    assert ours == {k: v for k, v in theirs.items() if v is not None}
 
 
 @pytest.mark.parametrize(

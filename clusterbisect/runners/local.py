@@ -390,6 +390,8 @@ def _signal(item: _Running, sig: int) -> None:
 
 
 def _too_long(name: str, value: str) -> bool:
+    if 4 * (len(name) + len(value)) + 2 <= EXEC_MAX_STRING:
+        return False  # at most 4 bytes a character: no need to encode (89k variables)
     return len(os.fsencode(name)) + len(os.fsencode(value)) + 2 > EXEC_MAX_STRING
 
 

@@ -19,6 +19,11 @@ its command line or in its own environment, so it is not bounded by them), then:
   the signal that ended the workload) or ``error ERRNO MESSAGE`` when the workload
   could not be started.
 
+The same keeper wraps a command another system starts on this machine (the
+entrypoint of a Ray job on the session's own local Ray): ``python -I -S reaper.py
+--wrap GRACE -- ARGV...`` inherits its environment, has no pipes, and exits with the
+workload's code (128 + N for a signal N), after ending the rest of the tree.
+
 Its output is the workload's: the probe's stdout and stderr are inherited, and this
 script writes nothing there. It starts once per probe, so it imports little (no json,
 no subprocess): the job is NUL-separated bytes (:func:`encode_job`), the workload is
@@ -89,6 +94,36 @@ def main(job_fd: int, status_fd: int, parent: int) -> int:
     _end_the_rest(wakeup, grace)
     _report(status_fd, f"exit {code} {duration:.6f}")
     return code if code >= 0 else 128 - code
+
+
+def wrap(grace: float, argv: list[str]) -> int:
+    """Keep ``argv`` (run with this process's environment) and end its whole tree."""
+    wakeup = _signals()
+    _prctl(PR_SET_CHILD_SUBREAPER, 1)
+    _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    env = [k + b"=" + v for k, v in os.environb.items()]
+    try:
+        pid = _spawn([os.fsencode(word) for word in argv], env)
+    except OSError as err:
+        print(f"cannot start {argv[0]!r}: {err.strerror or err}", file=sys.stderr)
+        return 127
+    code = _wait(pid, wakeup, grace)
+    _end_the_rest(wakeup, grace)
+    return code if code >= 0 else 128 - code
+
+
+def wrapped_command(argv: list[str], grace: float, python: str = sys.executable) -> list[str]:
+    """``argv`` run under a keeper (see :func:`wrap`)."""
+    return [
+        python,
+        "-I",
+        "-S",
+        os.path.abspath(__file__),
+        "--wrap",
+        repr(float(grace)),
+        "--",
+        *argv,
+    ]
 
 
 def _spawn(argv: list[bytes], env: list[bytes]) -> int:
@@ -279,4 +314,6 @@ def read_status(data: bytes) -> dict[str, object]:
 
 
 if __name__ == "__main__":
+    if sys.argv[1] == "--wrap":
+        sys.exit(wrap(float(sys.argv[2]), sys.argv[4:]))
     sys.exit(main(int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])))

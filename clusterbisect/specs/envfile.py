@@ -31,6 +31,9 @@ ASSIGNMENT = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$", re.DOT
 # A .env assignment may have spaces around "=" and dots or dashes in the name.
 DOTENV_ASSIGNMENT = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_.-]*)\s*=(.*)$", re.DOTALL)
 ENV_NOISE = frozenset({"_", "SHLVL", "OLDPWD", "HOSTNAME"})
+# A line python-dotenv reads as exactly NAME and value: no quotes, spaces, escapes or
+# comments. A file of only such lines (and blank ones) skips its slower parser.
+PLAIN_DOTENV_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=([^\s'\"\\]*)")
 
 
 def is_assignment(line: str) -> bool:
@@ -70,13 +73,37 @@ def _duplicate(name: str, line: int, first: int, source: str) -> InputError:
     )
 
 
+def _parse_plain_dotenv(text: str, source: str) -> dict[str, str] | None:
+    """The file as python-dotenv reads it, if every line is plain (else None)."""
+    env: dict[str, str] = {}
+    lines: dict[str, int] = {}
+    for number, line in enumerate(text.split("\n"), start=1):
+        if not line:
+            continue
+        m = PLAIN_DOTENV_LINE.fullmatch(line)
+        if m is None:
+            return None
+        name = m.group(1)
+        if name in lines:
+            raise _duplicate(name, number, lines[name], source)
+        lines[name] = number
+        env[name] = m.group(2)
+    return env
+
+
 def _parse_dotenv(text: str, source: str) -> dict[str, str]:
+    plain = _parse_plain_dotenv(text, source)
+    if plain is not None:
+        return plain
     from dotenv.parser import parse_stream
 
     env: dict[str, str] = {}
     lines: dict[str, int] = {}
     for binding in parse_stream(io.StringIO(text)):
-        line = binding.original.line
+        # A binding starts with the blank lines before it: its own line is after them.
+        original = binding.original.string
+        blank = original[: len(original) - len(original.lstrip())]
+        line = binding.original.line + blank.count("\n")
         if binding.error:
             shown = binding.original.string.strip()[:40]
             raise InputError(f"line {line}: not a .env assignment: {shown!r}", source=source)

@@ -342,3 +342,38 @@ def test_a_command_not_in_path_is_a_start_error(kube: Kube, ns: str) -> None:
     term = wait_terminated(kube, ns, name, "main")
     assert (term["exitCode"], term["reason"]) == (128, "StartError")
     assert 'exec: "no-such-program": executable file not found in $PATH' in term["message"]
+
+
+def test_a_containers_escapees_end_with_it(kube: Kube, ns: str) -> None:
+    """A process that leaves its group (setsid, double fork) does not outlive the
+    container: it stays in the container's cgroup, which the node empties when the
+    main process exits (the local backend's keeper does the same for local probes)."""
+    escape = (
+        "import os, sys, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        "        print('escapee', os.getpid(), flush=True)\n"
+        "        time.sleep(600)\n"
+        "    os._exit(0)\n"
+        "os.wait()\n"
+        "time.sleep(0.5)\n"
+        "print('main done', flush=True)\n"
+    )
+    name = run_pod(kube, ns, {"containers": [python(escape)]})["metadata"]["name"]
+    term = wait_terminated(kube, ns, name, "main")
+    assert term["exitCode"] == 0
+    text = logs(kube, ns, name)
+    assert "main done" in text, text
+    (pid,) = [int(line.split()[1]) for line in text.splitlines() if line.startswith("escapee")]
+
+    def ended() -> bool:
+        # The node's processes share this machine's PID namespace (only mount and UTS
+        # namespaces are new): the escapee's PID is ours to look up. A zombie is dead.
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
+                return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+        except OSError:
+            return True
+
+    wait_for(ended, 60, f"the escapee {pid} to be killed with its container")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -435,3 +436,17 @@ def not_carried(spec: Spec, where: str) -> list[NotCarried]:
             f"a Ray job runs the main container's command and env only, on {where}",
         )
     ]
+
+
+def kept(submission: Submission, grace: float) -> Submission:
+    """The submission with its entrypoint under the local backend's keeper
+    (``reaper.py --wrap``, a child subreaper), for a job that runs on this machine (the
+    session's own Ray): what the workload leaves running (``cmd &``, a ``setsid``
+    daemon) is ended with it, which Ray does not do. A ``container``/``image_uri``
+    runtime_env is left alone (the keeper's interpreter is not in the image)."""
+    if CONTAINER_FIELDS & set(submission.runtime_env):
+        return submission
+    from clusterbisect.runners.reaper import wrapped_command
+
+    argv = wrapped_command(["/bin/sh", "-c", submission.entrypoint], grace)
+    return dataclasses.replace(submission, entrypoint=shlex.join(argv))

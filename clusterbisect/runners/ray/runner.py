@@ -20,7 +20,8 @@ Where the jobs run:
   token authentication and a token written under the state dir (mode 0600, passed in
   ``RAY_AUTH_TOKEN_PATH``), so nothing is written to ``~/.ray`` and no other local
   user can submit jobs to it. ``close()`` stops exactly that instance: by its PID and
-  its process tree, never ``ray stop``.
+  its process tree, never ``ray stop``. Its entrypoints run under the local backend's
+  keeper (``render.kept``), so what a probe leaves behind ends with it.
 
 Either way the job ships its ``working_dir`` (the spec's, or the session's directory,
 packaged once per session), so the same command works on both. Each job's record is
@@ -75,6 +76,7 @@ from clusterbisect.runners.ray.messages import (
 from clusterbisect.runners.ray.render import (
     Submission,
     job_python,
+    kept,
     not_carried,
     render_submission,
     why_untestable,
@@ -92,11 +94,11 @@ log = get_logger(__name__)
 class RaySettings(RayOptions):
     """The user's options (``config.RayOptions``) and the backend's own tuning."""
 
-    # A job still PENDING (waiting for resources or its runtime_env) after this long
-    # is stopped as unschedulable: an infrastructure outcome.
+    # Still PENDING (resources, runtime_env) this long: stopped as unschedulable (infra).
     pending_timeout: float = 600.0
     poll_s: float = 0.25
     stop_grace_s: float = 20.0  # wait this long for a stopped job to reach a final state
+    keeper_grace_s: float = 3.0  # on the session's Ray: SIGTERM to SIGKILL of what is left
     max_log_bytes: int = 1 << 20  # the tail of the driver log kept per probe
     local: LocalRayOptions = field(default_factory=LocalRayOptions)
 
@@ -319,6 +321,8 @@ class RayRunner:
             time.monotonic(),
             timeout_s=probe.timeout_s if probe.timeout_s else self.context.timeout_s,
         )
+        if self.local is not None:  # the session's own Ray: this machine
+            submission = kept(submission, self.options.keeper_grace_s)
         infeasible = self._infeasible(client, submission.resources)
         if infeasible:
             job.result = self._infra(job, f"{UNSCHEDULABLE}: {infeasible}", {})
