@@ -388,9 +388,15 @@ def test_the_dry_run_lists_what_the_probe_does_not_carry(cli: Any, tmp_path: Pat
     assert "Not carried by the probes" in text and "spec.minAvailable = 3" in text
     # Step mode says the same when it starts, and with each next probe.
     state = str(tmp_path / "state")
-    started = cli.json("start", *paths, "--backend", "kubernetes", "--state-dir", state, expect=0)
+    started = cli.json(
+        "start", *paths, "--backend", "kubernetes", "--state-dir", state, "--verbose", expect=0
+    )
     assert started["fidelity"] == fidelity
-    assert cli.json("next", "--state-dir", state, expect=0)["fidelity"] == fidelity
+    full = cli.json("next", "--state-dir", state, "--verbose", expect=0)
+    assert full["fidelity"] == fidelity
+    # The compact reply (the default) counts what --verbose lists.
+    compact = cli.json("next", "--state-dir", state, expect=0)["fidelity"]
+    assert compact["not_carried_count"] == len(fidelity["not_carried"])
 
 
 # --- RayJob probes ----------------------------------------------------------------------------
