@@ -83,7 +83,10 @@ def test_step_mode_bisects_the_example_on_the_cluster(tmp_path: Path, kube: Kube
     )
     assert code == 0, err
     call = [cli("call", "next", kube=False)[0], "call"]
-    view = run_json([*call, "next", "--input", "-"], stdin=json.dumps({"state_dir": str(state)}))[1]
+    view = run_json(
+        [*call, "next", "--input", "-"],
+        stdin=json.dumps({"state_dir": str(state), "verbose": True}),
+    )[1]
     probes = 0
     while not view["done"]:
         probe = view["probe"]
@@ -102,7 +105,12 @@ def test_step_mode_bisects_the_example_on_the_cluster(tmp_path: Path, kube: Kube
         code, reply, err = run_json(
             [*call, "record", "--input", "-"],
             stdin=json.dumps(
-                {"state_dir": str(state), "exit_code": exit_code, "log_file": str(log)}
+                {
+                    "state_dir": str(state),
+                    "exit_code": exit_code,
+                    "log_file": str(log),
+                    "verbose": True,  # the next view whole: its rendered Job
+                }
             ),
         )
         assert code == 0, (reply, err)

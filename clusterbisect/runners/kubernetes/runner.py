@@ -238,10 +238,8 @@ class KubernetesRunner:
         return self.options.command is not None or bool(self.context.command)
 
     def _check_fields(self, good: Any, changes: list[Change]) -> None:
-        """Bad input, before any probe runs: a field the Kubernetes API does not know
-        (a typo such as ``envv``) in the good spec, or brought by a change. Checked
-        with the client's own model of a Job, offline; the API server checks again on
-        every create (fieldValidation=Strict)."""
+        """Bad input before any probe runs: a field unknown to the client's model of a
+        Job (``envv``), in the good spec or a change; creates are Strict too."""
         options = self._static_render_options()
         for spec, origin in ((good, None), (apply_changes(good, changes), changes)):
             job = render.render_job("check", self.context.session_id, spec, [], options)
@@ -262,10 +260,13 @@ class KubernetesRunner:
     def fidelity(self) -> Fidelity:
         """Where probes go (which namespace, and why), which template they run and the
         good spec's settings they do not carry."""
-        spec = self.context.good
+        spec = self._template  # a pip freeze's: the Job its probes are rendered from
         target = self.namespace_said()
         if spec is None:
             return Fidelity(target=target)
+        if self.pip:
+            image = self.options.pip_image
+            return Fidelity(target=target, runs=f"the pins installed in {image}, then the workload")
         if self.rayjob:
             return Fidelity(
                 target=target,
@@ -282,11 +283,10 @@ class KubernetesRunner:
         )
 
     def notes(self) -> list[str]:
-        """What every probe changes about the job, for the report: the volumes it does
-        not share as they are (read-only, or a scratch directory), and how to undo it."""
-        if not self._volume_notes and self.context.good is not None and not self.rayjob:
+        """What every probe changes of the job: volumes not shared as they are."""
+        if not self._volume_notes and self._template is not None and not self.rayjob:
             options = self._static_render_options()
-            good = self.context.good
+            good = self._template
             self._remember_volumes(
                 render.render_job("notes", self.context.session_id, good, [], options)
             )
